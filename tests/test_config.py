@@ -1,0 +1,71 @@
+"""Config: every kind of bad input is one line naming key, value and what is allowed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from securefed.config import dump_config, load_config, validate
+from securefed.errors import ConfigError
+
+
+def test_embedded_default_loads_and_round_trips():
+    cfg = load_config()
+    assert cfg.task.name == "synthetic_finance"
+    assert validate(yaml.safe_load(dump_config(cfg))) == cfg
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "fragment"),
+    [
+        ("training.roundz=3", "training.roundz", "allowed keys here"),
+        ("trainng.rounds=3", "trainng", "allowed keys here"),
+        ("model.adapter=lorax", "model.adapter", "'lora', 'qlora' or 'ia3'"),
+        ("training.rounds=abc", "training.rounds", "valid integer"),
+        ("training.rounds=0", "training.rounds", "greater than or equal to 1"),
+        ("training.lr=-1", "training.lr", "greater than 0"),
+        ("partition.test_fraction=1.5", "partition.test_fraction", "less than 1"),
+        ("training.clients_per_round=9", "training.clients_per_round", "at most partition.num_clients"),
+        ("partition.scheme=natural", "partition.column", "required"),
+        ("secure_aggregation.threshold=1", "secure_aggregation.threshold", "[2, 4]"),
+        ("secure_aggregation.dropout.share_keys=[7]", "secure_aggregation.dropout.share_keys", "[0, 3]"),
+        ("privacy.dp.delta=2.0", "privacy.dp", "delta"),
+    ],
+)
+def test_bad_input_names_the_key(override, key, fragment):
+    with pytest.raises(ConfigError) as info:
+        load_config(overrides=[override])
+    message = str(info.value)
+    assert key in message and fragment in message
+    assert "\n" not in message
+
+
+def test_modular_overflow_is_ruled_out_at_load():
+    with pytest.raises(ConfigError, match="secure_aggregation.bits=29"):
+        load_config(overrides=["partition.num_clients=8", "training.clients_per_round=8",
+                               "secure_aggregation.bits=29"])
+    load_config(overrides=["partition.num_clients=8", "training.clients_per_round=8",
+                           "secure_aggregation.bits=27"])
+
+
+def test_dp_needs_a_noise_source():
+    with pytest.raises(ConfigError, match="target_epsilon or noise_multiplier"):
+        load_config(overrides=["privacy.dp.enabled=true", "privacy.dp.target_epsilon=null"])
+
+
+def test_missing_config_file():
+    with pytest.raises(ConfigError, match="existing YAML file"):
+        load_config("does/not/exist.yaml")
+
+
+def test_cli_user_error_is_one_line_without_traceback(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "securefed.cli", "simulate", "--set", "model.adapter=lorax",
+         "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "model.adapter" in proc.stderr and "lorax" in proc.stderr
+    assert not (tmp_path / "run").exists(), "nothing may start before the config is valid"
