@@ -1,0 +1,86 @@
+"""The two references a federation is judged against, on the same backbone and adapter.
+
+Budget rule: every institution gets the number of local optimizer steps it is *expected* to
+take in the federation (rounds x clients_per_round / num_clients x its steps per round).
+``isolated`` trains each institution alone for exactly that; ``centralized`` trains one model
+on the pooled data for their sum. With DP on, each baseline calibrates its own noise to the
+same target epsilon over its own steps.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from securefed.adapters import set_vector
+from securefed.dp_budget import ClientPrivacy
+from securefed.evaluation import evaluate_global, mean_metrics
+from securefed.progress import Progress
+from securefed.run_folder import RunFolder, read_json, write_json
+from securefed.run_setup import RunSetup, derived_seed
+from securefed.training import train_local
+
+
+def baseline_steps(setup: RunSetup) -> list[int]:
+    """Each institution's expected number of local steps in the federation."""
+    share = setup.expected_rounds_per_client()
+    return [max(1, math.ceil(share * setup.local_steps(c))) for c in range(setup.num_clients)]
+
+
+def _train(setup: RunSetup, data, steps: int, privacy: ClientPrivacy, who: int, tag: str,
+           progress: Progress) -> dict:
+    t = setup.cfg.training
+    set_vector(setup.bundle.model, setup.initial_vector, setup.bundle.spec)
+    plan = privacy.plan_round(who, steps)
+    generator = torch.Generator().manual_seed(derived_seed(setup.cfg.seed, tag, who))
+    with progress.task(f"{tag} {who}" if tag == "isolated" else tag, total=steps) as advance:
+        stats = train_local(setup.bundle, data, steps=steps, batch_size=t.batch_size, lr=t.lr,
+                            weight_decay=t.weight_decay, generator=generator, dp=plan,
+                            on_step=advance)
+    privacy.record_round(who, 0, stats)
+    return {"steps": stats.steps, "train_loss": stats.mean_loss}
+
+
+def run_centralized(setup: RunSetup, progress: Progress) -> dict:
+    steps = sum(baseline_steps(setup))
+    privacy = ClientPrivacy(setup.cfg, [len(setup.pooled_train)], [steps], rounds=1)
+    info = _train(setup, setup.pooled_train, steps, privacy, 0, "centralized", progress)
+    metrics = evaluate_global(setup)
+    return {**metrics, **info, "privacy": privacy.report()}
+
+
+def run_isolated(setup: RunSetup, progress: Progress) -> dict:
+    steps = baseline_steps(setup)
+    sizes = [len(d) for d in setup.client_train]
+    privacy = ClientPrivacy(setup.cfg, sizes, steps, rounds=1)
+    clients: dict[str, dict] = {}
+    for c in range(setup.num_clients):
+        info = _train(setup, setup.client_train[c], steps[c], privacy, c, "isolated", progress)
+        metrics = evaluate_global(setup)
+        clients[str(c)] = {"own": metrics["clients"][str(c)], "pooled": metrics["pooled"], **info}
+    return {
+        "pooled": mean_metrics({c: m["pooled"] for c, m in clients.items()}),
+        "own": mean_metrics({c: m["own"] for c, m in clients.items()}),
+        "clients": clients,
+        "privacy": privacy.report(),
+    }
+
+
+RUNNERS = {"centralized": run_centralized, "isolated": run_isolated}
+
+
+def run_baselines(setup: RunSetup, folder: RunFolder, progress: Progress) -> dict[str, dict]:
+    """Run each configured baseline once; a resumed run reuses finished ones from disk."""
+    out: dict[str, dict] = {}
+    for name in setup.cfg.baselines:
+        path = folder.file(f"baselines/{name}.json")
+        if path.is_file():
+            out[name] = read_json(path)
+            continue
+        result = RUNNERS[name](setup, progress)
+        write_json(path, result)
+        out[name] = result
+        progress.log(f"{name}: pooled " + ", ".join(f"{k} {v:.3f}" for k, v in result["pooled"].items()))
+    return out
+

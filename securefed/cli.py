@@ -1,0 +1,82 @@
+"""The ``securefed`` command: simulate | audit | sweep.
+
+User errors (bad config, missing files, a protocol abort that ends a run) print one line and
+exit 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import warnings
+
+from rich.console import Console
+
+from securefed.errors import SecurefedError
+
+EXIT_USER_ERROR = 2
+
+
+def _quiet_libraries() -> None:
+    """Offline by default, and no library chatter between our progress bars."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def _cmd_simulate(args: argparse.Namespace, console: Console) -> int:
+    from securefed.config import load_config
+
+    if args.resume and (args.config or args.set or args.out):
+        console.print("error: --resume RUN_DIR continues a run with its own config; "
+                      "do not pass CONFIG, --set or --out with it")
+        return EXIT_USER_ERROR
+    cfg = None if args.resume else load_config(args.config, args.set)
+    _quiet_libraries()
+    from securefed.progress import Progress
+    from securefed.simulate import simulate
+    from securefed.summary import print_summary
+
+    progress = Progress(Console(stderr=True), enabled=not args.quiet)
+    run_dir, results = simulate(cfg, out=args.out, resume=args.resume, progress=progress)
+    print_summary(results, run_dir, console)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="securefed", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sim = sub.add_parser("simulate", help="run a federation in one process (default: embedded demo)")
+    sim.add_argument("config", nargs="?", help="YAML config (default: the embedded default)")
+    sim.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config key, e.g. --set training.rounds=2 (repeatable)")
+    sim.add_argument("--out", help="run folder to create (default: runs/<name>-<timestamp>)")
+    sim.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last finished round")
+    sim.add_argument("--quiet", action="store_true", help="no progress bars")
+    sim.set_defaults(func=_cmd_simulate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    console = Console()
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args, console)
+    except SecurefedError as exc:
+        Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        Console(stderr=True).print("interrupted: finished rounds are saved; continue with --resume")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

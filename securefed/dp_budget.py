@@ -1,0 +1,99 @@
+"""Each institution's privacy budget across the run: noise plan, ledger, and when to stop.
+
+Noise is calibrated once per institution for the whole *planned* run, assuming it takes part
+in every round (the worst case, so the target is met whichever rounds it is sampled in).
+Each round it trains, its DP-SGD steps are recorded as one event in its own ledger; before a
+round, an institution whose ledger cannot afford the round stops training. With DP off, a
+trained round is recorded as non-private (epsilon = infinity), never as nothing.
+"""
+
+from __future__ import annotations
+
+import math
+
+from securefed.config import RunConfig
+from securefed.privacy.accounting import calibrate_noise_multiplier, default_delta
+from securefed.privacy.ledger import PrivacyLedger
+from securefed.training import LocalStats
+
+
+class _Exhausted:
+    def __repr__(self) -> str:
+        return "EXHAUSTED"
+
+
+class ClientPrivacy:
+    """The per-institution ledgers of one run, and the DP plan each round trains under."""
+
+    EXHAUSTED = _Exhausted()
+
+    def __init__(self, cfg: RunConfig, train_sizes: list[int], steps_per_round: list[int],
+                 rounds: int | None = None) -> None:
+        self.dp = cfg.privacy.dp
+        self.batch_size = cfg.training.batch_size
+        self.rounds = rounds if rounds is not None else cfg.training.rounds
+        self.train_sizes = train_sizes
+        self.ledgers: dict[int, PrivacyLedger] = {}
+        self.noise: dict[int, float] = {}
+        for c, n in enumerate(train_sizes):
+            delta = default_delta(n) if self.dp.delta == "auto" else float(self.dp.delta)
+            target = self.dp.target_epsilon if self.dp.enabled else None
+            self.ledgers[c] = PrivacyLedger(client_id=c, delta=delta, target_epsilon=target)
+            if self.dp.enabled:
+                self.noise[c] = self._calibrate(c, delta, steps_per_round[c])
+
+    def sample_rate(self, client: int) -> float:
+        return min(1.0, self.batch_size / self.train_sizes[client])
+
+    def _calibrate(self, client: int, delta: float, steps: int) -> float:
+        if self.dp.noise_multiplier is not None:
+            return float(self.dp.noise_multiplier)
+        return calibrate_noise_multiplier(self.dp.target_epsilon, delta, self.sample_rate(client),
+                                          self.rounds * steps, accountant=self.dp.accountant)
+
+    def plan_round(self, client: int, steps: int):
+        """``None`` (no DP), a ``DPPlan``, or ``EXHAUSTED`` if the round would break the budget."""
+        if not self.dp.enabled:
+            return None
+        from securefed.privacy.dp_sgd import DPPlan
+
+        sigma, q = self.noise[client], self.sample_rate(client)
+        if self.dp.target_epsilon is not None and not self.ledgers[client].can_afford(
+                noise_multiplier=sigma, sample_rate=q, steps=steps):
+            return self.EXHAUSTED
+        return DPPlan(noise_multiplier=sigma, max_grad_norm=self.dp.max_grad_norm,
+                      secure_mode=self.dp.secure_mode)
+
+    def record_round(self, client: int, round_index: int, stats: LocalStats) -> None:
+        ledger = self.ledgers[client]
+        if self.dp.enabled:
+            ledger.record(noise_multiplier=self.noise[client], sample_rate=stats.sample_rate,
+                          steps=stats.steps, round_index=round_index)
+        else:
+            ledger.record_non_private(steps=stats.steps, round_index=round_index)
+
+    def epsilons(self) -> dict[str, float | str]:
+        """Epsilon so far per institution (JSON-safe: infinity is written "inf")."""
+        return {str(c): _json_safe(ledger.epsilon(self.dp.accountant))
+                for c, ledger in self.ledgers.items()}
+
+    def to_json(self) -> dict:
+        return {"dp_enabled": self.dp.enabled, "accountant": self.dp.accountant,
+                "noise_multipliers": {str(c): s for c, s in self.noise.items()},
+                "ledgers": {str(c): ledger.to_json() for c, ledger in self.ledgers.items()}}
+
+    def restore(self, saved: dict) -> None:
+        """Continue from a resumed run's ledgers (a fresh run must not reset them)."""
+        for key, obj in saved["ledgers"].items():
+            self.ledgers[int(key)] = PrivacyLedger.from_json(obj)
+        self.noise = {int(k): float(v) for k, v in saved["noise_multipliers"].items()}
+
+    def report(self) -> dict:
+        """Per institution: epsilon by the accountant of record, cross-checks, the events."""
+        return {"dp_enabled": self.dp.enabled, "accountant_of_record": self.dp.accountant,
+                "clients": {str(c): ledger.report(self.dp.accountant)
+                            for c, ledger in self.ledgers.items()}}
+
+
+def _json_safe(value: float) -> float | str:
+    return "inf" if math.isinf(value) else value

@@ -1,0 +1,143 @@
+"""Encoding examples for a backbone, the local training loop, and evaluation.
+
+One row per example (see ``adapters``): encoders return C logits from their head; causal LMs
+return the log-likelihood of each of the C answer tokens at the position after the prompt.
+Local training is plain AdamW on the adapter, or DP-SGD through ``securefed.privacy.dp_sgd``
+when a ``DPStep`` plan is given.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Subset, TensorDataset
+
+from securefed.adapters import AdapterModel, trainable_parameters
+from securefed.errors import DataError
+
+
+def encode_examples(examples: Sequence, task, bundle: AdapterModel, max_length: int) -> TensorDataset:
+    """Tokenize every example once: ``(input_ids, attention_mask, answer_ids, labels)``.
+
+    ``answer_ids`` [N, C] holds the first token of each answer continuation (causal LMs only;
+    zeros for encoders, whose head has the C outputs itself).
+    """
+    tok = bundle.tokenizer
+    # An encoder reads the bare sentence where the task has one (its head replaces the
+    # instruction); multiple choice keeps the prompt, whose lettered options the head picks.
+    as_text = getattr(task, "encoder_text", None) if bundle.kind == "encoder" else None
+    prompts = [as_text(ex) if as_text else task.prompt(ex) for ex in examples]
+    if bundle.kind == "causal":
+        tok.padding_side, tok.truncation_side = "right", "left"
+    enc = tok(prompts, max_length=max_length, truncation=True, padding="max_length",
+              return_tensors="pt")
+    labels = torch.tensor([ex.label for ex in examples], dtype=torch.long)  # [N]
+    num_choices = bundle.num_labels
+    answer_ids = torch.zeros((len(examples), num_choices), dtype=torch.long)  # [N, C]
+    if bundle.kind == "causal":
+        cache: dict[str, int] = {}
+        for i, ex in enumerate(examples):
+            texts = task.answer_texts(ex)
+            for j, text in enumerate(texts):
+                if text not in cache:
+                    ids = tok(text, add_special_tokens=False)["input_ids"]
+                    if not ids:
+                        raise DataError(f"answer {text!r} tokenizes to nothing")
+                    cache[text] = ids[0]
+                answer_ids[i, j] = cache[text]
+            if len(set(answer_ids[i].tolist())) != len(texts):
+                raise DataError(f"answers {texts} share a first token with this tokenizer; "
+                                "use letter answers or another backbone")
+    return TensorDataset(enc["input_ids"], enc["attention_mask"], answer_ids, labels)
+
+
+def choice_scores(bundle: AdapterModel, input_ids, attention_mask, answer_ids) -> torch.Tensor:
+    """[B, C] scores: head logits (encoder) or answer-token log-likelihoods (causal LM)."""
+    if bundle.kind == "encoder":
+        return bundle.model(input_ids=input_ids, attention_mask=attention_mask).logits
+    logits = bundle.model(input_ids=input_ids, attention_mask=attention_mask).logits  # [B, L, V]
+    last = attention_mask.sum(dim=1) - 1  # [B] index of the last prompt token
+    next_token = logits[torch.arange(logits.shape[0]), last]  # [B, V]
+    return F.log_softmax(next_token.float(), dim=-1).gather(1, answer_ids)  # [B, C]
+
+
+def batch_loss(bundle: AdapterModel, batch) -> torch.Tensor:
+    input_ids, attention_mask, answer_ids, labels = batch
+    scores = choice_scores(bundle, input_ids, attention_mask, answer_ids)
+    return F.cross_entropy(scores.float(), labels)
+
+
+@dataclass(frozen=True)
+class LocalStats:
+    steps: int
+    examples: int
+    mean_loss: float
+    sample_rate: float | None = None  # DP only: Poisson sampling rate actually used
+    noise_multiplier: float | None = None
+
+
+def steps_for(num_examples: int, batch_size: int, local_epochs: float, local_steps: int | None) -> int:
+    """Local optimizer steps per round: fixed, or enough for ``local_epochs`` passes."""
+    if local_steps is not None:
+        return local_steps
+    return max(1, math.ceil(local_epochs * num_examples / batch_size))
+
+
+def _optimizer(bundle: AdapterModel, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    params = [p for _, p in trainable_parameters(bundle.model)]
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
+def train_local(bundle: AdapterModel, data: Subset | TensorDataset, *, steps: int, batch_size: int,
+                lr: float, weight_decay: float, generator: torch.Generator,
+                dp=None, on_step=None) -> LocalStats:
+    """Train the adapter in place for ``steps`` optimizer steps on ``data``.
+
+    Without DP: uniformly shuffled mini-batches (seeded by ``generator``). With ``dp`` (a
+    ``securefed.privacy.dp_sgd.DPPlan``): Opacus DP-SGD with Poisson sampling.
+    """
+    bundle.model.train()
+    optimizer = _optimizer(bundle, lr, weight_decay)
+    if dp is not None:
+        from securefed.privacy.dp_sgd import train_private
+
+        return train_private(bundle, data, optimizer, steps=steps, batch_size=batch_size,
+                             plan=dp, loss_fn=batch_loss, on_step=on_step)
+    loader = DataLoader(data, batch_size=batch_size, shuffle=True, generator=generator)
+    losses: list[float] = []
+    seen = 0
+    while len(losses) < steps:
+        for batch in loader:
+            optimizer.zero_grad(set_to_none=True)
+            loss = batch_loss(bundle, batch)
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+            seen += int(batch[0].shape[0])
+            if on_step is not None:
+                on_step()
+            if len(losses) == steps:
+                break
+    return LocalStats(steps=steps, examples=seen, mean_loss=float(np.mean(losses)))
+
+
+@torch.no_grad()
+def predict(bundle: AdapterModel, data: Subset | TensorDataset, batch_size: int) -> np.ndarray:
+    """Predicted choice index per example, in dataset order."""
+    bundle.model.eval()
+    preds: list[np.ndarray] = []
+    for input_ids, attention_mask, answer_ids, _ in DataLoader(data, batch_size=batch_size):
+        scores = choice_scores(bundle, input_ids, attention_mask, answer_ids)
+        preds.append(scores.argmax(dim=-1).cpu().numpy())
+    return np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
+
+
+def labels_of(data: Subset | TensorDataset) -> np.ndarray:
+    if isinstance(data, Subset):
+        return data.dataset.tensors[3][data.indices].numpy()
+    return data.tensors[3].numpy()
