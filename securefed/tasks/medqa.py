@@ -1,0 +1,76 @@
+"""MedQA (USMLE, 4 options): medical multiple-choice questions from US licensing exams.
+
+Hub: ``GBaker/MedQA-USMLE-4-options`` (JSON; splits ``train`` 10,178 and ``test`` 1,273).
+
+Schema (local files use the same; JSONL, CSV or Parquet):
+
+=================  ===========================================================================
+``question``       string, the case vignette and question
+``options``        object ``{"A": str, "B": str, "C": str, "D": str}``; in CSV a JSON (or
+                   Python-literal) string of that object
+``answer_idx``     string, the correct letter ``A``-``D``
+``answer``         string, the correct option's text (optional, not used)
+``meta_info``      string, ``step1`` or ``step2&3`` (optional; kept as a column)
+``metamap_phrases`` list of strings (optional, not used)
+=================  ===========================================================================
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from securefed.config import TaskConfig
+from securefed.errors import DataError
+from securefed.tasks.base import OPTION_LETTERS, Example, MultipleChoiceTask
+from securefed.tasks.sources import HubSource, open_rows, text_field
+
+LETTERS = OPTION_LETTERS[:4]
+
+
+class MedQA(MultipleChoiceTask):
+    name: ClassVar[str] = "medqa"
+    label_names: ClassVar[tuple[str, ...]] = LETTERS
+    description: ClassVar[str] = "MedQA-USMLE, 4-option medical multiple choice"
+    instruction: ClassVar[str] = "Answer the following USMLE-style medical question."
+    hub: ClassVar[HubSource] = HubSource("GBaker/MedQA-USMLE-4-options")
+    required: ClassVar[tuple[str, ...]] = ("question", "options", "answer_idx")
+
+    def read(self, task_cfg: TaskConfig, seed: int) -> list[Example]:
+        rows = open_rows(task_cfg, self.hub, self.required, self.name)
+        examples = []
+        for i, row in enumerate(rows):
+            options = _options(row["options"], rows.source, i)
+            letter = text_field(row, "answer_idx").upper()
+            if letter not in LETTERS:
+                raise DataError(f"{rows.source}: row {i}: answer_idx {letter!r} is not A-D")
+            examples.append(
+                Example(
+                    text=text_field(row, "question"),
+                    choices=tuple(options[k] for k in LETTERS),
+                    label=LETTERS.index(letter),
+                    columns={"meta_info": text_field(row, "meta_info"), "source": "medqa"},
+                )
+            )
+        return examples
+
+
+def _options(value: Any, source: str, row: int) -> dict[str, str]:
+    if isinstance(value, str):  # CSV keeps the object as text
+        value = _parse_object(value)
+    if not isinstance(value, Mapping) or any(value.get(k) is None for k in LETTERS):
+        raise DataError(f"{source}: row {row}: options must map each of A, B, C, D to a string")
+    return {k: str(value[k]).strip() for k in LETTERS}
+
+
+def _parse_object(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    try:  # pandas writes dicts as Python literals
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return None

@@ -1,0 +1,195 @@
+"""SYNTHETIC medical multiple choice (4 options), generated offline from a seeded knowledge base.
+
+Not real data and not medical knowledge: the diseases are invented names and their symptom
+sets are drawn at random, so no pretrained model knows the answers; it has to learn the
+mapping from the training examples. Every example says so (``columns["source"] =
+"synthetic"``) and carries its institution and specialty (``columns["institution"]``,
+``columns["specialty"]``) for ``natural`` partitioning.
+
+Knowledge base (a function of the seed): 16 diseases in 4 specialties; each specialty draws
+12 of 36 symptoms, each disease 5 of its specialty's 12, so diseases of one specialty overlap.
+Each symptom has a common name and three synonyms; each institution writes one synonym of its
+own (``institution_vocab`` is the rate at which it does instead of the common name).
+
+A question lists some of the disease's symptoms plus unrelated ones, with age, sex and vital
+signs as filler; the options are the disease and three others. ``difficulty`` in [0, 1] shows
+fewer true symptoms, adds more unrelated ones, draws the wrong options from the same specialty
+more often, and above 0.5 moves the answer key to a wrong option (20% at 1).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import ClassVar
+
+from securefed.config import TaskConfig
+from securefed.tasks.base import (
+    OPTION_LETTERS,
+    Example,
+    MultipleChoiceTask,
+    reject_source_overrides,
+)
+from securefed.tasks.synthetic import (
+    CLINIC_KINDS,
+    SOURCE,
+    Knobs,
+    house_or_common,
+    institution_names,
+    label_noise_rate,
+    rng_for,
+)
+
+NAME = "synthetic_medqa"
+NUM_OPTIONS = 4
+SPECIALTIES = ("cardiopulmonary", "gastrointestinal", "neurological", "dermatological")
+DISEASES_PER_SPECIALTY = 4
+SYMPTOMS_PER_SPECIALTY = 12
+SYMPTOMS_PER_DISEASE = 5
+
+SYMPTOMS = (  # (common name, synonyms...)
+    ("fever", "pyrexia", "high temperature", "febrile episodes"),
+    ("cough", "persistent cough", "tussis", "hacking cough"),
+    ("shortness of breath", "dyspnea", "breathlessness", "difficulty breathing"),
+    ("chest pain", "thoracic pain", "chest tightness", "retrosternal discomfort"),
+    ("headache", "cephalalgia", "head pain", "throbbing headache"),
+    ("nausea", "queasiness", "upset stomach", "feeling sick"),
+    ("vomiting", "emesis", "throwing up", "retching"),
+    ("diarrhea", "loose stools", "watery stools", "frequent bowel movements"),
+    ("abdominal pain", "stomach ache", "belly pain", "epigastric pain"),
+    ("fatigue", "tiredness", "exhaustion", "lack of energy"),
+    ("joint pain", "arthralgia", "aching joints", "painful joints"),
+    ("rash", "skin eruption", "exanthem", "red spots"),
+    ("itching", "pruritus", "itchy skin", "constant scratching"),
+    ("dizziness", "vertigo", "lightheadedness", "feeling faint"),
+    ("palpitations", "racing heart", "pounding heart", "irregular heartbeat"),
+    ("weight loss", "unintentional weight loss", "losing weight", "cachexia"),
+    ("night sweats", "nocturnal sweating", "drenching sweats", "sweating at night"),
+    ("blurred vision", "visual blurring", "fuzzy vision", "reduced visual acuity"),
+    ("numbness", "paresthesia", "tingling", "pins and needles"),
+    ("muscle weakness", "muscular weakness", "loss of strength", "weak limbs"),
+    ("leg swelling", "leg edema", "ankle swelling", "pedal edema"),
+    ("jaundice", "icterus", "yellowing of the skin", "yellow eyes"),
+    ("frequent urination", "polyuria", "urinating often", "increased urine output"),
+    ("excessive thirst", "polydipsia", "constant thirst", "drinking a lot"),
+    ("sore throat", "pharyngitis", "throat pain", "scratchy throat"),
+    ("runny nose", "rhinorrhea", "nasal discharge", "dripping nose"),
+    ("back pain", "lumbago", "lower back pain", "dorsalgia"),
+    ("confusion", "disorientation", "altered mental status", "muddled thinking"),
+    ("tremor", "shaking", "trembling hands", "shakiness"),
+    ("hair loss", "alopecia", "thinning hair", "balding patches"),
+    ("loss of appetite", "anorexia", "poor appetite", "no hunger"),
+    ("insomnia", "sleeplessness", "trouble sleeping", "poor sleep"),
+    ("constipation", "hard stools", "infrequent bowel movements", "straining at stool"),
+    ("wheezing", "whistling breath", "noisy breathing", "sibilant rhonchi"),
+    ("bruising", "ecchymosis", "easy bruising", "purple patches"),
+    ("hoarseness", "dysphonia", "raspy voice", "voice changes"),
+)
+NAME_HEADS = ("Var", "Tesk", "Quel", "Orn", "Brax", "Sil", "Nox", "Pel", "Thar", "Rin", "Gor",
+              "Zul", "Mav", "Kel", "Dren", "Lut", "Ash", "Vol")  # fmt: skip
+NAME_TAILS = ("ellin", "ara", "oth", "ine", "ur", "esk", "ani", "ove")
+NAME_KINDS = ("syndrome", "disease", "fever", "palsy", "dystrophy", "sclerosis")
+OCCUPATIONS = ("works as a teacher", "works on a farm", "works as a nurse", "is an accountant",
+               "drives a truck", "is a student", "is retired")  # fmt: skip
+DURATIONS = ("for 2 days", "for a week", "for three weeks", "since yesterday", "for a month")
+
+
+@dataclass(frozen=True)
+class Disease:
+    name: str
+    specialty: str
+    symptoms: tuple[int, ...]  # indices into SYMPTOMS
+
+
+@dataclass(frozen=True)
+class Clinic:
+    """One institution: its name and the synonym it writes for each symptom."""
+
+    name: str
+    synonym: tuple[str, ...]  # per symptom index
+
+
+class SyntheticMedQA(MultipleChoiceTask):
+    name: ClassVar[str] = NAME
+    label_names: ClassVar[tuple[str, ...]] = OPTION_LETTERS[:NUM_OPTIONS]
+    synthetic: ClassVar[bool] = True
+    description: ClassVar[str] = (
+        "SYNTHETIC medical 4-option multiple choice over invented diseases, generated "
+        "offline; not real data and not medical knowledge"
+    )
+    instruction: ClassVar[str] = "Answer the following medical question (SYNTHETIC)."
+
+    def read(self, task_cfg: TaskConfig, seed: int) -> list[Example]:
+        reject_source_overrides(self, task_cfg)
+        return generate(Knobs.of(task_cfg.synthetic), seed)
+
+
+def knowledge_base(seed: int) -> list[Disease]:
+    """The seeded diseases and their symptom sets."""
+    rng = rng_for(NAME, seed, "knowledge")
+    count = len(SPECIALTIES) * DISEASES_PER_SPECIALTY
+    names = rng.sample(
+        [f"{h}{t} {k}" for h in NAME_HEADS for t in NAME_TAILS for k in NAME_KINDS], count
+    )
+    diseases = []
+    for s, specialty in enumerate(SPECIALTIES):
+        pool = rng.sample(range(len(SYMPTOMS)), SYMPTOMS_PER_SPECIALTY)
+        for j in range(DISEASES_PER_SPECIALTY):
+            symptoms = tuple(sorted(rng.sample(pool, SYMPTOMS_PER_DISEASE)))
+            diseases.append(Disease(names[s * DISEASES_PER_SPECIALTY + j], specialty, symptoms))
+    return diseases
+
+
+def generate(knobs: Knobs, seed: int) -> list[Example]:
+    """``knobs.num_examples`` seeded questions; the same arguments always give the same list."""
+    diseases = knowledge_base(seed)
+    world = rng_for(NAME, seed, "world")
+    clinics = [
+        Clinic(name, tuple(world.choice(names[1:]) for names in SYMPTOMS))
+        for name in institution_names(knobs.num_institutions, world, CLINIC_KINDS)
+    ]
+    rng = rng_for(NAME, seed, "examples")
+    noise = label_noise_rate(knobs.difficulty)
+    return [
+        _question(rng, rng.choice(clinics), diseases, knobs, noise)
+        for _ in range(knobs.num_examples)
+    ]
+
+
+def _question(
+    rng: random.Random, clinic: Clinic, diseases: list[Disease], knobs: Knobs, noise: float
+) -> Example:
+    d = knobs.difficulty
+    disease = rng.choice(diseases)
+    most = SYMPTOMS_PER_DISEASE - 1 - round(2 * d)  # 4 at difficulty 0, 2 at 1
+    shown = rng.sample(disease.symptoms, rng.randint(2, most))
+    others = [s for s in range(len(SYMPTOMS)) if s not in disease.symptoms]
+    unrelated = [rng.choice(others) for _ in range(2) if rng.random() < 0.3 + 0.5 * d]
+    findings = [
+        house_or_common(rng, clinic.synonym[s], [SYMPTOMS[s][0]], knobs.institution_vocab)
+        for s in rng.sample(shown + unrelated, len(shown) + len(unrelated))
+    ]
+    age, sex = rng.randint(18, 85), rng.choice(("man", "woman"))
+    text = (
+        f"A {age}-year-old {sex} who {rng.choice(OCCUPATIONS)} presents to "
+        f"{clinic.name} with {', '.join(findings[:-1])} and {findings[-1]} "
+        f"{rng.choice(DURATIONS)}. Temperature is {rng.uniform(36.4, 38.6):.1f} C, pulse "
+        f"{rng.randint(58, 118)}/min, blood pressure {rng.randint(100, 160)}/"
+        f"{rng.randint(60, 98)} mm Hg. Which of the following is the most likely diagnosis?"
+    )
+    same = [x for x in diseases if x.specialty == disease.specialty and x != disease]
+    rest = [x for x in diseases if x.specialty != disease.specialty]
+    wrong: list[Disease] = []
+    while len(wrong) < NUM_OPTIONS - 1:
+        pool = same if rng.random() < 0.4 + 0.5 * d else rest
+        pick = rng.choice(
+            [x for x in pool if x not in wrong] or [x for x in rest if x not in wrong]
+        )
+        wrong.append(pick)
+    options = [disease, *wrong]
+    rng.shuffle(options)
+    label = options.index(disease)
+    if rng.random() < noise:
+        label = rng.choice([k for k in range(NUM_OPTIONS) if k != label])
+    columns = {"institution": clinic.name, "specialty": disease.specialty, "source": SOURCE}
+    return Example(text=text, choices=tuple(x.name for x in options), label=label, columns=columns)
