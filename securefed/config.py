@@ -8,7 +8,6 @@ turned into one ``ConfigError`` line naming the key, the value and what is allow
 
 from __future__ import annotations
 
-import math
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -74,7 +73,7 @@ class TrainingConfig(_Section):
     local_epochs: float = Field(1.0, gt=0.0, le=1000)
     local_steps: int | None = Field(None, ge=1)
     batch_size: int = Field(16, ge=1, le=65_536)
-    lr: float = Field(5.0e-4, gt=0.0, le=10.0)
+    lr: float = Field(1.0e-3, gt=0.0, le=10.0)
     weight_decay: float = Field(0.0, ge=0.0)
     weighting: Literal["uniform", "examples"] = "uniform"
     server_lr: float = Field(1.0, gt=0.0, le=100.0)
@@ -176,22 +175,25 @@ def _check_cross_fields(cfg: RunConfig) -> None:
             raise ConfigError(
                 "training.clients_per_round", k, "at least 2 when secure_aggregation.enabled"
             )
-        if sa.threshold != "auto" and not 2 <= sa.threshold <= k:
-            raise ConfigError(
-                "secure_aggregation.threshold", sa.threshold, f"'auto' or an integer in [2, {k}]"
-            )
-        # Modular overflow is ruled out here, not discovered after a round (DESIGN.md §3):
-        # each of k clients contributes at most 2^(bits-1) in magnitude; the sum must stay
-        # below 2^31 with one bit of headroom for rounding.
-        worst = k * (2 ** (sa.bits - 1) + 1)
-        if worst >= 2**30:
-            max_bits = int(math.floor(math.log2(2**30 / k - 1))) + 1
-            raise ConfigError(
-                "secure_aggregation.bits",
-                sa.bits,
-                f"at most {max_bits} for {k} clients per round "
-                f"(k * 2^(bits-1) must stay below 2^30 to rule out modular overflow)",
-            )
+        # Threshold, graph and degree are checked by the same planner every client runs,
+        # and modular overflow is ruled out here, not discovered after a round (DESIGN.md §3).
+        from securefed.secagg.params import SecAggParams, plan_round
+        from securefed.secagg.quantize import check_no_overflow
+
+        plan_round(
+            k,
+            SecAggParams(
+                threshold=sa.threshold,
+                graph=sa.graph,
+                degree=sa.degree,
+                clip_norm=sa.clip_norm,
+                bits=sa.bits,
+                security_bits=sa.security_bits,
+                corrupt_fraction=sa.corrupt_fraction,
+                dropout_budget=sa.dropout_budget,
+            ),
+        )
+        check_no_overflow(k, sa.bits)
         for stage in STAGES:
             for cid in getattr(sa.dropout, stage):
                 if not 0 <= cid < n:

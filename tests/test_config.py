@@ -30,7 +30,7 @@ def test_embedded_default_loads_and_round_trips():
         ("partition.test_fraction=1.5", "partition.test_fraction", "less than 1"),
         ("training.clients_per_round=9", "training.clients_per_round", "at most partition.num_clients"),
         ("partition.scheme=natural", "partition.column", "required"),
-        ("secure_aggregation.threshold=1", "secure_aggregation.threshold", "[2, 4]"),
+        ("secure_aggregation.threshold=2", "secure_aggregation.threshold", "[3, 4]"),
         ("secure_aggregation.dropout.share_keys=[7]", "secure_aggregation.dropout.share_keys", "[0, 3]"),
         ("privacy.dp.delta=2.0", "privacy.dp", "delta"),
     ],
@@ -44,11 +44,11 @@ def test_bad_input_names_the_key(override, key, fragment):
 
 
 def test_modular_overflow_is_ruled_out_at_load():
-    with pytest.raises(ConfigError, match="secure_aggregation.bits=29"):
-        load_config(overrides=["partition.num_clients=8", "training.clients_per_round=8",
-                               "secure_aggregation.bits=29"])
-    load_config(overrides=["partition.num_clients=8", "training.clients_per_round=8",
-                           "secure_aggregation.bits=27"])
+    # 64 clients x (2^(bits-1) - 1) must stay below 2^31: bits 26 fits, 27 could wrap.
+    cohort = ["partition.num_clients=64", "training.clients_per_round=64"]
+    with pytest.raises(ConfigError, match="secure_aggregation.bits=27"):
+        load_config(overrides=[*cohort, "secure_aggregation.bits=27"])
+    load_config(overrides=[*cohort, "secure_aggregation.bits=26"])
 
 
 def test_dp_needs_a_noise_source():

@@ -1,0 +1,115 @@
+"""The client state machine: four calls, in order, each answering one server message.
+
+    client = SecAggClient(client_id, context, identity_key=..., roster=...)
+    advertise = client.advertise_keys()                       # -> AdvertiseKeys
+    shares    = client.share_keys(KeyDirectory)               # -> ShareKeys
+    masked    = client.masked_input(ShareDelivery, encoded)   # -> MaskedInput
+    response  = client.unmask(UnmaskRequest)                  # -> UnmaskResponse
+
+A call out of order, a repeated call, or any call after a failure raises ``ProtocolAbort``.
+On any failure the client aborts for good and forgets its secrets, so a misbehaving server
+gains nothing by asking again. The client derives the round plan (graph, threshold) itself
+from its own configuration; nothing the server says can lower the threshold.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from typing import TypeVar
+
+import numpy as np
+
+from securefed.errors import ProtocolAbort, SecurefedError
+from securefed.secagg import advertise, masked_input, share_keys, unmasking
+from securefed.secagg.entropy import Entropy, os_entropy
+from securefed.secagg.params import RoundContext, plan_round
+from securefed.secagg.roster import Roster
+from securefed.secagg.state import ClientState
+
+T = TypeVar("T")
+
+
+class ClientStage(enum.Enum):
+    NEW = "new"
+    ADVERTISED = "advertised"
+    SHARED = "shared"
+    MASKED = "masked"
+    DONE = "done"
+    ABORTED = "aborted"
+
+
+class SecAggClient:
+    """One client's side of one secure-aggregation round."""
+
+    def __init__(
+        self,
+        client_id: int,
+        context: RoundContext,
+        *,
+        identity_key: bytes | None = None,
+        roster: Roster | None = None,
+        entropy: Entropy = os_entropy,
+    ) -> None:
+        if (identity_key is None) != (roster is None):
+            raise ValueError("identity_key and roster go together: give both or neither")
+        self.state = ClientState(
+            client_id=client_id,
+            context=context,
+            plan=plan_round(context.cohort_size, context.params),
+            entropy=entropy,
+            identity_key=identity_key,
+            roster=roster,
+        )
+        self.stage = ClientStage.NEW
+
+    @property
+    def client_id(self) -> int:
+        return self.state.client_id
+
+    def _step(self, expected: ClientStage, after: ClientStage, action: Callable[[], T]) -> T:
+        if self.stage is not expected:
+            raise ProtocolAbort(
+                f"client {self.client_id} is {self.stage.value}, not {expected.value}",
+                round_index=self.state.context.round_index,
+            )
+        try:
+            result = action()
+        except (SecurefedError, ValueError):
+            self.stage = ClientStage.ABORTED
+            self.state.forget_secrets()
+            raise
+        self.stage = after
+        if after is ClientStage.DONE:
+            self.state.forget_secrets()
+        return result
+
+    def advertise_keys(self) -> advertise.AdvertiseKeys:
+        """Stage 0: fresh key pairs for this round."""
+        return self._step(
+            ClientStage.NEW, ClientStage.ADVERTISED, lambda: advertise.advertise_keys(self.state)
+        )
+
+    def share_keys(self, directory: share_keys.KeyDirectory) -> share_keys.ShareKeys:
+        """Stage 1: check the directory, fix the session, seal shares for the neighbours."""
+        return self._step(
+            ClientStage.ADVERTISED,
+            ClientStage.SHARED,
+            lambda: share_keys.share_keys(self.state, directory),
+        )
+
+    def masked_input(
+        self, delivery: masked_input.ShareDelivery, encoded: np.ndarray
+    ) -> masked_input.MaskedInput:
+        """Stage 2: keep the delivered shares and upload ``encoded`` (uint32) masked."""
+        return self._step(
+            ClientStage.SHARED,
+            ClientStage.MASKED,
+            lambda: masked_input.masked_input(self.state, delivery, encoded),
+        )
+
+    def unmask(self, request: unmasking.UnmaskRequest) -> unmasking.UnmaskResponse:
+        """Stage 3: release one kind of share per peer, after the strict checks."""
+        return self._step(
+            ClientStage.MASKED, ClientStage.DONE, lambda: unmasking.unmask(self.state, request)
+        )

@@ -1,0 +1,245 @@
+"""In-process transport: run one secure-aggregation round over plain function calls.
+
+``simulate_round`` plays the server and every client in one process. Every message goes
+through ``to_bytes`` / ``from_bytes`` on the way, exactly as a network transport would carry
+it, so the byte counts in the transcript are what a deployment would send. Simulated
+dropouts (``DropoutSchedule``) remove clients before any stage; ``rng`` drives only those
+draws. Keys, seeds and masks come from ``entropy`` (OS entropy unless a test pins it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence, Set
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, Self, TypeVar
+
+import numpy as np
+
+from securefed.errors import ConfigError
+from securefed.secagg.client import SecAggClient
+from securefed.secagg.entropy import Entropy, os_entropy
+from securefed.secagg.params import RoundContext, SecAggParams
+from securefed.secagg.quantize import decode_sum, encode_input, error_bound
+from securefed.secagg.roster import (
+    Roster,
+    default_keys_path,
+    load_identity_keys,
+    load_roster,
+)
+from securefed.secagg.server import ClientMessage, SecAggServer
+from securefed.secagg.session import PROTOCOL_VERSION
+from securefed.secagg.state import STAGES
+
+MessageT = TypeVar("MessageT", bound="_Message")
+
+
+@dataclass(frozen=True, eq=False)
+class ClientInput:
+    """One client's contribution: its adapter delta, weight in (0, 1], and masked scalars."""
+
+    delta: np.ndarray  # float32 (d,)
+    weight: float = 1.0
+    extras: np.ndarray = field(default_factory=lambda: np.zeros(0))  # float64 (m,)
+
+
+@dataclass(frozen=True)
+class DropoutSchedule:
+    """Simulated dropouts: before each stage in ``stages`` every live client drops with
+    probability ``rate``; ``explicit[stage]`` names clients that drop before that stage."""
+
+    rate: float = 0.0
+    stages: tuple[str, ...] = STAGES
+    explicit: Mapping[str, Set[int]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = (set(self.stages) | set(self.explicit)) - set(STAGES)
+        if unknown:
+            raise ValueError(f"unknown dropout stages {sorted(unknown)}; stages are {STAGES}")
+        if not 0.0 <= self.rate < 1.0:
+            raise ValueError(f"dropout rate must be in [0, 1), got {self.rate}")
+
+    def draw(self, stage: str, live: Sequence[int], rng: np.random.Generator) -> set[int]:
+        """The clients among ``live`` that drop before ``stage``."""
+        out = set(self.explicit.get(stage, set())) & set(live)
+        if self.rate > 0 and stage in self.stages:
+            out |= {u for u, x in zip(live, rng.random(len(live)), strict=True) if x < self.rate}
+        return out
+
+
+@dataclass(frozen=True, eq=False)
+class RoundOutcome:
+    delta_sum: np.ndarray  # float64 (d,): sum over survivors of weight * clip(delta)
+    extras_sum: np.ndarray  # float64 (m,)
+    survivors: tuple[int, ...]  # U3: clients whose input is in the sum
+    transcript: dict[str, Any]  # JSON-serializable audit record of the round
+    wrap_count: int
+
+
+def _identities(params: SecAggParams, ids: Sequence[int]) -> tuple[Roster | None, dict[int, bytes]]:
+    if params.roster is None:
+        return None, {}
+    key = "secure_aggregation.identity_roster"
+    roster = params.roster if isinstance(params.roster, Roster) else load_roster(params.roster)
+    source = params.identity_keys
+    if source is None and not isinstance(params.roster, Roster):
+        source = default_keys_path(params.roster)
+    if source is None:
+        raise ConfigError(key, "<Roster>", "identity_keys for the simulated clients")
+    keys = dict(source) if isinstance(source, Mapping) else load_identity_keys(Path(source))
+    missing = sorted(u for u in ids if u not in roster or u not in keys)
+    if missing:
+        raise ConfigError(
+            key, str(params.roster), f"an identity for every client; none for {missing}"
+        )
+    return roster, keys
+
+
+class _Message(Protocol):
+    def to_bytes(self) -> bytes: ...
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Self: ...
+
+
+class _CountingTransport:
+    """Carries every message as bytes, as a network would, and counts them per client."""
+
+    def __init__(self, server: SecAggServer, ids: Sequence[int]) -> None:
+        self.server = server
+        self.traffic = {u: {"up": 0, "down": 0} for u in ids}
+
+    def up(self, client_id: int, msg: ClientMessage) -> None:
+        data = msg.to_bytes()
+        self.traffic[client_id]["up"] += len(data)
+        self.server.accept(type(msg).from_bytes(data))
+
+    def down(self, client_id: int, msg: MessageT) -> MessageT:
+        data = msg.to_bytes()
+        self.traffic[client_id]["down"] += len(data)
+        return type(msg).from_bytes(data)
+
+
+def simulate_round(
+    *,
+    round_index: int,
+    inputs: Mapping[int, ClientInput],
+    params: SecAggParams,
+    global_adapter_hash: bytes,
+    vector_spec_hash: bytes,
+    dropout: DropoutSchedule | None = None,
+    rng: np.random.Generator | None = None,
+    rounding_rng: np.random.Generator | None = None,
+    entropy: Entropy = os_entropy,
+) -> RoundOutcome:
+    """Run one round; raise ``ProtocolAbort`` when fewer than t clients remain at any stage.
+
+    ``rng`` draws the simulated dropouts; ``rounding_rng`` (tests only) pins the stochastic
+    rounding; ``entropy`` (tests only) pins keys and seeds. All default to OS entropy.
+    """
+    ids = sorted(inputs)
+    shapes = {inputs[u].delta.shape for u in ids}
+    extras_shapes = {np.shape(inputs[u].extras) for u in ids}
+    if len(shapes) != 1 or len(extras_shapes) != 1 or len(next(iter(shapes))) != 1:
+        raise ValueError("every client needs a 1-D delta and extras of the same shapes")
+    (dimension,), (extras_count,) = next(iter(shapes)), next(iter(extras_shapes))
+    context = RoundContext(
+        round_index,
+        len(ids),
+        params,
+        global_adapter_hash,
+        vector_spec_hash,
+        dimension,
+        extras_count,
+    )
+    roster, identity_keys = _identities(params, ids)
+    clients = {
+        u: SecAggClient(
+            u, context, identity_key=identity_keys.get(u), roster=roster, entropy=entropy
+        )
+        for u in ids
+    }
+    server = SecAggServer(context, invited=frozenset(ids), roster=roster)
+    wire = _CountingTransport(server, ids)
+    schedule, draws = (
+        dropout or DropoutSchedule(),
+        rng if rng is not None else np.random.default_rng(),
+    )
+    dropped: dict[str, list[int]] = {}
+
+    def survivors_of(stage: str, live: Sequence[int]) -> list[int]:
+        gone = schedule.draw(stage, live, draws)
+        dropped[stage] = sorted(gone)
+        return [u for u in live if u not in gone]
+
+    # -- stage 0: advertise_keys ------------------------------------------------------------
+    for u in survivors_of("advertise_keys", ids):
+        wire.up(u, clients[u].advertise_keys())
+    directory = server.close_advertise_keys()
+    # -- stage 1: share_keys ----------------------------------------------------------------
+    for u in survivors_of("share_keys", server.participants["advertise_keys"]):
+        wire.up(u, clients[u].share_keys(wire.down(u, directory)))
+    deliveries = server.close_share_keys()
+    # -- stage 2: masked_input --------------------------------------------------------------
+    quantization = params.quantization
+    for u in survivors_of("masked_input", server.participants["share_keys"]):
+        x = inputs[u]
+        encoded = encode_input(x.delta, x.weight, x.extras, quantization, rounding_rng)
+        wire.up(u, clients[u].masked_input(wire.down(u, deliveries[u]), encoded))
+    requests = server.close_masked_input()
+    # -- stage 3: unmasking -----------------------------------------------------------------
+    for u in survivors_of("unmasking", server.participants["masked_input"]):
+        wire.up(u, clients[u].unmask(wire.down(u, requests[u])))
+    total = server.close_unmasking()
+
+    survivors = server.participants["masked_input"]
+    decoded = decode_sum(total, dimension, len(survivors), quantization)
+    transcript = _transcript(server, params, ids, dropped, wire.traffic, decoded.wrap_count)
+    transcript["identities"] = roster is not None
+    return RoundOutcome(
+        decoded.delta_sum, decoded.extras_sum, tuple(survivors), transcript, decoded.wrap_count
+    )
+
+
+def _transcript(
+    server: SecAggServer,
+    params: SecAggParams,
+    invited: list[int],
+    dropped: dict[str, list[int]],
+    traffic: dict[int, dict[str, int]],
+    wrap_count: int,
+) -> dict[str, Any]:
+    """The audit record of a finished round (JSON-serializable)."""
+    plan, context, quantization = server.plan, server.state.context, params.quantization
+    survivors = server.participants["masked_input"]
+    delta_bound, extras_bound = error_bound(len(survivors), quantization)
+    return {
+        "protocol": PROTOCOL_VERSION.decode(),
+        "round": context.round_index,
+        "session_id": server.session_id.hex(),
+        "graph": plan.graph,
+        "degree": plan.degree,
+        "threshold": plan.threshold,
+        "cohort_size": plan.cohort_size,
+        "adversary": params.adversary,
+        "security_bits": params.security_bits,
+        "corrupt_fraction": params.corrupt_fraction,
+        "dropout_budget": params.dropout_budget,
+        "participants": {
+            "invited": invited,
+            **{s: list(v) for s, v in server.participants.items()},
+        },
+        "dropouts": dropped,
+        "quantization": {
+            "clip_norm": quantization.clip_norm,
+            "bits": quantization.bits,
+            "extras_bound": quantization.extras_bound,
+            "modulus_bits": 32,
+            "dimension": context.dimension,
+            "extras_count": context.extras_count,
+            "error_bound_delta": delta_bound,
+            "error_bound_extras": extras_bound,
+        },
+        "wrap_count": wrap_count,
+        "bytes": {str(u): traffic[u] for u in invited},
+    }

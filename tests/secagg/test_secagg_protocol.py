@@ -1,0 +1,138 @@
+"""Property tests of the whole protocol: exact sums mod 2^32 under dropouts at every stage.
+
+An oracle computes, from the dropout sets alone (and the graph, for Harary), whether the
+round must succeed; the test checks that it succeeds exactly then, with the exact sum of the
+encoded inputs of U3, and otherwise raises ``ProtocolAbort``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from secagg_harness import ManualRound, make_context, random_inputs
+
+from securefed.errors import ProtocolAbort
+from securefed.secagg import SecAggParams
+from securefed.secagg.state import STAGES
+
+
+def _expected_sum(inputs: dict[int, np.ndarray], survivors) -> np.ndarray:
+    total = np.zeros_like(next(iter(inputs.values())))
+    for u in survivors:
+        np.add(total, inputs[u], out=total)
+    return total
+
+
+def _stage_sets(ids, drops):
+    sets, live = [], set(ids)
+    for stage in STAGES:
+        live = live - set(drops[stage])
+        sets.append(live)
+    return sets  # U1, U2, U3, U4
+
+
+def _must_succeed(ids, drops, t, graph) -> bool:
+    u1, u2, u3, u4 = _stage_sets(ids, drops)
+    if min(len(u1), len(u2), len(u3), len(u4)) < t:
+        return False
+    near = {u: graph[u] for u in u1}
+    # every client in U2 needs t share holders (itself and neighbours in U2) to go on
+    if any(len(near[u] & u2) + 1 < t for u in u2 - set(drops["masked_input"])):
+        return False
+    # every responder needs t live share holders among itself and its neighbours
+    if any(len((near[u] | {u}) & u3) < t for u in u4):
+        return False
+    # the server needs t responses per secret: b_u for u in U3, s_v for dropped v with partners
+    if any(len((near[u] | {u}) & u4) < t for u in u3):
+        return False
+    return all(len(near[v] & u4) >= t for v in u2 - u3 if near[v] & u3)
+
+
+def _drop_sets(ids, data):
+    remaining, drops = list(ids), {}
+    for stage in STAGES:
+        gone = data.draw(st.sets(st.sampled_from(remaining)) if remaining else st.just(set()))
+        drops[stage] = sorted(gone)
+        remaining = [u for u in remaining if u not in gone]
+    return drops
+
+
+def _check_round(ids, context, drops, seed: int) -> bool:
+    inputs = random_inputs(ids, context.vector_length, seed)
+    manual = ManualRound(ids, context, seed=b"prop%d" % seed)
+    t = manual.server.plan.threshold
+    try:
+        total = manual.run(inputs, drops)
+    except ProtocolAbort:
+        graph = manual.server.state.graph
+        if not graph:  # aborted before the graph existed: only U1 < t explains that
+            assert len(_stage_sets(ids, drops)[0]) < t
+            return False
+        assert not _must_succeed(ids, drops, t, graph)
+        return False
+    assert _must_succeed(ids, drops, t, manual.server.state.graph)
+    survivors = manual.server.participants["masked_input"]
+    assert set(survivors) == _stage_sets(ids, drops)[2]
+    np.testing.assert_array_equal(total, _expected_sum(inputs, survivors))
+    return True
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(2, 8), length=st.integers(1, 300), data=st.data())
+def test_complete_graph_sum_is_exact_with_any_t_survivors(n, length, data) -> None:
+    ids = sorted(data.draw(st.sets(st.integers(0, 2**40), min_size=n, max_size=n)))
+    threshold = data.draw(st.integers(2, n))
+    params = SecAggParams(threshold=threshold, adversary="curious", corrupt_fraction=0.0)
+    context = make_context(n, dimension=length, params=params)
+    drops = _drop_sets(ids, data)
+    succeeded = _check_round(ids, context, drops, data.draw(st.integers(0, 1000)))
+    u4 = _stage_sets(ids, drops)[3]
+    assert succeeded == (len(u4) >= threshold)  # complete graph: t survivors suffice
+
+
+@settings(max_examples=15, deadline=None)
+@given(n=st.integers(6, 14), length=st.integers(1, 64), data=st.data())
+def test_harary_graph_sum_is_exact_or_the_round_aborts(n, length, data) -> None:
+    degree = data.draw(st.sampled_from(range(2, n - 2, 2)))
+    threshold = data.draw(st.integers(2, degree + 1))
+    params = SecAggParams(
+        graph="harary",
+        degree=degree,
+        threshold=threshold,
+        adversary="curious",
+        corrupt_fraction=0.0,
+        dropout_budget=0.0,
+    )
+    ids = list(range(100, 100 + n))
+    context = make_context(n, dimension=length, params=params)
+    drops = _drop_sets(ids, data) if data.draw(st.booleans()) else dict.fromkeys(STAGES, [])
+    succeeded = _check_round(ids, context, drops, data.draw(st.integers(0, 1000)))
+    if not any(drops.values()):
+        assert succeeded
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_one_dropout_at_each_stage_is_recovered(stage: str) -> None:
+    ids = [3, 7, 11, 19, 23]
+    context = make_context(len(ids), dimension=50)
+    drops = {s: [7] if s == stage else [] for s in STAGES}
+    assert _check_round(ids, context, drops, seed=1)
+
+
+def test_abort_says_how_many_remained_and_the_threshold() -> None:
+    ids = list(range(5))
+    context = make_context(5)  # t = 4
+    manual = ManualRound(ids, context)
+    with pytest.raises(ProtocolAbort, match="3 clients remained at share_keys, threshold 4"):
+        manual.run(random_inputs(ids, context.vector_length), {"share_keys": [0, 4]})
+
+
+def test_sparse_round_with_many_clients() -> None:
+    """60 clients, auto parameters (Harary graph), 10% dropouts spread over the stages."""
+    ids = list(range(60))
+    context = make_context(60, dimension=16, params=SecAggParams())
+    assert context.params.graph == "auto"
+    drops = {"advertise_keys": [1], "share_keys": [2, 3], "masked_input": [5, 8], "unmasking": [13]}
+    assert _check_round(ids, context, drops, seed=2)
