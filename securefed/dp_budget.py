@@ -59,7 +59,8 @@ class ClientPrivacy:
 
         sigma, q = self.noise[client], self.sample_rate(client)
         if self.dp.target_epsilon is not None and not self.ledgers[client].can_afford(
-                noise_multiplier=sigma, sample_rate=q, steps=steps):
+                noise_multiplier=sigma, sample_rate=q, steps=steps,
+                accountant=self.dp.accountant):
             return self.EXHAUSTED
         return DPPlan(noise_multiplier=sigma, max_grad_norm=self.dp.max_grad_norm,
                       secure_mode=self.dp.secure_mode)

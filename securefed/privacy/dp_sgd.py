@@ -1,0 +1,391 @@
+"""DP-SGD on a PEFT adapter with Opacus: one institution, one round.
+
+securefed's only importer of Opacus's training machinery (it imports peft only to recognise
+IA3 layers). Each step of a round:
+
+1. Poisson sampling: every record joins the batch independently with probability
+   q = min(1, B / N) (Opacus ``DPDataLoader``; batches vary in size and may be empty). Never
+   shuffled fixed-size batches: the accountant's Poisson analysis would not describe them.
+2. Per-example gradients of the trainable (adapter) parameters, by Opacus hooks attached to
+   the model itself (no wrapper). IA3 gets its own grad sampler (below): PEFT keeps IA3
+   vectors in a ParameterDict that never runs forward, so Opacus would find no gradient.
+3. Clip each example's gradient to L2 norm C, sum, add N(0, (sigma C)^2) per coordinate,
+   divide by B, step (Opacus ``DPOptimizer``).
+
+The ledger needs (sigma, q, steps): ``PrivateRound`` reports them, counting noised steps.
+
+What the caller must keep (checked where a check is possible):
+- the loss is the batch mean of per-example losses, one model row per example (checked each
+  step: every per-sample gradient has exactly one row per example of the batch). A loss
+  averaged over tokens of the whole batch would let one record change the others' weight;
+- only adapter parameters require grad, and the optimizer holds exactly those (checked);
+- every step uses one batch drawn from ``PrivateRound.loader`` (checked).
+
+Randomness: by default the batch sampling and the noise come from ``torch.Generator``s seeded
+with 64 bits from ``os.urandom``, fresh each round. torch's generators are not cryptographic,
+and Gaussian noise in floating point leaks through its low bits (Mironov 2012; Jin et al.
+2022). Opacus's ``secure_mode`` draws from torchcsprng and sums four Gaussians to blunt that
+attack, but torchcsprng has no release for torch 2.x (build it from source); without it
+``secure_mode=True`` is refused rather than silently downgraded.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from opacus.data_loader import DPDataLoader
+from opacus.grad_sample import GradSampleHooks, register_grad_sampler
+from opacus.optimizers import DPOptimizer
+from opacus.validators import ModuleValidator
+from peft.tuners.ia3.layer import IA3Layer
+from torch import nn
+from torch.utils.data import Dataset
+
+from securefed.errors import ConfigError
+
+_IA3_ALIAS_PREFIX = "securefed_dp_ia3_"
+
+
+@dataclass(frozen=True)
+class DPPlan:
+    """How one institution trains privately this round (sigma from its calibration)."""
+
+    noise_multiplier: float
+    max_grad_norm: float
+    secure_mode: bool = False
+
+
+def sample_rate_for(num_records: int, batch_size: int) -> float:
+    """Poisson sampling rate for an expected batch of ``batch_size`` from ``num_records``."""
+    if num_records < 1 or batch_size < 1:
+        raise ValueError(
+            f"need num_records >= 1 and batch_size >= 1, got {num_records}, {batch_size}"
+        )
+    return min(1.0, batch_size / num_records)
+
+
+class _BatchLog:
+    """Size of the last batch the private loader produced; consumed by the next step."""
+
+    def __init__(self) -> None:
+        self.pending: int | None = None
+
+
+class _RecordingCollate:
+    def __init__(self, collate: Callable[[list[Any]], Any], log: _BatchLog) -> None:
+        self.collate, self.log = collate, log
+
+    def __call__(self, samples: list[Any]) -> Any:
+        self.log.pending = len(samples)
+        return self.collate(samples)
+
+
+class _CheckedDPOptimizer(DPOptimizer):
+    """Opacus's DPOptimizer that first checks one gradient row per example of a loader batch."""
+
+    def __init__(self, *args: Any, batch_log: _BatchLog, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.batch_log = batch_log
+
+    def clip_and_accumulate(self) -> None:
+        examples, self.batch_log.pending = self.batch_log.pending, None
+        if examples is None:
+            raise RuntimeError("each DP-SGD step must use one batch drawn from the private loader")
+        rows = {int(gs.shape[0]) for gs in self.grad_samples}
+        if rows != {examples}:
+            raise RuntimeError(
+                f"per-sample gradients have {sorted(rows)} rows for a batch of {examples} examples:"
+                " the model must keep one row per example, or clipping would bound each row"
+                " rather than each record and the privacy accounting would be wrong"
+            )
+        super().clip_and_accumulate()
+
+
+class PrivateRound:
+    """What ``dp_training`` yields: the private optimizer and loader, and what the ledger needs."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: _CheckedDPOptimizer,
+        loader: DPDataLoader,
+        noise_multiplier: float,
+        max_grad_norm: float,
+        sample_rate: float,
+    ) -> None:
+        self.model, self.optimizer, self.loader = model, optimizer, loader
+        self.noise_multiplier, self.max_grad_norm = noise_multiplier, max_grad_norm
+        self.sample_rate = sample_rate
+        self.steps = 0  # noised optimizer steps taken so far (Opacus's step hook counts them)
+
+    def step_on_empty_batch(self) -> None:
+        """A noise-only step for an empty Poisson batch (models cannot run on zero rows)."""
+        for p in self.optimizer.params:
+            p.grad_sample = p.new_zeros((0, *p.shape))
+        self.optimizer.step()
+
+    def _count_step(self, _optimizer: DPOptimizer) -> None:
+        self.steps += 1
+
+
+@contextmanager
+def dp_training(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    dataset: Dataset,
+    *,
+    noise_multiplier: float,
+    max_grad_norm: float,
+    batch_size: int,
+    generator: torch.Generator | None = None,
+    secure_mode: bool = False,
+) -> Iterator[PrivateRound]:
+    """Make ``model`` train privately for one round; afterwards it is exactly as before.
+
+    The model is not wrapped: Opacus's hooks are attached to it and removed on exit, so a
+    fresh call next round stacks nothing. ``generator`` (CPU) pins sampling and noise for
+    tests; by default both are seeded from OS entropy. Usage::
+
+        with dp_training(model, opt, data, noise_multiplier=s, max_grad_norm=c,
+                         batch_size=b) as dp:
+            for batch in dp.loader:          # Poisson batches
+                dp.optimizer.zero_grad()
+                loss_fn(model, batch).backward()
+                dp.optimizer.step()
+        ledger.record(noise_multiplier=dp.noise_multiplier, sample_rate=dp.sample_rate,
+                      steps=dp.steps, round_index=r)
+    """
+    if not (math.isfinite(noise_multiplier) and noise_multiplier > 0):
+        raise ValueError(f"noise_multiplier must be finite and > 0, got {noise_multiplier!r}")
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    _check_optimizer_holds_exactly(optimizer, trainable)
+    sample_rate = sample_rate_for(len(dataset), batch_size)
+    device = trainable[0].device
+    sampling_rng, noise_rng = _generators(generator, secure_mode, device)
+
+    with ExitStack() as cleanup:  # unwinds in reverse: hooks, Opacus residue, IA3 aliases
+        cleanup.enter_context(ia3_for_opacus(model))
+        cleanup.callback(_remove_opacus_state, model)
+        ModuleValidator.validate(model, strict=True)
+        hooks = GradSampleHooks(model, batch_first=True, loss_reduction="mean", strict=True)
+        cleanup.callback(hooks.cleanup)
+        hooks.forbid_grad_accumulation()
+        log = _BatchLog()
+        loader = DPDataLoader(dataset, sample_rate=sample_rate, generator=sampling_rng)
+        loader.collate_fn = _RecordingCollate(loader.collate_fn, log)
+        dp_optimizer = _CheckedDPOptimizer(
+            optimizer,
+            noise_multiplier=noise_multiplier,
+            max_grad_norm=max_grad_norm,
+            expected_batch_size=max(1, round(sample_rate * len(dataset))),
+            loss_reduction="mean",
+            generator=noise_rng,
+            secure_mode=secure_mode,
+            batch_log=log,
+        )
+        state = PrivateRound(
+            model, dp_optimizer, loader, noise_multiplier, max_grad_norm, sample_rate
+        )
+        dp_optimizer.attach_step_hook(state._count_step)
+        # Opacus needs only gradients w.r.t. module outputs; torch notes (once per layer whose
+        # input is frozen) that a full backward hook then sees no input gradient.
+        cleanup.enter_context(warnings.catch_warnings())
+        warnings.filterwarnings("ignore", message="Full backward hook is firing when")
+        yield state
+
+
+def train_private(
+    bundle: Any,
+    data: Dataset,
+    optimizer: torch.optim.Optimizer,
+    *,
+    steps: int,
+    batch_size: int,
+    plan: DPPlan,
+    loss_fn: Callable[[Any, Any], torch.Tensor],
+    on_step: Callable[[], None] | None = None,
+    generator: torch.Generator | None = None,
+) -> Any:
+    """The local loop of one round under DP-SGD: ``steps`` noised steps on Poisson batches.
+
+    ``bundle.model`` is the PEFT model, ``loss_fn(bundle, batch)`` the batch-mean loss.
+    Returns ``securefed.training.LocalStats`` with the sample rate and noise multiplier used.
+    Its ``mean_loss`` and ``examples`` are computed from the records without noise: keep them
+    local (or out of anything the server sees).
+    """
+    from securefed.training import LocalStats  # training imports this module lazily, too
+
+    losses: list[float] = []
+    seen = taken = 0
+    with dp_training(
+        bundle.model,
+        optimizer,
+        data,
+        noise_multiplier=plan.noise_multiplier,
+        max_grad_norm=plan.max_grad_norm,
+        batch_size=batch_size,
+        generator=generator,
+        secure_mode=plan.secure_mode,
+    ) as dp:
+        while taken < steps:
+            for batch in dp.loader:
+                dp.optimizer.zero_grad(set_to_none=True)
+                rows = int(batch[0].shape[0])
+                if rows == 0:
+                    dp.step_on_empty_batch()
+                else:
+                    loss = loss_fn(bundle, batch)
+                    loss.backward()
+                    dp.optimizer.step()
+                    losses.append(float(loss.detach()))
+                    seen += rows
+                taken += 1
+                if dp.steps != taken:
+                    raise RuntimeError(f"DP-SGD step {taken} was not noised")
+                if on_step is not None:
+                    on_step()
+                if taken == steps:
+                    break
+    mean_loss = sum(losses) / len(losses) if losses else math.nan
+    return LocalStats(
+        steps=dp.steps,
+        examples=seen,
+        mean_loss=mean_loss,
+        sample_rate=dp.sample_rate,
+        noise_multiplier=dp.noise_multiplier,
+    )
+
+
+def _check_optimizer_holds_exactly(optimizer: torch.optim.Optimizer, trainable: list) -> None:
+    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    if not trainable or held != {id(p) for p in trainable}:
+        raise ValueError(
+            f"the optimizer must hold exactly the model's trainable (adapter) parameters: "
+            f"it holds {len(held)} tensors, the model has {len(trainable)} trainable ones"
+        )
+
+
+def _entropy_generator(device: torch.device) -> torch.Generator:
+    rng = torch.Generator(device=device)
+    rng.manual_seed(int.from_bytes(os.urandom(8), "little"))
+    return rng
+
+
+def _generators(
+    pinned: torch.Generator | None, secure_mode: bool, device: torch.device
+) -> tuple[torch.Generator, torch.Generator]:
+    """(sampling generator on CPU, noise generator on the parameters' device)."""
+    if secure_mode:
+        if pinned is not None:
+            raise ValueError("secure_mode draws from torchcsprng; a pinned generator defeats it")
+        try:
+            import torchcsprng
+        except ImportError:
+            raise ConfigError(
+                "privacy.dp.secure_mode",
+                True,
+                "requires torchcsprng, which has no release for torch 2.x: "
+                "build pytorch/csprng from source, or set it to false",
+            ) from None
+        secure = torchcsprng.create_random_device_generator("/dev/urandom")
+        return secure, secure
+    warnings.warn(
+        "DP-SGD without secure_mode: noise and sampling from torch generators seeded from OS "
+        "entropy (not a CSPRNG; floating-point noise caveats apply, see threat_model.md)",
+        stacklevel=4,  # the caller of dp_training
+    )
+    sampling = pinned if pinned is not None else _entropy_generator(torch.device("cpu"))
+    if device.type == "cpu":
+        return sampling, sampling
+    if pinned is None:
+        return sampling, _entropy_generator(device)
+    noise = torch.Generator(device=device)
+    noise.manual_seed(int(torch.randint(0, 2**62, (1,), generator=pinned)))
+    return sampling, noise
+
+
+@contextmanager
+def ia3_for_opacus(model: nn.Module) -> Iterator[None]:
+    """Let Opacus (any grad_sample_mode) compute per-example gradients of PEFT IA3 vectors.
+
+    Opacus hooks the modules that own trainable parameters directly; PEFT's IA3 vectors are
+    owned by a ParameterDict that never runs forward. Inside this block each trainable vector
+    is also registered on its IA3 layer (the same Parameter), so Opacus hooks the layer, whose
+    grad sampler (``_ia3_grad_sample``) is registered too. On exit the extra registration is
+    removed, so the adapter's parameter names and order are unchanged outside a round.
+    """
+    exposed: list[tuple[nn.Module, str]] = []
+    try:
+        for module in model.modules():
+            if not isinstance(module, IA3Layer):
+                continue
+            for name, vector in module.ia3_l.items():
+                if not vector.requires_grad:
+                    continue
+                ff = module.is_feedforward
+                if tuple(vector.shape) != (
+                    (1, module.in_features) if ff else (module.out_features, 1)
+                ):
+                    raise NotImplementedError(
+                        f"DP-SGD supports IA3 on linear layers only, not {type(module).__name__}"
+                    )
+                register_grad_sampler(type(module))(_ia3_grad_sample)
+                module.register_parameter(_IA3_ALIAS_PREFIX + name, vector)
+                exposed.append((module, _IA3_ALIAS_PREFIX + name))
+        yield
+    finally:
+        for module, alias in exposed:
+            del module._parameters[alias]
+
+
+def _ia3_grad_sample(
+    layer: IA3Layer, activations: list[torch.Tensor], backprops: torch.Tensor
+) -> dict[nn.Parameter, torch.Tensor]:
+    """Per-example gradients of an IA3 layer's trainable vectors.
+
+    IA3 scales the base layer's input (feedforward: y = base(x * l)) or output (y = base(x) * l)
+    by l, the product of the active adapters' vectors. We give each example its own copy of a
+    trainable vector, redo the layer on the captured input, and let autograd return the
+    gradient of every copy at once: one extra forward of the (frozen) base layer, exact by
+    construction for any base layer (nn.Linear, 4-bit, 8-bit).
+    """
+    x = activations[0]  # [n, ..., in_features]
+    n = x.shape[0]
+    active = [a for a in layer.active_adapters if a in layer.ia3_l]
+    grads: dict[nn.Parameter, torch.Tensor] = {}
+    for name in active:
+        vector = layer.ia3_l[name]
+        if not vector.requires_grad:
+            continue
+        others = torch.ones_like(vector.detach().flatten())
+        for other in active:
+            if other != name:
+                others = others * layer.ia3_l[other].detach().flatten()
+        copies = vector.detach().flatten().expand(n, -1).clone().requires_grad_(True)  # [n, k]
+        with torch.enable_grad():  # backward hooks run with grad mode off
+            scale = (copies * others).view(n, *([1] * (x.dim() - 2)), -1)  # [n, 1.., k]
+            if layer.is_feedforward:
+                out = layer.base_layer(x.to(scale.dtype) * scale)
+            else:
+                out = layer.base_layer(x) * scale
+            (grad,) = torch.autograd.grad(out, copies, grad_outputs=backprops.to(out.dtype))
+        grads[vector] = grad.view(n, *vector.shape)
+    return grads
+
+
+def _remove_opacus_state(model: nn.Module) -> None:
+    """Drop what Opacus leaves on parameters and modules after its own cleanup."""
+    for p in model.parameters():
+        if hasattr(p, "summed_grad"):
+            del p.summed_grad
+    for module in model.modules():
+        for attr in ("activations", "max_batch_len"):
+            if attr in module.__dict__:
+                delattr(module, attr)
