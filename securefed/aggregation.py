@@ -3,19 +3,24 @@
 What travels per client under secure aggregation is one uint32 vector: the clipped, weighted,
 quantized delta followed by masked extras ``[weight, weight * train_loss]``. The server learns
 only their sums, so the FedAvg denominator and the reported train loss are aggregates too.
+With DP on, the train loss is not sent at all: it is computed from the records without noise,
+so even its aggregate would sit outside the (epsilon, delta) guarantee.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from securefed.config import STAGES, RunConfig
 from securefed.errors import ProtocolAbort
-from securefed.run_setup import derived_seed
-from securefed.training import LocalStats
+from securefed.seeding import derived_seed
+
+if TYPE_CHECKING:  # this module stays torch-free: the Flower protocol stages import it
+    from securefed.training import LocalStats
 
 
 @dataclass(frozen=True)
@@ -28,15 +33,16 @@ class AggregateResult:
     aborted: str | None = None
 
 
-def secagg_params(cfg: RunConfig, roster=None):
-    """The secure-aggregation parameters of a run config."""
-    from securefed.secagg import SecAggParams
+def global_adapter_hash(vector: np.ndarray) -> bytes:
+    """The hash of the global adapter every party binds into the session id."""
+    return hashlib.sha256(np.ascontiguousarray(vector, dtype=np.float32).tobytes()).digest()
 
-    sa = cfg.secure_aggregation
-    return SecAggParams(threshold=sa.threshold, graph=sa.graph, degree=sa.degree,
-                        clip_norm=sa.clip_norm, bits=sa.bits, security_bits=sa.security_bits,
-                        corrupt_fraction=sa.corrupt_fraction, dropout_budget=sa.dropout_budget,
-                        roster=roster if roster is not None else sa.identity_roster)
+
+def client_extras(cfg: RunConfig, weight: float, mean_loss: float) -> np.ndarray:
+    """The masked scalars a client appends: ``[w, w * loss]``, or ``[w]`` under DP (the loss is
+    computed without noise, so even its sum would sit outside the DP guarantee)."""
+    values = [weight] if cfg.privacy.dp.enabled else [weight, weight * mean_loss]
+    return np.array(values, dtype=np.float64)  # (m,)
 
 
 def dropout_schedule(cfg: RunConfig, round_index: int):
@@ -49,51 +55,71 @@ def dropout_schedule(cfg: RunConfig, round_index: int):
     return DropoutSchedule(rate=d.rate, stages=tuple(d.stages), explicit=explicit)
 
 
-def aggregate_round(cfg: RunConfig, round_index: int,
-                    updates: dict[int, tuple[np.ndarray, LocalStats]],
-                    weights: dict[int, float], global_vector: np.ndarray, spec_hash: str,
-                    num_clients: int) -> AggregateResult:
+def aggregate_round(
+    cfg: RunConfig,
+    round_index: int,
+    updates: dict[int, tuple[np.ndarray, LocalStats]],
+    weights: dict[int, float],
+    global_vector: np.ndarray,
+    spec_hash: str,
+) -> AggregateResult:
+    """Aggregate this round's updates: the weighted mean delta and what the server saw."""
     if not updates:
         return AggregateResult(None, (), None, None, {}, aborted="no client trained")
     if cfg.secure_aggregation.enabled:
         return _secure(cfg, round_index, updates, weights, global_vector, spec_hash)
-    return _plain(updates, weights)
+    return _plain(cfg, updates, weights)
 
 
-def _plain(updates, weights) -> AggregateResult:
+def _plain(cfg: RunConfig, updates, weights) -> AggregateResult:
     total_w = sum(weights.values())
-    acc = np.zeros_like(next(iter(updates.values()))[0], dtype=np.float64)
-    loss = 0.0
+    acc = np.zeros_like(next(iter(updates.values()))[0], dtype=np.float64)  # (d,)
+    extras = 0.0
     for c, (delta, stats) in updates.items():
         acc += weights[c] * delta.astype(np.float64)
-        loss += weights[c] * stats.mean_loss
+        extras = extras + client_extras(cfg, weights[c], stats.mean_loss)
     d = acc.shape[0]
     sent = {str(c): {"up": 4 * d, "down": 4 * d} for c in updates}
-    return AggregateResult((acc / total_w).astype(np.float32), tuple(sorted(updates)),
-                           loss / total_w, None, sent)
+    mean_loss = float(extras[1]) / total_w if len(extras) > 1 else None
+    return AggregateResult(
+        (acc / total_w).astype(np.float32), tuple(sorted(updates)), mean_loss, None, sent
+    )
 
 
 def _secure(cfg, round_index, updates, weights, global_vector, spec_hash) -> AggregateResult:
     from securefed.secagg import ClientInput, simulate_round
 
     inputs = {
-        c: ClientInput(delta=delta.astype(np.float32), weight=weights[c],
-                       extras=np.array([weights[c], weights[c] * stats.mean_loss], dtype=np.float64))
+        c: ClientInput(
+            delta=delta.astype(np.float32),
+            weight=weights[c],
+            extras=client_extras(cfg, weights[c], stats.mean_loss),
+        )
         for c, (delta, stats) in updates.items()
     }
-    global_hash = hashlib.sha256(np.ascontiguousarray(global_vector).tobytes()).digest()
     rng = np.random.default_rng(derived_seed(cfg.seed, "dropout", round_index))
+    # Stochastic rounding protects no one (the server sees only the sum), so it is seeded
+    # like the other "what happens" randomness: a resumed run then repeats the same sums.
+    rounding = np.random.default_rng(derived_seed(cfg.seed, "rounding", round_index))
     try:
-        outcome = simulate_round(round_index=round_index, inputs=inputs,
-                                 params=secagg_params(cfg), global_adapter_hash=global_hash,
-                                 vector_spec_hash=bytes.fromhex(spec_hash),
-                                 dropout=dropout_schedule(cfg, round_index), rng=rng)
+        outcome = simulate_round(
+            round_index=round_index,
+            inputs=inputs,
+            params=cfg.secure_aggregation.params(),
+            global_adapter_hash=global_adapter_hash(global_vector),
+            vector_spec_hash=bytes.fromhex(spec_hash),
+            dropout=dropout_schedule(cfg, round_index),
+            rng=rng,
+            rounding_rng=rounding,
+        )
     except ProtocolAbort as exc:
         return AggregateResult(None, (), None, {"aborted": str(exc)}, {}, aborted=str(exc))
-    total_w, loss_sum = float(outcome.extras_sum[0]), float(outcome.extras_sum[1])
+    total_w = float(outcome.extras_sum[0])
+    mean_loss = float(outcome.extras_sum[1]) / total_w if len(outcome.extras_sum) > 1 else None
     mean = (outcome.delta_sum / total_w).astype(np.float32)
-    return AggregateResult(mean, tuple(outcome.survivors), loss_sum / total_w,
-                           outcome.transcript, _bytes(outcome.transcript))
+    return AggregateResult(
+        mean, tuple(outcome.survivors), mean_loss, outcome.transcript, _bytes(outcome.transcript)
+    )
 
 
 def _bytes(transcript: dict) -> dict[str, dict[str, int]]:

@@ -18,7 +18,8 @@ from securefed.dp_budget import ClientPrivacy
 from securefed.evaluation import evaluate_global, mean_metrics
 from securefed.progress import Progress
 from securefed.run_folder import RunFolder, read_json, write_json
-from securefed.run_setup import RunSetup, derived_seed
+from securefed.run_setup import RunSetup
+from securefed.seeding import derived_seed
 from securefed.training import train_local
 
 
@@ -28,16 +29,31 @@ def baseline_steps(setup: RunSetup) -> list[int]:
     return [max(1, math.ceil(share * setup.local_steps(c))) for c in range(setup.num_clients)]
 
 
-def _train(setup: RunSetup, data, steps: int, privacy: ClientPrivacy, who: int, tag: str,
-           progress: Progress) -> dict:
+def _train(
+    setup: RunSetup,
+    data,
+    steps: int,
+    privacy: ClientPrivacy,
+    who: int,
+    tag: str,
+    progress: Progress,
+) -> dict:
     t = setup.cfg.training
     set_vector(setup.bundle.model, setup.initial_vector, setup.bundle.spec)
     plan = privacy.plan_round(who, steps)
     generator = torch.Generator().manual_seed(derived_seed(setup.cfg.seed, tag, who))
     with progress.task(f"{tag} {who}" if tag == "isolated" else tag, total=steps) as advance:
-        stats = train_local(setup.bundle, data, steps=steps, batch_size=t.batch_size, lr=t.lr,
-                            weight_decay=t.weight_decay, generator=generator, dp=plan,
-                            on_step=advance)
+        stats = train_local(
+            setup.bundle,
+            data,
+            steps=steps,
+            batch_size=t.batch_size,
+            lr=t.lr,
+            weight_decay=t.weight_decay,
+            generator=generator,
+            dp=plan,
+            on_step=advance,
+        )
     privacy.record_round(who, 0, stats)
     return {"steps": stats.steps, "train_loss": stats.mean_loss}
 
@@ -81,6 +97,7 @@ def run_baselines(setup: RunSetup, folder: RunFolder, progress: Progress) -> dic
         result = RUNNERS[name](setup, progress)
         write_json(path, result)
         out[name] = result
-        progress.log(f"{name}: pooled " + ", ".join(f"{k} {v:.3f}" for k, v in result["pooled"].items()))
+        progress.log(
+            f"{name}: pooled " + ", ".join(f"{k} {v:.3f}" for k, v in result["pooled"].items())
+        )
     return out
-

@@ -8,6 +8,7 @@ turned into one ``ConfigError`` line naming the key, the value and what is allow
 
 from __future__ import annotations
 
+import dataclasses
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -35,9 +36,9 @@ class SyntheticConfig(_Section):
 
 
 class TaskConfig(_Section):
-    name: Literal[
-        "synthetic_finance", "synthetic_medqa", "medqa", "medmcqa", "fpb", "fiqa_sa"
-    ] = "synthetic_finance"
+    name: Literal["synthetic_finance", "synthetic_medqa", "medqa", "medmcqa", "fpb", "fiqa_sa"] = (
+        "synthetic_finance"
+    )
     path: str | None = None
     hub_id: str | None = None
     hub_config: str | None = None
@@ -132,6 +133,22 @@ class SecureAggregationConfig(_Section):
     identity_roster: str | None = None
     dropout: DropoutConfig = DropoutConfig()
 
+    def params(self):
+        """The ``securefed.secagg.SecAggParams`` these settings stand for (numpy-only import)."""
+        from securefed.secagg import SecAggParams
+
+        return SecAggParams(
+            threshold=self.threshold,
+            graph=self.graph,
+            degree=self.degree,
+            clip_norm=self.clip_norm,
+            bits=self.bits,
+            security_bits=self.security_bits,
+            corrupt_fraction=self.corrupt_fraction,
+            dropout_budget=self.dropout_budget,
+            roster=self.identity_roster,
+        )
+
 
 class OutputConfig(_Section):
     dir: str = "runs"
@@ -158,14 +175,16 @@ class RunConfig(_Section):
 def _check_cross_fields(cfg: RunConfig) -> None:
     n, k = cfg.partition.num_clients, cfg.training.clients_per_round
     if k > n:
-        raise ConfigError(
-            "training.clients_per_round", k, f"at most partition.num_clients ({n})"
-        )
+        raise ConfigError("training.clients_per_round", k, f"at most partition.num_clients ({n})")
     if cfg.partition.scheme == "natural" and not cfg.partition.column:
         raise ConfigError(
             "partition.column", None, "a column name is required when partition.scheme is natural"
         )
-    if cfg.model.adapter == "qlora" and cfg.model.dtype != "float32" and cfg.training.device == "cpu":
+    if (
+        cfg.model.adapter == "qlora"
+        and cfg.model.dtype != "float32"
+        and cfg.training.device == "cpu"
+    ):
         raise ConfigError("model.dtype", cfg.model.dtype, "float32 for qlora on cpu")
     if len(set(cfg.baselines)) != len(cfg.baselines):
         raise ConfigError("baselines", cfg.baselines, "each of centralized, isolated at most once")
@@ -177,22 +196,10 @@ def _check_cross_fields(cfg: RunConfig) -> None:
             )
         # Threshold, graph and degree are checked by the same planner every client runs,
         # and modular overflow is ruled out here, not discovered after a round (DESIGN.md §3).
-        from securefed.secagg.params import SecAggParams, plan_round
+        from securefed.secagg.params import plan_round
         from securefed.secagg.quantize import check_no_overflow
 
-        plan_round(
-            k,
-            SecAggParams(
-                threshold=sa.threshold,
-                graph=sa.graph,
-                degree=sa.degree,
-                clip_norm=sa.clip_norm,
-                bits=sa.bits,
-                security_bits=sa.security_bits,
-                corrupt_fraction=sa.corrupt_fraction,
-                dropout_budget=sa.dropout_budget,
-            ),
-        )
+        plan_round(k, dataclasses.replace(sa.params(), roster=None))
         check_no_overflow(k, sa.bits)
         for stage in STAGES:
             for cid in getattr(sa.dropout, stage):

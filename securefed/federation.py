@@ -26,13 +26,17 @@ from securefed.dp_budget import ClientPrivacy
 from securefed.evaluation import evaluate_global
 from securefed.progress import Progress
 from securefed.run_folder import RunFolder, write_json
-from securefed.run_setup import RunSetup, derived_seed
+from securefed.run_setup import RunSetup
+from securefed.seeding import derived_seed
 from securefed.training import LocalStats, train_local
 
-
 # Written once before round 0; every round's record carries their hashes as well.
-RUN_SETUP_FILES = ("config.yaml", "environment.json", "partition.json",
-                   "checkpoints/initial.safetensors")
+RUN_SETUP_FILES = (
+    "config.yaml",
+    "environment.json",
+    "partition.json",
+    "checkpoints/initial.safetensors",
+)
 
 
 @dataclass
@@ -50,28 +54,53 @@ def sample_clients(cfg: RunConfig, num_clients: int, round_index: int) -> list[i
     return sorted(int(c) for c in chosen)
 
 
-def client_update(setup: RunSetup, client: int, global_vector: np.ndarray, round_index: int,
-                  dp_plan, progress: Progress) -> tuple[np.ndarray, LocalStats]:
+def client_update(
+    setup: RunSetup,
+    client: int,
+    global_vector: np.ndarray,
+    round_index: int,
+    dp_plan,
+    progress: Progress,
+) -> tuple[np.ndarray, LocalStats]:
     """Train from the global adapter on one client's shard; return (delta, stats)."""
     t = setup.cfg.training
     set_vector(setup.bundle.model, global_vector, setup.bundle.spec)
-    generator = torch.Generator().manual_seed(derived_seed(setup.cfg.seed, "data", round_index, client))
+    generator = torch.Generator().manual_seed(
+        derived_seed(setup.cfg.seed, "data", round_index, client)
+    )
     steps = setup.local_steps(client)
     with progress.task(f"client {client}", total=steps) as advance:
-        stats = train_local(setup.bundle, setup.client_train[client], steps=steps,
-                            batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay,
-                            generator=generator, dp=dp_plan, on_step=advance)
+        stats = train_local(
+            setup.bundle,
+            setup.client_train[client],
+            steps=steps,
+            batch_size=t.batch_size,
+            lr=t.lr,
+            weight_decay=t.weight_decay,
+            generator=generator,
+            dp=dp_plan,
+            on_step=advance,
+        )
     delta = get_vector(setup.bundle.model) - global_vector  # (d,) float32
     return delta, stats
 
 
-def run_federation(setup: RunSetup, folder: RunFolder, state: FederationState,
-                   privacy: ClientPrivacy, progress: Progress) -> FederationState:
+def run_federation(
+    setup: RunSetup,
+    folder: RunFolder,
+    state: FederationState,
+    privacy: ClientPrivacy,
+    progress: Progress,
+) -> FederationState:
     """Run rounds ``state.next_round .. rounds-1``, recording each one as it finishes."""
     cfg = setup.cfg
     spec_hash = setup.bundle.spec.hash
-    for r in progress.iterate(range(state.next_round, cfg.training.rounds), "rounds",
-                              total=cfg.training.rounds, completed=state.next_round):
+    for r in progress.iterate(
+        range(state.next_round, cfg.training.rounds),
+        "rounds",
+        total=cfg.training.rounds,
+        completed=state.next_round,
+    ):
         started, cpu_started = time.perf_counter(), time.process_time()
         # ---- sample and train: each institution works on its own shard ------------------
         sampled = sample_clients(cfg, setup.num_clients, r)
@@ -86,11 +115,11 @@ def run_federation(setup: RunSetup, folder: RunFolder, state: FederationState,
             privacy.record_round(c, r, updates[c][1])
         # ---- aggregate: the server learns only the (masked) weighted sum ------------------
         weights = {c: _weight(setup, c) for c in updates}
-        agg = aggregate_round(cfg, r, updates, weights, state.global_vector, spec_hash,
-                              setup.num_clients)
+        agg = aggregate_round(cfg, r, updates, weights, state.global_vector, spec_hash)
         if agg.mean_delta is not None:
-            state.global_vector = (state.global_vector
-                                   + cfg.training.server_lr * agg.mean_delta).astype(np.float32)
+            state.global_vector = (
+                state.global_vector + cfg.training.server_lr * agg.mean_delta
+            ).astype(np.float32)
         # ---- evaluate the new global adapter everywhere -----------------------------------
         set_vector(setup.bundle.model, state.global_vector, setup.bundle.spec)
         metrics = evaluate_global(setup)
@@ -104,26 +133,32 @@ def run_federation(setup: RunSetup, folder: RunFolder, state: FederationState,
         write_json(folder.file("privacy/ledgers.json"), privacy.to_json())
         artefacts.append("privacy/ledgers.json")
         artefacts.extend(RUN_SETUP_FILES)  # so `audit --verify` can check them too
-        record = folder.append_metrics({
-            "round": r,
-            "sampled": sampled,
-            "budget_stopped": stopped,
-            "aggregated": list(agg.survivors),
-            "train_loss": agg.mean_train_loss,
-            "global_adapter_sha256": vector_hash(state.global_vector),
-            "eval": metrics,
-            "epsilon": privacy.epsilons(),
-            "bytes": agg.bytes_per_client,
-            "wall_s": time.perf_counter() - started,
-            "cpu_s": time.process_time() - cpu_started,
-            "artefacts": folder.artefact_hashes(artefacts),
-        })
+        record = folder.append_metrics(
+            {
+                "round": r,
+                "sampled": sampled,
+                "budget_stopped": stopped,
+                "aggregated": list(agg.survivors),
+                "train_loss": agg.mean_train_loss,
+                "global_adapter_sha256": vector_hash(state.global_vector),
+                "eval": metrics,
+                "epsilon": privacy.epsilons(),
+                "bytes": agg.bytes_per_client,
+                "wall_s": time.perf_counter() - started,
+                "cpu_s": time.process_time() - cpu_started,
+                "artefacts": folder.artefact_hashes(artefacts),
+            }
+        )
         state.history.append(record)
         state.next_round = r + 1
-        write_json(folder.file("state.json"), {"next_round": state.next_round,
-                                               "checkpoint": folder.checkpoint_rel(r)})
-        progress.log(f"round {r}: pooled {_fmt(metrics['pooled'])}"
-                     + (f", budget stopped {stopped}" if stopped else ""))
+        write_json(
+            folder.file("state.json"),
+            {"next_round": state.next_round, "checkpoint": folder.checkpoint_rel(r)},
+        )
+        progress.log(
+            f"round {r}: pooled {_fmt(metrics['pooled'])}"
+            + (f", budget stopped {stopped}" if stopped else "")
+        )
     return state
 
 

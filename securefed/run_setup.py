@@ -6,7 +6,6 @@ same backbone and adapter on the same client shards.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,7 +39,9 @@ class RunSetup:
 
     def local_steps(self, client: int) -> int:
         t = self.cfg.training
-        return steps_for(len(self.client_train[client]), t.batch_size, t.local_epochs, t.local_steps)
+        return steps_for(
+            len(self.client_train[client]), t.batch_size, t.local_epochs, t.local_steps
+        )
 
     def expected_rounds_per_client(self) -> float:
         t = self.cfg.training
@@ -53,12 +54,6 @@ def resolve_device(requested: str) -> str:
     return requested
 
 
-def derived_seed(seed: int, *parts: int | str) -> int:
-    """A 63-bit seed for one purpose (round, client, ...), stable across runs and resumes."""
-    text = "/".join(str(p) for p in (seed, *parts)).encode()
-    return int.from_bytes(hashlib.sha256(text).digest()[:8], "big") >> 1
-
-
 def build_setup(cfg: RunConfig) -> RunSetup:
     """Load the task, partition it, build the adapter model and tokenize every split once."""
     task = get_task(cfg.task.name)
@@ -68,13 +63,26 @@ def build_setup(cfg: RunConfig) -> RunSetup:
     if cfg.partition.scheme == "natural":
         groups = column_values(examples, cfg.partition.column)
     shards = partition(labels, cfg.partition, cfg.seed, groups=groups)
-    bundle = build_adapter_model(cfg.model, num_labels=task.num_choices, seed=cfg.seed,
-                                 device=resolve_device(cfg.training.device))
+    bundle = build_adapter_model(
+        cfg.model,
+        num_labels=task.num_choices,
+        seed=cfg.seed,
+        device=resolve_device(cfg.training.device),
+    )
     data = encode_examples(examples, task, bundle, cfg.model.max_length)
     client_train = [Subset(data, s.train.tolist()) for s in shards.clients]
     client_test = [Subset(data, s.test.tolist()) for s in shards.clients]
     pooled_test = Subset(data, np.concatenate([s.test for s in shards.clients]).tolist())
     pooled_train = Subset(data, np.concatenate([s.train for s in shards.clients]).tolist())
-    return RunSetup(cfg=cfg, task=task, partition=shards, bundle=bundle, data=data,
-                    client_train=client_train, client_test=client_test, pooled_test=pooled_test,
-                    pooled_train=pooled_train, initial_vector=get_vector(bundle.model))
+    return RunSetup(
+        cfg=cfg,
+        task=task,
+        partition=shards,
+        bundle=bundle,
+        data=data,
+        client_train=client_train,
+        client_test=client_test,
+        pooled_test=pooled_test,
+        pooled_train=pooled_train,
+        initial_vector=get_vector(bundle.model),
+    )

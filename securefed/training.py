@@ -21,7 +21,9 @@ from securefed.adapters import AdapterModel, trainable_parameters
 from securefed.errors import DataError
 
 
-def encode_examples(examples: Sequence, task, bundle: AdapterModel, max_length: int) -> TensorDataset:
+def encode_examples(
+    examples: Sequence, task, bundle: AdapterModel, max_length: int
+) -> TensorDataset:
     """Tokenize every example once: ``(input_ids, attention_mask, answer_ids, labels)``.
 
     ``answer_ids`` [N, C] holds the first token of each answer continuation (causal LMs only;
@@ -34,8 +36,9 @@ def encode_examples(examples: Sequence, task, bundle: AdapterModel, max_length: 
     prompts = [as_text(ex) if as_text else task.prompt(ex) for ex in examples]
     if bundle.kind == "causal":
         tok.padding_side, tok.truncation_side = "right", "left"
-    enc = tok(prompts, max_length=max_length, truncation=True, padding="max_length",
-              return_tensors="pt")
+    enc = tok(
+        prompts, max_length=max_length, truncation=True, padding="max_length", return_tensors="pt"
+    )
     labels = torch.tensor([ex.label for ex in examples], dtype=torch.long)  # [N]
     num_choices = bundle.num_labels
     answer_ids = torch.zeros((len(examples), num_choices), dtype=torch.long)  # [N, C]
@@ -51,8 +54,10 @@ def encode_examples(examples: Sequence, task, bundle: AdapterModel, max_length: 
                     cache[text] = ids[0]
                 answer_ids[i, j] = cache[text]
             if len(set(answer_ids[i].tolist())) != len(texts):
-                raise DataError(f"answers {texts} share a first token with this tokenizer; "
-                                "use letter answers or another backbone")
+                raise DataError(
+                    f"answers {texts} share a first token with this tokenizer; "
+                    "use letter answers or another backbone"
+                )
     return TensorDataset(enc["input_ids"], enc["attention_mask"], answer_ids, labels)
 
 
@@ -81,7 +86,9 @@ class LocalStats:
     noise_multiplier: float | None = None
 
 
-def steps_for(num_examples: int, batch_size: int, local_epochs: float, local_steps: int | None) -> int:
+def steps_for(
+    num_examples: int, batch_size: int, local_epochs: float, local_steps: int | None
+) -> int:
     """Local optimizer steps per round: fixed, or enough for ``local_epochs`` passes."""
     if local_steps is not None:
         return local_steps
@@ -93,21 +100,41 @@ def _optimizer(bundle: AdapterModel, lr: float, weight_decay: float) -> torch.op
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 
-def train_local(bundle: AdapterModel, data: Subset | TensorDataset, *, steps: int, batch_size: int,
-                lr: float, weight_decay: float, generator: torch.Generator,
-                dp=None, on_step=None) -> LocalStats:
+def train_local(
+    bundle: AdapterModel,
+    data: Subset | TensorDataset,
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    generator: torch.Generator,
+    dp=None,
+    on_step=None,
+) -> LocalStats:
     """Train the adapter in place for ``steps`` optimizer steps on ``data``.
 
     Without DP: uniformly shuffled mini-batches (seeded by ``generator``). With ``dp`` (a
     ``securefed.privacy.dp_sgd.DPPlan``): Opacus DP-SGD with Poisson sampling.
     """
     bundle.model.train()
+    # Dropout inside the backbone draws from torch's global RNG: seed it from this client's
+    # generator so a client's update does not depend on who trained before it (or on resume).
+    torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
     optimizer = _optimizer(bundle, lr, weight_decay)
     if dp is not None:
         from securefed.privacy.dp_sgd import train_private
 
-        return train_private(bundle, data, optimizer, steps=steps, batch_size=batch_size,
-                             plan=dp, loss_fn=batch_loss, on_step=on_step)
+        return train_private(
+            bundle,
+            data,
+            optimizer,
+            steps=steps,
+            batch_size=batch_size,
+            plan=dp,
+            loss_fn=batch_loss,
+            on_step=on_step,
+        )
     loader = DataLoader(data, batch_size=batch_size, shuffle=True, generator=generator)
     losses: list[float] = []
     seen = 0

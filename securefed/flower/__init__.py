@@ -1,0 +1,13 @@
+"""securefed across machines: the same training, DP and secure aggregation over Flower 1.42.
+
+Flower carries the messages; securefed keeps the protocol. Each secure-aggregation stage is
+one message exchange between the ServerApp (``server_app``, ``server_round``) and the
+ClientApps (``client_app``, ``node_round``); each ClientApp is one institution with its own
+data shard, privacy ledger and records (``node``). ``wire`` is how securefed's messages ride
+Flower's records; ``exchange`` collects replies under a deadline. ``certs`` and
+``localhost`` set up a TLS deployment with node authentication; ``records`` files the
+nodes' records next to the server's run folder for the audit.
+
+Modules here import torch only inside the calls that train or evaluate, so the three
+protocol-only ClientApp calls start quickly.
+"""

@@ -1,0 +1,236 @@
+"""The ClientApp: one institution's side of every message the ServerApp sends.
+
+Each call is a fresh process (Flower starts one per message). ``join`` keeps the run's
+config in the node's ``context.state``; ``advertise`` evaluates the global adapter on the
+node's own test split, trains on its own shard (DP-SGD when the config says so), spends
+privacy budget in the node's own ledger, encodes the delta and starts the secure-aggregation
+round; the three later stages answer protocol messages only (they never load the model, so
+they start fast). What leaves the node: its institution id, the protocol messages
+(public keys, sealed shares, the masked vector, unmasking shares) -- and, if its budget is
+spent, the word "stopped".
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import numpy as np
+import yaml
+from flwr.app import ConfigRecord, Context, Message
+from flwr.clientapp import ClientApp
+
+from securefed.config import RunConfig, validate
+from securefed.errors import ProtocolAbort, SecurefedError
+from securefed.flower import wire
+from securefed.flower.node import NodeIdentity, NodeLedger, NodeLocal, save_run_config
+from securefed.flower.node_round import Identity, NodeRound
+from securefed.flower.protocol import client_extras, extras_count, global_adapter_hash
+from securefed.secagg import encode_input
+from securefed.secagg.roster import load_identity_keys, load_roster
+
+app = ClientApp()
+
+_RUN = "securefed.run"
+
+
+# ---- per-call context ------------------------------------------------------------------------
+def _config_text(context: Context) -> str:
+    record = context.state.config_records.get(_RUN)
+    if record is None:
+        raise ProtocolAbort("this node has not joined the run")
+    return str(record["config_yaml"])
+
+
+def _run_config(context: Context) -> RunConfig:
+    return validate(yaml.safe_load(_config_text(context)))
+
+
+@functools.lru_cache(maxsize=8)
+def _local(config_text: str, identity: NodeIdentity) -> NodeLocal:
+    """The node's data and model. A deployment starts a process per message, so this builds
+    them each time; runtimes that reuse the process (Flower's simulation engine, the
+    in-process test grid) build them once per institution."""
+    return NodeLocal(validate(yaml.safe_load(config_text)), identity)
+
+
+def _identity_keys(cfg: RunConfig, identity: NodeIdentity) -> Identity:
+    roster_path = identity.roster or cfg.secure_aggregation.identity_roster
+    if roster_path is None:
+        return Identity()
+    if identity.identity_keys is None:
+        raise SecurefedError(
+            "the run uses an identity roster: start this node with "
+            "--node-config 'identity-keys=\"PATH\"'"
+        )
+    keys = load_identity_keys(identity.identity_keys)
+    if identity.institution not in keys:
+        raise SecurefedError(f"{identity.identity_keys} has no key for {identity.institution}")
+    return Identity(keys[identity.institution], load_roster(roster_path))
+
+
+def _node_round(context: Context, cfg: RunConfig, identity: NodeIdentity) -> NodeRound:
+    return NodeRound(
+        context.state,
+        cfg.secure_aggregation.params(),
+        cfg.training.clients_per_round,
+        identity.institution,
+        _identity_keys(cfg, identity),
+    )
+
+
+def _log(context: Context, identity: NodeIdentity, record: dict) -> None:
+    identity.records(context.run_id).append_metrics(record)
+
+
+# ---- handlers ----------------------------------------------------------------------------------
+@app.query("join")
+def join(msg: Message, context: Context) -> Message:
+    """Accept the run's config; answer with this node's institution id."""
+    identity = NodeIdentity.from_node_config(dict(context.node_config))
+    text = str(wire.fields_of(msg)["config_yaml"])
+    cfg = validate(yaml.safe_load(text))
+    context.state[_RUN] = ConfigRecord({"config_yaml": text})
+    save_run_config(identity.records(context.run_id), cfg)
+    return wire.reply(msg, {"institution": identity.institution})
+
+
+@app.train("advertise")
+def advertise(msg: Message, context: Context) -> Message:
+    """Evaluate, train, spend budget, encode, and advertise this round's keys."""
+    from securefed.federation import client_update, sample_clients
+    from securefed.progress import Progress
+
+    started = time.perf_counter()
+    identity = NodeIdentity.from_node_config(dict(context.node_config))
+    cfg = _run_config(context)
+    fields = wire.fields_of(msg)
+    round_index = int(fields["round"])
+    invited = [int(c) for c in fields["invited"]]
+    refuse = functools.partial(_abort, msg, context, identity, round_index, "advertise_keys")
+    if invited != sample_clients(cfg, cfg.partition.num_clients, round_index):
+        return refuse("the invited institutions are not the seeded sample of this round")
+    node_round = _node_round(context, cfg, identity)
+    try:
+        node_round.check_new(round_index)
+    except ProtocolAbort as exc:
+        return refuse(str(exc))
+    vector = wire.global_vector_of(msg)
+    local = _local(_config_text(context), identity)
+    if vector.shape != (local.setup.bundle.spec.size,):
+        return refuse("the global adapter does not fit this node's adapter spec")
+    record = {
+        "round": round_index,
+        "stage": "advertise_keys",
+        "eval_global_before": local.evaluate(vector),
+    }
+    ledger = NodeLedger(local, identity.records(context.run_id))
+    plan = ledger.privacy.plan_round(local.index, local.setup.local_steps(local.index))
+    if plan is ledger.privacy.EXHAUSTED:
+        _log(context, identity, {**record, "budget_stopped": True, "epsilon": ledger.epsilon()})
+        return wire.reply(msg, {"stopped": "privacy budget"})
+    delta, stats = client_update(
+        local.setup, local.index, vector, round_index, plan, Progress(enabled=False)
+    )
+    ledger.privacy.record_round(local.index, round_index, stats)
+    ledger.save()
+    if identity.keep_updates:
+        identity.records(context.run_id).save_adapter(
+            f"updates/round-{round_index:04d}.safetensors", delta, local.setup.bundle.spec.hash
+        )
+    weight = local.weight()
+    extras = client_extras(cfg, weight, stats.mean_loss)
+    encoded = encode_input(delta, weight, extras, cfg.secure_aggregation.params().quantization)
+    keys = node_round.advertise(
+        round_index,
+        encoded,
+        global_adapter_hash(vector),
+        bytes.fromhex(local.setup.bundle.spec.hash),
+        local.setup.bundle.spec.size,
+        extras_count(cfg),
+    )
+    answer = wire.reply(msg, {"payload": keys.to_bytes()})
+    _log(
+        context,
+        identity,
+        {
+            **record,
+            "train": {
+                "steps": stats.steps,
+                "examples": stats.examples,
+                "mean_loss": stats.mean_loss,
+                "sample_rate": stats.sample_rate,
+                "noise_multiplier": stats.noise_multiplier,
+                "weight": weight,
+            },
+            "epsilon": ledger.epsilon(),
+            "delta_l2": float(np.linalg.norm(delta)),
+            **_traffic(msg, answer, started),
+        },
+    )
+    return answer
+
+
+@app.train("share_keys")
+def share_keys(msg: Message, context: Context) -> Message:
+    return _protocol_step(msg, context, "share_keys", NodeRound.share_keys)
+
+
+@app.train("masked_input")
+def masked_input(msg: Message, context: Context) -> Message:
+    return _protocol_step(msg, context, "masked_input", NodeRound.masked_input)
+
+
+@app.train("unmask")
+def unmask(msg: Message, context: Context) -> Message:
+    return _protocol_step(msg, context, "unmasking", NodeRound.unmask)
+
+
+@app.evaluate("final")
+def final(msg: Message, context: Context) -> Message:
+    """Evaluate the final global adapter on this node's own test split; keep the result."""
+    identity = NodeIdentity.from_node_config(dict(context.node_config))
+    local = _local(_config_text(context), identity)
+    round_index = int(wire.fields_of(msg)["round"])
+    metrics = local.evaluate(wire.global_vector_of(msg))
+    _log(context, identity, {"round": round_index, "stage": "final", "eval_global": metrics})
+    return wire.reply(msg, {"done": 1})
+
+
+# ---- helpers -----------------------------------------------------------------------------------
+def _protocol_step(msg: Message, context: Context, stage: str, step) -> Message:
+    started = time.perf_counter()
+    identity = NodeIdentity.from_node_config(dict(context.node_config))
+    fields = wire.fields_of(msg)
+    round_index = int(fields["round"])
+    node_round = _node_round(context, _run_config(context), identity)
+    try:
+        payload = step(node_round, round_index, wire.payload_of(msg)).to_bytes()
+    except (ProtocolAbort, ValueError) as exc:
+        return _abort(msg, context, identity, round_index, stage, str(exc))
+    answer = wire.reply(msg, {"payload": payload})
+    _log(
+        context, identity, {"round": round_index, "stage": stage, **_traffic(msg, answer, started)}
+    )
+    return answer
+
+
+def _abort(
+    msg: Message,
+    context: Context,
+    identity: NodeIdentity,
+    round_index: int,
+    stage: str,
+    reason: str,
+) -> Message:
+    """Refuse this stage (nothing is released) and tell the server why, in one line."""
+    _log(context, identity, {"round": round_index, "stage": stage, "aborted": reason})
+    return wire.reply(msg, {"aborted": reason})
+
+
+def _traffic(msg: Message, answer: Message, started: float) -> dict:
+    return {
+        "bytes_down": wire.content_bytes(msg.content),
+        "bytes_up": wire.content_bytes(answer.content),
+        "wall_s": time.perf_counter() - started,
+    }

@@ -1,0 +1,69 @@
+"""One message exchange: send to some nodes, collect the replies that arrive before a deadline.
+
+``Grid.send_and_receive`` polls the SuperLink every 3 s; a secure-aggregation round is four
+exchanges in a row, so this polls at ``poll_s`` instead (the SuperLink is local to the
+ServerApp). A node that has not replied by the deadline, or that replied with a Flower error
+(its ClientApp raised, or it was unreachable), is simply absent from the result: for the
+protocol that is a dropout at this stage.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from flwr.app import Message, RecordDict
+from flwr.serverapp import Grid
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """Replies by node id, and the nodes that failed (error reply) or timed out."""
+
+    replies: dict[int, Message]
+    failed: dict[int, str]
+    timed_out: tuple[int, ...]
+    wall_s: float
+
+
+def exchange(
+    grid: Grid,
+    message_type: str,
+    bodies: dict[int, RecordDict],
+    *,
+    group_id: str,
+    timeout_s: float,
+    poll_s: float = 0.2,
+) -> Exchange:
+    """Send ``bodies[node]`` to each node; wait up to ``timeout_s`` for every reply."""
+    started = time.perf_counter()
+    messages = [
+        Message(body, dst_node_id=node, message_type=message_type, group_id=group_id)
+        for node, body in bodies.items()
+    ]
+    pushed = list(grid.push_messages(messages))  # same order as ``messages``; None if refused
+    if len(pushed) != len(messages):  # the SuperLink refused the whole batch (too large)
+        pushed = [None] * len(messages)
+    node_of = {mid: node for mid, node in zip(pushed, bodies, strict=True) if mid}
+    pending = set(node_of)
+    replies: dict[int, Message] = {}
+    failed: dict[int, str] = {}
+    deadline = started + timeout_s
+    while pending:
+        for reply in grid.pull_messages(sorted(pending)):
+            mid = reply.metadata.reply_to_message_id
+            if mid not in pending:
+                continue
+            pending.discard(mid)
+            node = node_of[mid]
+            if reply.has_error():
+                failed[node] = reply.error.reason
+            else:
+                replies[node] = reply
+        if not pending or time.perf_counter() >= deadline:
+            break
+        time.sleep(poll_s)
+    unsent = [node for node in bodies if node not in node_of.values()]
+    failed.update({node: "could not be pushed to the SuperLink" for node in unsent})
+    timed_out = tuple(sorted(node_of[mid] for mid in pending))
+    return Exchange(replies, failed, timed_out, time.perf_counter() - started)

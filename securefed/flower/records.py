@@ -1,0 +1,90 @@
+"""Put the server's run folder and each node's own records together for the audit.
+
+On Flower the server never sees a ledger: each node keeps ``ledger.json`` and a hash-chained
+``metrics.jsonl`` of its rounds in its own state folder. An institution hands its folder to
+the auditor (not to the server); this module files each one under ``nodes/<id>/`` of the run
+folder, writes ``privacy/ledgers.json`` and the ``privacy`` section of ``results.json`` in
+the format ``securefed simulate`` uses, and builds the audit.
+
+    python -m securefed.flower.records RUN_DIR AUDIT_DIR 0=/path/to/node-0/run-<id> 1=...
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from securefed.run_folder import read_json, write_json
+
+NODE_FILES = ("config.yaml", "ledger.json", "metrics.jsonl")
+
+
+def collect_node_records(
+    run_dir: Path, node_dirs: dict[int, Path], audit_dir: Path | None = None
+) -> dict:
+    """File the nodes' records into ``run_dir``; returns the merged privacy section.
+
+    With ``audit_dir``, also builds the audit there (``securefed.audit.write_audit``).
+    """
+    from securefed.privacy.ledger import PrivacyLedger
+
+    run_dir = Path(run_dir)
+    ledgers: dict[str, dict] = {}
+    noise: dict[str, float] = {}
+    missing: list[int] = []
+    dp_enabled, accountant = None, None
+    for institution, source in sorted(node_dirs.items()):
+        if not (Path(source) / "ledger.json").is_file():
+            missing.append(institution)
+            continue
+        target = run_dir / "nodes" / str(institution)
+        target.mkdir(parents=True, exist_ok=True)
+        for name in NODE_FILES:
+            if (Path(source) / name).is_file():
+                shutil.copy2(Path(source) / name, target / name)
+        saved = read_json(target / "ledger.json")
+        ledgers.update(saved["ledgers"])
+        noise.update(saved["noise_multipliers"])
+        dp_enabled, accountant = saved["dp_enabled"], saved["accountant"]
+    write_json(
+        run_dir / "privacy" / "ledgers.json",
+        {
+            "dp_enabled": dp_enabled,
+            "accountant": accountant,
+            "noise_multipliers": noise,
+            "ledgers": ledgers,
+            "source": "nodes",
+        },
+    )
+    privacy = {
+        "dp_enabled": dp_enabled,
+        "accountant_of_record": accountant,
+        "source": "nodes",
+        "nodes_without_records": missing,
+        "clients": {k: PrivacyLedger.from_json(v).report() for k, v in sorted(ledgers.items())},
+    }
+    results_path = run_dir / "results.json"
+    if results_path.is_file():
+        results = read_json(results_path)
+        results["privacy"] = privacy
+        write_json(results_path, results)
+    if audit_dir is not None:
+        from securefed.audit import write_audit
+
+        write_audit(run_dir, audit_dir)
+    return privacy
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) < 3 or any("=" not in a for a in args[2:]):
+        print("usage: " + __doc__.strip().splitlines()[-1].strip())
+        return 2
+    nodes = {int(k): Path(v) for k, v in (a.split("=", 1) for a in args[2:])}
+    collect_node_records(Path(args[0]), nodes, audit_dir=Path(args[1]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

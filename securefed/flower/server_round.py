@@ -1,0 +1,306 @@
+"""One secure-aggregation round over Flower: four message exchanges driving ``SecAggServer``.
+
+    advertise     global adapter + invited ids -> nodes train, answer AdvertiseKeys   (U1)
+    share_keys    KeyDirectory to U1           -> ShareKeys                          (U2)
+    masked_input  each node's ShareDelivery    -> MaskedInput (uint32, masked)       (U3)
+    unmask        each node's UnmaskRequest    -> UnmaskResponse                     (U4)
+
+A node that times out, fails, refuses (aborts) or sends a message that does not verify is a
+dropout at that stage; the protocol recovers it when at least t remain. A reply is only
+accepted from the node that joined as that institution: a node cannot speak for another.
+The server keeps the running sum of masked vectors and nothing per client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from flwr.app import RecordDict
+from flwr.serverapp import Grid
+
+from securefed.config import RunConfig
+from securefed.errors import InvalidMessage, ProtocolAbort
+from securefed.flower import wire
+from securefed.flower.exchange import Exchange, exchange
+from securefed.flower.protocol import extras_count, global_adapter_hash
+from securefed.secagg import RoundContext, SecAggServer, decode_sum
+from securefed.secagg.advertise import AdvertiseKeys
+from securefed.secagg.masked_input import MaskedInput
+from securefed.secagg.quantize import error_bound
+from securefed.secagg.roster import load_roster
+from securefed.secagg.session import PROTOCOL_VERSION
+from securefed.secagg.share_keys import ShareKeys
+from securefed.secagg.unmasking import UnmaskResponse
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    train_s: float  # the advertise exchange: includes loading the model and local training
+    stage_s: float  # each of the three protocol-only exchanges
+    poll_s: float = 0.2
+
+
+@dataclass
+class RoundResult:
+    mean_delta: np.ndarray | None  # (d,) float32; None when the round aborted
+    survivors: tuple[int, ...]
+    mean_train_loss: float | None
+    budget_stopped: list[int]
+    transcript: dict
+    bytes_per_client: dict[str, dict[str, int]]
+    stage_wall_s: dict[str, float] = field(default_factory=dict)
+    unresponsive: frozenset[int] = frozenset()  # timed out or failed at some stage
+    aborted: str | None = None
+
+
+class _Round:
+    """Bookkeeping of one round: who answered what, bytes, failures."""
+
+    def __init__(
+        self,
+        grid: Grid,
+        nodes: dict[int, int],
+        round_index: int,
+        timeouts: Timeouts,
+        on_stage: Callable[[dict], None],
+    ) -> None:
+        self.grid, self.nodes, self.round_index, self.timeouts = grid, nodes, round_index, timeouts
+        self.institution_of = {node: inst for inst, node in nodes.items()}
+        self.traffic: dict[int, dict[str, int]] = {}
+        self.failures: dict[str, dict[str, str]] = {}
+        self.stage_wall_s: dict[str, float] = {}
+        self.unresponsive: set[int] = set()
+        self.on_stage = on_stage
+
+    def send(
+        self, stage: str, message_type: str, bodies: dict[int, RecordDict], timeout_s: float
+    ) -> dict[int, dict]:
+        """Exchange with institutions (``bodies`` by institution); their reply fields."""
+        reachable = {self.nodes[i]: body for i, body in bodies.items() if i in self.nodes}
+        ex: Exchange = exchange(
+            self.grid,
+            message_type,
+            reachable,
+            group_id=str(self.round_index),
+            timeout_s=timeout_s,
+            poll_s=self.timeouts.poll_s,
+        )
+        self.stage_wall_s[stage] = ex.wall_s
+        failures = {str(i): "not connected" for i in bodies if i not in self.nodes}
+        failures.update({str(self.institution_of[n]): f"error: {r}" for n, r in ex.failed.items()})
+        failures.update({str(self.institution_of[n]): "timed out" for n in ex.timed_out})
+        self.unresponsive.update(int(i) for i in failures)
+        out: dict[int, dict] = {}
+        for node, body in reachable.items():
+            inst = self.institution_of[node]
+            counts = self.traffic.setdefault(inst, {"up": 0, "down": 0})
+            counts["down"] += wire.content_bytes(body)
+            if node in ex.replies:
+                counts["up"] += wire.content_bytes(ex.replies[node].content)
+                try:
+                    out[inst] = wire.fields_of(ex.replies[node])
+                except InvalidMessage:
+                    failures[str(inst)] = "reply without securefed fields"
+        for inst, fields in list(out.items()):
+            if "aborted" in fields:
+                failures[str(inst)] = f"aborted: {fields['aborted']}"
+                del out[inst]
+        self.failures[stage] = failures
+        return out
+
+    def accept(
+        self, server: SecAggServer, stage: str, replies: dict[int, dict], parse, sender_of
+    ) -> None:
+        """Feed protocol replies to the server; a reply that does not verify is a dropout."""
+        for inst, fields in sorted(replies.items()):
+            try:
+                msg = parse(bytes(fields["payload"]))
+                if sender_of(msg) != inst:
+                    raise InvalidMessage(round_index=self.round_index)
+                server.accept(msg)
+            except (InvalidMessage, KeyError, TypeError):
+                self.failures[stage][str(inst)] = "invalid message"
+
+    def closed(self, server: SecAggServer, stage: str) -> None:
+        """Report a closed stage (tests and operators watch ``flower/progress.jsonl``)."""
+        self.on_stage(
+            {
+                "round": self.round_index,
+                "stage": stage,
+                "participants": list(server.participants[stage]),
+                "failures": self.failures[stage],
+            }
+        )
+
+
+def secure_round(
+    grid: Grid,
+    cfg: RunConfig,
+    round_index: int,
+    invited: list[int],
+    nodes: dict[int, int],
+    global_vector: np.ndarray,
+    spec_hash: str,
+    timeouts: Timeouts,
+    on_stage: Callable[[dict], None],
+) -> RoundResult:
+    """Run one round with the institutions ``invited``; ``nodes`` maps institution -> node id."""
+    params = cfg.secure_aggregation.params()
+    roster = load_roster(params.roster) if params.roster is not None else None
+    dimension = int(global_vector.shape[0])
+    context = RoundContext(
+        round_index,
+        len(invited),
+        params,
+        global_adapter_hash(global_vector),
+        bytes.fromhex(spec_hash),
+        dimension,
+        extras_count(cfg),
+    )
+    server = SecAggServer(context, invited=frozenset(invited), roster=roster)
+    rnd = _Round(grid, nodes, round_index, timeouts, on_stage)
+    stopped: list[int] = []
+    try:
+        # ---- advertise: train locally, then public keys ---------------------------------------
+        bodies = {
+            i: wire.content({"round": round_index, "invited": invited}, global_vector)
+            for i in invited
+        }
+        replies = rnd.send("advertise_keys", wire.ADVERTISE, bodies, timeouts.train_s)
+        stopped = sorted(i for i, f in replies.items() if "stopped" in f)
+        replies = {i: f for i, f in replies.items() if i not in stopped}
+        rnd.accept(
+            server, "advertise_keys", replies, AdvertiseKeys.from_bytes, lambda m: m.client_id
+        )
+        directory = server.close_advertise_keys().to_bytes()
+        rnd.closed(server, "advertise_keys")
+        # ---- share keys: sealed Shamir shares for each neighbour ------------------------------
+        u1 = server.participants["advertise_keys"]
+        replies = rnd.send(
+            "share_keys",
+            wire.SHARE_KEYS,
+            {i: _payload(round_index, directory) for i in u1},
+            timeouts.stage_s,
+        )
+        rnd.accept(server, "share_keys", replies, ShareKeys.from_bytes, lambda m: m.sender)
+        deliveries = server.close_share_keys()
+        rnd.closed(server, "share_keys")
+        # ---- masked input: each node's own shares in, its masked vector out -------------------
+        replies = rnd.send(
+            "masked_input",
+            wire.MASKED_INPUT,
+            {i: _payload(round_index, d.to_bytes()) for i, d in deliveries.items()},
+            timeouts.stage_s,
+        )
+        rnd.accept(server, "masked_input", replies, MaskedInput.from_bytes, lambda m: m.sender)
+        requests = server.close_masked_input()
+        rnd.closed(server, "masked_input")
+        # ---- unmask: one kind of share per peer; the server removes the masks ----------------
+        replies = rnd.send(
+            "unmasking",
+            wire.UNMASK,
+            {i: _payload(round_index, q.to_bytes()) for i, q in requests.items()},
+            timeouts.stage_s,
+        )
+        rnd.accept(server, "unmasking", replies, UnmaskResponse.from_bytes, lambda m: m.sender)
+        total = server.close_unmasking()
+        rnd.closed(server, "unmasking")
+    except ProtocolAbort as exc:
+        transcript = _transcript(
+            server, params, invited, rnd, stopped, None, dimension, aborted=str(exc)
+        )
+        return RoundResult(
+            None,
+            (),
+            None,
+            stopped,
+            transcript,
+            _bytes(rnd),
+            rnd.stage_wall_s,
+            frozenset(rnd.unresponsive),
+            aborted=str(exc),
+        )
+    survivors = tuple(server.participants["masked_input"])
+    decoded = decode_sum(total, dimension, len(survivors), params.quantization)
+    total_weight = float(decoded.extras_sum[0])
+    mean_loss = float(decoded.extras_sum[1]) / total_weight if len(decoded.extras_sum) > 1 else None
+    transcript = _transcript(server, params, invited, rnd, stopped, decoded, dimension)
+    return RoundResult(
+        (decoded.delta_sum / total_weight).astype(np.float32),
+        survivors,
+        mean_loss,
+        stopped,
+        transcript,
+        _bytes(rnd),
+        rnd.stage_wall_s,
+        frozenset(rnd.unresponsive),
+    )
+
+
+def _payload(round_index: int, data: bytes):
+    return wire.content({"round": round_index, "payload": data})
+
+
+def _bytes(rnd: _Round) -> dict[str, dict[str, int]]:
+    return {str(i): dict(v) for i, v in sorted(rnd.traffic.items())}
+
+
+def _transcript(
+    server: SecAggServer,
+    params,
+    invited: list[int],
+    rnd: _Round,
+    stopped: list[int],
+    decoded,
+    dimension: int,
+    aborted: str | None = None,
+) -> dict:
+    """The round's audit record, in the shape ``securefed.secagg.simulate_round`` writes."""
+    stages = ("advertise_keys", "share_keys", "masked_input", "unmasking")
+    participants = {s: list(server.participants.get(s, ())) for s in stages}
+    before = [i for i in invited if i not in stopped]
+    dropouts = {}
+    for stage in stages:
+        if stage in server.participants:
+            dropouts[stage] = sorted(set(before) - set(participants[stage]))
+            before = participants[stage]
+    plan = server.plan
+    quantization = params.quantization
+    delta_bound, extras_bound = error_bound(len(participants["masked_input"]), quantization)
+    out = {
+        "protocol": PROTOCOL_VERSION.decode(),
+        "transport": "flower",
+        "round": rnd.round_index,
+        "session_id": server.session_id.hex(),
+        "graph": plan.graph,
+        "degree": plan.degree,
+        "threshold": plan.threshold,
+        "cohort_size": plan.cohort_size,
+        "adversary": params.adversary,
+        "security_bits": params.security_bits,
+        "corrupt_fraction": params.corrupt_fraction,
+        "dropout_budget": params.dropout_budget,
+        "identities": params.roster is not None,
+        "participants": {"invited": list(invited), **participants},
+        "budget_stopped": stopped,
+        "dropouts": dropouts,
+        "failures": rnd.failures,
+        "quantization": {
+            "clip_norm": quantization.clip_norm,
+            "bits": quantization.bits,
+            "extras_bound": quantization.extras_bound,
+            "modulus_bits": 32,
+            "dimension": dimension,
+            "extras_count": server.state.context.extras_count,
+            "error_bound_delta": delta_bound,
+            "error_bound_extras": extras_bound,
+        },
+        "wrap_count": decoded.wrap_count if decoded is not None else None,
+        "bytes": _bytes(rnd),
+        "stage_wall_s": rnd.stage_wall_s,
+    }
+    if aborted is not None:
+        out["aborted"] = aborted
+    return out

@@ -1,0 +1,80 @@
+"""Shared setup and checks of the Flower tests: a tiny embedded default, and the aggregate
+recomputed from what each node kept of its own updates."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import load_file
+
+from securefed.config import RunConfig
+from securefed.run_folder import RunFolder
+
+TINY = [
+    "task.synthetic.num_examples=120",
+    "training.rounds=2",
+    "training.local_steps=2",
+    "model.max_length=32",
+    "training.batch_size=8",
+    "partition.num_clients=3",
+    "training.clients_per_round=3",
+    "baselines=[]",
+]
+INSTITUTIONS = [0, 1, 2]
+
+
+def node_runs(state_root: Path, run_id: int) -> dict[int, Path]:
+    return {i: state_root / f"node-{i}" / f"run-{run_id}" for i in INSTITUTIONS}
+
+
+def check_aggregates(cfg: RunConfig, run_dir: Path, nodes: dict[int, Path]) -> list[float]:
+    """Each round's global step equals the weighted mean of the survivors' own updates (clipped
+    as the encoder clips them) within the quantization error; returns the errors."""
+    quantization = cfg.secure_aggregation.params().quantization
+    folder = RunFolder(run_dir)
+    previous = folder.load_adapter(folder.checkpoint_rel(None)).astype(np.float64)
+    errors = []
+    for record in folder.read_metrics():
+        r, survivors = record["round"], record["aggregated"]
+        current = folder.load_adapter(folder.checkpoint_rel(r)).astype(np.float64)
+        step = (current - previous) / cfg.training.server_lr
+        weights = {
+            i: _node_record(nodes[i], r, "advertise_keys")["train"]["weight"] for i in survivors
+        }
+        total = np.zeros_like(step)
+        for i in survivors:
+            delta = load_file(str(nodes[i] / f"updates/round-{r:04d}.safetensors"))["adapter"]
+            delta = delta.astype(np.float64)
+            delta *= min(1.0, quantization.clip_norm / np.linalg.norm(delta))
+            total += weights[i] * delta
+        expected = total / sum(weights.values())
+        bound = len(survivors) / quantization.delta_scale / sum(weights.values())
+        error = float(np.max(np.abs(step - expected)))
+        assert error <= bound + 1e-6, (r, error, bound)  # + float32 rounding of the global
+        errors.append(error)
+        previous = current
+    return errors
+
+
+def _node_record(node_dir: Path, round_index: int, stage: str) -> dict:
+    for record in RunFolder(node_dir).read_metrics():
+        if record["round"] == round_index and record.get("stage") == stage:
+            return record
+    raise AssertionError(f"{node_dir} has no {stage} record for round {round_index}")
+
+
+def wait_for_stage(run_dir: Path, round_index: int, stage: str, timeout_s: float) -> dict:
+    """Block until the server reports ``stage`` of ``round_index`` closed."""
+    path = run_dir / "flower" / "progress.jsonl"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                event = json.loads(line)
+                if event.get("round") == round_index and event.get("stage") == stage:
+                    return event
+        time.sleep(0.1)
+    raise AssertionError(f"stage {stage} of round {round_index} not reached in {timeout_s} s")

@@ -1,0 +1,140 @@
+"""The ServerApp and ClientApp logic with every message in this process (no Flower daemons):
+two rounds, a node that goes silent after key sharing in round 1, and a node that claims
+another institution's id."""
+
+from __future__ import annotations
+
+import pytest
+from deployment_checks import INSTITUTIONS, TINY, check_aggregates
+from inprocess_grid import InProcessGrid
+
+from securefed.config import load_config
+from securefed.flower.client_app import app as client_app
+from securefed.flower.server_app import ServerSettings, run_flower_federation
+from securefed.run_folder import RunFolder, read_json
+
+NODE_IDS = {i: 100 + i for i in INSTITUTIONS}
+
+
+def _settings(run_dir) -> ServerSettings:
+    return ServerSettings.from_run_config(
+        {
+            "run-dir": str(run_dir),
+            "stage-timeout": 1.0,
+            "train-timeout": 60.0,
+            "join-timeout": 1.0,
+            "final-evaluation": False,
+        }
+    )
+
+
+def test_silent_node_is_recovered_and_the_aggregate_is_the_mean_of_the_rest(tmp_path):
+    cfg = load_config(None, [*TINY, "secure_aggregation.threshold=2"])
+    configs = {
+        NODE_IDS[i]: {
+            "partition-id": i,
+            "state-dir": str(tmp_path / f"node-{i}"),
+            "keep-updates": True,
+        }
+        for i in INSTITUTIONS
+    }
+    grid = InProcessGrid(
+        client_app, configs, run_id=7, silent_from={NODE_IDS[2]: ("1", "train.masked_input")}
+    )
+    run_dir = run_flower_federation(grid, cfg, _settings(tmp_path / "run"), run_id=7)
+
+    records = RunFolder(run_dir).read_metrics()
+    assert [r["aggregated"] for r in records] == [INSTITUTIONS, [0, 1]]
+    transcript = read_json(run_dir / "secagg/round-0001.json")
+    assert transcript["dropouts"] == {
+        "advertise_keys": [],
+        "share_keys": [],
+        "masked_input": [2],
+        "unmasking": [],
+    }
+    assert transcript["failures"]["masked_input"] == {"2": "timed out"}
+    nodes = {i: tmp_path / f"node-{i}" / "run-7" for i in INSTITUTIONS}
+    errors = check_aggregates(cfg, run_dir, nodes)
+    assert len(errors) == 2
+
+
+def test_a_node_speaking_for_another_institution_is_dropped(tmp_path):
+    cfg = load_config(None, [*TINY, "training.rounds=1"])
+    configs = {
+        NODE_IDS[i]: {"partition-id": i, "state-dir": str(tmp_path / f"node-{i}")}
+        for i in INSTITUTIONS
+    }
+
+    def impersonating(message, context):
+        """Node 1 joins as institution 1, then answers as if it were institution 2."""
+        if context.node_id == NODE_IDS[1] and message.metadata.message_type != "query.join":
+            context.node_config["partition-id"] = 2
+        return client_app(message, context)
+
+    grid = InProcessGrid(impersonating, configs, run_id=8)
+    run_dir = run_flower_federation(grid, cfg, _settings(tmp_path / "run"), run_id=8)
+    transcript = read_json(run_dir / "secagg/round-0000.json")
+    assert transcript["failures"]["advertise_keys"] == {"1": "invalid message"}
+    assert transcript["participants"]["advertise_keys"] == [0, 2]
+    assert "3 of 3" in transcript["aborted"] or "threshold 3" in transcript["aborted"]
+
+
+@pytest.mark.parametrize("bad", [{"partition-id": -1}, {}])
+def test_node_config_is_checked(bad):
+    from securefed.errors import ConfigError
+    from securefed.flower.node import NodeIdentity
+
+    with pytest.raises(ConfigError):
+        NodeIdentity.from_node_config(bad)
+
+
+def test_nodes_with_their_own_data_files(tmp_path):
+    """data-path nodes: each trains on its own file, the server holds no data at all."""
+    import json
+
+    from securefed.flower.node import NodeLedger
+
+    words = ["profit rose", "sales fell", "staff count is stable", "margin grew", "loss widened"]
+    configs = {}
+    for i in INSTITUTIONS:
+        rows = [
+            {"sentence": f"Institution {i} report {k}: {words[k % 5]}.", "label": k % 3}
+            for k in range(24)
+        ]
+        path = tmp_path / f"shard-{i}.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        configs[NODE_IDS[i]] = {
+            "partition-id": i,
+            "data-path": str(path),
+            "state-dir": str(tmp_path / f"node-{i}"),
+        }
+    cfg = load_config(
+        None,
+        [
+            *TINY,
+            "task.name=fpb",
+            "training.rounds=1",
+            "privacy.dp.enabled=true",
+            "privacy.dp.noise_multiplier=1.0",
+        ],
+    )
+    grid = InProcessGrid(client_app, configs, run_id=9)
+    settings = ServerSettings.from_run_config(
+        {
+            "run-dir": str(tmp_path / "run"),
+            "stage-timeout": 1.0,
+            "train-timeout": 60.0,
+            "join-timeout": 1.0,
+            "final-evaluation": False,
+            "server-evaluation": False,
+        }
+    )
+    run_dir = run_flower_federation(grid, cfg, settings, run_id=9)
+
+    record = RunFolder(run_dir).read_metrics()[0]
+    assert record["aggregated"] == INSTITUTIONS and record["eval"] is None
+    assert not (run_dir / "partition.json").exists()  # the server never saw the data
+    for i in INSTITUTIONS:
+        saved = read_json(tmp_path / f"node-{i}" / "run-9" / NodeLedger.FILE)
+        assert list(saved["ledgers"]) == [str(i)] and saved["ledgers"][str(i)]["client_id"] == i
+        assert [e["round_index"] for e in saved["ledgers"][str(i)]["events"]] == [0]

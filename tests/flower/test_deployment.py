@@ -1,0 +1,122 @@
+"""Flower's deployment engine on loopback: one SuperLink and three SuperNodes, each its own
+process, TLS on, only registered node keys admitted, two rounds of secure aggregation.
+
+What is compared with an in-process ``securefed simulate`` of the same config and seed: the
+institutions sampled and aggregated each round, the graph and threshold, and every
+institution's privacy ledger (event by event) and epsilon. The adapters themselves cannot
+be compared bit for bit -- DP-SGD's noise and sampling come from the OS on purpose -- so the
+aggregate is checked against what each node kept of its own update: the server's global
+step is their weighted mean within the quantization error.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from deployment_checks import INSTITUTIONS, TINY, check_aggregates, node_runs, wait_for_stage
+
+from securefed.config import load_config
+from securefed.flower.localhost import LocalFederation
+from securefed.flower.records import collect_node_records
+from securefed.run_folder import RunFolder, read_json
+
+DP = ["privacy.dp.enabled=true", "privacy.dp.noise_multiplier=1.0"]
+KEEP_UPDATES = {i: {"keep-updates": True} for i in INSTITUTIONS}
+
+
+def _launch(
+    fed: LocalFederation,
+    overrides: list[str],
+    run_dir,
+    *,
+    stage_timeout: float,
+    final_evaluation: bool,
+) -> int:
+    return fed.launch(
+        {
+            "overrides": "; ".join(overrides),
+            "run-dir": str(run_dir),
+            "stage-timeout": stage_timeout,
+            "train-timeout": 300.0,
+            "poll-interval": 0.1,
+            "final-evaluation": final_evaluation,
+        }
+    )
+
+
+def test_two_dp_rounds_over_tls_match_simulate(tmp_path):
+    from securefed.simulate import simulate
+
+    overrides = TINY + DP
+    cfg = load_config(None, overrides)
+    run_dir = tmp_path / "run"
+    with LocalFederation(tmp_path / "fed", INSTITUTIONS, node_config=KEEP_UPDATES) as fed:
+        run_id = _launch(fed, overrides, run_dir, stage_timeout=60.0, final_evaluation=False)
+        fed.wait(run_id, timeout_s=480)
+        superlink_log = (fed.workdir / "superlink.log").read_text()
+    nodes = node_runs(tmp_path / "fed", run_id)
+    privacy = collect_node_records(run_dir, nodes, audit_dir=tmp_path / "audit")
+    assert "Uvicorn running on https://127.0.0.1" in superlink_log  # TLS on the one port
+    assert "SuperNode authentication is disabled" not in superlink_log
+
+    sim_dir, sim = simulate(cfg, out=str(tmp_path / "sim"))
+    flower_records = RunFolder(run_dir).read_metrics()
+    sim_records = RunFolder(sim_dir).read_metrics()
+    assert [r["round"] for r in flower_records] == [0, 1]
+    for ours, theirs in zip(flower_records, sim_records, strict=True):
+        assert ours["sampled"] == theirs["sampled"]
+        assert ours["aggregated"] == theirs["aggregated"] == INSTITUTIONS
+        transcript = read_json(run_dir / f"secagg/round-{ours['round']:04d}.json")
+        reference = read_json(sim_dir / f"secagg/round-{ours['round']:04d}.json")
+        for key in ("graph", "degree", "threshold", "cohort_size", "participants", "dropouts"):
+            assert transcript[key] == reference[key], key
+        assert transcript["wrap_count"] == 0
+        for i in INSTITUTIONS:  # bytes through Flower: one masked uint32 vector up, at least
+            assert ours["bytes"][str(i)]["up"] > 4 * transcript["quantization"]["dimension"]
+    for i in INSTITUTIONS:  # each node's own ledger equals the simulated one
+        ours, theirs = privacy["clients"][str(i)], sim["privacy"]["clients"][str(i)]
+        assert ours["events"] == theirs["events"]
+        assert ours["epsilon"] == pytest.approx(theirs["epsilon"], rel=1e-9)
+    check_aggregates(cfg, run_dir, nodes)
+    _check_audit(tmp_path / "audit" / "audit.json")
+
+
+@pytest.mark.slow
+def test_a_node_killed_after_key_sharing_is_recovered(tmp_path):
+    overrides = TINY + ["secure_aggregation.threshold=2"]
+    cfg = load_config(None, overrides)
+    run_dir = tmp_path / "run"
+    with LocalFederation(tmp_path / "fed", INSTITUTIONS, node_config=KEEP_UPDATES) as fed:
+        run_id = _launch(fed, overrides, run_dir, stage_timeout=20.0, final_evaluation=True)
+        wait_for_stage(run_dir, 1, "share_keys", timeout_s=420)
+        fed.kill_node(2)
+        fed.wait(run_id, timeout_s=300)
+    nodes = node_runs(tmp_path / "fed", run_id)
+    collect_node_records(run_dir, nodes, audit_dir=tmp_path / "audit")
+
+    records = RunFolder(run_dir).read_metrics()
+    assert records[0]["aggregated"] == INSTITUTIONS
+    assert records[1]["sampled"] == INSTITUTIONS and records[1]["aggregated"] == [0, 1]
+    transcript = read_json(run_dir / "secagg/round-0001.json")
+    assert transcript["participants"]["share_keys"] == INSTITUTIONS
+    assert transcript["dropouts"]["masked_input"] == [2]
+    assert transcript["failures"]["masked_input"] == {"2": "timed out"}
+    assert transcript["participants"]["unmasking"] == [0, 1]
+    check_aggregates(cfg, run_dir, nodes)
+    stages = {
+        i: [(r["round"], r.get("stage")) for r in RunFolder(nodes[i]).read_metrics()]
+        for i in INSTITUTIONS
+    }
+    assert stages[2][-1] == (1, "share_keys")  # the killed node answered up to key sharing
+    assert stages[0][-1] == stages[1][-1] == (2, "final")  # the others evaluated the final one
+    _check_audit(tmp_path / "audit" / "audit.json")
+
+
+def _check_audit(path) -> None:
+    """The audit is built from the server's and the nodes' records; the only claims it cannot
+    verify are per-round epsilons, which the server never sees (each node's own records hold
+    them: nodes/<id>/metrics.jsonl)."""
+    integrity = json.loads(path.read_text())["integrity"]
+    checks = {m["check"] for m in integrity["mismatches"]}
+    assert checks <= {"epsilon after round"}, integrity["mismatches"]

@@ -1,0 +1,90 @@
+"""The node-side replay: a round driven stage by stage through fresh NodeRound objects."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from flwr.app import RecordDict
+
+from securefed.errors import ProtocolAbort
+from securefed.flower.node_round import Identity, NodeRound, keyed_entropy
+from securefed.secagg import RoundContext, SecAggParams, SecAggServer, decode_sum, encode_input
+
+D, ROUND = 50, 3
+PARAMS = SecAggParams(threshold="auto", dropout_budget=0.34)
+
+
+def _context(n: int) -> RoundContext:
+    return RoundContext(ROUND, n, PARAMS, b"g" * 32, b"s" * 32, D, 2)
+
+
+def _fresh(states: dict[int, RecordDict], u: int, n: int) -> NodeRound:
+    """A new NodeRound per call, as Flower starts a new ClientApp process per message."""
+    return NodeRound(states[u], PARAMS, n, u, Identity())
+
+
+def _run(n: int, drop_before_masked: set[int]) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    rng = np.random.default_rng(0)
+    deltas = {u: rng.normal(0, 0.01, D).astype(np.float32) for u in range(n)}
+    states = {u: RecordDict() for u in range(n)}
+    server = SecAggServer(_context(n), invited=frozenset(range(n)))
+    for u in range(n):
+        encoded = encode_input(deltas[u], 1.0, np.array([1.0, 0.5]), PARAMS.quantization)
+        server.accept(_fresh(states, u, n).advertise(ROUND, encoded, b"g" * 32, b"s" * 32, D, 2))
+    directory = server.close_advertise_keys().to_bytes()
+    for u in range(n):
+        server.accept(_fresh(states, u, n).share_keys(ROUND, directory))
+    deliveries = server.close_share_keys()
+    for u, delivery in deliveries.items():
+        if u not in drop_before_masked:
+            server.accept(_fresh(states, u, n).masked_input(ROUND, delivery.to_bytes()))
+    requests = server.close_masked_input()
+    for u, request in requests.items():
+        server.accept(_fresh(states, u, n).unmask(ROUND, request.to_bytes()))
+    total = server.close_unmasking()
+    survivors = [u for u in range(n) if u not in drop_before_masked]
+    decoded = decode_sum(total, D, len(survivors), PARAMS.quantization)
+    expected = sum(deltas[u].astype(np.float64) for u in survivors)
+    return decoded.delta_sum, expected, survivors
+
+
+@pytest.mark.parametrize("dropped", [set(), {1}])
+def test_replayed_rounds_sum_within_quantization_error(dropped):
+    got, expected, survivors = _run(4, dropped)
+    bound = len(survivors) / PARAMS.quantization.delta_scale
+    assert np.max(np.abs(got - expected)) <= bound
+
+
+def test_a_stage_answered_twice_aborts_and_forgets_the_seed():
+    states = {u: RecordDict() for u in range(3)}
+    server = SecAggServer(_context(3), invited=frozenset(range(3)))
+    encoded = encode_input(np.zeros(D, np.float32), 1.0, np.zeros(2), PARAMS.quantization)
+    for u in range(3):
+        server.accept(_fresh(states, u, 3).advertise(ROUND, encoded, b"g" * 32, b"s" * 32, D, 2))
+    directory = server.close_advertise_keys().to_bytes()
+    _fresh(states, 0, 3).share_keys(ROUND, directory)
+    with pytest.raises(ProtocolAbort):
+        _fresh(states, 0, 3).share_keys(ROUND, directory)
+    assert "securefed.encoded" not in states[0].array_records
+    assert "seed" not in states[0].config_records["securefed.round"]
+    with pytest.raises(ProtocolAbort):
+        _fresh(states, 1, 3).share_keys(ROUND + 1, directory)
+
+
+def test_a_round_is_started_once():
+    """A second advertise for a round (fresh keys over the same update) is refused."""
+    state = RecordDict()
+    encoded = encode_input(np.zeros(D, np.float32), 1.0, np.zeros(2), PARAMS.quantization)
+    _fresh({0: state}, 0, 3).advertise(ROUND, encoded, b"g" * 32, b"s" * 32, D, 2)
+    for earlier_or_same in (ROUND, ROUND - 1):
+        with pytest.raises(ProtocolAbort):
+            _fresh({0: state}, 0, 3).check_new(earlier_or_same)
+    _fresh({0: state}, 0, 3).check_new(ROUND + 1)
+
+
+def test_keyed_entropy_repeats_per_seed_and_differs_across_seeds():
+    a, b, c = keyed_entropy(b"x" * 32), keyed_entropy(b"x" * 32), keyed_entropy(b"y" * 32)
+    first = [a(32), a(16)]
+    assert first == [b(32), b(16)]
+    assert c(32) != first[0]
+    assert first[0][:16] != first[1]
