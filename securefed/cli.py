@@ -14,7 +14,9 @@ import warnings
 
 from rich.console import Console
 
+from securefed.audit.command import add_audit_parser
 from securefed.errors import SecurefedError
+from securefed.sweep import add_sweep_parser
 
 EXIT_USER_ERROR = 2
 
@@ -36,11 +38,14 @@ def _cmd_simulate(args: argparse.Namespace, console: Console) -> int:
     from securefed.config import load_config
 
     if args.resume and (args.config or args.set or args.out):
-        console.print("error: --resume RUN_DIR continues a run with its own config; "
-                      "do not pass CONFIG, --set or --out with it")
+        console.print(
+            "error: --resume RUN_DIR continues a run with its own config; "
+            "do not pass CONFIG, --set or --out with it"
+        )
         return EXIT_USER_ERROR
     cfg = None if args.resume else load_config(args.config, args.set)
     _quiet_libraries()
+    from securefed.audit.command import write_audit
     from securefed.progress import Progress
     from securefed.simulate import simulate
     from securefed.summary import print_summary
@@ -48,20 +53,32 @@ def _cmd_simulate(args: argparse.Namespace, console: Console) -> int:
     progress = Progress(Console(stderr=True), enabled=not args.quiet)
     run_dir, results = simulate(cfg, out=args.out, resume=args.resume, progress=progress)
     print_summary(results, run_dir, console)
+    console.print(f"audit: {write_audit(run_dir)}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="securefed", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    sim = sub.add_parser("simulate", help="run a federation in one process (default: embedded demo)")
+    sim = sub.add_parser(
+        "simulate", help="run a federation in one process (default: embedded demo)"
+    )
     sim.add_argument("config", nargs="?", help="YAML config (default: the embedded default)")
-    sim.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a config key, e.g. --set training.rounds=2 (repeatable)")
+    sim.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set training.rounds=2 (repeatable)",
+    )
     sim.add_argument("--out", help="run folder to create (default: runs/<name>-<timestamp>)")
-    sim.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last finished round")
+    sim.add_argument(
+        "--resume", metavar="RUN_DIR", help="continue a run from its last finished round"
+    )
     sim.add_argument("--quiet", action="store_true", help="no progress bars")
     sim.set_defaults(func=_cmd_simulate)
+    add_audit_parser(sub)
+    add_sweep_parser(sub)
     return parser
 
 

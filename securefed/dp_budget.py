@@ -27,8 +27,13 @@ class ClientPrivacy:
 
     EXHAUSTED = _Exhausted()
 
-    def __init__(self, cfg: RunConfig, train_sizes: list[int], steps_per_round: list[int],
-                 rounds: int | None = None) -> None:
+    def __init__(
+        self,
+        cfg: RunConfig,
+        train_sizes: list[int],
+        steps_per_round: list[int],
+        rounds: int | None = None,
+    ) -> None:
         self.dp = cfg.privacy.dp
         self.batch_size = cfg.training.batch_size
         self.rounds = rounds if rounds is not None else cfg.training.rounds
@@ -48,8 +53,13 @@ class ClientPrivacy:
     def _calibrate(self, client: int, delta: float, steps: int) -> float:
         if self.dp.noise_multiplier is not None:
             return float(self.dp.noise_multiplier)
-        return calibrate_noise_multiplier(self.dp.target_epsilon, delta, self.sample_rate(client),
-                                          self.rounds * steps, accountant=self.dp.accountant)
+        return calibrate_noise_multiplier(
+            self.dp.target_epsilon,
+            delta,
+            self.sample_rate(client),
+            self.rounds * steps,
+            accountant=self.dp.accountant,
+        )
 
     def plan_round(self, client: int, steps: int):
         """``None`` (no DP), a ``DPPlan``, or ``EXHAUSTED`` if the round would break the budget."""
@@ -59,29 +69,41 @@ class ClientPrivacy:
 
         sigma, q = self.noise[client], self.sample_rate(client)
         if self.dp.target_epsilon is not None and not self.ledgers[client].can_afford(
-                noise_multiplier=sigma, sample_rate=q, steps=steps,
-                accountant=self.dp.accountant):
+            noise_multiplier=sigma, sample_rate=q, steps=steps, accountant=self.dp.accountant
+        ):
             return self.EXHAUSTED
-        return DPPlan(noise_multiplier=sigma, max_grad_norm=self.dp.max_grad_norm,
-                      secure_mode=self.dp.secure_mode)
+        return DPPlan(
+            noise_multiplier=sigma,
+            max_grad_norm=self.dp.max_grad_norm,
+            secure_mode=self.dp.secure_mode,
+        )
 
     def record_round(self, client: int, round_index: int, stats: LocalStats) -> None:
         ledger = self.ledgers[client]
         if self.dp.enabled:
-            ledger.record(noise_multiplier=self.noise[client], sample_rate=stats.sample_rate,
-                          steps=stats.steps, round_index=round_index)
+            ledger.record(
+                noise_multiplier=self.noise[client],
+                sample_rate=stats.sample_rate,
+                steps=stats.steps,
+                round_index=round_index,
+            )
         else:
             ledger.record_non_private(steps=stats.steps, round_index=round_index)
 
     def epsilons(self) -> dict[str, float | str]:
         """Epsilon so far per institution (JSON-safe: infinity is written "inf")."""
-        return {str(c): _json_safe(ledger.epsilon(self.dp.accountant))
-                for c, ledger in self.ledgers.items()}
+        return {
+            str(c): _json_safe(ledger.epsilon(self.dp.accountant))
+            for c, ledger in self.ledgers.items()
+        }
 
     def to_json(self) -> dict:
-        return {"dp_enabled": self.dp.enabled, "accountant": self.dp.accountant,
-                "noise_multipliers": {str(c): s for c, s in self.noise.items()},
-                "ledgers": {str(c): ledger.to_json() for c, ledger in self.ledgers.items()}}
+        return {
+            "dp_enabled": self.dp.enabled,
+            "accountant": self.dp.accountant,
+            "noise_multipliers": {str(c): s for c, s in self.noise.items()},
+            "ledgers": {str(c): ledger.to_json() for c, ledger in self.ledgers.items()},
+        }
 
     def restore(self, saved: dict) -> None:
         """Continue from a resumed run's ledgers (a fresh run must not reset them)."""
@@ -91,9 +113,13 @@ class ClientPrivacy:
 
     def report(self) -> dict:
         """Per institution: epsilon by the accountant of record, cross-checks, the events."""
-        return {"dp_enabled": self.dp.enabled, "accountant_of_record": self.dp.accountant,
-                "clients": {str(c): ledger.report(self.dp.accountant)
-                            for c, ledger in self.ledgers.items()}}
+        return {
+            "dp_enabled": self.dp.enabled,
+            "accountant_of_record": self.dp.accountant,
+            "clients": {
+                str(c): ledger.report(self.dp.accountant) for c, ledger in self.ledgers.items()
+            },
+        }
 
 
 def _json_safe(value: float) -> float | str:

@@ -20,9 +20,14 @@ class Progress:
 
     def __enter__(self) -> Progress:
         if self.enabled:
-            self._bars = RichProgress(TextColumn("{task.description:<12}"), BarColumn(),
-                                      MofNCompleteColumn(), TimeElapsedColumn(),
-                                      console=self.console, transient=False)
+            self._bars = RichProgress(
+                TextColumn("{task.description:<12}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=self.console,
+                transient=False,
+            )
             self._bars.__enter__()
         return self
 
@@ -31,7 +36,9 @@ class Progress:
             self._bars.__exit__(*exc)
             self._bars = None
 
-    def iterate(self, items: Iterable, description: str, total: int, completed: int = 0) -> Iterator:
+    def iterate(
+        self, items: Iterable, description: str, total: int, completed: int = 0
+    ) -> Iterator:
         if self._bars is None:
             yield from items
             return

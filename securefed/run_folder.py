@@ -88,8 +88,11 @@ class RunFolder:
         path = self.file(rel)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        save_file({"adapter": np.ascontiguousarray(vector, dtype=np.float32)}, str(tmp),
-                  metadata={"vector_spec_hash": spec_hash})
+        save_file(
+            {"adapter": np.ascontiguousarray(vector, dtype=np.float32)},
+            str(tmp),
+            metadata={"vector_spec_hash": spec_hash},
+        )
         os.replace(tmp, path)
         return sha256_file(path)
 

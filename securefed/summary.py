@@ -18,8 +18,10 @@ def print_summary(results: dict, run_dir: Path, console: Console) -> None:
     """Federated vs centralized vs isolated on the pooled test set, plus privacy at a glance."""
     task = results["task"]
     metrics = list((results["federated"]["pooled"] or {}).keys())
-    title = f"{task['name']}{' (SYNTHETIC data)' if task['synthetic'] else ''} | " \
-            f"{results['backbone']} + {results['adapter']}"
+    title = (
+        f"{task['name']}{' (SYNTHETIC data)' if task['synthetic'] else ''} | "
+        f"{results['backbone']} + {results['adapter']}"
+    )
     table = Table(title=title)
     table.add_column("training")
     for m in metrics:
@@ -33,7 +35,9 @@ def print_summary(results: dict, run_dir: Path, console: Console) -> None:
     worst = max(eps.values()) if eps else float("nan")
     dp = "on" if privacy["dp_enabled"] else "OFF (epsilon = inf)"
     sa = "on" if results["secure_aggregation"]["enabled"] else "OFF (server sees each update)"
-    console.print(f"DP-SGD: {dp}; max epsilon over institutions: {worst:.3g} "
-                  f"({privacy['accountant_of_record']}); secure aggregation: {sa}")
+    console.print(
+        f"DP-SGD: {dp}; max epsilon over institutions: {worst:.3g} "
+        f"({privacy['accountant_of_record']}); secure aggregation: {sa}"
+    )
     console.print(f"base weights unchanged: {results['base_weights']['unchanged']}")
     console.print(f"run folder: {run_dir}")

@@ -71,8 +71,16 @@ def choice_scores(bundle: AdapterModel, input_ids, attention_mask, answer_ids) -
     return F.log_softmax(next_token.float(), dim=-1).gather(1, answer_ids)  # [B, C]
 
 
+def trim_padding(input_ids: torch.Tensor, attention_mask: torch.Tensor):
+    """Drop the padding columns no row of this batch uses (rows are right-padded to
+    ``max_length`` once at encoding; most batches are far shorter)."""
+    width = max(1, int(attention_mask.sum(dim=1).max()))
+    return input_ids[:, :width], attention_mask[:, :width]
+
+
 def batch_loss(bundle: AdapterModel, batch) -> torch.Tensor:
     input_ids, attention_mask, answer_ids, labels = batch
+    input_ids, attention_mask = trim_padding(input_ids, attention_mask)
     scores = choice_scores(bundle, input_ids, attention_mask, answer_ids)
     return F.cross_entropy(scores.float(), labels)
 
@@ -159,6 +167,7 @@ def predict(bundle: AdapterModel, data: Subset | TensorDataset, batch_size: int)
     bundle.model.eval()
     preds: list[np.ndarray] = []
     for input_ids, attention_mask, answer_ids, _ in DataLoader(data, batch_size=batch_size):
+        input_ids, attention_mask = trim_padding(input_ids, attention_mask)
         scores = choice_scores(bundle, input_ids, attention_mask, answer_ids)
         preds.append(scores.argmax(dim=-1).cpu().numpy())
     return np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)

@@ -25,7 +25,13 @@ def tiny_llama_config(offline_tokenizer):
     """A two-layer Llama built from a config: exercises the causal-LM path with no download."""
     from transformers import LlamaConfig
 
-    return LlamaConfig(vocab_size=offline_tokenizer.vocab_size, hidden_size=64,
-                       intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                       num_key_value_heads=4, max_position_embeddings=128,
-                       architectures=["LlamaForCausalLM"])
+    return LlamaConfig(
+        vocab_size=offline_tokenizer.vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=128,
+        architectures=["LlamaForCausalLM"],
+    )

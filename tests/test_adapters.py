@@ -20,8 +20,9 @@ ADAPTERS = ["lora", "qlora", "ia3"]
 
 
 def _train_step(bundle, tokenizer, causal: bool) -> None:
-    enc = tokenizer(["revenue fell sharply", "profits beat the forecast"], return_tensors="pt",
-                    padding=True)
+    enc = tokenizer(
+        ["revenue fell sharply", "profits beat the forecast"], return_tensors="pt", padding=True
+    )
     bundle.model.train()
     out = bundle.model(**enc)
     logits = out.logits if not causal else out.logits[:, -1, :3]

@@ -28,10 +28,18 @@ def test_embedded_default_loads_and_round_trips():
         ("training.rounds=0", "training.rounds", "greater than or equal to 1"),
         ("training.lr=-1", "training.lr", "greater than 0"),
         ("partition.test_fraction=1.5", "partition.test_fraction", "less than 1"),
-        ("training.clients_per_round=9", "training.clients_per_round", "at most partition.num_clients"),
+        (
+            "training.clients_per_round=9",
+            "training.clients_per_round",
+            "at most partition.num_clients",
+        ),
         ("partition.scheme=natural", "partition.column", "required"),
         ("secure_aggregation.threshold=2", "secure_aggregation.threshold", "[3, 4]"),
-        ("secure_aggregation.dropout.share_keys=[7]", "secure_aggregation.dropout.share_keys", "[0, 3]"),
+        (
+            "secure_aggregation.dropout.share_keys=[7]",
+            "secure_aggregation.dropout.share_keys",
+            "[0, 3]",
+        ),
         ("privacy.dp.delta=2.0", "privacy.dp", "delta"),
     ],
 )
@@ -63,8 +71,20 @@ def test_missing_config_file():
 
 def test_cli_user_error_is_one_line_without_traceback(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "securefed.cli", "simulate", "--set", "model.adapter=lorax",
-         "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "securefed.cli",
+            "simulate",
+            "--set",
+            "model.adapter=lorax",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "model.adapter" in proc.stderr and "lorax" in proc.stderr

@@ -44,10 +44,20 @@ def tiny_run(tmp_path_factory):
 
 def test_run_folder_has_every_artefact(tiny_run):
     run_dir, results = tiny_run
-    for rel in ["config.yaml", "environment.json", "partition.json", "metrics.jsonl",
-                "state.json", "results.json", "privacy/ledgers.json",
-                "checkpoints/initial.safetensors", "checkpoints/round-0002.safetensors",
-                "secagg/round-0000.json", "baselines/centralized.json", "baselines/isolated.json"]:
+    for rel in [
+        "config.yaml",
+        "environment.json",
+        "partition.json",
+        "metrics.jsonl",
+        "state.json",
+        "results.json",
+        "privacy/ledgers.json",
+        "checkpoints/initial.safetensors",
+        "checkpoints/round-0002.safetensors",
+        "secagg/round-0000.json",
+        "baselines/centralized.json",
+        "baselines/isolated.json",
+    ]:
         assert (run_dir / rel).is_file(), rel
     assert len(RunFolder(run_dir).read_metrics()) == 3
     for block in ("federated", "centralized", "isolated"):
@@ -64,7 +74,7 @@ def test_metrics_records_are_hash_chained(tiny_run):
 
     records = RunFolder(tiny_run[0]).read_metrics()
     assert records[0]["prev_hash"] == GENESIS_HASH
-    for prev, cur in zip(records, records[1:]):
+    for prev, cur in zip(records, records[1:], strict=False):
         assert cur["prev_hash"] == prev["record_hash"]
     assert all(record_hash(r) == r["record_hash"] for r in records)
 
