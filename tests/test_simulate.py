@@ -13,9 +13,9 @@ from securefed.run_folder import RunFolder
 from securefed.simulate import simulate
 
 TINY = [
-    "task.synthetic.num_examples=160",
-    "training.rounds=3",
-    "training.local_steps=3",
+    "task.synthetic.num_examples=120",
+    "training.rounds=2",
+    "training.local_steps=2",
     "training.batch_size=8",
     "model.max_length=32",
     "partition.num_clients=3",
@@ -53,20 +53,23 @@ def test_run_folder_has_every_artefact(tiny_run):
         "results.json",
         "privacy/ledgers.json",
         "checkpoints/initial.safetensors",
-        "checkpoints/round-0002.safetensors",
+        "checkpoints/round-0001.safetensors",
         "secagg/round-0000.json",
         "baselines/centralized.json",
         "baselines/isolated.json",
     ]:
         assert (run_dir / rel).is_file(), rel
-    assert len(RunFolder(run_dir).read_metrics()) == 3
+    assert len(RunFolder(run_dir).read_metrics()) == 2
     for block in ("federated", "centralized", "isolated"):
         assert set(results[block]["pooled"]) == {"accuracy", "macro_f1"}
         assert len(results[block]["clients"]) == 3
     assert results["base_weights"]["unchanged"] is True
     assert results["task"]["synthetic"] is True
     partition = json.loads((run_dir / "partition.json").read_text())
-    assert partition["clients"] and "label_histogram" in json.dumps(partition)
+    sizes = [c["train_size"] for c in partition["clients"]]
+    assert len(sizes) == 3 and all(
+        sum(c["train_labels"].values()) == c["train_size"] for c in partition["clients"]
+    )
 
 
 def test_metrics_records_are_hash_chained(tiny_run):
@@ -95,9 +98,45 @@ def test_resume_ends_like_an_uninterrupted_run(tmp_path):
     cut_dir, resumed = simulate(resume=str(tmp_path / "cut"))
     assert resumed["federated"] == full["federated"]
     assert resumed["centralized"]["pooled"] == full["centralized"]["pooled"]
-    final_full = RunFolder(full_dir).load_adapter("checkpoints/round-0002.safetensors")
-    final_cut = RunFolder(cut_dir).load_adapter("checkpoints/round-0002.safetensors")
+    final_full = RunFolder(full_dir).load_adapter("checkpoints/round-0001.safetensors")
+    final_cut = RunFolder(cut_dir).load_adapter("checkpoints/round-0001.safetensors")
     assert np.array_equal(final_full, final_cut)
     timing = {"wall_s", "cpu_s", "record_hash", "prev_hash", "artefacts"}
     strip = lambda records: [{k: v for k, v in r.items() if k not in timing} for r in records]  # noqa: E731
     assert strip(RunFolder(cut_dir).read_metrics()) == strip(RunFolder(full_dir).read_metrics())
+
+
+def test_secure_aggregation_matches_plain_fedavg_within_quantization_error(tmp_path):
+    base = [*TINY, "baselines=[]"]
+    plain_dir, plain = simulate(
+        load_config(overrides=[*base, "secure_aggregation.enabled=false"]),
+        out=str(tmp_path / "plain"),
+    )
+    sa_dir, secure = simulate(load_config(overrides=base), out=str(tmp_path / "secure"))
+    transcript = json.loads((sa_dir / "secagg" / "round-0000.json").read_text())
+    bound = transcript["quantization"]["error_bound_delta"]  # per coordinate, on the sum
+    a = RunFolder(plain_dir).load_adapter("checkpoints/round-0000.safetensors")
+    b = RunFolder(sa_dir).load_adapter("checkpoints/round-0000.safetensors")
+    assert 0 < np.max(np.abs(a - b)) <= bound  # masked, quantized, and no more wrong than that
+    assert (
+        abs(plain["federated"]["pooled"]["accuracy"] - secure["federated"]["pooled"]["accuracy"])
+        <= 0.02
+    )
+
+
+def test_dropouts_at_every_stage_are_recovered_and_recorded(tmp_path):
+    overrides = [
+        *TINY,
+        "baselines=[]",
+        "partition.num_clients=4",
+        "training.clients_per_round=4",
+        "secure_aggregation.dropout.unmasking=[1]",
+        "secure_aggregation.dropout.rounds=[0]",
+    ]
+    run_dir, results = simulate(load_config(overrides=overrides), out=str(tmp_path / "drop"))
+    records = RunFolder(run_dir).read_metrics()
+    assert records[0]["aggregated"] == [0, 1, 2, 3]  # dropped before unmasking: still summed
+    transcript = json.loads((run_dir / "secagg" / "round-0000.json").read_text())
+    assert transcript["dropouts"]["unmasking"] == [1]
+    assert records[1]["aggregated"] == [0, 1, 2, 3]
+    assert results["secure_aggregation"]["aborted_rounds"] == []
