@@ -29,7 +29,7 @@ class _Section(BaseModel):
 class SyntheticConfig(_Section):
     """Knobs of the seeded synthetic tasks (ignored by the real benchmark tasks)."""
 
-    num_examples: int = Field(1200, ge=40, le=1_000_000)
+    num_examples: int = Field(800, ge=40, le=1_000_000)
     num_institutions: int = Field(4, ge=1, le=64)
     difficulty: float = Field(0.3, ge=0.0, le=1.0)
     institution_vocab: float = Field(0.5, ge=0.0, le=1.0)
@@ -74,7 +74,7 @@ class TrainingConfig(_Section):
     local_epochs: float = Field(1.0, gt=0.0, le=1000)
     local_steps: int | None = Field(None, ge=1)
     batch_size: int = Field(16, ge=1, le=65_536)
-    lr: float = Field(1.0e-3, gt=0.0, le=10.0)
+    lr: float = Field(3.0e-3, gt=0.0, le=10.0)
     weight_decay: float = Field(0.0, ge=0.0)
     weighting: Literal["uniform", "examples"] = "uniform"
     server_lr: float = Field(1.0, gt=0.0, le=100.0)
