@@ -1,0 +1,23 @@
+"""The audit: the document a compliance officer signs off, built from a run folder alone.
+
+source       read a run folder once (files + their sha256)
+report       the record: sections, flags, schema version           -> audit.json
+verify       recompute every hash and epsilon, list mismatches
+plots        matplotlib figures (PNG) from the record
+markdown     Markdown view                                          -> audit.md
+html         self-contained HTML view                               -> audit.html
+command      `securefed audit RUN_DIR [--out DIR] [--verify]`, write_audit
+"""
+
+from securefed.audit.command import add_audit_parser, write_audit
+from securefed.audit.report import SCHEMA_VERSION, build_audit
+from securefed.audit.verify import Verification, verify_run
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Verification",
+    "add_audit_parser",
+    "build_audit",
+    "verify_run",
+    "write_audit",
+]

@@ -1,0 +1,108 @@
+"""``securefed audit RUN_DIR [--out DIR] [--verify]`` and ``write_audit`` (end of every run).
+
+audit.json        the record (schema in audits/README.md)
+audit.md          Markdown view; plots beside it in plots/*.png
+audit.html        one self-contained page (plots inlined)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from securefed.audit.html import render_html
+from securefed.audit.markdown import render_markdown
+from securefed.audit.plots import Plot, audit_plots
+from securefed.audit.report import CRITICAL, build_audit
+from securefed.audit.verify import Verification, verify_run
+from securefed.run_folder import atomic_write_text
+
+EXIT_MISMATCH = 1
+AUDITS_DIR = Path("audits")
+
+
+def default_out_dir(run_dir: Path) -> Path:
+    """``audits/<run-folder-name>/`` under the current directory."""
+    return AUDITS_DIR / Path(run_dir).resolve().name
+
+
+def write_audit(run_dir: Path, out_dir: Path | None = None) -> Path:
+    """Build the audit of ``run_dir``; write JSON, Markdown, HTML and plots; return the folder."""
+    run_dir = Path(run_dir)
+    out = Path(out_dir) if out_dir is not None else default_out_dir(run_dir)
+    audit = build_audit(run_dir)
+    plots = audit_plots(audit)
+    out.mkdir(parents=True, exist_ok=True)
+    for plot in plots:
+        path = out / "plots" / f"{plot.name}.png"
+        if plot.png is not None:
+            path.parent.mkdir(exist_ok=True)
+            path.write_bytes(plot.png)
+        elif path.is_file():
+            path.unlink()  # a stale image from an earlier build would contradict the record
+    atomic_write_text(out / "audit.json", json.dumps(audit, indent=2, allow_nan=False) + "\n")
+    atomic_write_text(out / "audit.md", render_markdown(audit, plots, _plot_path))
+    atomic_write_text(out / "audit.html", render_html(audit, plots))
+    return out
+
+
+def _plot_path(plot: Plot) -> str:
+    return f"plots/{plot.name}.png"
+
+
+def add_audit_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``securefed audit`` on the CLI's subparsers."""
+    parser = subparsers.add_parser(
+        "audit",
+        help="build (or --verify) the audit of a run folder, without training",
+        description="Build the audit of a run folder from its files alone, or verify them.",
+    )
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by simulate")
+    parser.add_argument(
+        "--out", metavar="DIR", help="where to write the audit (default: audits/<run-folder-name>/)"
+    )
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="recompute every hash and epsilon; exit 1 on any mismatch",
+    )
+    parser.set_defaults(func=run_audit_command)
+    return parser
+
+
+def run_audit_command(args: argparse.Namespace, console: Console) -> int:
+    run_dir = Path(args.run_dir)
+    if args.verify:
+        result = verify_run(run_dir)
+        print_verification(result, run_dir, console)
+        return 0 if result.ok else EXIT_MISMATCH
+    out = write_audit(run_dir, Path(args.out) if args.out else None)
+    audit = json.loads((out / "audit.json").read_text())
+    for flag in audit["flags"]:
+        colour = "red" if flag["severity"] == CRITICAL else "yellow"
+        console.print(
+            f"[{colour}]{flag['severity'].upper()}[/{colour}] {flag['message']}", highlight=False
+        )
+    console.print(f"audit written to {out}/ (audit.json, audit.md, audit.html)")
+    return 0 if audit["integrity"]["verified"] else EXIT_MISMATCH
+
+
+def print_verification(result: Verification, run_dir: Path, console: Console) -> None:
+    for note in result.notes:
+        console.print(f"note: {note}", highlight=False)
+    if result.ok:
+        console.print(f"[green]verified[/green]: {result.checks} checks on {run_dir}, no mismatch")
+        return
+    table = Table(title=f"{len(result.mismatches)} mismatch(es) in {run_dir}")
+    for column in ("check", "where", "recorded", "found now"):
+        table.add_column(column, overflow="fold")
+    for m in result.mismatches:
+        table.add_row(m.check, m.where, m.recorded, m.found)
+    console.print(table)
+    console.print(
+        f"[red]verification failed[/red]: {len(result.mismatches)} of {result.checks} checks"
+    )

@@ -1,0 +1,131 @@
+"""Markdown of the record details: bytes, time, partition, environment, config, integrity."""
+
+from __future__ import annotations
+
+import yaml
+
+from securefed.audit.tables import fmt, table
+
+
+def communication_markdown(comm: dict) -> str:
+    ids = list(comm["totals"])
+    rows = [
+        [
+            r["round"],
+            *(f"{v['up']} / {v['down']}" if (v := r["clients"].get(c)) else None for c in ids),
+        ]
+        for r in comm["rounds"]
+    ]
+    rows.append(
+        ["total", *(f"{comm['totals'][c]['up']} / {comm['totals'][c]['down']}" for c in ids)]
+    )
+    return (
+        f"## 5. Bytes sent per client per round\n\n{comm['what']}; up / down, in bytes.\n\n"
+        + table(["round", *(f"inst. {c}" for c in ids)], rows)
+    )
+
+
+def cost_markdown(cost: dict) -> str:
+    rows = [[r["round"], r["wall_s"], r["cpu_s"]] for r in cost["rounds"]]
+    rows.append(["federated total", cost["federated_wall_s"], cost["federated_cpu_s"]])
+    inv = cost["invocation"] or {}
+    energy = cost["energy"]
+    parts = [
+        f"## 6. Time, compute and energy\n\nDevice: {fmt(cost['device'])}.",
+        table(["round", "wall s", "CPU s"], rows),
+        "Last invocation of `securefed simulate` (federation, baselines, setup): "
+        f"wall {fmt(inv.get('this_invocation_wall_s'))} s, "
+        f"CPU {fmt(inv.get('this_invocation_cpu_s'))} s; resumed: {fmt(inv.get('resumed'))}.",
+    ]
+    if not energy["recorded"]:
+        parts.append(f"Energy: {energy['note']}.")
+    else:
+        parts.append(
+            table(
+                ["", "whole run"],
+                [
+                    ["energy (Wh)", energy["energy_wh"]],
+                    ["kind", energy["kind"]],
+                    ["source", energy["source"]],
+                    ["measured", energy["measured"]],
+                    ["modelled", energy["modelled"]],
+                    ["wall s / CPU s", f"{fmt(energy['wall_s'])} / {fmt(energy['cpu_s'])}"],
+                    ["GPU elapsed s", energy["gpu_elapsed_s"]],
+                    ["peak host memory (MB)", energy["peak_rss_bytes"] / 1e6],
+                    ["peak GPU memory (MB)", _mb(energy["peak_gpu_memory_bytes"])],
+                    ["invocations", energy["invocations"]],
+                ],
+            )
+        )
+        parts.append("How the energy figure was obtained: " + " ".join(energy["basis"]))
+    return "\n\n".join(parts)
+
+
+def _mb(n: int | None) -> float | None:
+    return None if n is None else n / 1e6
+
+
+def partition_markdown(part: dict) -> str:
+    rows = [
+        [c["client"], c["train_size"], c["test_size"], c["train_labels"], c.get("groups")]
+        for c in part.get("clients", [])
+    ]
+    return (
+        f"## 7. Data partition\n\nScheme {fmt(part.get('scheme'))}, "
+        f"alpha {fmt(part.get('alpha'))}, "
+        f"seed {fmt(part.get('seed'))}, {fmt(part.get('num_examples'))} examples, test fraction "
+        f"{fmt(part.get('test_fraction'))}, label skew {fmt(part.get('label_skew'))}.\n\n"
+        + table(["institution", "train", "test", "train labels", "groups"], rows)
+    )
+
+
+def environment_markdown(env: dict) -> str:
+    libs = env.get("libraries", {})
+    rows = [
+        ["platform", env.get("platform")],
+        ["device", env.get("device")],
+        ["backbone", env.get("backbone")],
+        ["model kind", env.get("model_kind")],
+        ["base weights sha256", env.get("base_weights_sha256")],
+        ["base weights unchanged", env.get("base_weights_unchanged")],
+        ["vector spec hash", env.get("vector_spec_hash")],
+    ]
+    return (
+        "## 8. Environment and library versions\n\n"
+        + table(["", ""], rows)
+        + "\n\n"
+        + table(["library", "version"], [[k, v] for k, v in libs.items()])
+    )
+
+
+def config_markdown(cfg: dict) -> str:
+    text = yaml.safe_dump(cfg["values"], sort_keys=False)
+    return f"## 9. Configuration\n\n`config.yaml`, sha256 `{cfg['sha256']}`:\n\n```yaml\n{text}```"
+
+
+def integrity_markdown(integrity: dict) -> str:
+    status = "**passed**" if integrity["verified"] else "**FAILED**"
+    parts = [
+        f"## 10. Integrity\n\nVerification {status}: {integrity['checks']} checks over "
+        f"{integrity['records']} hash-chained records; chain head `{integrity['chain_head']}`. "
+        "Re-run with `securefed audit --verify RUN_DIR`."
+    ]
+    if integrity["mismatches"]:
+        parts.append(
+            table(
+                ["check", "where", "recorded", "found"],
+                [
+                    [m["check"], m["where"], m["recorded"], m["found"]]
+                    for m in integrity["mismatches"]
+                ],
+            )
+        )
+    if integrity["notes"]:
+        parts.append("\n".join(f"- {n}" for n in integrity["notes"]))
+    return "\n\n".join(parts)
+
+
+def sources_markdown(sources: dict) -> str:
+    return "## Files this audit was built from\n\n" + table(
+        ["file", "sha256"], [[k, f"`{v}`"] for k, v in sources.items()]
+    )

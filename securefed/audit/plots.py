@@ -1,0 +1,189 @@
+"""The audit's plots, drawn from the audit record alone (matplotlib, Agg backend, PNG bytes).
+
+Every plot the audit promises is listed in ``PLOTS``; one that does not apply to a run (no
+DP, no baselines, no finished round) comes back with the reason instead of an image, and the
+renderers print that reason where the image would be.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+
+from securefed.audit.source import as_float  # noqa: E402
+
+TRAININGS = ("federated", "centralized", "isolated")
+COLOURS = {"federated": "#1f6feb", "centralized": "#8250df", "isolated": "#9a6700"}
+PLOTS = {
+    "accuracy": "Accuracy: federated vs centralized vs isolated",
+    "accuracy_by_round": "Accuracy over rounds",
+    "epsilon_by_client": "Epsilon spent per institution",
+    "epsilon_by_round": "Epsilon over rounds against the budget",
+}
+
+
+@dataclass(frozen=True)
+class Plot:
+    """One figure of the audit: its PNG, or why there is none."""
+
+    name: str
+    title: str
+    png: bytes | None
+    absent_reason: str | None = None
+
+
+def audit_plots(audit: dict) -> list[Plot]:
+    """Every plot of ``PLOTS``, in that order."""
+    drawers = {
+        "accuracy": _accuracy,
+        "accuracy_by_round": _accuracy_by_round,
+        "epsilon_by_client": _epsilon_by_client,
+        "epsilon_by_round": _epsilon_by_round,
+    }
+    plots = []
+    for name, title in PLOTS.items():
+        result = drawers[name](audit)
+        if isinstance(result, str):
+            plots.append(Plot(name, title, None, result))
+        else:
+            plots.append(Plot(name, title, _png(result)))
+    return plots
+
+
+def _primary(audit: dict) -> str:
+    return audit["accuracy"]["primary_metric"]
+
+
+def _accuracy(audit: dict) -> plt.Figure | str:
+    acc, metric = audit["accuracy"], _primary(audit)
+    groups = ["pooled", *(f"inst. {c}" for c in acc["clients"])]
+    rows = [acc["pooled"], *acc["clients"].values()]
+    present = [t for t in TRAININGS if any(r.get(t) for r in rows)]
+    if not present:
+        return "no finished round and no baseline: nothing to compare"
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
+    width = 0.8 / len(present)
+    for i, training in enumerate(present):
+        xs = [g + (i - (len(present) - 1) / 2) * width for g in range(len(groups))]
+        ys = [r[training][metric] if r.get(training) else 0.0 for r in rows]
+        ax.bar(xs, ys, width, label=training, color=COLOURS[training])
+    ax.set_xticks(range(len(groups)), groups)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric}: pooled test set and each institution's own test split")
+    ax.legend(loc="lower right", fontsize="small")
+    return fig
+
+
+def _accuracy_by_round(audit: dict) -> plt.Figure | str:
+    acc, metric = audit["accuracy"], _primary(audit)
+    by_round = acc["by_round"]
+    if not by_round:
+        return "no federated round finished"
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
+    rounds = [r["round"] for r in by_round]
+    for c in by_round[-1]["clients"]:
+        ax.plot(
+            rounds,
+            [r["clients"][c][metric] for r in by_round],
+            linewidth=0.8,
+            alpha=0.6,
+            label=f"inst. {c}",
+        )
+    ax.plot(
+        rounds,
+        [r["pooled"][metric] for r in by_round],
+        marker="o",
+        linewidth=2,
+        color=COLOURS["federated"],
+        label="federated (pooled)",
+    )
+    for training in ("centralized", "isolated"):
+        block = acc["pooled"].get(training)
+        if block:
+            ax.axhline(
+                block[metric], linestyle="--", color=COLOURS[training], label=f"{training} (pooled)"
+            )
+    ax.set_xlabel("round")
+    ax.set_ylabel(metric)
+    ax.set_xticks(rounds)
+    ax.legend(fontsize="x-small", ncol=2)
+    return fig
+
+
+def _epsilon_by_client(audit: dict) -> plt.Figure | str:
+    privacy = audit["privacy"]
+    if not privacy["dp_enabled"]:
+        return "DP-SGD off: every institution that trained has epsilon = infinity"
+    clients = privacy["clients"]
+    eps = [as_float(c["epsilon"]) for c in clients.values()]
+    target = as_float(privacy["target_epsilon"])
+    finite = [e for e in eps if e is not None and math.isfinite(e)]
+    top = max([*finite, target or 0.0, 1e-9]) * 1.15
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
+    labels = [f"inst. {c}" for c in clients]
+    ax.bar(
+        labels,
+        [e if e is not None and math.isfinite(e) else top for e in eps],
+        color=[
+            "#cf222e" if e is None or not math.isfinite(e) else COLOURS["federated"] for e in eps
+        ],
+    )
+    for i, e in enumerate(eps):
+        text = "inf" if e is None or not math.isfinite(e) else f"{e:.3g}"
+        ax.text(
+            i,
+            min(e if e is not None and math.isfinite(e) else top, top),
+            text,
+            ha="center",
+            va="bottom",
+            fontsize="small",
+        )
+    if target is not None:
+        ax.axhline(target, color="#cf222e", linestyle="--", label=f"budget {target:g}")
+        ax.legend(loc="lower right")
+    ax.set_ylabel(f"epsilon ({privacy['accountant_of_record']})")
+    ax.set_ylim(0, top * 1.1)
+    return fig
+
+
+def _epsilon_by_round(audit: dict) -> plt.Figure | str:
+    privacy = audit["privacy"]
+    if not privacy["dp_enabled"]:
+        return "DP-SGD off: epsilon is infinity from each institution's first round on"
+    by_round = privacy["epsilon_by_round"]
+    if not by_round:
+        return "no federated round finished"
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
+    rounds = [r["round"] for r in by_round]
+    for c in by_round[-1]["clients"]:
+        values = [as_float(r["clients"].get(c)) for r in by_round]
+        ax.plot(
+            rounds,
+            [v if v is not None and math.isfinite(v) else math.nan for v in values],
+            marker="o",
+            label=f"inst. {c}",
+        )
+    target = as_float(privacy["target_epsilon"])
+    if target is not None:
+        ax.axhline(target, color="#cf222e", linestyle="--", label=f"budget {target:g}")
+    ax.set_xlabel("round")
+    ax.set_ylabel(f"epsilon ({privacy['accountant_of_record']})")
+    ax.set_xticks(rounds)
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize="x-small")
+    return fig
+
+
+def _png(fig: plt.Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    plt.close(fig)
+    return buf.getvalue()

@@ -1,0 +1,80 @@
+"""The audit's privacy section: per institution what DP-SGD spent, and by which accountant.
+
+Sources: ``privacy/ledgers.json`` (each institution's recorded events, delta and noise
+multiplier), ``results.json`` (the epsilon of record and the cross-check figures each ledger
+reported at the end of the run) and ``metrics.jsonl`` (epsilon after every round). The
+figures are shown as the run recorded them; ``verify`` recomputes each one from the events.
+With DP off, every institution that trained has epsilon = infinity, shown as such.
+"""
+
+from __future__ import annotations
+
+from securefed.audit.source import RunSnapshot, as_float
+
+
+def privacy_section(run: RunSnapshot) -> dict:
+    dp = run.config.get("privacy", {}).get("dp", {})
+    enabled = bool(dp.get("enabled"))
+    ledgers = (run.ledgers or {}).get("ledgers", {})
+    noise = (run.ledgers or {}).get("noise_multipliers", {})
+    reports = ((run.results or {}).get("privacy") or {}).get("clients", {})
+    last_epsilon = run.metrics[-1]["epsilon"] if run.metrics else {}
+    target = dp.get("target_epsilon") if enabled else None
+    clients = {}
+    for c in (str(p["client"]) for p in run.partition.get("clients", [])):
+        ledger, report = ledgers.get(c), reports.get(c, {})
+        epsilon = report.get("epsilon", last_epsilon.get(c))
+        clients[c] = {
+            **_from_events((ledger or {}).get("events", [])),
+            "epsilon": epsilon,
+            "delta": (ledger or {}).get("delta", report.get("delta")),
+            "accountant": report.get("accountant", dp.get("accountant")),
+            "cross_checks": report.get("cross_checks", {}),
+            "cross_check_accountants": report.get("cross_check_accountants", {}),
+            "noise_multiplier": noise.get(c),
+            "clip_norm": dp.get("max_grad_norm") if enabled else None,
+            "rounds_budget_stopped": [
+                r["round"] for r in run.metrics if int(c) in r.get("budget_stopped", [])
+            ],
+            "within_budget": _within(epsilon, target),
+            "ledger_recorded": ledger is not None,
+        }
+    return {
+        "dp_enabled": enabled,
+        "accountant_of_record": dp.get("accountant"),
+        "target_epsilon": target,
+        "delta_rule": dp.get("delta"),
+        "clip_norm": dp.get("max_grad_norm") if enabled else None,
+        "secure_mode": dp.get("secure_mode") if enabled else None,
+        "unit": "one record of one institution (add-or-remove-one), sample-level DP-SGD",
+        "clients": clients,
+        "epsilon_by_round": [{"round": r["round"], "clients": r["epsilon"]} for r in run.metrics],
+        "baselines": {
+            name: {
+                c: v.get("epsilon")
+                for c, v in (block.get("privacy") or {}).get("clients", {}).items()
+            }
+            for name, block in run.baselines.items()
+        },
+    }
+
+
+def _from_events(events: list[dict]) -> dict:
+    private = [e for e in events if e.get("kind") == "poisson_gaussian"]
+    return {
+        "steps": sum(int(e["steps"]) for e in events),
+        "rounds_trained": sorted({int(e["round_index"]) for e in events}),
+        "rounds_non_private": sorted(
+            {int(e["round_index"]) for e in events if e.get("kind") == "non_private"}
+        ),
+        "sample_rates": sorted({float(e["sample_rate"]) for e in private}),
+        "event_noise_multipliers": sorted({float(e["noise_multiplier"]) for e in private}),
+        "events": len(events),
+    }
+
+
+def _within(epsilon, target) -> bool | None:
+    eps, budget = as_float(epsilon), as_float(target)
+    if eps is None or budget is None:
+        return None
+    return eps <= budget

@@ -1,0 +1,206 @@
+"""The audit record: one JSON document built from a run folder alone (schema ``SCHEMA_VERSION``).
+
+    build_audit(run_dir) -> dict
+        run, flags, threat_model, privacy, secure_aggregation, accuracy, communication,
+        cost, partition, environment, config, integrity, sources
+
+The flags at the top name everything that makes the run less private than it may look (DP
+off, secure aggregation off, test-only randomness, synthetic data, over budget, failed
+verification, ...). A feature that was off or never recorded appears as such: a section is
+never dropped. Nothing in the record depends on when or where it was built, so rebuilding
+from an unchanged run folder gives the same JSON.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from securefed.audit.performance import accuracy_section, communication_section, cost_section
+from securefed.audit.privacy import privacy_section
+from securefed.audit.secure_aggregation import secure_aggregation_section
+from securefed.audit.source import RunSnapshot, as_float, json_safe, read_snapshot
+from securefed.audit.threat_model import threat_model_section
+from securefed.audit.verify import verify_run
+
+SCHEMA_VERSION = 1
+SECTIONS = (
+    "schema_version",
+    "run",
+    "flags",
+    "threat_model",
+    "privacy",
+    "secure_aggregation",
+    "accuracy",
+    "communication",
+    "cost",
+    "partition",
+    "environment",
+    "config",
+    "integrity",
+    "sources",
+)
+CRITICAL, CAVEAT = "critical", "caveat"
+
+
+def build_audit(run_dir: str | Path, threat_model: Path | None = None) -> dict:
+    """The audit record of a run folder (strict JSON: infinities are the string "inf")."""
+    run = read_snapshot(run_dir)
+    verification = verify_run(run.path)
+    audit = {
+        "schema_version": SCHEMA_VERSION,
+        "run": _run_section(run),
+        "flags": [],
+        "threat_model": threat_model_section(threat_model),
+        "privacy": privacy_section(run),
+        "secure_aggregation": secure_aggregation_section(run),
+        "accuracy": accuracy_section(run),
+        "communication": communication_section(run),
+        "cost": cost_section(run),
+        "partition": run.partition,
+        "environment": {
+            **run.environment,
+            "base_weights_unchanged": ((run.results or {}).get("base_weights") or {}).get(
+                "unchanged"
+            ),
+        },
+        "config": {"sha256": run.sources["config.yaml"], "values": run.config},
+        "integrity": {
+            "chain_head": run.metrics[-1]["record_hash"] if run.metrics else None,
+            "records": len(run.metrics),
+            **verification.to_json(),
+        },
+        "sources": run.sources,
+    }
+    audit["flags"] = flags(audit)
+    return json_safe(audit)
+
+
+def _run_section(run: RunSnapshot) -> dict:
+    cfg, results = run.config, run.results or {}
+    planned = cfg.get("training", {}).get("rounds")
+    task = results.get("task") or {
+        "name": cfg.get("task", {}).get("name"),
+        "synthetic": (run.environment.get("task") or {}).get("synthetic"),
+    }
+    return {
+        "name": cfg.get("name"),
+        "folder": run.path.name,
+        "task": task,
+        "backbone": cfg.get("model", {}).get("backbone"),
+        "adapter": cfg.get("model", {}).get("adapter"),
+        "trainable_parameters": results.get("trainable_parameters"),
+        "institutions": len(run.partition.get("clients", [])),
+        "seed": cfg.get("seed"),
+        "rounds_planned": planned,
+        "rounds_finished": len(run.metrics),
+        "complete": run.results is not None and len(run.metrics) == planned,
+    }
+
+
+def flags(audit: dict) -> list[dict]:
+    """Everything a reader must not miss, most serious first."""
+    out: list[dict] = []
+
+    def flag(severity: str, code: str, message: str) -> None:
+        out.append({"severity": severity, "code": code, "message": message})
+
+    run, privacy, sa = audit["run"], audit["privacy"], audit["secure_aggregation"]
+    integrity = audit["integrity"]
+    if not integrity["verified"]:
+        flag(
+            CRITICAL,
+            "verification_failed",
+            f"VERIFICATION FAILED: {len(integrity['mismatches'])} recorded figure(s) or hash(es) "
+            "do not match the run folder; see the integrity section. Do not rely on this audit.",
+        )
+    if not privacy["dp_enabled"]:
+        flag(
+            CRITICAL,
+            "dp_off",
+            "DIFFERENTIAL PRIVACY OFF: institutions trained on their records without DP-SGD; "
+            "epsilon is infinity for every institution that trained. The released adapter may "
+            "memorise individual records.",
+        )
+    if not sa["enabled"]:
+        flag(
+            CRITICAL,
+            "secure_aggregation_off",
+            "SECURE AGGREGATION OFF: the server received each institution's adapter update in "
+            "the clear, not only their sum.",
+        )
+    test_entropy = [e for e in sa["entropy_sources"] if e != "os"]
+    if test_entropy:
+        flag(
+            CRITICAL,
+            "test_only_randomness",
+            f"TEST-ONLY RANDOMNESS: secure-aggregation keys came from {', '.join(test_entropy)}, "
+            "not the operating system: masks are reproducible, not secret.",
+        )
+    over = [c for c, v in privacy["clients"].items() if v["within_budget"] is False]
+    if over:
+        flag(
+            CRITICAL,
+            "over_budget",
+            f"OVER BUDGET: institution(s) {', '.join(over)} spent more than epsilon "
+            f"{privacy['target_epsilon']}.",
+        )
+    if not run["complete"]:
+        flag(
+            CRITICAL,
+            "incomplete_run",
+            f"INCOMPLETE RUN: {run['rounds_finished']} of {run['rounds_planned']} rounds recorded"
+            + ("" if audit["sources"].get("results.json") else ", no results.json")
+            + ".",
+        )
+    if audit["environment"].get("base_weights_unchanged") is False:
+        flag(
+            CRITICAL,
+            "base_weights_changed",
+            "BASE WEIGHTS CHANGED during the run: more than the adapter was trained.",
+        )
+    if run["task"].get("synthetic"):
+        flag(
+            CAVEAT,
+            "synthetic_data",
+            f"SYNTHETIC DATA: task {run['task'].get('name')} is generated; accuracy here says "
+            "nothing about real records.",
+        )
+    if not audit["threat_model"]["present"]:
+        flag(
+            CAVEAT,
+            "threat_model_missing",
+            "No threat_model.md was found: the assumptions behind this audit are not stated.",
+        )
+    if privacy["dp_enabled"] and not privacy["secure_mode"]:
+        flag(
+            CAVEAT,
+            "dp_noise_not_cryptographic",
+            "DP noise was drawn with Opacus secure_mode off: a fast, non-cryptographic "
+            "generator, and floating-point Gaussian sampling (see the threat model).",
+        )
+    if sa["enabled"] and not sa["configured"].get("identity_roster"):
+        flag(
+            CAVEAT,
+            "no_identity_roster",
+            "Secure aggregation ran without an identity roster: keys are not bound to pinned "
+            "identities, so a malicious server could add clients of its own (Sybils).",
+        )
+    if sa["aborted_rounds"]:
+        flag(
+            CAVEAT,
+            "aborted_rounds",
+            f"Rounds {sa['aborted_rounds']} aggregated nothing (see secure aggregation).",
+        )
+    stopped = {c for c, v in privacy["clients"].items() if v["rounds_budget_stopped"]}
+    if stopped:
+        flag(
+            CAVEAT,
+            "budget_stopped",
+            f"Institution(s) {', '.join(sorted(stopped))} stopped training to stay within budget.",
+        )
+    dropout = sa["configured"].get("dropout") or {}
+    if sa["enabled"] and (
+        as_float(dropout.get("rate")) or any(dropout.get(s) for s in sa["stages"])
+    ):
+        flag(CAVEAT, "simulated_dropouts", "Dropouts in this run were SIMULATED (testing).")
+    return out

@@ -1,0 +1,113 @@
+"""Everything the audit reads from a run folder, read once, with the SHA-256 of each file.
+
+The audit is built from this snapshot alone (no training, no model), so rebuilding it from an
+unchanged run folder gives the same JSON. Files a crashed or still-running run has not written
+yet (``results.json``, baselines, ledgers, transcripts) are ``None`` / empty, not errors;
+the report then shows those sections as absent.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from securefed.errors import RunFolderError
+from securefed.run_folder import RunFolder, sha256_file
+
+REQUIRED_FILES = ("config.yaml", "environment.json", "partition.json")
+BASELINES = ("centralized", "isolated")
+
+
+@dataclass
+class RunSnapshot:
+    """The parsed files of one run folder and the hash of every file read."""
+
+    path: Path
+    config: dict
+    environment: dict
+    partition: dict
+    metrics: list[dict]
+    results: dict | None
+    ledgers: dict | None
+    transcripts: dict[int, dict]  # round -> secagg/round-NNNN.json
+    baselines: dict[str, dict]
+    energy: dict | None  # energy.json: per invocation and total
+    sources: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
+
+    @property
+    def name(self) -> str:
+        return str(self.config.get("name") or self.path.name)
+
+
+def read_snapshot(run_dir: str | Path) -> RunSnapshot:
+    """Read a run folder; raises ``RunFolderError`` if it is not one."""
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise RunFolderError(f"{path} is not a run folder (no such directory)")
+    missing = [rel for rel in REQUIRED_FILES if not (path / rel).is_file()]
+    if missing:
+        raise RunFolderError(f"{path} is not a run folder: {', '.join(missing)} missing")
+    sources: dict[str, str] = {}
+
+    def load(rel: str, parse=json.loads) -> Any:
+        file = path / rel
+        if not file.is_file():
+            return None
+        sources[rel] = sha256_file(file)
+        try:
+            return parse(file.read_text())
+        except (ValueError, yaml.YAMLError) as exc:
+            raise RunFolderError(f"{file} cannot be parsed: {exc}") from None
+
+    config = load("config.yaml", yaml.safe_load)
+    if not isinstance(config, dict):
+        raise RunFolderError(f"{path / 'config.yaml'} is not a YAML mapping")
+    environment, partition = load("environment.json"), load("partition.json")
+    if (path / "metrics.jsonl").is_file():
+        sources["metrics.jsonl"] = sha256_file(path / "metrics.jsonl")
+    try:
+        metrics = RunFolder(path).read_metrics()
+    except ValueError as exc:
+        raise RunFolderError(f"{path / 'metrics.jsonl'} cannot be parsed: {exc}") from None
+    transcripts = {}
+    for file in sorted((path / "secagg").glob("round-*.json")):
+        transcripts[int(file.stem.split("-")[1])] = load(f"secagg/{file.name}")
+    baselines = {
+        name: obj for name in BASELINES if (obj := load(f"baselines/{name}.json")) is not None
+    }
+    return RunSnapshot(
+        path=path,
+        config=config,
+        environment=environment,
+        partition=partition,
+        metrics=metrics,
+        results=load("results.json"),
+        ledgers=load("privacy/ledgers.json"),
+        transcripts=transcripts,
+        baselines=baselines,
+        energy=load("energy.json"),
+        sources=dict(sorted(sources.items())),
+    )
+
+
+def json_safe(obj: Any) -> Any:
+    """Strict-JSON copy: infinities and NaN become the strings "inf", "-inf", "nan"."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def as_float(value: Any) -> float | None:
+    """A number from the run folder or an audit ("inf" strings included); None if absent."""
+    if value is None or isinstance(value, bool):
+        return None
+    return float(value)

@@ -1,0 +1,28 @@
+"""Cells and tables of the Markdown view: one formatting rule for every figure."""
+
+from __future__ import annotations
+
+import math
+
+
+def fmt(value: object, digits: int = 4) -> str:
+    """A cell: numbers to ``digits`` significant figures, infinity as ∞, absent as a dash."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, str) and value in ("inf", "-inf", "nan"):
+        return {"inf": "∞", "-inf": "-∞", "nan": "NaN"}[value]
+    if isinstance(value, float):
+        return "∞" if math.isinf(value) else f"{value:.{digits}g}"
+    if isinstance(value, list):
+        return ", ".join(fmt(v) for v in value) if value else "none"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {fmt(v)}" for k, v in value.items()) if value else "none"
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def table(header: list[str], rows: list[list[object]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fmt(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)

@@ -1,0 +1,28 @@
+"""The configs of the tests' two tiny runs, and the parametrization over them."""
+
+from __future__ import annotations
+
+import pytest
+
+TINY = [
+    "task.synthetic.num_examples=120",
+    "training.rounds=2",
+    "training.local_steps=2",
+    "training.batch_size=8",
+    "model.max_length=32",
+    "partition.num_clients=3",
+    "training.clients_per_round=3",
+]
+PRIVATE = [
+    "privacy.dp.enabled=true",
+    "privacy.dp.target_epsilon=8.0",
+    "privacy.dp.noise_multiplier=1.2",  # fixed: calibration would cost a minute here
+    "secure_aggregation.enabled=true",
+    "secure_aggregation.threshold=2",
+    "secure_aggregation.dropout.masked_input=[1]",
+    "secure_aggregation.dropout.rounds=[1]",
+]
+PLAIN = ["privacy.dp.enabled=false", "secure_aggregation.enabled=false", "baselines=[]"]
+
+# Parametrize over ("plain", "private"): the private case is slow.
+BOTH_RUNS = [pytest.param("plain"), pytest.param("private", marks=pytest.mark.slow)]

@@ -1,0 +1,127 @@
+"""The audit record of real tiny runs: every section, reproducible, flags that cannot be missed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from audit_runs import BOTH_RUNS
+
+from securefed.audit import SCHEMA_VERSION, build_audit
+from securefed.audit.report import SECTIONS
+
+INSTITUTION_FIELDS = {
+    "epsilon",
+    "delta",
+    "accountant",
+    "cross_checks",
+    "noise_multiplier",
+    "clip_norm",
+    "sample_rates",
+    "steps",
+    "rounds_trained",
+}
+
+
+@pytest.mark.slow
+def test_audit_of_a_private_run_has_every_section(private_audit_dir):
+    audit = json.loads((private_audit_dir / "audit.json").read_text())
+    assert tuple(audit) == SECTIONS
+    assert audit["schema_version"] == SCHEMA_VERSION
+    assert audit["run"]["complete"] and audit["run"]["rounds_finished"] == 2
+    privacy = audit["privacy"]
+    assert privacy["dp_enabled"] and privacy["target_epsilon"] == 8.0
+    for c in ("0", "1", "2"):
+        client = privacy["clients"][c]
+        assert set(client) >= INSTITUTION_FIELDS
+        assert 0 < client["epsilon"] <= 8.0 and client["within_budget"]
+        assert client["noise_multiplier"] > 0 and client["rounds_trained"] == [0, 1]
+        assert client["cross_checks"], "the ledger reports no cross-check accountant"
+    assert [r["round"] for r in privacy["epsilon_by_round"]] == [0, 1]
+    sa = audit["secure_aggregation"]
+    assert sa["enabled"] and sa["protocol"]["protocol"].startswith("securefed/secagg")
+    round1 = sa["rounds"][1]
+    assert round1["dropouts"]["masked_input"] == [1] and round1["aggregated"] == [0, 2]
+    assert round1["plan"]["threshold"] == 2
+    acc = audit["accuracy"]
+    assert all(acc["pooled"][t] for t in ("federated", "centralized", "isolated"))
+    assert all(all(v.values()) for v in acc["clients"].values())
+    assert len(audit["communication"]["rounds"]) == 2
+    assert audit["communication"]["totals"]["0"]["up"] > 0
+    assert len(audit["cost"]["rounds"]) == 2
+    assert len(audit["partition"]["clients"]) == 3
+    assert audit["environment"]["libraries"]["opacus"]
+    assert audit["config"]["values"]["seed"] == 0
+    assert audit["integrity"]["verified"], audit["integrity"]["mismatches"]
+    assert {"config.yaml", "metrics.jsonl", "privacy/ledgers.json"} <= set(audit["sources"])
+    codes = {f["code"] for f in audit["flags"]}
+    assert {"synthetic_data", "simulated_dropouts"} <= codes
+    assert not codes & {"dp_off", "secure_aggregation_off", "verification_failed", "over_budget"}
+
+
+@pytest.mark.slow
+def test_markdown_shows_every_section(private_audit_dir):
+    text = (private_audit_dir / "audit.md").read_text()
+    for heading in (
+        "## Flags",
+        "## At a glance",
+        "## 1. Threat model",
+        "## 2. Differential",
+        "## 3. Secure aggregation",
+        "## 4. Accuracy",
+        "## 5. Bytes",
+        "## 6. Time",
+        "## 7. Data partition",
+        "## 8. Environment",
+        "## 9. Configuration",
+        "## 10. Integrity",
+        "## Files this audit was built from",
+    ):
+        assert heading in text, heading
+    for image in ("accuracy", "accuracy_by_round", "epsilon_by_client", "epsilon_by_round"):
+        assert f"(plots/{image}.png)" in text
+        assert (private_audit_dir / "plots" / f"{image}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("kind", BOTH_RUNS)
+def test_rebuilding_from_the_run_folder_gives_identical_json(kind, request):
+    run, audit_dir = (
+        request.getfixturevalue(f"{kind}_run"),
+        request.getfixturevalue(f"{kind}_audit_dir"),
+    )
+    written = (audit_dir / "audit.json").read_text()
+    assert json.dumps(build_audit(run), indent=2, allow_nan=False) + "\n" == written
+
+
+def test_flags_appear_when_dp_and_secure_aggregation_are_off(plain_audit_dir):
+    audit = json.loads((plain_audit_dir / "audit.json").read_text())
+    assert tuple(audit) == SECTIONS  # absent features are shown as absent, never dropped
+    flags = {f["code"]: f for f in audit["flags"]}
+    assert flags["dp_off"]["severity"] == "critical"
+    assert flags["secure_aggregation_off"]["severity"] == "critical"
+    assert list(flags)[:2] == ["dp_off", "secure_aggregation_off"]  # before any caveat
+    assert all(c["epsilon"] == "inf" for c in audit["privacy"]["clients"].values())
+    assert audit["secure_aggregation"]["protocol"] is None
+    assert audit["accuracy"]["pooled"]["centralized"] is None  # absent, and said so
+    assert audit["accuracy"]["baselines"]["isolated"] == {
+        "configured": False,
+        "present": False,
+        "steps": None,
+    }
+    assert all(r["transcript"] is None for r in audit["secure_aggregation"]["rounds"])
+    assert audit["integrity"]["verified"], audit["integrity"]["mismatches"]
+
+
+def test_threat_model_is_embedded_or_flagged_absent(plain_run, tmp_path):
+    absent = build_audit(plain_run, threat_model=tmp_path / "threat_model.md")
+    assert absent["threat_model"]["present"] is False
+    assert "threat_model_missing" in {f["code"] for f in absent["flags"]}
+    (tmp_path / "threat_model.md").write_text(
+        "# Threat model\n\nHonest-but-curious server.\n\n## Adversaries\n\nThe server.\n\n"
+        "```\n## not a heading\n```\n\n## Out of scope\n\nSide channels.\n"
+    )
+    present = build_audit(plain_run, threat_model=tmp_path / "threat_model.md")["threat_model"]
+    assert present["present"] and present["title"] == "Threat model"
+    assert present["summary"] == "Honest-but-curious server."
+    assert [s["title"] for s in present["sections"]] == ["Adversaries", "Out of scope"]
+    assert "## not a heading" in present["sections"][0]["text"]
