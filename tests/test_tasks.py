@@ -293,7 +293,9 @@ def test_synthetic_finance_is_learnable_but_not_trivial():
 
 def test_synthetic_medqa_is_learnable_but_not_trivial():
     """Learn the disease from the question's words, then answer with the best offered option."""
-    examples = get_task("synthetic_medqa").load(synthetic_cfg("synthetic_medqa"), seed=0)
+    examples = get_task("synthetic_medqa").load(
+        synthetic_cfg("synthetic_medqa", num_examples=1200), seed=0
+    )
     names = sorted({c for ex in examples for c in ex.choices})
     train, test = examples[:960], examples[960:]
     score = fit_bow(
