@@ -125,7 +125,7 @@ def accuracy_vs_epsilon(rows: list[Row]) -> plt.Figure:
         ax.set_ylabel(f"federated pooled {task_rows[0]['metric']}")
         ax.set_title(task)
         ax.legend(fontsize="small")
-    fig.suptitle("Privacy against accuracy, per adapter")
+    fig.suptitle("Privacy against accuracy, per adapter", y=1.02)
     return fig
 
 
@@ -157,7 +157,7 @@ def accuracy_vs_energy(rows: list[Row]) -> plt.Figure | None:
         ax.set_ylabel(f"federated pooled {task_rows[0]['metric']}")
         ax.set_title(task)
         ax.legend(fontsize="small")
-    fig.suptitle("Energy against accuracy, per adapter")
+    fig.suptitle("Energy against accuracy, per adapter", y=1.02)
     return fig
 
 
@@ -176,5 +176,5 @@ def federated_vs_baselines(rows: list[Row]) -> plt.Figure:
         ax.set_ylabel(f"pooled {task_rows[0]['metric']}")
         ax.set_title(task)
         ax.legend(fontsize="small")
-    fig.suptitle("Federated against centralized and isolated")
+    fig.suptitle("Federated against centralized and isolated", y=1.02)
     return fig
