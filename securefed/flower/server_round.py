@@ -28,10 +28,9 @@ from securefed.flower.protocol import extras_count, global_adapter_hash
 from securefed.secagg import RoundContext, SecAggServer, decode_sum
 from securefed.secagg.advertise import AdvertiseKeys
 from securefed.secagg.masked_input import MaskedInput
-from securefed.secagg.quantize import error_bound
 from securefed.secagg.roster import load_roster
-from securefed.secagg.session import PROTOCOL_VERSION
 from securefed.secagg.share_keys import ShareKeys
+from securefed.secagg.transcript import dropouts_by_stage, round_transcript
 from securefed.secagg.unmasking import UnmaskResponse
 
 
@@ -208,9 +207,7 @@ def secure_round(
         total = server.close_unmasking()
         rnd.closed(server, "unmasking")
     except ProtocolAbort as exc:
-        transcript = _transcript(
-            server, params, invited, rnd, stopped, None, dimension, aborted=str(exc)
-        )
+        transcript = _transcript(server, params, invited, rnd, stopped, None, aborted=str(exc))
         return RoundResult(
             None,
             (),
@@ -226,7 +223,7 @@ def secure_round(
     decoded = decode_sum(total, dimension, len(survivors), params.quantization)
     total_weight = float(decoded.extras_sum[0])
     mean_loss = float(decoded.extras_sum[1]) / total_weight if len(decoded.extras_sum) > 1 else None
-    transcript = _transcript(server, params, invited, rnd, stopped, decoded, dimension)
+    transcript = _transcript(server, params, invited, rnd, stopped, decoded)
     return RoundResult(
         (decoded.delta_sum / total_weight).astype(np.float32),
         survivors,
@@ -254,51 +251,27 @@ def _transcript(
     rnd: _Round,
     stopped: list[int],
     decoded,
-    dimension: int,
     aborted: str | None = None,
 ) -> dict:
-    """The round's audit record, in the shape ``securefed.secagg.simulate_round`` writes."""
-    stages = ("advertise_keys", "share_keys", "masked_input", "unmasking")
-    participants = {s: list(server.participants.get(s, ())) for s in stages}
-    before = [i for i in invited if i not in stopped]
-    dropouts = {}
-    for stage in stages:
-        if stage in server.participants:
-            dropouts[stage] = sorted(set(before) - set(participants[stage]))
-            before = participants[stage]
-    plan = server.plan
-    quantization = params.quantization
-    delta_bound, extras_bound = error_bound(len(participants["masked_input"]), quantization)
-    out = {
-        "protocol": PROTOCOL_VERSION.decode(),
+    """The round's audit record: the shared fields, plus what only this transport observes.
+
+    The server cannot see where the nodes drew their keys, so ``entropy`` is None here; each
+    node's own record states it.
+    """
+    live = [i for i in invited if i not in stopped]
+    out = round_transcript(
+        server,
+        params,
+        invited,
+        dropouts_by_stage(live, server.participants),
+        rnd.traffic,
+        decoded.wrap_count if decoded is not None else None,
+        entropy=None,
+    )
+    out |= {
         "transport": "flower",
-        "round": rnd.round_index,
-        "session_id": server.session_id.hex(),
-        "graph": plan.graph,
-        "degree": plan.degree,
-        "threshold": plan.threshold,
-        "cohort_size": plan.cohort_size,
-        "adversary": params.adversary,
-        "security_bits": params.security_bits,
-        "corrupt_fraction": params.corrupt_fraction,
-        "dropout_budget": params.dropout_budget,
-        "identities": params.roster is not None,
-        "participants": {"invited": list(invited), **participants},
         "budget_stopped": stopped,
-        "dropouts": dropouts,
         "failures": rnd.failures,
-        "quantization": {
-            "clip_norm": quantization.clip_norm,
-            "bits": quantization.bits,
-            "extras_bound": quantization.extras_bound,
-            "modulus_bits": 32,
-            "dimension": dimension,
-            "extras_count": server.state.context.extras_count,
-            "error_bound_delta": delta_bound,
-            "error_bound_extras": extras_bound,
-        },
-        "wrap_count": decoded.wrap_count if decoded is not None else None,
-        "bytes": _bytes(rnd),
         "stage_wall_s": rnd.stage_wall_s,
     }
     if aborted is not None:

@@ -18,9 +18,9 @@ import numpy as np
 
 from securefed.errors import ConfigError
 from securefed.secagg.client import SecAggClient
-from securefed.secagg.entropy import Entropy, os_entropy
+from securefed.secagg.entropy import Entropy, entropy_source, os_entropy
 from securefed.secagg.params import RoundContext, SecAggParams
-from securefed.secagg.quantize import decode_sum, encode_input, error_bound
+from securefed.secagg.quantize import decode_sum, encode_input
 from securefed.secagg.roster import (
     Roster,
     default_keys_path,
@@ -28,8 +28,8 @@ from securefed.secagg.roster import (
     load_roster,
 )
 from securefed.secagg.server import ClientMessage, SecAggServer
-from securefed.secagg.session import PROTOCOL_VERSION
 from securefed.secagg.state import STAGES
+from securefed.secagg.transcript import round_transcript
 
 MessageT = TypeVar("MessageT", bound="_Message")
 
@@ -194,52 +194,9 @@ def simulate_round(
 
     survivors = server.participants["masked_input"]
     decoded = decode_sum(total, dimension, len(survivors), quantization)
-    transcript = _transcript(server, params, ids, dropped, wire.traffic, decoded.wrap_count)
-    transcript["identities"] = roster is not None
+    transcript = round_transcript(
+        server, params, ids, dropped, wire.traffic, decoded.wrap_count, entropy_source(entropy)
+    )
     return RoundOutcome(
         decoded.delta_sum, decoded.extras_sum, tuple(survivors), transcript, decoded.wrap_count
     )
-
-
-def _transcript(
-    server: SecAggServer,
-    params: SecAggParams,
-    invited: list[int],
-    dropped: dict[str, list[int]],
-    traffic: dict[int, dict[str, int]],
-    wrap_count: int,
-) -> dict[str, Any]:
-    """The audit record of a finished round (JSON-serializable)."""
-    plan, context, quantization = server.plan, server.state.context, params.quantization
-    survivors = server.participants["masked_input"]
-    delta_bound, extras_bound = error_bound(len(survivors), quantization)
-    return {
-        "protocol": PROTOCOL_VERSION.decode(),
-        "round": context.round_index,
-        "session_id": server.session_id.hex(),
-        "graph": plan.graph,
-        "degree": plan.degree,
-        "threshold": plan.threshold,
-        "cohort_size": plan.cohort_size,
-        "adversary": params.adversary,
-        "security_bits": params.security_bits,
-        "corrupt_fraction": params.corrupt_fraction,
-        "dropout_budget": params.dropout_budget,
-        "participants": {
-            "invited": invited,
-            **{s: list(v) for s, v in server.participants.items()},
-        },
-        "dropouts": dropped,
-        "quantization": {
-            "clip_norm": quantization.clip_norm,
-            "bits": quantization.bits,
-            "extras_bound": quantization.extras_bound,
-            "modulus_bits": 32,
-            "dimension": context.dimension,
-            "extras_count": context.extras_count,
-            "error_bound_delta": delta_bound,
-            "error_bound_extras": extras_bound,
-        },
-        "wrap_count": wrap_count,
-        "bytes": {str(u): traffic[u] for u in invited},
-    }

@@ -16,6 +16,9 @@ Entropy = Callable[[int], bytes]
 
 os_entropy: Entropy = os.urandom
 
+OS_SOURCE = "os"
+SEEDED_SOURCE = "seeded test stream"
+
 
 class TestOnlyRandomnessWarning(UserWarning):
     """Keys were drawn from a seeded, reproducible stream: fine for tests, never for a run."""
@@ -35,4 +38,14 @@ def seeded_entropy(seed: bytes) -> Entropy:
         counter += 1
         return hashlib.shake_256(seed + counter.to_bytes(8, "big")).digest(n)
 
+    draw.source = SEEDED_SOURCE  # type: ignore[attr-defined]
     return draw
+
+
+def entropy_source(entropy: Entropy) -> str:
+    """What an audit records as the origin of the keys: ``"os"``, the seeded test stream, or
+    the entropy's own ``source`` label; anything unlabelled is reported as ``"unlabelled"``
+    (and flagged), never assumed to be the OS."""
+    if entropy is os_entropy:
+        return OS_SOURCE
+    return str(getattr(entropy, "source", "unlabelled"))

@@ -8,7 +8,7 @@ import pytest
 from audit_runs import BOTH_RUNS
 
 from securefed.audit import SCHEMA_VERSION, build_audit
-from securefed.audit.report import SECTIONS
+from securefed.audit.report import SECTIONS, flags
 
 INSTITUTION_FIELDS = {
     "epsilon",
@@ -110,6 +110,16 @@ def test_flags_appear_when_dp_and_secure_aggregation_are_off(plain_audit_dir):
     }
     assert all(r["transcript"] is None for r in audit["secure_aggregation"]["rounds"])
     assert audit["integrity"]["verified"], audit["integrity"]["mismatches"]
+
+
+@pytest.mark.parametrize("source", ["seeded test stream", "unlabelled"])
+def test_keys_not_from_the_os_are_flagged_critical(plain_audit_dir, source):
+    audit = json.loads((plain_audit_dir / "audit.json").read_text())
+    audit["secure_aggregation"]["entropy_sources"] = ["os"]
+    assert "test_only_randomness" not in {f["code"] for f in flags(audit)}
+    audit["secure_aggregation"]["entropy_sources"] = ["os", source]
+    raised = {f["code"]: f for f in flags(audit)}["test_only_randomness"]
+    assert raised["severity"] == "critical" and source in raised["message"]
 
 
 def test_threat_model_is_embedded_or_flagged_absent(plain_run, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from securefed.secagg import (
     simulate_round,
 )
 from securefed.secagg.advertise import AdvertiseKeys
+from securefed.secagg.entropy import TestOnlyRandomnessWarning, seeded_entropy
 from securefed.secagg.masked_input import MaskedInput, ShareDelivery
 from securefed.secagg.quantize import error_bound
 from securefed.secagg.share_keys import KeyDirectory, ShareKeys
@@ -93,6 +95,23 @@ def test_transcript_is_json_and_records_the_round() -> None:
     masked_bytes = 4 * (1000 + 2 * 3)
     assert masked_bytes < t["bytes"]["0"]["up"] < masked_bytes + 400 * 7
     assert t["bytes"]["2"]["up"] < masked_bytes  # dropped before uploading its input
+
+
+def test_transcript_names_where_the_keys_came_from() -> None:
+    kwargs = {
+        "round_index": 0,
+        "inputs": _inputs(3, 10),
+        "params": SecAggParams(),
+        "global_adapter_hash": G,
+        "vector_spec_hash": S,
+    }
+    assert simulate_round(**kwargs).transcript["entropy"] == "os"
+    with pytest.warns(TestOnlyRandomnessWarning):
+        seeded = seeded_entropy(b"seed")
+    assert simulate_round(**kwargs, entropy=seeded).transcript["entropy"] == "seeded test stream"
+    # a source nobody labelled is never taken for the OS
+    unlabelled = simulate_round(**kwargs, entropy=lambda n: os.urandom(n)).transcript["entropy"]
+    assert unlabelled == "unlabelled"
 
 
 def test_random_dropouts_are_drawn_from_the_given_rng() -> None:
