@@ -85,7 +85,7 @@ class TrainingConfig(_Section):
 class DPConfig(_Section):
     enabled: bool = False
     target_epsilon: float | None = Field(8.0, gt=0.0, le=1e4)
-    noise_multiplier: float | None = Field(None, ge=0.0, le=1e4)
+    noise_multiplier: float | None = Field(None, gt=0.0, le=1e4)
     delta: float | Literal["auto"] = "auto"
     max_grad_norm: float = Field(1.0, gt=0.0, le=1e6)
     accountant: Literal["pld", "rdp", "prv"] = "pld"
