@@ -45,6 +45,14 @@ def client_extras(cfg: RunConfig, weight: float, mean_loss: float) -> np.ndarray
     return np.array(values, dtype=np.float64)  # (m,)
 
 
+def rounding_rng(cfg: RunConfig, round_index: int, client: int) -> np.random.Generator:
+    """The generator of one client's stochastic rounding in one round, the same in-process
+    and on a Flower node. It protects no one (the server learns only the sum), so it is
+    seeded like the other "what happens" randomness: a resumed run, and the same run over
+    Flower, then repeat the very same sums."""
+    return np.random.default_rng(derived_seed(cfg.seed, "rounding", round_index, client))
+
+
 def dropout_schedule(cfg: RunConfig, round_index: int):
     """The simulated dropouts of this round (explicit ids apply to ``dropout.rounds``)."""
     from securefed.secagg import DropoutSchedule
@@ -94,13 +102,11 @@ def _secure(cfg, round_index, updates, weights, global_vector, spec_hash) -> Agg
             delta=delta.astype(np.float32),
             weight=weights[c],
             extras=client_extras(cfg, weights[c], stats.mean_loss),
+            rounding=rounding_rng(cfg, round_index, c),
         )
         for c, (delta, stats) in updates.items()
     }
     rng = np.random.default_rng(derived_seed(cfg.seed, "dropout", round_index))
-    # Stochastic rounding protects no one (the server sees only the sum), so it is seeded
-    # like the other "what happens" randomness: a resumed run then repeats the same sums.
-    rounding = np.random.default_rng(derived_seed(cfg.seed, "rounding", round_index))
     try:
         outcome = simulate_round(
             round_index=round_index,
@@ -110,7 +116,6 @@ def _secure(cfg, round_index, updates, weights, global_vector, spec_hash) -> Agg
             vector_spec_hash=bytes.fromhex(spec_hash),
             dropout=dropout_schedule(cfg, round_index),
             rng=rng,
-            rounding_rng=rounding,
         )
     except ProtocolAbort as exc:
         return AggregateResult(None, (), None, {"aborted": str(exc)}, {}, aborted=str(exc))

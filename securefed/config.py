@@ -82,10 +82,16 @@ class TrainingConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
+# The least noise the accountants can bound in reasonable time (securefed.privacy.accounting
+# has the same floor): at 0.05 one PLD epsilon takes ~40 s and epsilon is in the thousands;
+# at 0.01 the PLD grid outgrows memory. Less noise than this is no privacy: turn DP off.
+MIN_NOISE_MULTIPLIER = 0.05
+
+
 class DPConfig(_Section):
     enabled: bool = False
     target_epsilon: float | None = Field(8.0, gt=0.0, le=1e4)
-    noise_multiplier: float | None = Field(None, gt=0.0, le=1e4)
+    noise_multiplier: float | None = Field(None, ge=MIN_NOISE_MULTIPLIER, le=1e4)
     delta: float | Literal["auto"] = "auto"
     max_grad_norm: float = Field(1.0, gt=0.0, le=1e6)
     accountant: Literal["pld", "rdp", "prv"] = "pld"

@@ -8,6 +8,7 @@ import sys
 import pytest
 import yaml
 
+from securefed import config
 from securefed.config import dump_config, load_config, validate
 from securefed.errors import ConfigError
 
@@ -89,3 +90,12 @@ def test_cli_user_error_is_one_line_without_traceback(tmp_path):
     assert "Traceback" not in proc.stderr
     assert "model.adapter" in proc.stderr and "lorax" in proc.stderr
     assert not (tmp_path / "run").exists(), "nothing may start before the config is valid"
+
+
+@pytest.mark.parametrize("sigma", ["0", "0.01"])
+def test_noise_too_small_to_account_is_rejected_at_load(sigma):
+    from securefed.privacy import accounting
+
+    assert accounting.MIN_NOISE_MULTIPLIER == config.MIN_NOISE_MULTIPLIER  # one floor
+    with pytest.raises(ConfigError, match=r"privacy\.dp\.noise_multiplier.*0\.05"):
+        load_config(overrides=[f"privacy.dp.noise_multiplier={sigma}"])

@@ -25,7 +25,12 @@ from securefed.errors import ProtocolAbort, SecurefedError
 from securefed.flower import wire
 from securefed.flower.node import NodeIdentity, NodeLedger, NodeLocal, save_run_config
 from securefed.flower.node_round import Identity, NodeRound
-from securefed.flower.protocol import client_extras, extras_count, global_adapter_hash
+from securefed.flower.protocol import (
+    client_extras,
+    extras_count,
+    global_adapter_hash,
+    rounding_rng,
+)
 from securefed.secagg import encode_input
 from securefed.secagg.roster import load_identity_keys, load_roster
 
@@ -140,7 +145,13 @@ def advertise(msg: Message, context: Context) -> Message:
         )
     weight = local.weight()
     extras = client_extras(cfg, weight, stats.mean_loss)
-    encoded = encode_input(delta, weight, extras, cfg.secure_aggregation.params().quantization)
+    encoded = encode_input(
+        delta,
+        weight,
+        extras,
+        cfg.secure_aggregation.params().quantization,
+        rounding_rng(cfg, round_index, local.index),
+    )
     keys = node_round.advertise(
         round_index,
         encoded,

@@ -6,11 +6,11 @@ second (importing torch and transformers takes 10-15 s on a small CPU machine).
 
 from __future__ import annotations
 
-from securefed.aggregation import client_extras, global_adapter_hash
+from securefed.aggregation import client_extras, global_adapter_hash, rounding_rng
 from securefed.config import RunConfig
 
 # One mapping from config to protocol for both transports (securefed.aggregation is torch-free).
-__all__ = ["client_extras", "extras_count", "global_adapter_hash"]
+__all__ = ["client_extras", "extras_count", "global_adapter_hash", "rounding_rng"]
 
 
 def extras_count(cfg: RunConfig) -> int:

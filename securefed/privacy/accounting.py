@@ -46,7 +46,7 @@ ACCOUNTANTS: tuple[AccountantName, ...] = ("pld", "rdp", "prv")
 NEIGHBOURING_RELATION = "add_or_remove_one"
 
 # The calibration searches sigma in this range (below 0.05, DP-SGD is barely private).
-MIN_NOISE_MULTIPLIER = 0.05
+MIN_NOISE_MULTIPLIER = 0.05  # the floor of securefed.config, where it is explained
 MAX_NOISE_MULTIPLIER = 2.0**20
 PRV_EPS_ERROR = 0.01  # Opacus's default: PRV reports its estimate plus this error bound
 _SEARCH_PLD_GRID = 1e-3  # PLD value discretization while searching; the ledger uses 1e-4

@@ -36,11 +36,14 @@ MessageT = TypeVar("MessageT", bound="_Message")
 
 @dataclass(frozen=True, eq=False)
 class ClientInput:
-    """One client's contribution: its adapter delta, weight in (0, 1], and masked scalars."""
+    """One client's contribution: its adapter delta, weight in (0, 1], and masked scalars.
+
+    ``rounding`` draws the client's stochastic rounding (OS entropy when None)."""
 
     delta: np.ndarray  # float32 (d,)
     weight: float = 1.0
     extras: np.ndarray = field(default_factory=lambda: np.zeros(0))  # float64 (m,)
+    rounding: np.random.Generator | None = None
 
 
 @dataclass(frozen=True)
@@ -129,13 +132,12 @@ def simulate_round(
     vector_spec_hash: bytes,
     dropout: DropoutSchedule | None = None,
     rng: np.random.Generator | None = None,
-    rounding_rng: np.random.Generator | None = None,
     entropy: Entropy = os_entropy,
 ) -> RoundOutcome:
     """Run one round; raise ``ProtocolAbort`` when fewer than t clients remain at any stage.
 
-    ``rng`` draws the simulated dropouts; ``rounding_rng`` (tests only) pins the stochastic
-    rounding; ``entropy`` (tests only) pins keys and seeds. All default to OS entropy.
+    ``rng`` draws the simulated dropouts; ``entropy`` (tests only) pins keys and seeds. Both
+    default to OS entropy.
     """
     ids = sorted(inputs)
     shapes = {inputs[u].delta.shape for u in ids}
@@ -184,7 +186,7 @@ def simulate_round(
     quantization = params.quantization
     for u in survivors_of("masked_input", server.participants["share_keys"]):
         x = inputs[u]
-        encoded = encode_input(x.delta, x.weight, x.extras, quantization, rounding_rng)
+        encoded = encode_input(x.delta, x.weight, x.extras, quantization, x.rounding)
         wire.up(u, clients[u].masked_input(wire.down(u, deliveries[u]), encoded))
     requests = server.close_masked_input()
     # -- stage 3: unmasking -----------------------------------------------------------------
