@@ -18,6 +18,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from securefed.audit.report import MAJORITY_MARGIN
 from securefed.sweep import load_spec, run_sweep
 from securefed.sweep_table import SweepTable
 
@@ -67,6 +68,19 @@ def findings(table: SweepTable, shrunk: dict) -> str:
         private = [r["federated"] for r in mine if not math.isinf(_eps_order(r))]
         drop = 100 * (public - max(private)) if public is not None and private else None
         lines.append(f"| {adapter} | " + " | ".join(_fmt(v) for v in values) + f" | {_fmt(drop)} |")
+    floors = sorted({r["majority"] for r in rows if r.get("majority") is not None})
+    at_floor = [
+        r["cell"]
+        for r in rows
+        if r.get("majority") is not None and r["federated"] <= r["majority"] + MAJORITY_MARGIN
+    ]
+    lines += [
+        "",
+        f"Majority-class floor (always answering the most common pooled test label): "
+        f"{', '.join(_fmt(f) for f in floors) or '-'}. Cells whose federated {metric} is within "
+        f"{100 * MAJORITY_MARGIN:.0f} points of it learned little or nothing: "
+        f"{', '.join(f'`{c}`' for c in at_floor) or 'none'}.",
+    ]
     lines += [
         "",
         "## Cost per adapter",

@@ -1,8 +1,8 @@
 """The sweep table: one row per cell, read back from the cells' run folders alone.
 
 Every figure comes from files a run writes (``results.json``, ``metrics.jsonl``,
-``energy.json``), so the table of a resumed sweep equals that of an uninterrupted one, and
-``table.csv`` can be rebuilt at any time from the folders.
+``energy.json``, ``partition.json``), so the table of a resumed sweep equals that of an
+uninterrupted one, and ``table.csv`` can be rebuilt at any time from the folders.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from securefed.audit.performance import majority_class
+
 MB = 1024 * 1024
 # (column, what it holds) after the swept keys; the Markdown legend is built from this.
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -28,6 +30,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("federated", "federated model after the last round"),
     ("centralized", "one model on the pooled data, same step budget"),
     ("isolated", "each institution alone, mean over institutions"),
+    ("majority", "accuracy of always answering the most common test label (the floor)"),
     ("eps_max", "largest epsilon spent by an institution (inf: non-private)"),
     ("eps_mean", "mean epsilon over institutions"),
     ("trainable_params", "adapter parameters that train and travel"),
@@ -41,7 +44,15 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("energy_wh", "energy (Wh), see energy_kind"),
     ("energy_kind", "measured | partly measured | estimate (see energy.json basis)"),
 )
-SUMMARY_COLUMNS = ("federated", "centralized", "isolated", "eps_max", "peak_rss_mb", "energy_wh")
+SUMMARY_COLUMNS = (
+    "federated",
+    "centralized",
+    "isolated",
+    "majority",
+    "eps_max",
+    "peak_rss_mb",
+    "energy_wh",
+)
 
 
 @dataclass(frozen=True)
@@ -161,6 +172,7 @@ def cell_row(cell_dir: Path, cell_id: str, swept: dict[str, Any]) -> dict[str, A
             "adapter": results["adapter"],
             "metric": metric,
             **{t: _pooled(results, t, metric) for t in ("federated", "centralized", "isolated")},
+            "majority": majority_class(_read(cell_dir / "partition.json") or {})["pooled"],
             "eps_max": max(eps) if eps else None,
             "eps_mean": sum(eps) / len(eps) if eps else None,
             "trainable_params": results.get("trainable_parameters"),

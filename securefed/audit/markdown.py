@@ -277,6 +277,15 @@ def _accuracy(acc: dict, image: Callable[[str], str]) -> str:
         ["institution", *(f"{t} {metric}" for t in trainings)],
         [[c, *((v[t] or {}).get(metric) for t in trainings)] for c, v in acc["clients"].items()],
     )
+    floor = acc["majority_class"]
+    majority = (
+        f"Majority-class floor (always answering '{floor['label']}'): pooled accuracy "
+        f"{fmt(floor['pooled'])}; per institution "
+        + ", ".join(f"{c}: {fmt(v)}" for c, v in floor["clients"].items())
+        + "."
+        if floor["pooled"] is not None
+        else "Majority-class floor: absent (no test label counts in partition.json)."
+    )
     absent = [
         f"The {n} baseline is absent ({'not run yet' if b['configured'] else 'not configured'})."
         for n, b in acc["baselines"].items()
@@ -293,6 +302,7 @@ def _accuracy(acc: dict, image: Callable[[str], str]) -> str:
             "each institution alone; per institution on its own test split, pooled as the mean of "
             "the institutions' models on the pooled test set.",
             "Pooled test set:\n\n" + pooled,
+            majority,
             "Each institution's own test split:\n\n" + clients,
             *absent,
             image("accuracy"),

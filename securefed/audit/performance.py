@@ -44,6 +44,7 @@ def accuracy_section(run: RunSnapshot) -> dict:
             "isolated": isolated["pooled"] if isolated else None,
         },
         "clients": clients,
+        "majority_class": majority_class(run.partition),
         "by_round": [
             {"round": r["round"], "pooled": r["eval"]["pooled"], "clients": r["eval"]["clients"]}
             for r in run.metrics
@@ -56,6 +57,27 @@ def accuracy_section(run: RunSnapshot) -> dict:
             }
             for name in ("centralized", "isolated")
         },
+    }
+
+
+def majority_class(partition: dict) -> dict:
+    """The accuracy of always answering the most common label of each test split, from the
+    partition summary's label counts: the floor an adapter must clear to have learned at all
+    (federated, isolated and, under DP, even centralized training can fall to it)."""
+    clients = partition.get("clients", [])
+    pooled: dict[str, int] = {}
+    per_client = {}
+    for c in clients:
+        counts = c.get("test_labels") or {}
+        for label, n in counts.items():
+            pooled[label] = pooled.get(label, 0) + n
+        total = sum(counts.values())
+        per_client[str(c["client"])] = max(counts.values()) / total if total else None
+    total = sum(pooled.values())
+    return {
+        "pooled": max(pooled.values()) / total if total else None,
+        "label": max(pooled, key=pooled.get) if total else None,
+        "clients": per_client,
     }
 
 

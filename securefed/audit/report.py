@@ -97,6 +97,22 @@ def _run_section(run: RunSnapshot) -> dict:
     }
 
 
+MAJORITY_MARGIN = 0.02  # accuracy within 2 points of the majority-class floor
+
+
+def _not_above_majority(acc: dict) -> str | None:
+    """The caveat when federated pooled accuracy does not clear the majority-class floor."""
+    floor = acc["majority_class"]["pooled"]
+    federated = (acc["pooled"]["federated"] or {}).get("accuracy")
+    if floor is None or federated is None or federated > floor + MAJORITY_MARGIN:
+        return None
+    return (
+        f"NOT ABOVE MAJORITY CLASS: federated pooled accuracy {federated:.3f} is within "
+        f"{100 * MAJORITY_MARGIN:.0f} points of always answering '{acc['majority_class']['label']}'"
+        f" ({floor:.3f}): the adapter learned little or nothing."
+    )
+
+
 def flags(audit: dict) -> list[dict]:
     """Everything a reader must not miss, most serious first."""
     out: list[dict] = []
@@ -158,6 +174,9 @@ def flags(audit: dict) -> list[dict]:
             "base_weights_changed",
             "BASE WEIGHTS CHANGED during the run: more than the adapter was trained.",
         )
+    learned = _not_above_majority(audit["accuracy"])
+    if learned:
+        flag(CAVEAT, "not_above_majority", learned)
     if run["task"].get("synthetic"):
         flag(
             CAVEAT,

@@ -112,6 +112,28 @@ def test_flags_appear_when_dp_and_secure_aggregation_are_off(plain_audit_dir):
     assert audit["integrity"]["verified"], audit["integrity"]["mismatches"]
 
 
+def test_majority_class_floor_is_recomputed_from_the_partition(plain_run, plain_audit_dir):
+    audit = json.loads((plain_audit_dir / "audit.json").read_text())
+    partition = json.loads((plain_run / "partition.json").read_text())
+    counts: dict[str, int] = {}
+    for c in partition["clients"]:
+        for label, n in c["test_labels"].items():
+            counts[label] = counts.get(label, 0) + n
+        own = audit["accuracy"]["majority_class"]["clients"][str(c["client"])]
+        assert own == max(c["test_labels"].values()) / c["test_size"]
+    floor = audit["accuracy"]["majority_class"]
+    assert floor["pooled"] == max(counts.values()) / sum(counts.values())
+    assert counts[floor["label"]] == max(counts.values())
+
+
+@pytest.mark.parametrize(("above_floor", "raised"), [(0.0, True), (0.015, True), (0.05, False)])
+def test_accuracy_at_the_majority_floor_is_flagged(plain_audit_dir, above_floor, raised):
+    audit = json.loads((plain_audit_dir / "audit.json").read_text())
+    floor = audit["accuracy"]["majority_class"]["pooled"]
+    audit["accuracy"]["pooled"]["federated"]["accuracy"] = floor + above_floor
+    assert ("not_above_majority" in {f["code"] for f in flags(audit)}) is raised
+
+
 @pytest.mark.parametrize("source", ["seeded test stream", "unlabelled"])
 def test_keys_not_from_the_os_are_flagged_critical(plain_audit_dir, source):
     audit = json.loads((plain_audit_dir / "audit.json").read_text())
