@@ -11,16 +11,11 @@ from __future__ import annotations
 
 import math
 
-import torch
-
-from securefed.adapters import set_vector
 from securefed.dp_budget import ClientPrivacy
 from securefed.evaluation import evaluate_global, mean_metrics
 from securefed.progress import Progress
 from securefed.run_folder import RunFolder, read_json, write_json
 from securefed.run_setup import RunSetup
-from securefed.seeding import derived_seed
-from securefed.training import train_local
 
 
 def baseline_steps(setup: RunSetup) -> list[int]:
@@ -38,22 +33,9 @@ def _train(
     tag: str,
     progress: Progress,
 ) -> dict:
-    t = setup.cfg.training
-    set_vector(setup.bundle.model, setup.initial_vector, setup.bundle.spec)
     plan = privacy.plan_round(who, steps)
-    generator = torch.Generator().manual_seed(derived_seed(setup.cfg.seed, tag, who))
-    with progress.task(f"{tag} {who}" if tag == "isolated" else tag, total=steps) as advance:
-        stats = train_local(
-            setup.bundle,
-            data,
-            steps=steps,
-            batch_size=t.batch_size,
-            lr=t.lr,
-            weight_decay=t.weight_decay,
-            generator=generator,
-            dp=plan,
-            on_step=advance,
-        )
+    label = f"{tag} {who}" if tag == "isolated" else tag
+    stats = setup.train_from(setup.initial_vector, data, steps, (tag, who), plan, progress, label)
     privacy.record_round(who, 0, stats)
     return {"steps": stats.steps, "train_loss": stats.mean_loss}
 

@@ -76,7 +76,7 @@ class TrainingConfig(_Section):
     batch_size: int = Field(16, ge=1, le=65_536)
     lr: float = Field(3.0e-3, gt=0.0, le=10.0)
     weight_decay: float = Field(0.0, ge=0.0)
-    weighting: Literal["uniform", "examples"] = "uniform"
+    weighting: Literal["auto", "uniform", "examples"] = "auto"  # resolved at load, see below
     server_lr: float = Field(1.0, gt=0.0, le=100.0)
     eval_batch_size: int = Field(64, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -172,6 +172,24 @@ class RunConfig(_Section):
     baselines: list[Literal["centralized", "isolated"]] = ["centralized", "isolated"]
     output: OutputConfig = OutputConfig()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_weighting(cls, data: Any) -> Any:
+        """``training.weighting: auto`` becomes ``examples`` (FedAvg as McMahan et al. define
+        it: the average matches the pooled objective) when DP is off, and ``uniform`` when DP
+        may be on: the weights derive from record counts, whose sum the server learns outside
+        the DP guarantee. The resolved config records the concrete choice."""
+        if not isinstance(data, dict):
+            return data
+        training = data.get("training") or {}
+        if not isinstance(training, dict) or training.get("weighting", "auto") != "auto":
+            return data
+        privacy = data.get("privacy") or {}
+        dp = privacy.get("dp") or {} if isinstance(privacy, dict) else {}
+        dp_off = isinstance(dp, dict) and dp.get("enabled", False) is False
+        weighting = "examples" if dp_off else "uniform"  # anything unclear: the private side
+        return {**data, "training": {**training, "weighting": weighting}}
+
     @model_validator(mode="after")
     def _cross_field(self) -> RunConfig:
         _check_cross_fields(self)
@@ -213,9 +231,6 @@ def _check_cross_fields(cfg: RunConfig) -> None:
                     raise ConfigError(
                         f"secure_aggregation.dropout.{stage}", cid, f"client ids in [0, {n - 1}]"
                     )
-    dp = cfg.privacy.dp
-    if dp.enabled and cfg.model.kind == "causal" and cfg.model.adapter == "qlora":
-        pass  # supported: opacus hooks see the LoRA layers on the 4-bit base
 
 
 def _format_validation_error(err: ValidationError) -> ConfigError:

@@ -17,7 +17,6 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from securefed.adapters import get_vector, set_vector, vector_hash
 from securefed.aggregation import aggregate_round
@@ -28,7 +27,7 @@ from securefed.progress import Progress
 from securefed.run_folder import RunFolder, write_json
 from securefed.run_setup import RunSetup
 from securefed.seeding import derived_seed
-from securefed.training import LocalStats, train_local
+from securefed.training import LocalStats
 
 # Written once before round 0; every round's record carries their hashes as well.
 RUN_SETUP_FILES = (
@@ -63,24 +62,15 @@ def client_update(
     progress: Progress,
 ) -> tuple[np.ndarray, LocalStats]:
     """Train from the global adapter on one client's shard; return (delta, stats)."""
-    t = setup.cfg.training
-    set_vector(setup.bundle.model, global_vector, setup.bundle.spec)
-    generator = torch.Generator().manual_seed(
-        derived_seed(setup.cfg.seed, "data", round_index, client)
+    stats = setup.train_from(
+        global_vector,
+        setup.client_train[client],
+        setup.local_steps(client),
+        ("data", round_index, client),
+        dp_plan,
+        progress,
+        f"client {client}",
     )
-    steps = setup.local_steps(client)
-    with progress.task(f"client {client}", total=steps) as advance:
-        stats = train_local(
-            setup.bundle,
-            setup.client_train[client],
-            steps=steps,
-            batch_size=t.batch_size,
-            lr=t.lr,
-            weight_decay=t.weight_decay,
-            generator=generator,
-            dp=dp_plan,
-            on_step=advance,
-        )
     delta = get_vector(setup.bundle.model) - global_vector  # (d,) float32
     return delta, stats
 

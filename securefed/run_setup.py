@@ -12,12 +12,14 @@ import numpy as np
 import torch
 from torch.utils.data import Subset, TensorDataset
 
-from securefed.adapters import AdapterModel, build_adapter_model, get_vector
+from securefed.adapters import AdapterModel, build_adapter_model, get_vector, set_vector
 from securefed.config import RunConfig
 from securefed.partition import Partition, partition
+from securefed.progress import Progress
+from securefed.seeding import derived_seed
 from securefed.tasks import get_task
 from securefed.tasks.base import column_values
-from securefed.training import encode_examples, steps_for
+from securefed.training import LocalStats, encode_examples, steps_for, train_local
 
 
 @dataclass
@@ -42,6 +44,36 @@ class RunSetup:
         return steps_for(
             len(self.client_train[client]), t.batch_size, t.local_epochs, t.local_steps
         )
+
+    def train_from(
+        self,
+        start: np.ndarray,
+        data: Subset,
+        steps: int,
+        seed_parts: tuple[int | str, ...],
+        dp,
+        progress: Progress,
+        label: str,
+    ) -> LocalStats:
+        """Load ``start`` into the adapter and train it in place for ``steps`` steps on
+        ``data``, batches drawn from a generator seeded by ``seed_parts`` (see
+        ``securefed.seeding``); ``dp`` is a DP plan or None. The one training call of the
+        federation's clients and of both baselines."""
+        t = self.cfg.training
+        set_vector(self.bundle.model, start, self.bundle.spec)
+        generator = torch.Generator().manual_seed(derived_seed(self.cfg.seed, *seed_parts))
+        with progress.task(label, total=steps) as advance:
+            return train_local(
+                self.bundle,
+                data,
+                steps=steps,
+                batch_size=t.batch_size,
+                lr=t.lr,
+                weight_decay=t.weight_decay,
+                generator=generator,
+                dp=dp,
+                on_step=advance,
+            )
 
     def expected_rounds_per_client(self) -> float:
         t = self.cfg.training

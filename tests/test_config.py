@@ -99,3 +99,18 @@ def test_noise_too_small_to_account_is_rejected_at_load(sigma):
     assert accounting.MIN_NOISE_MULTIPLIER == config.MIN_NOISE_MULTIPLIER  # one floor
     with pytest.raises(ConfigError, match=r"privacy\.dp\.noise_multiplier.*0\.05"):
         load_config(overrides=[f"privacy.dp.noise_multiplier={sigma}"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ([], "examples"),  # DP off: FedAvg's own weighting
+        (["privacy.dp.enabled=true"], "uniform"),  # record counts are outside the DP guarantee
+        (["privacy.dp.enabled=true", "training.weighting=examples"], "examples"),  # explicit
+        (["training.weighting=uniform"], "uniform"),
+    ],
+)
+def test_auto_weighting_resolves_at_load_and_is_recorded(overrides, expected):
+    cfg = load_config(overrides=overrides)
+    assert cfg.training.weighting == expected
+    assert yaml.safe_load(dump_config(cfg))["training"]["weighting"] == expected
