@@ -108,7 +108,16 @@ def findings(table: SweepTable, shrunk: dict) -> str:
             f"| {_fmt(per_point) if per_point is not None else 'no gain'} |"
         )
     kinds = sorted({r.get("energy_kind") or "not recorded" for r in rows})
-    lines += ["", f"Energy kind: {', '.join(kinds)} (the basis is in each cell's energy.json).", ""]
+    lines += ["", f"Energy kind: {', '.join(kinds)} (the basis is in each cell's energy.json)."]
+    ratios = [r["wall_s"] / r["cpu_s"] for r in rows if r.get("wall_s") and r.get("cpu_s")]
+    if ratios and max(ratios) > 1.5 * min(ratios):
+        lines.append(
+            f"Wall time per CPU second ranges from {min(ratios):.2f} to {max(ratios):.2f} across "
+            "cells: they ran at different machine load. Modelled energy has terms that scale "
+            "with wall time (CodeCarbon's constant RAM power), so compare cells by CPU s, "
+            "not by energy, unless the sweep reran on a quiet machine."
+        )
+    lines.append("")
     return "\n".join(lines)
 
 
