@@ -29,8 +29,19 @@ import time
 from pathlib import Path
 
 from securefed.config import load_config
+from securefed.errors import SecurefedError
 from securefed.flower.localhost import LocalFederation
 from securefed.flower.records import collect_node_records
+
+
+def localhost_overrides(institutions: int, sets: list[str]) -> list[str]:
+    """One partition per institution, every institution in every round, then the user's
+    ``--set`` (which may change either)."""
+    return [
+        f"partition.num_clients={institutions}",
+        f"training.clients_per_round={institutions}",
+        *sets,
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,8 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--timeout", type=float, default=3600, help="seconds for the whole run")
     args = parser.parse_args(argv)
-    overrides = [f"partition.num_clients={args.institutions}", *args.set]
-    cfg = load_config(args.config, overrides)  # fail here, not inside the ServerApp
+    overrides = localhost_overrides(args.institutions, args.set)
+    try:
+        cfg = load_config(args.config, overrides)  # fail here, not inside the ServerApp
+    except SecurefedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     workdir = (args.workdir or Path("runs") / f"flower-localhost-{stamp}").resolve()
     run_dir = workdir / "run"
