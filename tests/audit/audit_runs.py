@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 TINY = [
     "task.synthetic.num_examples=120",
     "training.rounds=2",
@@ -24,5 +22,5 @@ PRIVATE = [
 ]
 PLAIN = ["privacy.dp.enabled=false", "secure_aggregation.enabled=false", "baselines=[]"]
 
-# Parametrize over ("plain", "private"): the private case is slow.
-BOTH_RUNS = [pytest.param("plain"), pytest.param("private", marks=pytest.mark.slow)]
+# Parametrize over both tiny runs.
+BOTH_RUNS = ["plain", "private"]

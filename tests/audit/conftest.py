@@ -1,9 +1,8 @@
 """Two tiny real runs and their audits, built once per session.
 
-``plain_run`` (DP, secure aggregation and baselines off) takes about 30 s and backs the quick
-tests. ``private_run`` (DP-SGD and secure aggregation on, with a dropout, both baselines)
-takes minutes on a 2-core machine, mostly DP-SGD training and accounting: tests that need it
-are marked ``slow``.
+``plain_run`` (DP, secure aggregation and baselines off) and ``private_run`` (DP-SGD and
+secure aggregation on, with a dropout, both baselines) take about 15 s and 30 s on a quiet
+2-core machine.
 """
 
 from __future__ import annotations

@@ -23,7 +23,6 @@ INSTITUTION_FIELDS = {
 }
 
 
-@pytest.mark.slow
 def test_audit_of_a_private_run_has_every_section(private_audit_dir):
     audit = json.loads((private_audit_dir / "audit.json").read_text())
     assert tuple(audit) == SECTIONS
@@ -59,7 +58,6 @@ def test_audit_of_a_private_run_has_every_section(private_audit_dir):
     assert not codes & {"dp_off", "secure_aggregation_off", "verification_failed", "over_budget"}
 
 
-@pytest.mark.slow
 def test_markdown_shows_every_section(private_audit_dir):
     text = (private_audit_dir / "audit.md").read_text()
     for heading in (

@@ -52,9 +52,7 @@ def _assert_self_contained(page: str) -> _References:
     return refs
 
 
-@pytest.mark.parametrize(
-    ("kind", "plots"), [("plain", 2), pytest.param("private", 4, marks=pytest.mark.slow)]
-)
+@pytest.mark.parametrize(("kind", "plots"), [("plain", 2), ("private", 4)])
 def test_html_has_no_external_references(kind, plots, request):
     audit_dir = request.getfixturevalue(f"{kind}_audit_dir")
     refs = _assert_self_contained((audit_dir / "audit.html").read_text())

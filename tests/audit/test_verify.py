@@ -57,7 +57,6 @@ def test_edited_metric_fails(plain_copy):
     assert code == 1 and "record hash" in output
 
 
-@pytest.mark.slow
 def test_edited_privacy_event_fails(private_copy):
     path = private_copy / "privacy" / "ledgers.json"
     ledgers = json.loads(path.read_text())
@@ -68,7 +67,6 @@ def test_edited_privacy_event_fails(private_copy):
     assert {"artefact sha256", "epsilon after round", "events in results.json"} <= failed
 
 
-@pytest.mark.slow
 def test_edited_epsilon_claim_fails(private_copy):
     path = private_copy / "results.json"
     results = json.loads(path.read_text())
