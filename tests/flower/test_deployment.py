@@ -82,7 +82,6 @@ def test_two_dp_rounds_over_tls_match_simulate(tmp_path):
     _check_audit(tmp_path / "audit" / "audit.json")
 
 
-@pytest.mark.slow
 def test_a_node_killed_after_key_sharing_is_recovered(tmp_path):
     overrides = TINY + ["secure_aggregation.threshold=2"]
     cfg = load_config(None, overrides)
