@@ -34,6 +34,7 @@ from dp_accounting.pld.pld_privacy_accountant import PLDAccountant
 from dp_accounting.privacy_accountant import NeighboringRelation, PrivacyAccountant
 from dp_accounting.rdp.rdp_privacy_accountant import RdpAccountant
 
+from securefed.config import MIN_NOISE_MULTIPLIER
 from securefed.privacy.events import (
     NonPrivateEvent,
     PoissonGaussianEvent,
@@ -45,8 +46,7 @@ AccountantName = Literal["pld", "rdp", "prv"]
 ACCOUNTANTS: tuple[AccountantName, ...] = ("pld", "rdp", "prv")
 NEIGHBOURING_RELATION = "add_or_remove_one"
 
-# The calibration searches sigma in this range (below 0.05, DP-SGD is barely private).
-MIN_NOISE_MULTIPLIER = 0.05  # the floor of securefed.config, where it is explained
+# The calibration searches sigma from the config's floor (explained there) up to this.
 MAX_NOISE_MULTIPLIER = 2.0**20
 PRV_EPS_ERROR = 0.01  # Opacus's default: PRV reports its estimate plus this error bound
 _SEARCH_PLD_GRID = 1e-3  # PLD value discretization while searching; the ledger uses 1e-4
