@@ -18,7 +18,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from securefed.audit.report import MAJORITY_MARGIN
+from securefed.audit.report import MAJORITY_MARGIN, at_majority_floor
 from securefed.sweep import load_spec, run_sweep
 from securefed.sweep_table import SweepTable
 
@@ -72,7 +72,7 @@ def findings(table: SweepTable, shrunk: dict) -> str:
     at_floor = [
         r["cell"]
         for r in rows
-        if r.get("majority") is not None and r["federated"] <= r["majority"] + MAJORITY_MARGIN
+        if r.get("majority") is not None and at_majority_floor(r["federated"], r["majority"])
     ]
     lines += [
         "",

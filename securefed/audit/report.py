@@ -100,11 +100,16 @@ def _run_section(run: RunSnapshot) -> dict:
 MAJORITY_MARGIN = 0.02  # accuracy within 2 points of the majority-class floor
 
 
+def at_majority_floor(accuracy: float, floor: float) -> bool:
+    """Whether ``accuracy`` fails to clear the majority-class ``floor`` by the margin."""
+    return accuracy <= floor + MAJORITY_MARGIN
+
+
 def _not_above_majority(acc: dict) -> str | None:
     """The caveat when federated pooled accuracy does not clear the majority-class floor."""
     floor = acc["majority_class"]["pooled"]
     federated = (acc["pooled"]["federated"] or {}).get("accuracy")
-    if floor is None or federated is None or federated > floor + MAJORITY_MARGIN:
+    if floor is None or federated is None or not at_majority_floor(federated, floor):
         return None
     return (
         f"NOT ABOVE MAJORITY CLASS: federated pooled accuracy {federated:.3f} is within "
