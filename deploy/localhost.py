@@ -28,6 +28,7 @@ import sys
 import time
 from pathlib import Path
 
+from securefed.cli import EXIT_USER_ERROR
 from securefed.config import load_config
 from securefed.errors import SecurefedError
 from securefed.flower.localhost import LocalFederation
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config, overrides)  # fail here, not inside the ServerApp
     except SecurefedError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     workdir = (args.workdir or Path("runs") / f"flower-localhost-{stamp}").resolve()
     run_dir = workdir / "run"
