@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from opacus import PrivacyEngine  # ghost clipping is measured here only; securefed uses hooks
 from torch.utils.data import DataLoader, TensorDataset
 
-from securefed.adapters import AdapterModel, build_adapter_model
+from securefed.model.adapters import AdapterModel, build_adapter_model
 from securefed.config import ModelConfig
 from securefed.privacy.dp_sgd import dp_training, ia3_for_opacus
 

@@ -21,8 +21,8 @@ from rich.console import Console
 
 from securefed.audit import verify_run, write_audit
 from securefed.config import load_config
-from securefed.progress import Progress
-from securefed.simulate import simulate
+from securefed.run.progress import Progress
+from securefed.run.simulate import simulate
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_OVERRIDES = ["privacy.dp.enabled=true"]

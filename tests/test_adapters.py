@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from securefed.adapters import (
+from securefed.config import ModelConfig
+from securefed.model.adapters import (
     attach_adapter,
     base_weights_hash,
     build_adapter_model,
@@ -14,7 +15,6 @@ from securefed.adapters import (
     set_vector,
     trainable_parameters,
 )
-from securefed.config import ModelConfig
 
 ADAPTERS = ["lora", "qlora", "ia3"]
 

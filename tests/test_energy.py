@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from securefed.energy import (
+from securefed.run.energy import (
     WATTS_PER_CORE,
     EnergyMeter,
     rapl_joules,

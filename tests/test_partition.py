@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from securefed.config import PartitionConfig
 from securefed.errors import ConfigError
-from securefed.partition import Partition, label_skew, partition
+from securefed.tasks.partition import Partition, label_skew, partition
 
 SCHEMES = ("iid", "dirichlet", "quantity", "natural")
 

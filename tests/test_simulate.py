@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from securefed.config import load_config
-from securefed.progress import Progress
-from securefed.run_folder import RunFolder
-from securefed.simulate import simulate
+from securefed.run.folder import RunFolder
+from securefed.run.progress import Progress
+from securefed.run.simulate import simulate
 
 TINY = [
     "task.synthetic.num_examples=120",
@@ -73,7 +73,7 @@ def test_run_folder_has_every_artefact(tiny_run):
 
 
 def test_metrics_records_are_hash_chained(tiny_run):
-    from securefed.run_folder import GENESIS_HASH, record_hash
+    from securefed.run.folder import GENESIS_HASH, record_hash
 
     records = RunFolder(tiny_run[0]).read_metrics()
     assert records[0]["prev_hash"] == GENESIS_HASH

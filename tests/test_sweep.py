@@ -19,8 +19,8 @@ import yaml
 from securefed.config import load_config
 from securefed.errors import ConfigError
 from securefed.sweep import load_spec, plan_cells, run_sweep, slug
-from securefed.sweep_plots import pareto_frontier
-from securefed.sweep_table import collect_table, write_sweep_outputs
+from securefed.sweep.plots import pareto_frontier
+from securefed.sweep.table import collect_table, write_sweep_outputs
 
 TINY = {
     "task.synthetic.num_examples": 120,

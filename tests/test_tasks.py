@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 
 from securefed.config import TASK_NAMES, PartitionConfig, SyntheticConfig, TaskConfig
 from securefed.errors import ConfigError, DataError
-from securefed.partition import partition
 from securefed.tasks import TASKS, Example, accuracy, column_values, get_task, macro_f1
 from securefed.tasks.fiqa_sa import score_to_label
+from securefed.tasks.partition import partition
 from securefed.tasks.synthetic_medqa import knowledge_base
 
 FORMATS = ("jsonl", "csv", "parquet")

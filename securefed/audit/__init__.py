@@ -7,6 +7,11 @@ plots        matplotlib figures (PNG) from the record
 markdown     Markdown view                                          -> audit.md
 html         self-contained HTML view                               -> audit.html
 command      `securefed audit RUN_DIR [--out DIR] [--verify]`, write_audit
+
+May import: ``run.folder`` (the run folder's layout), ``secagg`` (stage names),
+``privacy.accounting`` (to recompute epsilon), matplotlib, ``errors`` -- never torch.
+Exports: ``build_audit``, ``write_audit``, ``verify_run``, ``Verification``,
+``add_audit_parser``, ``SCHEMA_VERSION``.
 """
 
 from securefed.audit.command import add_audit_parser, write_audit

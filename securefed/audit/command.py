@@ -19,7 +19,7 @@ from securefed.audit.markdown import render_markdown
 from securefed.audit.plots import Plot, audit_plots
 from securefed.audit.report import CRITICAL, build_audit
 from securefed.audit.verify import Verification, verify_run
-from securefed.run_folder import atomic_write_text
+from securefed.run.folder import atomic_write_text
 
 EXIT_MISMATCH = 1
 AUDITS_DIR = Path("audits")

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 @functools.lru_cache(maxsize=4096)
 def _recompute(mechanisms: tuple[tuple, ...], delta: float, accountant: str) -> float:
-    from securefed.privacy.accounting import recompute_epsilon
+    from securefed.privacy.accounting import recompute_epsilon  # lazy: dp_accounting to verify
 
     return recompute_epsilon([dict(m, round_index=0) for m in mechanisms], delta, accountant)
 
@@ -85,7 +85,7 @@ def check_epsilons(run: RunSnapshot, out: Verification) -> None:
 
 def _check_reports(privacy: dict, where: str, out: Verification) -> None:
     """A ``ClientPrivacy.report()``: each ledger report's figures from its own events."""
-    from securefed.privacy.accounting import ACCOUNTANTS
+    from securefed.privacy.accounting import ACCOUNTANTS  # lazy: dp_accounting to verify
 
     accountant = privacy.get("accountant_of_record", "pld")
     for c, report in privacy.get("clients", {}).items():

@@ -10,8 +10,9 @@ update in the clear.
 from __future__ import annotations
 
 from securefed.audit.source import RunSnapshot
+from securefed.run.folder import transcript_rel
+from securefed.secagg import STAGES
 
-STAGES = ("advertise_keys", "share_keys", "masked_input", "unmasking")
 PLAN_KEYS = ("graph", "degree", "threshold", "cohort_size")  # derived per round
 PROTOCOL_KEYS = (
     "protocol",
@@ -75,7 +76,7 @@ def _round(rec: dict, transcript: dict | None, enabled: bool) -> dict:
         if enabled and trained:
             out["aborted"] = "no transcript recorded for this round"
         return out
-    out["transcript"] = f"secagg/round-{rec['round']:04d}.json"
+    out["transcript"] = transcript_rel(rec["round"])
     if "aborted" in transcript:
         out["aborted"] = str(transcript["aborted"])
         return out

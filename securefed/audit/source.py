@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from securefed.errors import RunFolderError
-from securefed.run_folder import RunFolder, sha256_file
+from securefed.run.folder import RunFolder, sha256_file
 
 REQUIRED_FILES = ("config.yaml", "environment.json", "partition.json")
 BASELINES = ("centralized", "isolated")

@@ -25,24 +25,22 @@ cannot detect a folder rewritten consistently from scratch: for that, keep the c
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from securefed.audit.epsilons import check_epsilons
 from securefed.audit.source import BASELINES, RunSnapshot, as_float, read_snapshot
-from securefed.run_folder import GENESIS_HASH, RunFolder, record_hash, sha256_file
-
-# Written once before round 0; every record must list them (federation.RUN_SETUP_FILES).
-SETUP_FILES = (
-    "config.yaml",
-    "environment.json",
-    "partition.json",
-    "checkpoints/initial.safetensors",
+from securefed.run.folder import (
+    GENESIS_HASH,
+    SETUP_FILES,
+    RunFolder,
+    record_hash,
+    sha256_file,
+    transcript_rel,
+    vector_hash,
 )
+
 EPSILON_REL_TOL = 1e-6
 
 
@@ -142,7 +140,7 @@ def _check_checkpoints_and_transcripts(run: RunSnapshot, out: Verification) -> N
         transcript = run.transcripts.get(rec["round"])
         if transcript is None or "aborted" in transcript:
             continue
-        where = f"secagg/round-{rec['round']:04d}.json"
+        where = transcript_rel(rec["round"])
         survivors = transcript.get("participants", {}).get("masked_input")
         out.expect("aggregated clients", where, list(rec["aggregated"]), survivors)
         out.expect("bytes per client", where, rec.get("bytes"), transcript.get("bytes"))
@@ -207,12 +205,6 @@ def _check_results(run: RunSnapshot, out: Verification) -> None:
                 run.results.get(name),
                 run.baselines.get(name),
             )
-
-
-def vector_hash(vector: np.ndarray) -> str:
-    """``securefed.adapters.vector_hash``, restated: importing adapters loads peft (~10 s),
-    which verification does not otherwise need. A test keeps the two equal."""
-    return hashlib.sha256(np.ascontiguousarray(vector, dtype=np.float32).tobytes()).hexdigest()
 
 
 def _same(a: object, b: object) -> bool:

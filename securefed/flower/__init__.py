@@ -8,6 +8,13 @@ Flower's records; ``exchange`` collects replies under a deadline. ``certs`` and
 ``localhost`` set up a TLS deployment with node authentication; ``records`` files the
 nodes' records next to the server's run folder for the audit.
 
+``transport`` plugs the Flower side into securefed's one round loop
+(``securefed.run.federation``), as ``securefed simulate`` plugs in function calls.
+
 Modules here import torch only inside the calls that train or evaluate, so the three
 protocol-only ClientApp calls start quickly.
+
+May import: flwr, ``run``, ``secagg`` (its exported message types only), ``privacy``,
+``audit`` (``records``), ``config``, ``errors``.
+Exports nothing here: ``server_app.app`` and ``client_app.app`` are what Flower loads.
 """

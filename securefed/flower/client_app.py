@@ -31,8 +31,9 @@ from securefed.flower.protocol import (
     global_adapter_hash,
     rounding_rng,
 )
-from securefed.secagg import encode_input
-from securefed.secagg.roster import load_identity_keys, load_roster
+from securefed.run.federation import sample_clients
+from securefed.run.progress import Progress
+from securefed.secagg import encode_input, load_identity_keys, load_roster
 
 app = ClientApp()
 
@@ -103,8 +104,7 @@ def join(msg: Message, context: Context) -> Message:
 @app.train("advertise")
 def advertise(msg: Message, context: Context) -> Message:
     """Evaluate, train, spend budget, encode, and advertise this round's keys."""
-    from securefed.federation import client_update, sample_clients
-    from securefed.progress import Progress
+    from securefed.run.setup import client_update  # lazy: torch stays out of protocol-only calls
 
     started = time.perf_counter()
     identity = NodeIdentity.from_node_config(dict(context.node_config))

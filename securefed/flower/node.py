@@ -30,7 +30,8 @@ import numpy as np
 
 from securefed.config import RunConfig, apply_overrides, dump_config, validate
 from securefed.errors import ConfigError
-from securefed.run_folder import RunFolder, read_json, write_json
+from securefed.run.federation import fedavg_weight
+from securefed.run.folder import RunFolder, read_json, write_json
 
 DEFAULT_STATE_DIR = "~/.securefed"
 STATE_DIR_ENV = "SECUREFED_STATE_DIR"  # root of the default state-dir (node-<id> below it)
@@ -110,7 +111,7 @@ class NodeLocal:
     """The node's data and model for one ClientApp call (built from the config each time)."""
 
     def __init__(self, cfg: RunConfig, identity: NodeIdentity) -> None:
-        from securefed.run_setup import build_setup
+        from securefed.run.setup import build_setup  # lazy: torch stays out of protocol-only calls
 
         self.cfg = cfg
         self.identity = identity
@@ -123,14 +124,13 @@ class NodeLocal:
 
     def weight(self) -> float:
         """FedAvg weight in (0, 1], as ``securefed simulate`` computes it."""
-        if self.cfg.training.weighting == "uniform":
-            return 1.0
-        return self.train_size / max(len(t) for t in self.setup.client_train)
+        largest = max(len(t) for t in self.setup.client_train)
+        return fedavg_weight(self.cfg, self.train_size, largest)
 
     def evaluate(self, vector: np.ndarray) -> dict:
         """Metrics of ``vector`` on this institution's own test split."""
-        from securefed.adapters import set_vector
-        from securefed.training import labels_of, predict
+        from securefed.model.adapters import set_vector  # lazy: torch, as above
+        from securefed.model.training import labels_of, predict  # lazy: torch, as above
 
         set_vector(self.setup.bundle.model, vector, self.setup.bundle.spec)
         test = self.setup.client_test[self.index]
@@ -148,7 +148,7 @@ class NodeLedger:
     FILE = "ledger.json"
 
     def __init__(self, local: NodeLocal, folder: RunFolder) -> None:
-        from securefed.dp_budget import ClientPrivacy
+        from securefed.privacy.budget import ClientPrivacy  # lazy: dp_accounting (scipy), as above
 
         setup = local.setup
         self.local, self.folder = local, folder

@@ -23,13 +23,20 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
 from securefed.errors import ProtocolAbort
-from securefed.secagg import RoundContext, SecAggClient, SecAggParams
-from securefed.secagg.advertise import AdvertiseKeys
-from securefed.secagg.entropy import Entropy
-from securefed.secagg.masked_input import MaskedInput, ShareDelivery
-from securefed.secagg.roster import Roster
-from securefed.secagg.share_keys import KeyDirectory, ShareKeys
-from securefed.secagg.unmasking import UnmaskRequest, UnmaskResponse
+from securefed.secagg import (
+    AdvertiseKeys,
+    Entropy,
+    KeyDirectory,
+    MaskedInput,
+    Roster,
+    RoundContext,
+    SecAggClient,
+    SecAggParams,
+    ShareDelivery,
+    ShareKeys,
+    UnmaskRequest,
+    UnmaskResponse,
+)
 
 _ROUND = "securefed.round"
 _INPUT = "securefed.encoded"

@@ -6,10 +6,10 @@ second (importing torch and transformers takes 10-15 s on a small CPU machine).
 
 from __future__ import annotations
 
-from securefed.aggregation import client_extras, global_adapter_hash, rounding_rng
 from securefed.config import RunConfig
+from securefed.run.aggregation import client_extras, global_adapter_hash, rounding_rng
 
-# One mapping from config to protocol for both transports (securefed.aggregation is torch-free).
+# One mapping from config to protocol for both transports (securefed.run.aggregation is torch-free).
 __all__ = ["client_extras", "extras_count", "global_adapter_hash", "rounding_rng"]
 
 

@@ -15,7 +15,9 @@ import shutil
 import sys
 from pathlib import Path
 
-from securefed.run_folder import read_json, write_json
+from securefed.audit import write_audit
+from securefed.privacy.ledger import PrivacyLedger
+from securefed.run.folder import LEDGERS, RESULTS, node_dir_rel, read_json, write_json
 
 NODE_FILES = ("config.yaml", "ledger.json", "metrics.jsonl")
 
@@ -27,8 +29,6 @@ def collect_node_records(
 
     With ``audit_dir``, also builds the audit there (``securefed.audit.write_audit``).
     """
-    from securefed.privacy.ledger import PrivacyLedger
-
     run_dir = Path(run_dir)
     ledgers: dict[str, dict] = {}
     noise: dict[str, float] = {}
@@ -38,7 +38,7 @@ def collect_node_records(
         if not (Path(source) / "ledger.json").is_file():
             missing.append(institution)
             continue
-        target = run_dir / "nodes" / str(institution)
+        target = run_dir / node_dir_rel(institution)
         target.mkdir(parents=True, exist_ok=True)
         for name in NODE_FILES:
             if (Path(source) / name).is_file():
@@ -48,7 +48,7 @@ def collect_node_records(
         noise.update(saved["noise_multipliers"])
         dp_enabled, accountant = saved["dp_enabled"], saved["accountant"]
     write_json(
-        run_dir / "privacy" / "ledgers.json",
+        run_dir / LEDGERS,
         {
             "dp_enabled": dp_enabled,
             "accountant": accountant,
@@ -64,14 +64,12 @@ def collect_node_records(
         "nodes_without_records": missing,
         "clients": {k: PrivacyLedger.from_json(v).report() for k, v in sorted(ledgers.items())},
     }
-    results_path = run_dir / "results.json"
+    results_path = run_dir / RESULTS
     if results_path.is_file():
         results = read_json(results_path)
         results["privacy"] = privacy
         write_json(results_path, results)
     if audit_dir is not None:
-        from securefed.audit import write_audit
-
         write_audit(run_dir, audit_dir)
     return privacy
 

@@ -1,10 +1,10 @@
-"""The ServerApp: securefed's round loop with Flower carrying the messages.
+"""The ServerApp: securefed's one round loop (``securefed.run.federation``) over Flower.
 
     join      every connected node learns the resolved config and answers its institution id
-    per round sample institutions (seeded, as in ``securefed simulate``) -> ``secure_round``
-              (advertise with local training, share keys, masked input, unmask) -> global +=
-              server_lr * masked mean delta -> evaluate (when the server holds the task data)
-              -> record (the run-folder layout of ``securefed simulate``)
+    rounds    ``run_federation`` with the Flower transport (``flower.transport``): sample
+              institutions (seeded, as in ``securefed simulate``) -> ``secure_round`` -> global
+              += server_lr * masked mean delta -> evaluate (when the server holds the task
+              data) -> record (the run-folder layout of ``securefed simulate``)
     finally   each node evaluates the final adapter on its own test split, for its own record
 
 Run config (``[tool.flwr.app.config]`` in ``deploy/app/pyproject.toml``, or ``flwr run
@@ -17,8 +17,6 @@ evaluates the final adapter on its own test split and keeps the result).
 
 from __future__ import annotations
 
-import json
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,10 +27,21 @@ from flwr.serverapp import Grid, ServerApp
 
 from securefed.config import RunConfig, dump_config, load_config
 from securefed.errors import ConfigError
-from securefed.flower import wire
-from securefed.flower.exchange import exchange
-from securefed.flower.server_round import RoundResult, Timeouts, secure_round
-from securefed.run_folder import RunFolder, write_json
+from securefed.flower.server_round import Timeouts
+from securefed.flower.transport import FlowerTransport, join_nodes, progress_note
+from securefed.model.adapters import base_weights_hash, build_adapter_model, get_vector
+from securefed.run.federation import FederationState, run_federation
+from securefed.run.folder import CONFIG, FLOWER_PROGRESS, RESULTS, RunFolder, write_json
+from securefed.run.progress import Progress
+from securefed.run.records import (
+    EvalMetrics,
+    base_weights,
+    environment,
+    federated_results,
+    federated_timing,
+)
+from securefed.run.setup import build_setup, model_facts, resolve_device, task_facts
+from securefed.tasks import get_task
 
 app = ServerApp()
 
@@ -71,10 +80,6 @@ class ServerModel:
     """The global adapter's model on the server; with the task data only if it evaluates."""
 
     def __init__(self, cfg: RunConfig, evaluate: bool) -> None:
-        from securefed.adapters import build_adapter_model, get_vector
-        from securefed.run_setup import build_setup, resolve_device
-        from securefed.tasks import get_task
-
         self.task = get_task(cfg.task.name)
         self.setup = build_setup(cfg) if evaluate else None
         if self.setup is not None:
@@ -88,14 +93,14 @@ class ServerModel:
             )
         self.initial_vector = get_vector(self.bundle.model)
 
-    def evaluate(self, vector: np.ndarray) -> dict | None:
+    def evaluate(self, vector: np.ndarray) -> EvalMetrics | None:
+        return None if self.setup is None else self.setup.evaluate(vector)
+
+    def partition_summary(self) -> dict | None:
+        """The partition the server built (None: the data stays with the nodes)."""
         if self.setup is None:
             return None
-        from securefed.adapters import set_vector
-        from securefed.evaluation import evaluate_global
-
-        set_vector(self.bundle.model, vector, self.bundle.spec)
-        return evaluate_global(self.setup)
+        return self.setup.partition.summary(list(self.task.label_names))
 
 
 @app.main()
@@ -109,9 +114,7 @@ def main(grid: Grid, context: Context) -> None:
 def run_flower_federation(
     grid: Grid, cfg: RunConfig, settings: ServerSettings, run_id: int
 ) -> Path:
-    from securefed.adapters import base_weights_hash, vector_hash
-    from securefed.federation import RUN_SETUP_FILES, sample_clients
-
+    """Join the nodes, run every round, write the run folder; returns its path."""
     if not cfg.secure_aggregation.enabled:
         raise ConfigError(
             "secure_aggregation.enabled",
@@ -121,195 +124,57 @@ def run_flower_federation(
     wall0, cpu0 = time.perf_counter(), time.process_time()
     folder = RunFolder(settings.run_dir or Path(cfg.output.dir) / f"{cfg.name}-flower-{run_id}")
     folder.path.mkdir(parents=True, exist_ok=True)
-    folder.file("config.yaml").write_text(dump_config(cfg))
+    folder.file(CONFIG).write_text(dump_config(cfg))
     model = ServerModel(cfg, evaluate=settings.server_evaluation)
-    spec = model.bundle.spec
+    facts = model_facts(model.bundle)
     base_before = base_weights_hash(model.bundle.model)
-    _write_environment(folder, cfg, model, base_before, run_id)
-    folder.save_adapter(folder.checkpoint_rel(None), model.initial_vector, spec.hash)
-    progress = folder.file("flower/progress.jsonl")
-
-    def note(event: dict) -> None:
-        with open(progress, "a") as handle:
-            handle.write(json.dumps({"t": time.time(), **event}) + "\n")
-
-    progress.parent.mkdir(parents=True, exist_ok=True)
-    nodes = join_nodes(grid, cfg, settings, note)
-    global_vector = model.initial_vector.copy()
-    history: list[dict] = []
-    unresponsive: frozenset[int] = frozenset()
-    for r in range(cfg.training.rounds):
-        started, cpu_started = time.perf_counter(), time.process_time()
-        # ---- sample, then one secure-aggregation round over the nodes ---------------------------
-        sampled = sample_clients(cfg, cfg.partition.num_clients, r)
-        result: RoundResult = secure_round(
-            grid, cfg, r, sampled, nodes, global_vector, spec.hash, settings.timeouts, note
-        )
-        unresponsive = result.unresponsive
-        if result.mean_delta is not None:
-            global_vector = (global_vector + cfg.training.server_lr * result.mean_delta).astype(
-                np.float32
-            )
-        # ---- evaluate (server-held data only) and record -----------------------------------------
-        metrics = model.evaluate(global_vector)
-        artefacts = [folder.checkpoint_rel(r), f"secagg/round-{r:04d}.json"]
-        folder.save_adapter(artefacts[0], global_vector, spec.hash)
-        write_json(folder.file(artefacts[1]), result.transcript)
-        artefacts += [f for f in RUN_SETUP_FILES if folder.file(f).is_file()]
-        record = folder.append_metrics(
-            {
-                "round": r,
-                "sampled": sampled,
-                "budget_stopped": result.budget_stopped,
-                "aggregated": list(result.survivors),
-                "train_loss": result.mean_train_loss,
-                "global_adapter_sha256": vector_hash(global_vector),
-                "eval": metrics,
-                "epsilon": {},  # the server sees no ledger: each node keeps its own
-                "bytes": result.bytes_per_client,
-                "stage_wall_s": result.stage_wall_s,
-                "wall_s": time.perf_counter() - started,
-                "cpu_s": time.process_time() - cpu_started,
-                "artefacts": folder.artefact_hashes(artefacts),
-            }
-        )
-        history.append(record)
-        write_json(
-            folder.file("state.json"), {"next_round": r + 1, "checkpoint": folder.checkpoint_rel(r)}
-        )
-        note({"round": r, "stage": "done", "aborted": result.aborted})
-    # ---- each node keeps its own evaluation of the final adapter --------------------------------
-    final_s = 0.0
-    if settings.final_evaluation:
-        bodies = {
-            node: wire.content({"round": cfg.training.rounds}, global_vector)
-            for inst, node in nodes.items()
-            if inst not in unresponsive
-        }  # a node that timed out in the last round is gone
-        final_s = exchange(
-            grid,
-            wire.FINAL,
-            bodies,
-            group_id="final",
-            timeout_s=settings.timeouts.train_s,
-            poll_s=settings.timeouts.poll_s,
-        ).wall_s
-    results = _results(cfg, model, history, nodes, run_id)
-    base_after = base_weights_hash(model.bundle.model)
-    results["base_weights"] = {
-        "before": base_before,
-        "after": base_after,
-        "unchanged": base_before == base_after,
-    }
+    transport_facts = {"engine": "flower", "run_id": run_id}
+    folder.write_setup(
+        environment(
+            cfg,
+            facts,
+            base_before,
+            transport={**transport_facts, "server_evaluation": model.setup is not None},
+        ),
+        model.partition_summary(),
+        model.initial_vector,
+        facts.vector_spec_hash,
+    )
+    note = progress_note(folder.file(FLOWER_PROGRESS))
+    poll_s = settings.timeouts.poll_s
+    nodes = join_nodes(grid, cfg, settings.min_nodes, settings.join_timeout_s, poll_s, note)
+    transport = FlowerTransport(grid, cfg, nodes, settings.timeouts, note, facts.vector_spec_hash)
+    state = run_federation(
+        cfg,
+        folder,
+        FederationState(global_vector=model.initial_vector.copy()),
+        transport,
+        model.evaluate,
+        facts.vector_spec_hash,
+        Progress(enabled=False),
+    )
+    final_s = transport.deliver(state.global_vector) if settings.final_evaluation else 0.0
+    results = federated_results(
+        cfg,
+        task_facts(model.task),
+        facts,
+        state.history,
+        {
+            "kept_by_nodes": True,
+            "dp_enabled": cfg.privacy.dp.enabled,
+            "accountant_of_record": cfg.privacy.dp.accountant,
+        },
+        secure_aggregation_enabled=True,
+    )
+    results["transport"] = {**transport_facts, "nodes": {str(i): n for i, n in nodes.items()}}
+    results["base_weights"] = base_weights(base_before, base_weights_hash(model.bundle.model))
     results["timing"] = {
-        "federated_wall_s": sum(r["wall_s"] for r in history),
-        "federated_cpu_s": sum(r["cpu_s"] for r in history),
+        **federated_timing(state.history),
         "this_invocation_wall_s": time.perf_counter() - wall0,
         "this_invocation_cpu_s": time.process_time() - cpu0,
         "final_evaluation_wall_s": final_s,
         "resumed": False,
     }
-    write_json(folder.file("results.json"), results)
+    write_json(folder.file(RESULTS), results)
     note({"stage": "finished"})
     return folder.path
-
-
-def join_nodes(grid: Grid, cfg: RunConfig, settings: ServerSettings, note) -> dict[int, int]:
-    """Wait for the nodes, send them the config; institution id -> node id of those that join."""
-    expected = settings.min_nodes or cfg.partition.num_clients
-    deadline = time.perf_counter() + settings.join_timeout_s
-    while len(list(grid.get_node_ids())) < expected and time.perf_counter() < deadline:
-        time.sleep(settings.timeouts.poll_s)
-    text = dump_config(cfg)
-    joined = exchange(
-        grid,
-        wire.JOIN,
-        {n: wire.content({"config_yaml": text}) for n in grid.get_node_ids()},
-        group_id="join",
-        timeout_s=max(1.0, deadline - time.perf_counter()),
-        poll_s=settings.timeouts.poll_s,
-    )
-    claims: dict[int, list[int]] = {}
-    for node, reply in joined.replies.items():
-        institution = int(wire.fields_of(reply)["institution"])
-        if 0 <= institution < cfg.partition.num_clients:
-            claims.setdefault(institution, []).append(node)
-    nodes = {inst: ids[0] for inst, ids in sorted(claims.items()) if len(ids) == 1}
-    conflicts = {str(inst): ids for inst, ids in claims.items() if len(ids) > 1}
-    note(
-        {
-            "stage": "join",
-            "institutions": {str(i): n for i, n in nodes.items()},
-            "conflicting_claims": conflicts,
-            "failed": {str(n): r for n, r in joined.failed.items()},
-        }
-    )
-    return nodes
-
-
-def _write_environment(
-    folder: RunFolder, cfg: RunConfig, model: ServerModel, base_hash: str, run_id: int
-) -> None:
-    from securefed.simulate import library_versions
-
-    if model.setup is not None:
-        write_json(folder.file("partition.json"), model.setup.partition.summary())
-    write_json(
-        folder.file("environment.json"),
-        {
-            "libraries": library_versions(),
-            "platform": platform.platform(),
-            "device": str(next(model.bundle.model.parameters()).device),
-            "backbone": cfg.model.backbone,
-            "model_kind": model.bundle.kind,
-            "vector_spec": model.bundle.spec.to_json(),
-            "vector_spec_hash": model.bundle.spec.hash,
-            "base_weights_sha256": base_hash,
-            "transport": {
-                "engine": "flower",
-                "run_id": run_id,
-                "server_evaluation": model.setup is not None,
-            },
-        },
-    )
-    write_json(
-        folder.file("state.json"), {"next_round": 0, "checkpoint": folder.checkpoint_rel(None)}
-    )
-
-
-def _results(
-    cfg: RunConfig, model: ServerModel, history: list[dict], nodes: dict[int, int], run_id: int
-) -> dict:
-    last = history[-1] if history else None
-    evaluated = model.setup is not None and last is not None
-    return {
-        "name": cfg.name,
-        "task": {
-            "name": model.task.name,
-            "synthetic": model.task.synthetic,
-            "primary_metric": model.task.primary_metric,
-        },
-        "backbone": cfg.model.backbone,
-        "adapter": cfg.model.adapter,
-        "trainable_parameters": model.bundle.spec.size,
-        "federated": {
-            "pooled": last["eval"]["pooled"] if evaluated else None,
-            "clients": last["eval"]["clients"] if evaluated else None,
-            "rounds": len(history),
-            "pooled_by_round": [r["eval"]["pooled"] for r in history] if evaluated else None,
-        },
-        "privacy": {
-            "kept_by_nodes": True,
-            "dp_enabled": cfg.privacy.dp.enabled,
-            "accountant_of_record": cfg.privacy.dp.accountant,
-        },
-        "secure_aggregation": {
-            "enabled": True,
-            "aborted_rounds": [r["round"] for r in history if not r["aggregated"]],
-        },
-        "transport": {
-            "engine": "flower",
-            "run_id": run_id,
-            "nodes": {str(i): n for i, n in nodes.items()},
-        },
-    }

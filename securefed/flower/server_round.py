@@ -25,13 +25,18 @@ from securefed.errors import InvalidMessage, ProtocolAbort
 from securefed.flower import wire
 from securefed.flower.exchange import Exchange, exchange
 from securefed.flower.protocol import extras_count, global_adapter_hash
-from securefed.secagg import RoundContext, SecAggServer, decode_sum
-from securefed.secagg.advertise import AdvertiseKeys
-from securefed.secagg.masked_input import MaskedInput
-from securefed.secagg.roster import load_roster
-from securefed.secagg.share_keys import ShareKeys
-from securefed.secagg.transcript import dropouts_by_stage, round_transcript
-from securefed.secagg.unmasking import UnmaskResponse
+from securefed.secagg import (
+    AdvertiseKeys,
+    MaskedInput,
+    RoundContext,
+    SecAggServer,
+    ShareKeys,
+    UnmaskResponse,
+    decode_sum,
+    dropouts_by_stage,
+    load_roster,
+    round_transcript,
+)
 
 
 @dataclass(frozen=True)

@@ -3,24 +3,32 @@
 from __future__ import annotations
 
 import numpy as np
+from torch.utils.data import Subset
 
-from securefed.run_setup import RunSetup
-from securefed.training import labels_of, predict
+from securefed.model.adapters import AdapterModel
+from securefed.model.training import labels_of, predict
+from securefed.tasks import Task
 
 
-def evaluate_global(setup: RunSetup) -> dict:
+def evaluate_splits(
+    bundle: AdapterModel,
+    task: Task,
+    pooled_test: Subset,
+    client_test_sizes: list[int],
+    batch_size: int,
+) -> dict:
     """Metrics of the model's current adapter: ``{"pooled": {...}, "clients": {"0": {...}}}``.
 
-    Predicts the pooled test set once and slices it per client (the pooled set is the
-    concatenation of the client test splits, in client order).
+    Predicts the pooled test set once and slices it per client: ``pooled_test`` is the
+    concatenation of the client test splits, in client order, of ``client_test_sizes``.
     """
-    preds = predict(setup.bundle, setup.pooled_test, setup.cfg.training.eval_batch_size)
-    labels = labels_of(setup.pooled_test)
-    out = {"pooled": setup.task.metrics(labels, preds), "clients": {}}
+    preds = predict(bundle, pooled_test, batch_size)
+    labels = labels_of(pooled_test)
+    out = {"pooled": task.metrics(labels, preds), "clients": {}}
     start = 0
-    for cid, test in enumerate(setup.client_test):
-        stop = start + len(test)
-        out["clients"][str(cid)] = setup.task.metrics(labels[start:stop], preds[start:stop])
+    for cid, size in enumerate(client_test_sizes):
+        stop = start + size
+        out["clients"][str(cid)] = task.metrics(labels[start:stop], preds[start:stop])
         start = stop
     return out
 

@@ -9,16 +9,17 @@ when a ``DPStep`` plan is given.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset, TensorDataset
 
-from securefed.adapters import AdapterModel, trainable_parameters
 from securefed.errors import DataError
+from securefed.model.adapters import AdapterModel, trainable_parameters
+from securefed.privacy.dp_sgd import train_private
+from securefed.privacy.plan import DPPlan, LocalStats
 
 
 def encode_examples(
@@ -85,15 +86,6 @@ def batch_loss(bundle: AdapterModel, batch) -> torch.Tensor:
     return F.cross_entropy(scores.float(), labels)
 
 
-@dataclass(frozen=True)
-class LocalStats:
-    steps: int
-    examples: int
-    mean_loss: float
-    sample_rate: float | None = None  # DP only: Poisson sampling rate actually used
-    noise_multiplier: float | None = None
-
-
 def steps_for(
     num_examples: int, batch_size: int, local_epochs: float, local_steps: int | None
 ) -> int:
@@ -117,13 +109,13 @@ def train_local(
     lr: float,
     weight_decay: float,
     generator: torch.Generator,
-    dp=None,
-    on_step=None,
+    dp: DPPlan | None = None,
+    on_step: Callable[[], None] | None = None,
 ) -> LocalStats:
     """Train the adapter in place for ``steps`` optimizer steps on ``data``.
 
     Without DP: uniformly shuffled mini-batches (seeded by ``generator``). With ``dp`` (a
-    ``securefed.privacy.dp_sgd.DPPlan``): Opacus DP-SGD with Poisson sampling.
+    ``DPPlan``): Opacus DP-SGD with Poisson sampling.
     """
     bundle.model.train()
     # Dropout inside the backbone draws from torch's global RNG: seed it from this client's
@@ -131,8 +123,6 @@ def train_local(
     torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
     optimizer = _optimizer(bundle, lr, weight_decay)
     if dp is not None:
-        from securefed.privacy.dp_sgd import train_private
-
         return train_private(
             bundle,
             data,

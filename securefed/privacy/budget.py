@@ -14,10 +14,12 @@ import math
 from securefed.config import RunConfig
 from securefed.privacy.accounting import calibrate_noise_multiplier, default_delta
 from securefed.privacy.ledger import PrivacyLedger
-from securefed.training import LocalStats
+from securefed.privacy.plan import DPPlan, LocalStats
 
 
-class _Exhausted:
+class Exhausted:
+    """The answer of ``plan_round`` for an institution whose budget cannot afford the round."""
+
     def __repr__(self) -> str:
         return "EXHAUSTED"
 
@@ -25,7 +27,7 @@ class _Exhausted:
 class ClientPrivacy:
     """The per-institution ledgers of one run, and the DP plan each round trains under."""
 
-    EXHAUSTED = _Exhausted()
+    EXHAUSTED = Exhausted()
 
     def __init__(
         self,
@@ -61,12 +63,10 @@ class ClientPrivacy:
             accountant=self.dp.accountant,
         )
 
-    def plan_round(self, client: int, steps: int):
+    def plan_round(self, client: int, steps: int) -> DPPlan | Exhausted | None:
         """``None`` (no DP), a ``DPPlan``, or ``EXHAUSTED`` if the round would break the budget."""
         if not self.dp.enabled:
             return None
-        from securefed.privacy.dp_sgd import DPPlan
-
         sigma, q = self.noise[client], self.sample_rate(client)
         if self.dp.target_epsilon is not None and not self.ledgers[client].can_afford(
             noise_multiplier=sigma, sample_rate=q, steps=steps, accountant=self.dp.accountant

@@ -36,7 +36,6 @@ import os
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -49,17 +48,9 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from securefed.errors import ConfigError
+from securefed.privacy.plan import DPPlan, LocalStats
 
 _IA3_ALIAS_PREFIX = "securefed_dp_ia3_"
-
-
-@dataclass(frozen=True)
-class DPPlan:
-    """How one institution trains privately this round (sigma from its calibration)."""
-
-    noise_multiplier: float
-    max_grad_norm: float
-    secure_mode: bool = False
 
 
 def sample_rate_for(num_records: int, batch_size: int) -> float:
@@ -216,12 +207,10 @@ def train_private(
     """The local loop of one round under DP-SGD: ``steps`` noised steps on Poisson batches.
 
     ``bundle.model`` is the PEFT model, ``loss_fn(bundle, batch)`` the batch-mean loss.
-    Returns ``securefed.training.LocalStats`` with the sample rate and noise multiplier used.
+    Returns ``LocalStats`` with the sample rate and noise multiplier used.
     Its ``mean_loss`` and ``examples`` are computed from the records without noise: keep them
     local (or out of anything the server sees).
     """
-    from securefed.training import LocalStats  # training imports this module lazily, too
-
     losses: list[float] = []
     seen = taken = 0
     with dp_training(

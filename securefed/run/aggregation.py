@@ -9,18 +9,16 @@ so even its aggregate would sit outside the (epsilon, delta) guarantee.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from securefed.config import STAGES, RunConfig
+from securefed.config import RunConfig
 from securefed.errors import ProtocolAbort
+from securefed.privacy.plan import LocalStats
+from securefed.run.folder import vector_digest
+from securefed.secagg import STAGES, ClientInput, DropoutSchedule, simulate_round
 from securefed.seeding import derived_seed
-
-if TYPE_CHECKING:  # this module stays torch-free: the Flower protocol stages import it
-    from securefed.training import LocalStats
 
 
 @dataclass(frozen=True)
@@ -35,7 +33,7 @@ class AggregateResult:
 
 def global_adapter_hash(vector: np.ndarray) -> bytes:
     """The hash of the global adapter every party binds into the session id."""
-    return hashlib.sha256(np.ascontiguousarray(vector, dtype=np.float32).tobytes()).digest()
+    return vector_digest(vector)
 
 
 def client_extras(cfg: RunConfig, weight: float, mean_loss: float) -> np.ndarray:
@@ -53,10 +51,8 @@ def rounding_rng(cfg: RunConfig, round_index: int, client: int) -> np.random.Gen
     return np.random.default_rng(derived_seed(cfg.seed, "rounding", round_index, client))
 
 
-def dropout_schedule(cfg: RunConfig, round_index: int):
+def dropout_schedule(cfg: RunConfig, round_index: int) -> DropoutSchedule:
     """The simulated dropouts of this round (explicit ids apply to ``dropout.rounds``)."""
-    from securefed.secagg import DropoutSchedule
-
     d = cfg.secure_aggregation.dropout
     explicit_applies = d.rounds is None or round_index in d.rounds
     explicit = {s: set(getattr(d, s)) if explicit_applies else set() for s in STAGES}
@@ -74,29 +70,8 @@ def aggregate_round(
     """Aggregate this round's updates: the weighted mean delta and what the server saw."""
     if not updates:
         return AggregateResult(None, (), None, None, {}, aborted="no client trained")
-    if cfg.secure_aggregation.enabled:
-        return _secure(cfg, round_index, updates, weights, global_vector, spec_hash)
-    return _plain(cfg, updates, weights)
-
-
-def _plain(cfg: RunConfig, updates, weights) -> AggregateResult:
-    total_w = sum(weights.values())
-    acc = np.zeros_like(next(iter(updates.values()))[0], dtype=np.float64)  # (d,)
-    extras = 0.0
-    for c, (delta, stats) in updates.items():
-        acc += weights[c] * delta.astype(np.float64)
-        extras = extras + client_extras(cfg, weights[c], stats.mean_loss)
-    d = acc.shape[0]
-    sent = {str(c): {"up": 4 * d, "down": 4 * d} for c in updates}
-    mean_loss = float(extras[1]) / total_w if len(extras) > 1 else None
-    return AggregateResult(
-        (acc / total_w).astype(np.float32), tuple(sorted(updates)), mean_loss, None, sent
-    )
-
-
-def _secure(cfg, round_index, updates, weights, global_vector, spec_hash) -> AggregateResult:
-    from securefed.secagg import ClientInput, simulate_round
-
+    if not cfg.secure_aggregation.enabled:
+        return _plain(cfg, updates, weights)
     inputs = {
         c: ClientInput(
             delta=delta.astype(np.float32),
@@ -124,6 +99,25 @@ def _secure(cfg, round_index, updates, weights, global_vector, spec_hash) -> Agg
     mean = (outcome.delta_sum / total_w).astype(np.float32)
     return AggregateResult(
         mean, tuple(outcome.survivors), mean_loss, outcome.transcript, _bytes(outcome.transcript)
+    )
+
+
+def _plain(
+    cfg: RunConfig,
+    updates: dict[int, tuple[np.ndarray, LocalStats]],
+    weights: dict[int, float],
+) -> AggregateResult:
+    total_w = sum(weights.values())
+    acc = np.zeros_like(next(iter(updates.values()))[0], dtype=np.float64)  # (d,)
+    extras = 0.0
+    for c, (delta, stats) in updates.items():
+        acc += weights[c] * delta.astype(np.float64)
+        extras = extras + client_extras(cfg, weights[c], stats.mean_loss)
+    d = acc.shape[0]
+    sent = {str(c): {"up": 4 * d, "down": 4 * d} for c in updates}
+    mean_loss = float(extras[1]) / total_w if len(extras) > 1 else None
+    return AggregateResult(
+        (acc / total_w).astype(np.float32), tuple(sorted(updates)), mean_loss, None, sent
     )
 
 

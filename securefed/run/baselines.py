@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import math
 
-from securefed.dp_budget import ClientPrivacy
-from securefed.evaluation import evaluate_global, mean_metrics
-from securefed.progress import Progress
-from securefed.run_folder import RunFolder, read_json, write_json
-from securefed.run_setup import RunSetup
+from securefed.model.evaluation import mean_metrics
+from securefed.privacy.budget import ClientPrivacy
+from securefed.run.folder import RunFolder, baseline_rel, read_json, write_json
+from securefed.run.progress import Progress
+from securefed.run.setup import RunSetup
 
 
 def baseline_steps(setup: RunSetup) -> list[int]:
@@ -35,7 +35,15 @@ def _train(
 ) -> dict:
     plan = privacy.plan_round(who, steps)
     label = f"{tag} {who}" if tag == "isolated" else tag
-    stats = setup.train_from(setup.initial_vector, data, steps, (tag, who), plan, progress, label)
+    stats = setup.train_from(
+        setup.initial_vector,
+        data,
+        steps=steps,
+        seed_parts=(tag, who),
+        dp=plan,
+        progress=progress,
+        label=label,
+    )
     privacy.record_round(who, 0, stats)
     return {"steps": stats.steps, "train_loss": stats.mean_loss}
 
@@ -44,7 +52,7 @@ def run_centralized(setup: RunSetup, progress: Progress) -> dict:
     steps = sum(baseline_steps(setup))
     privacy = ClientPrivacy(setup.cfg, [len(setup.pooled_train)], [steps], rounds=1)
     info = _train(setup, setup.pooled_train, steps, privacy, 0, "centralized", progress)
-    metrics = evaluate_global(setup)
+    metrics = setup.evaluate_current()
     return {**metrics, **info, "privacy": privacy.report()}
 
 
@@ -55,7 +63,7 @@ def run_isolated(setup: RunSetup, progress: Progress) -> dict:
     clients: dict[str, dict] = {}
     for c in range(setup.num_clients):
         info = _train(setup, setup.client_train[c], steps[c], privacy, c, "isolated", progress)
-        metrics = evaluate_global(setup)
+        metrics = setup.evaluate_current()
         clients[str(c)] = {"own": metrics["clients"][str(c)], "pooled": metrics["pooled"], **info}
     return {
         "pooled": mean_metrics({c: m["pooled"] for c, m in clients.items()}),
@@ -72,14 +80,12 @@ def run_baselines(setup: RunSetup, folder: RunFolder, progress: Progress) -> dic
     """Run each configured baseline once; a resumed run reuses finished ones from disk."""
     out: dict[str, dict] = {}
     for name in setup.cfg.baselines:
-        path = folder.file(f"baselines/{name}.json")
+        path = folder.file(baseline_rel(name))
         if path.is_file():
             out[name] = read_json(path)
             continue
         result = RUNNERS[name](setup, progress)
         write_json(path, result)
         out[name] = result
-        progress.log(
-            f"{name}: pooled " + ", ".join(f"{k} {v:.3f}" for k, v in result["pooled"].items())
-        )
+        progress.log(f"{name}: pooled {progress.metrics(result['pooled'])}")
     return out

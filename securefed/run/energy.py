@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from securefed.run_folder import read_json, write_json
+from securefed.run.folder import read_json, write_json
 
 EnergySource = Literal["codecarbon", "rapl", "estimate"]
 DEFAULT_SOURCES: tuple[EnergySource, ...] = ("codecarbon", "rapl", "estimate")
@@ -202,7 +202,7 @@ class EnergyMeter:
                 "measured": [],
                 "modelled": ["cpu"],
                 "basis": f"ESTIMATE: process CPU seconds x {WATTS_PER_CORE} W per busy "
-                "core (securefed.energy.WATTS_PER_CORE); GPU energy not counted",
+                "core (securefed.run.energy.WATTS_PER_CORE); GPU energy not counted",
             }
         self._report = {
             "wall_s": wall_s,

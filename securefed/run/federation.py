@@ -1,90 +1,97 @@
-"""The federated round loop of ``securefed simulate``: the one place that knows the stage order.
+"""THE federated round loop: the one place that knows the stage order, for both transports.
 
-    prepare   data -> partition -> backbone + adapter (run_setup)
-    per round sample clients -> local training (optionally DP-SGD) -> delta = local - global
-              -> secure aggregation (only the masked sum reaches the server) or plain sum
+    per round sample clients (seeded) -> transport: local training (optionally DP-SGD) and
+              aggregation (secure: only the masked sum reaches the server; or plain)
               -> global += server_lr * weighted mean delta -> evaluate -> record
-    finally   baselines (centralized, isolated) -> results.json
+    finally   transport delivers the final global adapter
+
+A transport provides the two things that depend on where the clients are (``Transport``):
+``securefed simulate`` calls them in this process (``securefed.run.inprocess``), the Flower
+ServerApp sends them messages (``securefed.flower.transport``). Everything else -- sampling,
+the global step, evaluation, the checkpoint, the hash-chained record -- happens here, once.
 
 Randomness that decides *what* happens (client sampling, data order, simulated dropouts) is
-derived from ``seed`` and the round index, so a resumed run repeats an uninterrupted one.
-Randomness that protects someone (keys, masks, DP noise) comes from the OS.
+derived from ``seed`` and the round index, so a resumed run repeats an uninterrupted one, and
+a Flower run repeats ``securefed simulate``. Randomness that protects someone (keys, masks, DP
+noise) comes from the OS. This module is torch-free; the model is reached through
+``evaluate`` and the transport.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
-from securefed.adapters import get_vector, set_vector, vector_hash
-from securefed.aggregation import aggregate_round
 from securefed.config import RunConfig
-from securefed.dp_budget import ClientPrivacy
-from securefed.evaluation import evaluate_global
-from securefed.progress import Progress
-from securefed.run_folder import RunFolder, write_json
-from securefed.run_setup import RunSetup
+from securefed.run.aggregation import AggregateResult
+from securefed.run.folder import LEDGERS, RunFolder, transcript_rel, vector_hash, write_json
+from securefed.run.progress import Progress
+from securefed.run.records import EvalMetrics, RoundRecord
 from securefed.seeding import derived_seed
-from securefed.training import LocalStats
 
-# Written once before round 0; every round's record carries their hashes as well.
-RUN_SETUP_FILES = (
-    "config.yaml",
-    "environment.json",
-    "partition.json",
-    "checkpoints/initial.safetensors",
-)
+
+@dataclass(frozen=True)
+class RoundOutcome:
+    """What a transport reports for one round: the aggregate and what the server observed."""
+
+    aggregate: AggregateResult
+    budget_stopped: list[int]
+    epsilon: dict[str, float | str]  # per institution so far; {} where each node keeps its own
+    ledgers: dict | None  # privacy/ledgers.json, where the server keeps the ledgers
+    stage_wall_s: dict[str, float] | None = None  # per protocol stage, where it is measured
+
+
+class Transport(Protocol):
+    """Where the clients are: what the round loop asks of them."""
+
+    def train_and_aggregate(
+        self, round_index: int, sampled: list[int], global_vector: np.ndarray
+    ) -> RoundOutcome:
+        """Have the ``sampled`` clients train from ``global_vector`` and aggregate their deltas."""
+        ...
+
+    def deliver(self, global_vector: np.ndarray) -> float:
+        """Hand the final global adapter to the clients; the seconds it took."""
+        ...
 
 
 @dataclass
 class FederationState:
-    """What a resumed run needs: the global adapter, the last finished round, the ledgers."""
+    """What a resumed run needs: the global adapter, the next round, the records so far."""
 
-    global_vector: np.ndarray
+    global_vector: np.ndarray  # (d,) float32
     next_round: int = 0
-    history: list[dict] = field(default_factory=list)
+    history: list[RoundRecord] = field(default_factory=list)
 
 
 def sample_clients(cfg: RunConfig, num_clients: int, round_index: int) -> list[int]:
+    """This round's institutions: seeded, so every transport (and a resume) samples the same."""
     rng = np.random.default_rng(derived_seed(cfg.seed, "sample", round_index))
     chosen = rng.choice(num_clients, size=cfg.training.clients_per_round, replace=False)
     return sorted(int(c) for c in chosen)
 
 
-def client_update(
-    setup: RunSetup,
-    client: int,
-    global_vector: np.ndarray,
-    round_index: int,
-    dp_plan,
-    progress: Progress,
-) -> tuple[np.ndarray, LocalStats]:
-    """Train from the global adapter on one client's shard; return (delta, stats)."""
-    stats = setup.train_from(
-        global_vector,
-        setup.client_train[client],
-        setup.local_steps(client),
-        ("data", round_index, client),
-        dp_plan,
-        progress,
-        f"client {client}",
-    )
-    delta = get_vector(setup.bundle.model) - global_vector  # (d,) float32
-    return delta, stats
+def fedavg_weight(cfg: RunConfig, train_size: int, largest_train_size: int) -> float:
+    """FedAvg weight in (0, 1]: uniform, or the client's share of the largest shard."""
+    if cfg.training.weighting == "uniform":
+        return 1.0
+    return train_size / largest_train_size
 
 
 def run_federation(
-    setup: RunSetup,
+    cfg: RunConfig,
     folder: RunFolder,
     state: FederationState,
-    privacy: ClientPrivacy,
+    transport: Transport,
+    evaluate: Callable[[np.ndarray], EvalMetrics | None],
+    spec_hash: str,
     progress: Progress,
 ) -> FederationState:
     """Run rounds ``state.next_round .. rounds-1``, recording each one as it finishes."""
-    cfg = setup.cfg
-    spec_hash = setup.bundle.spec.hash
     for r in progress.iterate(
         range(state.next_round, cfg.training.rounds),
         "rounds",
@@ -92,73 +99,64 @@ def run_federation(
         completed=state.next_round,
     ):
         started, cpu_started = time.perf_counter(), time.process_time()
-        # ---- sample and train: each institution works on its own shard ------------------
-        sampled = sample_clients(cfg, setup.num_clients, r)
-        updates: dict[int, tuple[np.ndarray, LocalStats]] = {}
-        stopped: list[int] = []
-        for c in sampled:
-            plan = privacy.plan_round(c, setup.local_steps(c))
-            if plan is privacy.EXHAUSTED:
-                stopped.append(c)
-                continue
-            updates[c] = client_update(setup, c, state.global_vector, r, plan, progress)
-            privacy.record_round(c, r, updates[c][1])
-        # ---- aggregate: the server learns only the (masked) weighted sum ------------------
-        weights = {c: _weight(setup, c) for c in updates}
-        agg = aggregate_round(cfg, r, updates, weights, state.global_vector, spec_hash)
-        if agg.mean_delta is not None:
+        # ---- sample, then train and aggregate: the server learns only the (masked) sum ------
+        sampled = sample_clients(cfg, cfg.partition.num_clients, r)
+        outcome = transport.train_and_aggregate(r, sampled, state.global_vector)
+        # ---- the global step ----------------------------------------------------------------
+        mean_delta = outcome.aggregate.mean_delta
+        if mean_delta is not None:
             state.global_vector = (
-                state.global_vector + cfg.training.server_lr * agg.mean_delta
+                state.global_vector + cfg.training.server_lr * mean_delta
             ).astype(np.float32)
-        # ---- evaluate the new global adapter everywhere -----------------------------------
-        set_vector(setup.bundle.model, state.global_vector, setup.bundle.spec)
-        metrics = evaluate_global(setup)
-        # ---- record: checkpoint, transcript, ledgers, hash-chained metrics line -----------
-        artefacts = [folder.checkpoint_rel(r)]
-        folder.save_adapter(artefacts[0], state.global_vector, spec_hash)
-        if agg.transcript is not None:
-            rel = f"secagg/round-{r:04d}.json"
-            write_json(folder.file(rel), agg.transcript)
-            artefacts.append(rel)
-        write_json(folder.file("privacy/ledgers.json"), privacy.to_json())
-        artefacts.append("privacy/ledgers.json")
-        artefacts.extend(RUN_SETUP_FILES)  # so `audit --verify` can check them too
-        record = folder.append_metrics(
-            {
-                "round": r,
-                "sampled": sampled,
-                "budget_stopped": stopped,
-                "aggregated": list(agg.survivors),
-                "train_loss": agg.mean_train_loss,
-                "global_adapter_sha256": vector_hash(state.global_vector),
-                "eval": metrics,
-                "epsilon": privacy.epsilons(),
-                "bytes": agg.bytes_per_client,
-                "wall_s": time.perf_counter() - started,
-                "cpu_s": time.process_time() - cpu_started,
-                "artefacts": folder.artefact_hashes(artefacts),
-            }
-        )
-        state.history.append(record)
+        # ---- evaluate the new global adapter (where the server holds test data) -------------
+        metrics = evaluate(state.global_vector)
+        # ---- record: checkpoint, transcript, ledgers, hash-chained metrics line -------------
+        record = _record(folder, r, sampled, outcome, state.global_vector, spec_hash, metrics)
+        record["wall_s"] = time.perf_counter() - started
+        record["cpu_s"] = time.process_time() - cpu_started
+        state.history.append(folder.append_metrics(record))
         state.next_round = r + 1
-        write_json(
-            folder.file("state.json"),
-            {"next_round": state.next_round, "checkpoint": folder.checkpoint_rel(r)},
-        )
-        progress.log(
-            f"round {r}: pooled {_fmt(metrics['pooled'])}"
-            + (f", budget stopped {stopped}" if stopped else "")
-        )
+        folder.write_state(r)
+        if metrics is not None:
+            progress.log(
+                f"round {r}: pooled {progress.metrics(metrics['pooled'])}"
+                + (f", budget stopped {outcome.budget_stopped}" if outcome.budget_stopped else "")
+            )
     return state
 
 
-def _weight(setup: RunSetup, client: int) -> float:
-    """FedAvg weight in (0, 1]: uniform, or the client's share of the largest shard."""
-    if setup.cfg.training.weighting == "uniform":
-        return 1.0
-    largest = max(len(t) for t in setup.client_train)
-    return len(setup.client_train[client]) / largest
-
-
-def _fmt(metrics: dict) -> str:
-    return ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())
+def _record(
+    folder: RunFolder,
+    r: int,
+    sampled: list[int],
+    outcome: RoundOutcome,
+    global_vector: np.ndarray,
+    spec_hash: str,
+    metrics: EvalMetrics | None,
+) -> RoundRecord:
+    """Write this round's artefacts; the metrics record that names them (without timings)."""
+    artefacts = [folder.checkpoint_rel(r)]
+    folder.save_adapter(artefacts[0], global_vector, spec_hash)
+    agg = outcome.aggregate
+    if agg.transcript is not None:
+        write_json(folder.file(transcript_rel(r)), agg.transcript)
+        artefacts.append(transcript_rel(r))
+    if outcome.ledgers is not None:
+        write_json(folder.file(LEDGERS), outcome.ledgers)
+        artefacts.append(LEDGERS)
+    artefacts.extend(folder.present_setup_files())  # so `audit --verify` can check them too
+    record: RoundRecord = {
+        "round": r,
+        "sampled": sampled,
+        "budget_stopped": outcome.budget_stopped,
+        "aggregated": list(agg.survivors),
+        "train_loss": agg.mean_train_loss,
+        "global_adapter_sha256": vector_hash(global_vector),
+        "eval": metrics,
+        "epsilon": outcome.epsilon,
+        "bytes": agg.bytes_per_client,
+        "artefacts": folder.artefact_hashes(artefacts),
+    }
+    if outcome.stage_wall_s is not None:
+        record["stage_wall_s"] = outcome.stage_wall_s
+    return record

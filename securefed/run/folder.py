@@ -12,6 +12,11 @@ Layout (all paths relative to the run folder)::
     baselines/centralized.json, baselines/isolated.json
     state.json                   last finished round (what --resume continues from)
     results.json                 the summary: federated, centralized, isolated, privacy
+    energy.json                  energy and time of every invocation
+    flower/progress.jsonl        Flower runs: the server's stage events, as they happen
+    nodes/<id>/                  Flower runs: each node's own records, filed for the audit
+
+This module is the only one that knows these names: everything else asks it.
 
 Each metrics record carries ``prev_hash`` (the previous record's ``record_hash``) and the
 SHA-256 of every artefact it refers to, so ``securefed audit --verify`` can detect edits.
@@ -32,6 +37,52 @@ from safetensors.numpy import load_file, save_file
 from securefed.errors import RunFolderError
 
 GENESIS_HASH = "0" * 64
+
+CONFIG = "config.yaml"
+ENVIRONMENT = "environment.json"
+PARTITION = "partition.json"
+METRICS = "metrics.jsonl"
+STATE = "state.json"
+RESULTS = "results.json"
+LEDGERS = "privacy/ledgers.json"
+ENERGY = "energy.json"
+FLOWER_PROGRESS = "flower/progress.jsonl"
+
+
+def checkpoint_rel(round_index: int | None) -> str:
+    """The global adapter after ``round_index`` (``None``: the one every run starts from)."""
+    name = "initial" if round_index is None else f"round-{round_index:04d}"
+    return f"checkpoints/{name}.safetensors"
+
+
+def transcript_rel(round_index: int) -> str:
+    """The secure-aggregation transcript of one round."""
+    return f"secagg/round-{round_index:04d}.json"
+
+
+def baseline_rel(name: str) -> str:
+    return f"baselines/{name}.json"
+
+
+def node_dir_rel(institution: int | str) -> str:
+    """Where a Flower node's own records are filed for the audit."""
+    return f"nodes/{institution}"
+
+
+# Written once before round 0; every round's record carries their hashes as well, so
+# ``securefed audit --verify`` checks them too.
+SETUP_FILES = (CONFIG, ENVIRONMENT, PARTITION, checkpoint_rel(None))
+
+
+def vector_digest(vector: np.ndarray) -> bytes:
+    """SHA-256 of an adapter vector as float32 bytes: the one adapter-vector hash. Every party
+    binds it into the secure-aggregation session id; records carry its hex form."""
+    return hashlib.sha256(np.ascontiguousarray(vector, dtype=np.float32).tobytes()).digest()
+
+
+def vector_hash(vector: np.ndarray) -> str:
+    """``vector_digest`` in hex, as metrics records and the audit state it."""
+    return vector_digest(vector).hex()
 
 
 def sha256_file(path: Path) -> str:
@@ -80,8 +131,29 @@ class RunFolder:
         return self.path / rel
 
     def checkpoint_rel(self, round_index: int | None) -> str:
-        name = "initial" if round_index is None else f"round-{round_index:04d}"
-        return f"checkpoints/{name}.safetensors"
+        return checkpoint_rel(round_index)
+
+    # ---- the run's fixed records and its resume point ------------------------------------
+    def write_setup(
+        self,
+        environment: dict,
+        partition: dict | None,
+        initial_vector: np.ndarray,
+        spec_hash: str,
+    ) -> None:
+        """The records written once before round 0 (``config.yaml`` is written on creation)."""
+        if partition is not None:
+            write_json(self.file(PARTITION), partition)
+        write_json(self.file(ENVIRONMENT), environment)
+        self.save_adapter(checkpoint_rel(None), initial_vector, spec_hash)
+        self.write_state(None)
+
+    def write_state(self, last_round: int | None) -> None:
+        """Mark ``last_round`` finished (``None``: none yet); ``--resume`` continues after it."""
+        next_round = 0 if last_round is None else last_round + 1
+        write_json(
+            self.file(STATE), {"next_round": next_round, "checkpoint": checkpoint_rel(last_round)}
+        )
 
     # ---- adapters ----------------------------------------------------------------------
     def save_adapter(self, rel: str, vector: np.ndarray, spec_hash: str) -> str:
@@ -104,7 +176,7 @@ class RunFolder:
 
     # ---- metrics log -------------------------------------------------------------------
     def read_metrics(self) -> list[dict]:
-        path = self.file("metrics.jsonl")
+        path = self.file(METRICS)
         if not path.is_file():
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -115,14 +187,18 @@ class RunFolder:
         record = dict(record, prev_hash=previous[-1]["record_hash"] if previous else GENESIS_HASH)
         record["record_hash"] = record_hash(record)
         lines = [json.dumps(r, sort_keys=True, allow_nan=True) for r in [*previous, record]]
-        atomic_write_text(self.file("metrics.jsonl"), "\n".join(lines) + "\n")
+        atomic_write_text(self.file(METRICS), "\n".join(lines) + "\n")
         return record
 
     def truncate_metrics(self, last_round: int) -> None:
         """Drop records after ``last_round`` (a crash between log and state write)."""
         kept = [r for r in self.read_metrics() if r["round"] <= last_round]
         text = "".join(json.dumps(r, sort_keys=True, allow_nan=True) + "\n" for r in kept)
-        atomic_write_text(self.file("metrics.jsonl"), text)
+        atomic_write_text(self.file(METRICS), text)
 
     def artefact_hashes(self, rels: list[str]) -> dict[str, str]:
         return {rel: sha256_file(self.file(rel)) for rel in rels}
+
+    def present_setup_files(self) -> list[str]:
+        """The setup files this run wrote (a Flower server without data has no partition)."""
+        return [rel for rel in SETUP_FILES if self.file(rel).is_file()]

@@ -1,7 +1,7 @@
 """Everything a run builds before its first round: data, partition, model, encoded splits.
 
-Shared by the federated loop, the baselines and the Flower apps, so that all of them train the
-same backbone and adapter on the same client shards.
+Shared by the in-process transport, the baselines and the Flower apps, so that all of them
+train the same backbone and adapter on the same client shards.
 """
 
 from __future__ import annotations
@@ -12,20 +12,23 @@ import numpy as np
 import torch
 from torch.utils.data import Subset, TensorDataset
 
-from securefed.adapters import AdapterModel, build_adapter_model, get_vector, set_vector
 from securefed.config import RunConfig
-from securefed.partition import Partition, partition
-from securefed.progress import Progress
+from securefed.model.adapters import AdapterModel, build_adapter_model, get_vector, set_vector
+from securefed.model.evaluation import evaluate_splits
+from securefed.model.training import encode_examples, steps_for, train_local
+from securefed.privacy.plan import DPPlan, LocalStats
+from securefed.run.progress import Progress
+from securefed.run.records import EvalMetrics, ModelFacts, TaskFacts
 from securefed.seeding import derived_seed
-from securefed.tasks import get_task
+from securefed.tasks import Task, get_task
 from securefed.tasks.base import column_values
-from securefed.training import LocalStats, encode_examples, steps_for, train_local
+from securefed.tasks.partition import Partition, partition
 
 
 @dataclass
 class RunSetup:
     cfg: RunConfig
-    task: object
+    task: Task
     partition: Partition
     bundle: AdapterModel
     data: TensorDataset
@@ -49,9 +52,10 @@ class RunSetup:
         self,
         start: np.ndarray,
         data: Subset,
+        *,
         steps: int,
         seed_parts: tuple[int | str, ...],
-        dp,
+        dp: DPPlan | None,
         progress: Progress,
         label: str,
     ) -> LocalStats:
@@ -78,6 +82,59 @@ class RunSetup:
     def expected_rounds_per_client(self) -> float:
         t = self.cfg.training
         return t.rounds * t.clients_per_round / self.num_clients
+
+    def evaluate(self, vector: np.ndarray) -> EvalMetrics:
+        """Metrics of ``vector`` on every client's test split and on the pooled test set."""
+        set_vector(self.bundle.model, vector, self.bundle.spec)
+        return self.evaluate_current()
+
+    def evaluate_current(self) -> EvalMetrics:
+        """Metrics of the adapter the model holds now (the baselines train it in place)."""
+        return evaluate_splits(
+            self.bundle,
+            self.task,
+            self.pooled_test,
+            [len(t) for t in self.client_test],
+            self.cfg.training.eval_batch_size,
+        )
+
+
+def client_update(
+    setup: RunSetup,
+    client: int,
+    global_vector: np.ndarray,
+    round_index: int,
+    dp_plan: DPPlan | None,
+    progress: Progress,
+) -> tuple[np.ndarray, LocalStats]:
+    """What one client does in one round, in-process or on a Flower node: train from the
+    global adapter on its own shard; return (delta, stats)."""
+    stats = setup.train_from(
+        global_vector,
+        setup.client_train[client],
+        steps=setup.local_steps(client),
+        seed_parts=("data", round_index, client),
+        dp=dp_plan,
+        progress=progress,
+        label=f"client {client}",
+    )
+    delta = get_vector(setup.bundle.model) - global_vector  # (d,) float32
+    return delta, stats
+
+
+def model_facts(bundle: AdapterModel) -> ModelFacts:
+    """What the run's records state about the model."""
+    return ModelFacts(
+        device=str(next(bundle.model.parameters()).device),
+        kind=bundle.kind,
+        vector_spec=bundle.spec.to_json(),
+        vector_spec_hash=bundle.spec.hash,
+        trainable_parameters=bundle.spec.size,
+    )
+
+
+def task_facts(task: Task) -> TaskFacts:
+    return {"name": task.name, "synthetic": task.synthetic, "primary_metric": task.primary_metric}
 
 
 def resolve_device(requested: str) -> str:

@@ -40,7 +40,7 @@ def run_cell(cell_dir: str, config_yaml: str) -> str | None:
     ``results.json`` present: nothing to do. ``state.json`` present: resume. Otherwise the
     folder (if any) holds a run killed before its first state write and is started afresh.
     """
-    from securefed.simulate import simulate
+    from securefed.run.simulate import simulate  # lazy: torch stays out of the CLI's start
 
     folder = Path(cell_dir)
     if (folder / "results.json").is_file():

@@ -48,8 +48,8 @@ from securefed.config import (
     validate,
 )
 from securefed.errors import ConfigError
-from securefed.sweep_runner import CellJob, run_cells
-from securefed.sweep_table import SweepTable, write_sweep_outputs
+from securefed.sweep.runner import CellJob, run_cells
+from securefed.sweep.table import SweepTable, write_sweep_outputs
 
 QUIET_ENV = {
     "TOKENIZERS_PARALLELISM": "false",

@@ -213,7 +213,7 @@ def collect_table(sweep_dir: Path, cells: list[tuple[str, dict[str, Any]]]) -> S
 
 def write_sweep_outputs(sweep_dir: Path, cells: list[tuple[str, dict[str, Any]]]) -> SweepTable:
     """Write ``table.csv``, ``table.md`` and ``plots/*.png``; returns the table."""
-    from securefed.sweep_plots import write_plots
+    from securefed.sweep.plots import write_plots  # lazy: matplotlib only when plotting
 
     table = collect_table(sweep_dir, cells)
     (sweep_dir / "table.csv").write_text(table.to_csv())

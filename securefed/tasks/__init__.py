@@ -1,6 +1,11 @@
 """Task registry: the four benchmark tasks and the two SYNTHETIC offline tasks.
 
 ``get_task(name)`` returns the task object; ``task.load(cfg.task, cfg.seed)`` its examples.
+One module per task, ``base`` (the task interface and metrics), ``sources`` (local files and
+the hub), ``partition`` (each institution's non-IID shard, seeded).
+
+May import: numpy, datasets (lazily, for hub tasks), ``config``, ``errors``, ``seeding``.
+Exports: ``TASKS``, ``get_task``, the task base classes, ``Example``, the metrics.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from audit_runs import PLAIN, PRIVATE, TINY
 
 def _simulate(tmp_path_factory, name: str, overrides: list[str]):
     from securefed.config import load_config
-    from securefed.simulate import simulate
+    from securefed.run.simulate import simulate
 
     out = tmp_path_factory.mktemp("runs") / name
     run_dir, _ = simulate(load_config(overrides=[f"name={name}", *TINY, *overrides]), out=str(out))

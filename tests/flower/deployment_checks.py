@@ -11,7 +11,7 @@ import numpy as np
 from safetensors.numpy import load_file
 
 from securefed.config import RunConfig
-from securefed.run_folder import RunFolder
+from securefed.run.folder import RunFolder
 
 TINY = [
     "task.synthetic.num_examples=120",

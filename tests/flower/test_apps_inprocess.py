@@ -11,7 +11,7 @@ from inprocess_grid import InProcessGrid
 from securefed.config import load_config
 from securefed.flower.client_app import app as client_app
 from securefed.flower.server_app import ServerSettings, run_flower_federation
-from securefed.run_folder import RunFolder, read_json
+from securefed.run.folder import RunFolder, read_json
 
 NODE_IDS = {i: 100 + i for i in INSTITUTIONS}
 
@@ -147,7 +147,7 @@ def test_without_dp_the_flower_run_is_simulate_bit_for_bit(tmp_path):
     any difference would be a transport that changed what is trained or summed."""
     import numpy as np
 
-    from securefed.simulate import simulate
+    from securefed.run.simulate import simulate
 
     cfg = load_config(None, TINY)
     configs = {

@@ -19,7 +19,7 @@ from deployment_checks import INSTITUTIONS, TINY, check_aggregates, node_runs, w
 from securefed.config import load_config
 from securefed.flower.localhost import LocalFederation
 from securefed.flower.records import collect_node_records
-from securefed.run_folder import RunFolder, read_json
+from securefed.run.folder import RunFolder, read_json
 
 DP = ["privacy.dp.enabled=true", "privacy.dp.noise_multiplier=1.0"]
 KEEP_UPDATES = {i: {"keep-updates": True} for i in INSTITUTIONS}
@@ -46,7 +46,7 @@ def _launch(
 
 
 def test_two_dp_rounds_over_tls_match_simulate(tmp_path):
-    from securefed.simulate import simulate
+    from securefed.run.simulate import simulate
 
     overrides = TINY + DP
     cfg = load_config(None, overrides)

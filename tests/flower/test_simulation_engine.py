@@ -8,7 +8,7 @@ from deployment_checks import INSTITUTIONS, TINY, node_runs
 
 from securefed.flower.localhost import LocalSimulation
 from securefed.flower.records import collect_node_records
-from securefed.run_folder import RunFolder, read_json
+from securefed.run.folder import RunFolder, read_json
 
 pytest.importorskip("ray", reason="Flower's simulation engine needs flwr[simulation] (ray)")
 

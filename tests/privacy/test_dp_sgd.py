@@ -78,7 +78,7 @@ def _qlora(tmp_path) -> torch.nn.Module:
     base = LlamaForSequenceClassification.from_pretrained(
         tmp_path, quantization_config=quant, dtype=torch.float32, device_map={"": "cpu"}
     )
-    for module in base.modules():  # as securefed.adapters does: no CPU repack between passes
+    for module in base.modules():  # as securefed.model.adapters does: no CPU repack between passes
         if hasattr(module, "support_avx512bf16_for_cpu"):
             module.support_avx512bf16_for_cpu = False
     lora = LoraConfig(

@@ -1,0 +1,10 @@
+"""The model: the only door to torch, transformers and peft.
+
+adapters     backbone + PEFT adapter (LoRA, QLoRA, IA3), the flat adapter vector and its spec
+training     encoding examples, the local training loop (DP-SGD through ``privacy.dp_sgd``)
+evaluation   metrics of one adapter on every client's test split and the pooled test set
+
+May import: ``privacy`` (types and DP-SGD), ``tasks``, ``config``, ``errors``, ``seeding``.
+Exports nothing here: importing torch takes seconds, so callers import the submodule they need
+and a light command (``securefed audit``, a protocol-only Flower call) never loads it.
+"""

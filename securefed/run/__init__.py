@@ -1,0 +1,17 @@
+"""One run: the round loop both transports drive, and everything around it.
+
+federation   THE round loop (sample -> train and aggregate -> global step -> evaluate ->
+             record), transport-agnostic; ``Transport`` is what a transport provides
+inprocess    the transport of ``securefed simulate``: clients are function calls
+aggregation  one round's secure (securefed.secagg) or plain aggregation; torch-free
+simulate     ``securefed simulate``: open or resume a run folder, run, write results
+setup        data, partition, model and encoded splits, built once per run
+baselines    centralized and isolated references on the same budget of local steps
+folder       the run folder's layout (the only module that knows file names), hash chain
+results      results.json and metrics records, typed; library versions
+energy, progress, summary   energy meter, progress bars, the closing table
+
+May import: ``model``, ``privacy``, ``secagg``, ``tasks``, ``config``, ``errors``, ``seeding``.
+Exports nothing here: ``folder``, ``aggregation`` and ``federation`` stay torch-free so light
+commands (the audit, the Flower protocol stages) can use them; import submodules directly.
+"""

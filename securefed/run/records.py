@@ -1,0 +1,176 @@
+"""The records a run writes, typed: one metrics line per round, the environment, the results.
+
+Both transports build them here, so ``securefed simulate`` and a Flower run write the same
+shapes (the audit and ``--verify`` read either). The dicts stay plain JSON on disk; the
+TypedDicts below say which keys each one has. Torch-free: the model is passed in already
+summarised (``ModelFacts``).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import platform
+from dataclasses import dataclass
+from typing import Any, TypedDict
+
+from securefed.config import RunConfig
+
+LIBRARIES = (
+    "securefed",
+    "torch",
+    "transformers",
+    "peft",
+    "bitsandbytes",
+    "opacus",
+    "dp-accounting",
+    "cryptography",
+    "flwr",
+    "datasets",
+    "numpy",
+)
+
+
+class EvalMetrics(TypedDict):
+    """Metrics of one adapter: on the pooled test set, and per client id."""
+
+    pooled: dict[str, float]
+    clients: dict[str, dict[str, float]]
+
+
+class RoundRecord(TypedDict, total=False):
+    """One line of ``metrics.jsonl`` (``prev_hash`` and ``record_hash`` added on append)."""
+
+    round: int
+    sampled: list[int]
+    budget_stopped: list[int]
+    aggregated: list[int]
+    train_loss: float | None
+    global_adapter_sha256: str
+    eval: EvalMetrics | None
+    epsilon: dict[str, float | str]
+    bytes: dict[str, dict[str, int]]
+    stage_wall_s: dict[str, float]  # Flower only: per protocol stage
+    wall_s: float
+    cpu_s: float
+    artefacts: dict[str, str]
+    prev_hash: str
+    record_hash: str
+
+
+class TaskFacts(TypedDict):
+    name: str
+    synthetic: bool
+    primary_metric: str
+
+
+class FederatedResults(TypedDict):
+    pooled: dict[str, float] | None
+    clients: dict[str, dict[str, float]] | None
+    rounds: int
+    pooled_by_round: list[dict[str, float]] | None
+
+
+class BaseWeights(TypedDict):
+    before: str
+    after: str
+    unchanged: bool
+
+
+class Results(TypedDict, total=False):
+    """``results.json``: what the closing table, the sweep table and the audit read."""
+
+    name: str
+    task: TaskFacts
+    adapter: str
+    backbone: str
+    trainable_parameters: int
+    federated: FederatedResults
+    centralized: dict[str, Any]
+    isolated: dict[str, Any]
+    privacy: dict[str, Any]
+    secure_aggregation: dict[str, Any]
+    base_weights: BaseWeights
+    transport: dict[str, Any]
+    timing: dict[str, Any]
+    energy: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the records state about the backbone and adapter (read off the built model)."""
+
+    device: str
+    kind: str
+    vector_spec: dict
+    vector_spec_hash: str
+    trainable_parameters: int
+
+
+def library_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def environment(cfg: RunConfig, model: ModelFacts, base_hash: str, **context: Any) -> dict:
+    """``environment.json``: libraries, platform, the vector spec, the base-weights hash, and
+    what this transport adds (``task`` in-process, ``transport`` on Flower)."""
+    return {
+        "libraries": library_versions(),
+        "platform": platform.platform(),
+        "device": model.device,
+        "backbone": cfg.model.backbone,
+        "model_kind": model.kind,
+        "vector_spec": model.vector_spec,
+        "vector_spec_hash": model.vector_spec_hash,
+        "base_weights_sha256": base_hash,
+        **context,
+    }
+
+
+def base_weights(before: str, after: str) -> BaseWeights:
+    return {"before": before, "after": after, "unchanged": before == after}
+
+
+def federated_results(
+    cfg: RunConfig,
+    task: TaskFacts,
+    model: ModelFacts,
+    history: list[RoundRecord],
+    privacy: dict[str, Any],
+    secure_aggregation_enabled: bool,
+) -> Results:
+    """The sections every run's ``results.json`` has; the caller adds its own (baselines,
+    base weights, timing, transport)."""
+    evaluated = all(r["eval"] is not None for r in history)
+    last_eval = history[-1]["eval"] if history else None
+    return {
+        "name": cfg.name,
+        "task": task,
+        "adapter": cfg.model.adapter,
+        "backbone": cfg.model.backbone,
+        "trainable_parameters": model.trainable_parameters,
+        "federated": {
+            "pooled": last_eval["pooled"] if last_eval else None,
+            "clients": last_eval["clients"] if last_eval else None,
+            "rounds": len(history),
+            "pooled_by_round": [r["eval"]["pooled"] for r in history] if evaluated else None,
+        },
+        "privacy": privacy,
+        "secure_aggregation": {
+            "enabled": secure_aggregation_enabled,
+            "aborted_rounds": [r["round"] for r in history if not r["aggregated"]],
+        },
+    }
+
+
+def federated_timing(history: list[RoundRecord]) -> dict[str, float]:
+    """The federated rounds' own time, summed over the records."""
+    return {
+        "federated_wall_s": sum(r["wall_s"] for r in history),
+        "federated_cpu_s": sum(r["cpu_s"] for r in history),
+    }
