@@ -17,6 +17,7 @@ import functools
 from typing import TYPE_CHECKING
 
 from securefed.audit.source import RunSnapshot
+from securefed.run.folder import LEDGERS, RESULTS, baseline_rel
 
 if TYPE_CHECKING:
     from securefed.audit.verify import Verification
@@ -43,7 +44,7 @@ def epsilon_of(events: list[dict], delta: float, accountant: str) -> float:
 def check_epsilons(run: RunSnapshot, out: Verification) -> None:
     if run.ledgers is None:
         if run.metrics:
-            out.expect("privacy ledgers", "privacy/ledgers.json", "present", "missing")
+            out.expect("privacy ledgers", LEDGERS, "present", "missing")
         return
     accountant = run.ledgers.get("accountant", "pld")
     last_round = run.metrics[-1]["round"] if run.metrics else -1
@@ -77,10 +78,10 @@ def check_epsilons(run: RunSnapshot, out: Verification) -> None:
                 ledger.get("events"),
                 reports.get(c, {}).get("events"),
             )
-        _check_reports(results_privacy, "results.json", out)
+        _check_reports(results_privacy, RESULTS, out)
     for name, block in run.baselines.items():
         if block.get("privacy") is not None:
-            _check_reports(block["privacy"], f"baselines/{name}.json", out)
+            _check_reports(block["privacy"], baseline_rel(name), out)
 
 
 def _check_reports(privacy: dict, where: str, out: Verification) -> None:

@@ -21,6 +21,7 @@ from securefed.audit.secure_aggregation import secure_aggregation_section
 from securefed.audit.source import RunSnapshot, as_float, json_safe, read_snapshot
 from securefed.audit.threat_model import threat_model_section
 from securefed.audit.verify import verify_run
+from securefed.run.folder import CONFIG, RESULTS
 
 SCHEMA_VERSION = 1
 SECTIONS = (
@@ -63,7 +64,7 @@ def build_audit(run_dir: str | Path, threat_model: Path | None = None) -> dict:
                 "unchanged"
             ),
         },
-        "config": {"sha256": run.sources["config.yaml"], "values": run.config},
+        "config": {"sha256": run.sources[CONFIG], "values": run.config},
         "integrity": {
             "chain_head": run.metrics[-1]["record_hash"] if run.metrics else None,
             "records": len(run.metrics),
@@ -170,7 +171,7 @@ def flags(audit: dict) -> list[dict]:
             CRITICAL,
             "incomplete_run",
             f"INCOMPLETE RUN: {run['rounds_finished']} of {run['rounds_planned']} rounds recorded"
-            + ("" if audit["sources"].get("results.json") else ", no results.json")
+            + ("" if audit["sources"].get(RESULTS) else ", no results.json")
             + ".",
         )
     if audit["environment"].get("base_weights_unchanged") is False:

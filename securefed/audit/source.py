@@ -17,9 +17,20 @@ from typing import Any
 import yaml
 
 from securefed.errors import RunFolderError
-from securefed.run.folder import RunFolder, sha256_file
+from securefed.run.folder import (
+    CONFIG,
+    ENERGY,
+    ENVIRONMENT,
+    LEDGERS,
+    METRICS,
+    PARTITION,
+    RESULTS,
+    RunFolder,
+    baseline_rel,
+    sha256_file,
+)
 
-REQUIRED_FILES = ("config.yaml", "environment.json", "partition.json")
+REQUIRED_FILES = (CONFIG, ENVIRONMENT, PARTITION)
 BASELINES = ("centralized", "isolated")
 
 
@@ -64,33 +75,30 @@ def read_snapshot(run_dir: str | Path) -> RunSnapshot:
         except (ValueError, yaml.YAMLError) as exc:
             raise RunFolderError(f"{file} cannot be parsed: {exc}") from None
 
-    config = load("config.yaml", yaml.safe_load)
+    config = load(CONFIG, yaml.safe_load)
     if not isinstance(config, dict):
-        raise RunFolderError(f"{path / 'config.yaml'} is not a YAML mapping")
-    environment, partition = load("environment.json"), load("partition.json")
-    if (path / "metrics.jsonl").is_file():
-        sources["metrics.jsonl"] = sha256_file(path / "metrics.jsonl")
+        raise RunFolderError(f"{path / CONFIG} is not a YAML mapping")
+    environment, partition = load(ENVIRONMENT), load(PARTITION)
+    if (path / METRICS).is_file():
+        sources[METRICS] = sha256_file(path / METRICS)
+    folder = RunFolder(path)
     try:
-        metrics = RunFolder(path).read_metrics()
+        metrics = folder.read_metrics()
     except ValueError as exc:
-        raise RunFolderError(f"{path / 'metrics.jsonl'} cannot be parsed: {exc}") from None
-    transcripts = {}
-    for file in sorted((path / "secagg").glob("round-*.json")):
-        transcripts[int(file.stem.split("-")[1])] = load(f"secagg/{file.name}")
-    baselines = {
-        name: obj for name in BASELINES if (obj := load(f"baselines/{name}.json")) is not None
-    }
+        raise RunFolderError(f"{path / METRICS} cannot be parsed: {exc}") from None
+    transcripts = {r: load(rel) for r, rel in folder.transcripts().items()}
+    baselines = {name: obj for name in BASELINES if (obj := load(baseline_rel(name))) is not None}
     return RunSnapshot(
         path=path,
         config=config,
         environment=environment,
         partition=partition,
         metrics=metrics,
-        results=load("results.json"),
-        ledgers=load("privacy/ledgers.json"),
+        results=load(RESULTS),
+        ledgers=load(LEDGERS),
         transcripts=transcripts,
         baselines=baselines,
-        energy=load("energy.json"),
+        energy=load(ENERGY),
         sources=dict(sorted(sources.items())),
     )
 

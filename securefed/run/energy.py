@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from securefed.run.folder import read_json, write_json
+from securefed.run.folder import ENERGY, read_json, write_json
 
 EnergySource = Literal["codecarbon", "rapl", "estimate"]
 DEFAULT_SOURCES: tuple[EnergySource, ...] = ("codecarbon", "rapl", "estimate")
@@ -254,7 +254,7 @@ def record_energy(run_dir: str | Path, report: dict[str, Any]) -> dict[str, Any]
     A resumed run is several invocations; ``total`` sums their time and energy and keeps the
     largest peaks, so a killed-and-resumed run still reports what the work cost.
     """
-    path = Path(run_dir) / "energy.json"
+    path = Path(run_dir) / ENERGY
     invocations = read_json(path)["invocations"] if path.is_file() else []
     invocations.append(report)
     ledger = {"invocations": invocations, "total": total_energy(invocations)}

@@ -199,6 +199,11 @@ class RunFolder:
     def artefact_hashes(self, rels: list[str]) -> dict[str, str]:
         return {rel: sha256_file(self.file(rel)) for rel in rels}
 
+    def transcripts(self) -> dict[int, str]:
+        """Round index -> the path of that round's secure-aggregation transcript, as written."""
+        found = sorted(self.file(transcript_rel(0)).parent.glob("round-*.json"))
+        return {int(f.stem.split("-")[1]): transcript_rel(int(f.stem.split("-")[1])) for f in found}
+
     def present_setup_files(self) -> list[str]:
         """The setup files this run wrote (a Flower server without data has no partition)."""
         return [rel for rel in SETUP_FILES if self.file(rel).is_file()]

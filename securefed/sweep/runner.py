@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsed
 from rich.progress import Progress as RichProgress
 
 from securefed.config import validate
+from securefed.run.folder import RESULTS, STATE
 
 
 class CellJob(NamedTuple):
@@ -31,7 +32,7 @@ class CellJob(NamedTuple):
     config_yaml: str
 
     def done(self) -> bool:
-        return (Path(self.cell_dir) / "results.json").is_file()
+        return (Path(self.cell_dir) / RESULTS).is_file()
 
 
 def run_cell(cell_dir: str, config_yaml: str) -> str | None:
@@ -43,12 +44,12 @@ def run_cell(cell_dir: str, config_yaml: str) -> str | None:
     from securefed.run.simulate import simulate  # lazy: torch stays out of the CLI's start
 
     folder = Path(cell_dir)
-    if (folder / "results.json").is_file():
+    if (folder / RESULTS).is_file():
         return None
     error_file = folder / "error.txt"
     error_file.unlink(missing_ok=True)
     try:
-        if (folder / "state.json").is_file():
+        if (folder / STATE).is_file():
             simulate(resume=str(folder))
         else:
             shutil.rmtree(folder, ignore_errors=True)

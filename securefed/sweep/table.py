@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from securefed.audit.performance import majority_class
+from securefed.run.folder import ENERGY, PARTITION, RESULTS, STATE, RunFolder
 
 MB = 1024 * 1024
 # (column, what it holds) after the swept keys; the Markdown legend is built from this.
@@ -148,23 +149,22 @@ def _bytes_per_client_round(metrics: list[dict]) -> tuple[float | None, float | 
 
 
 def _status(cell_dir: Path) -> str:
-    if (cell_dir / "results.json").is_file():
+    if (cell_dir / RESULTS).is_file():
         return "done"
     if (cell_dir / "error.txt").is_file():
         return "failed"
-    return "incomplete" if (cell_dir / "state.json").is_file() else "pending"
+    return "incomplete" if (cell_dir / STATE).is_file() else "pending"
 
 
 def cell_row(cell_dir: Path, cell_id: str, swept: dict[str, Any]) -> dict[str, Any]:
     """The table row of one cell (metrics empty unless the cell is done)."""
     row: dict[str, Any] = {"cell": cell_id, **swept, "status": _status(cell_dir)}
-    results = _read(cell_dir / "results.json")
+    results = _read(cell_dir / RESULTS)
     if results is None:
         return row
     metric = results["task"]["primary_metric"]
     eps = _epsilons(results)
-    metrics_path = cell_dir / "metrics.jsonl"
-    records = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    records = RunFolder(cell_dir).read_metrics()
     up, down = _bytes_per_client_round(records)
     row.update(
         {
@@ -172,7 +172,7 @@ def cell_row(cell_dir: Path, cell_id: str, swept: dict[str, Any]) -> dict[str, A
             "adapter": results["adapter"],
             "metric": metric,
             **{t: _pooled(results, t, metric) for t in ("federated", "centralized", "isolated")},
-            "majority": majority_class(_read(cell_dir / "partition.json") or {})["pooled"],
+            "majority": majority_class(_read(cell_dir / PARTITION) or {})["pooled"],
             "eps_max": max(eps) if eps else None,
             "eps_mean": sum(eps) / len(eps) if eps else None,
             "trainable_params": results.get("trainable_parameters"),
@@ -180,7 +180,7 @@ def cell_row(cell_dir: Path, cell_id: str, swept: dict[str, Any]) -> dict[str, A
             "download_bytes": down,
         }
     )
-    energy = _read(cell_dir / "energy.json")
+    energy = _read(cell_dir / ENERGY)
     if energy is not None:
         total = energy["total"]
         row.update(
