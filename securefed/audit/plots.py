@@ -28,6 +28,13 @@ PLOTS = {
 }
 
 
+# Why an epsilon plot is absent when DP-SGD is off.
+DP_OFF_REASONS = {
+    "epsilon_by_client": "DP-SGD off: every institution that trained has epsilon = infinity",
+    "epsilon_by_round": "DP-SGD off: epsilon is infinity from each institution's first round on",
+}
+
+
 @dataclass(frozen=True)
 class Plot:
     """One figure of the audit: its PNG, or why there is none."""
@@ -48,12 +55,28 @@ def audit_plots(audit: dict) -> list[Plot]:
     }
     plots = []
     for name, title in PLOTS.items():
-        result = drawers[name](audit)
+        dp_off = not audit["privacy"]["dp_enabled"] and name in DP_OFF_REASONS
+        result = DP_OFF_REASONS[name] if dp_off else drawers[name](audit)
         if isinstance(result, str):
             plots.append(Plot(name, title, None, result))
         else:
             plots.append(Plot(name, title, _png(result)))
     return plots
+
+
+def _client_lines(by_round: list[dict], value, **style) -> tuple[plt.Figure, plt.Axes, list[int]]:
+    """A figure with one line per institution (of the last round): ``value(record, id)``."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
+    rounds = [r["round"] for r in by_round]
+    for c in by_round[-1]["clients"]:
+        ax.plot(rounds, [value(r, c) for r in by_round], label=f"inst. {c}", **style)
+    return fig, ax, rounds
+
+
+def _finite(value: object) -> float:
+    """A recorded epsilon as a plottable float (infinity and missing: a gap)."""
+    number = as_float(value)
+    return number if number is not None and math.isfinite(number) else math.nan
 
 
 def _primary(audit: dict) -> str:
@@ -86,16 +109,9 @@ def _accuracy_by_round(audit: dict) -> plt.Figure | str:
     by_round = acc["by_round"]
     if not by_round:
         return "no federated round finished"
-    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
-    rounds = [r["round"] for r in by_round]
-    for c in by_round[-1]["clients"]:
-        ax.plot(
-            rounds,
-            [r["clients"][c][metric] for r in by_round],
-            linewidth=0.8,
-            alpha=0.6,
-            label=f"inst. {c}",
-        )
+    fig, ax, rounds = _client_lines(
+        by_round, lambda r, c: r["clients"][c][metric], linewidth=0.8, alpha=0.6
+    )
     ax.plot(
         rounds,
         [r["pooled"][metric] for r in by_round],
@@ -117,10 +133,8 @@ def _accuracy_by_round(audit: dict) -> plt.Figure | str:
     return fig
 
 
-def _epsilon_by_client(audit: dict) -> plt.Figure | str:
+def _epsilon_by_client(audit: dict) -> plt.Figure:
     privacy = audit["privacy"]
-    if not privacy["dp_enabled"]:
-        return "DP-SGD off: every institution that trained has epsilon = infinity"
     clients = privacy["clients"]
     eps = [as_float(c["epsilon"]) for c in clients.values()]
     target = as_float(privacy["target_epsilon"])
@@ -155,21 +169,10 @@ def _epsilon_by_client(audit: dict) -> plt.Figure | str:
 
 def _epsilon_by_round(audit: dict) -> plt.Figure | str:
     privacy = audit["privacy"]
-    if not privacy["dp_enabled"]:
-        return "DP-SGD off: epsilon is infinity from each institution's first round on"
     by_round = privacy["epsilon_by_round"]
     if not by_round:
         return "no federated round finished"
-    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
-    rounds = [r["round"] for r in by_round]
-    for c in by_round[-1]["clients"]:
-        values = [as_float(r["clients"].get(c)) for r in by_round]
-        ax.plot(
-            rounds,
-            [v if v is not None and math.isfinite(v) else math.nan for v in values],
-            marker="o",
-            label=f"inst. {c}",
-        )
+    fig, ax, rounds = _client_lines(by_round, lambda r, c: _finite(r["clients"].get(c)), marker="o")
     target = as_float(privacy["target_epsilon"])
     if target is not None:
         ax.axhline(target, color="#cf222e", linestyle="--", label=f"budget {target:g}")

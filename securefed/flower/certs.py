@@ -54,6 +54,21 @@ def _san(hosts: Iterable[str]) -> x509.SubjectAlternativeName:
     return x509.SubjectAlternativeName(names)
 
 
+def _builder(
+    subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePrivateKey, now: dt.datetime
+) -> x509.CertificateBuilder:
+    """A certificate for ``key``'s public half, valid from ``now`` for ``VALID_DAYS``."""
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=VALID_DAYS))
+    )
+
+
 def make_tls(out: Path, hosts: Iterable[str] = ("localhost", "127.0.0.1")) -> None:
     """Write a CA and a SuperLink certificate valid for ``hosts`` into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
@@ -61,13 +76,7 @@ def make_tls(out: Path, hosts: Iterable[str] = ("localhost", "127.0.0.1")) -> No
     ca_key = ec.generate_private_key(ec.SECP384R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "securefed federation CA")])
     ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=VALID_DAYS))
+        _builder(ca_name, ca_name, ca_key, now)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -89,13 +98,7 @@ def make_tls(out: Path, hosts: Iterable[str] = ("localhost", "127.0.0.1")) -> No
     key = ec.generate_private_key(ec.SECP384R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])])
     cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=VALID_DAYS))
+        _builder(subject, ca_name, key, now)
         .add_extension(_san(hosts), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .sign(ca_key, hashes.SHA384())

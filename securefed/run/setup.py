@@ -67,16 +67,15 @@ class RunSetup:
         set_vector(self.bundle.model, start, self.bundle.spec)
         generator = torch.Generator().manual_seed(derived_seed(self.cfg.seed, *seed_parts))
         with progress.task(label, total=steps) as advance:
+            knobs = {"batch_size": t.batch_size, "lr": t.lr, "weight_decay": t.weight_decay}
             return train_local(
                 self.bundle,
                 data,
                 steps=steps,
-                batch_size=t.batch_size,
-                lr=t.lr,
-                weight_decay=t.weight_decay,
                 generator=generator,
                 dp=dp,
                 on_step=advance,
+                **knobs,
             )
 
     def expected_rounds_per_client(self) -> float:

@@ -24,20 +24,12 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from securefed.config import TaskConfig
+from securefed.tasks import synthetic
 from securefed.tasks.base import (
     OPTION_LETTERS,
     Example,
     MultipleChoiceTask,
     reject_source_overrides,
-)
-from securefed.tasks.synthetic import (
-    CLINIC_KINDS,
-    SOURCE,
-    Knobs,
-    house_or_common,
-    institution_names,
-    label_noise_rate,
-    rng_for,
 )
 
 NAME = "synthetic_medqa"
@@ -121,12 +113,12 @@ class SyntheticMedQA(MultipleChoiceTask):
 
     def read(self, task_cfg: TaskConfig, seed: int) -> list[Example]:
         reject_source_overrides(self, task_cfg)
-        return generate(Knobs.of(task_cfg.synthetic), seed)
+        return generate(synthetic.Knobs.of(task_cfg.synthetic), seed)
 
 
 def knowledge_base(seed: int) -> list[Disease]:
     """The seeded diseases and their symptom sets."""
-    rng = rng_for(NAME, seed, "knowledge")
+    rng = synthetic.rng_for(NAME, seed, "knowledge")
     count = len(SPECIALTIES) * DISEASES_PER_SPECIALTY
     names = rng.sample(
         [f"{h}{t} {k}" for h in NAME_HEADS for t in NAME_TAILS for k in NAME_KINDS], count
@@ -140,16 +132,18 @@ def knowledge_base(seed: int) -> list[Disease]:
     return diseases
 
 
-def generate(knobs: Knobs, seed: int) -> list[Example]:
+def generate(knobs: synthetic.Knobs, seed: int) -> list[Example]:
     """``knobs.num_examples`` seeded questions; the same arguments always give the same list."""
     diseases = knowledge_base(seed)
-    world = rng_for(NAME, seed, "world")
+    world = synthetic.rng_for(NAME, seed, "world")
     clinics = [
         Clinic(name, tuple(world.choice(names[1:]) for names in SYMPTOMS))
-        for name in institution_names(knobs.num_institutions, world, CLINIC_KINDS)
+        for name in synthetic.institution_names(
+            knobs.num_institutions, world, synthetic.CLINIC_KINDS
+        )
     ]
-    rng = rng_for(NAME, seed, "examples")
-    noise = label_noise_rate(knobs.difficulty)
+    rng = synthetic.rng_for(NAME, seed, "examples")
+    noise = synthetic.label_noise_rate(knobs.difficulty)
     return [
         _question(rng, rng.choice(clinics), diseases, knobs, noise)
         for _ in range(knobs.num_examples)
@@ -157,7 +151,11 @@ def generate(knobs: Knobs, seed: int) -> list[Example]:
 
 
 def _question(
-    rng: random.Random, clinic: Clinic, diseases: list[Disease], knobs: Knobs, noise: float
+    rng: random.Random,
+    clinic: Clinic,
+    diseases: list[Disease],
+    knobs: synthetic.Knobs,
+    noise: float,
 ) -> Example:
     d = knobs.difficulty
     disease = rng.choice(diseases)
@@ -166,7 +164,7 @@ def _question(
     others = [s for s in range(len(SYMPTOMS)) if s not in disease.symptoms]
     unrelated = [rng.choice(others) for _ in range(2) if rng.random() < 0.3 + 0.5 * d]
     findings = [
-        house_or_common(rng, clinic.synonym[s], [SYMPTOMS[s][0]], knobs.institution_vocab)
+        synthetic.house_or_common(rng, clinic.synonym[s], [SYMPTOMS[s][0]], knobs.institution_vocab)
         for s in rng.sample(shown + unrelated, len(shown) + len(unrelated))
     ]
     age, sex = rng.randint(18, 85), rng.choice(("man", "woman"))
@@ -191,5 +189,9 @@ def _question(
     label = options.index(disease)
     if rng.random() < noise:
         label = rng.choice([k for k in range(NUM_OPTIONS) if k != label])
-    columns = {"institution": clinic.name, "specialty": disease.specialty, "source": SOURCE}
+    columns = {
+        "institution": clinic.name,
+        "specialty": disease.specialty,
+        "source": synthetic.SOURCE,
+    }
     return Example(text=text, choices=tuple(x.name for x in options), label=label, columns=columns)
