@@ -16,10 +16,19 @@ import sys
 from pathlib import Path
 
 from securefed.audit import write_audit
+from securefed.flower.node import NodeLedger
 from securefed.privacy.ledger import PrivacyLedger
-from securefed.run.folder import LEDGERS, RESULTS, node_dir_rel, read_json, write_json
+from securefed.run.folder import (
+    CONFIG,
+    LEDGERS,
+    METRICS,
+    RESULTS,
+    node_dir_rel,
+    read_json,
+    write_json,
+)
 
-NODE_FILES = ("config.yaml", "ledger.json", "metrics.jsonl")
+NODE_FILES = (CONFIG, NodeLedger.FILE, METRICS)
 
 
 def collect_node_records(
@@ -35,7 +44,7 @@ def collect_node_records(
     missing: list[int] = []
     dp_enabled, accountant = None, None
     for institution, source in sorted(node_dirs.items()):
-        if not (Path(source) / "ledger.json").is_file():
+        if not (Path(source) / NodeLedger.FILE).is_file():
             missing.append(institution)
             continue
         target = run_dir / node_dir_rel(institution)
@@ -43,7 +52,7 @@ def collect_node_records(
         for name in NODE_FILES:
             if (Path(source) / name).is_file():
                 shutil.copy2(Path(source) / name, target / name)
-        saved = read_json(target / "ledger.json")
+        saved = read_json(target / NodeLedger.FILE)
         ledgers.update(saved["ledgers"])
         noise.update(saved["noise_multipliers"])
         dp_enabled, accountant = saved["dp_enabled"], saved["accountant"]

@@ -31,7 +31,7 @@ from securefed.flower.server_round import Timeouts
 from securefed.flower.transport import FlowerTransport, join_nodes, progress_note
 from securefed.model.adapters import base_weights_hash, build_adapter_model, get_vector
 from securefed.run.federation import FederationState, run_federation
-from securefed.run.folder import CONFIG, FLOWER_PROGRESS, RESULTS, RunFolder, write_json
+from securefed.run.folder import FLOWER_PROGRESS, RESULTS, RunFolder, write_json
 from securefed.run.progress import Progress
 from securefed.run.records import (
     EvalMetrics,
@@ -122,9 +122,8 @@ def run_flower_federation(
             "true on Flower: across machines the server only gets masked sums",
         )
     wall0, cpu0 = time.perf_counter(), time.process_time()
-    folder = RunFolder(settings.run_dir or Path(cfg.output.dir) / f"{cfg.name}-flower-{run_id}")
-    folder.path.mkdir(parents=True, exist_ok=True)
-    folder.file(CONFIG).write_text(dump_config(cfg))
+    path = settings.run_dir or Path(cfg.output.dir) / f"{cfg.name}-flower-{run_id}"
+    folder = RunFolder.create(path, dump_config(cfg))
     model = ServerModel(cfg, evaluate=settings.server_evaluation)
     facts = model_facts(model.bundle)
     base_before = base_weights_hash(model.bundle.model)
@@ -143,7 +142,9 @@ def run_flower_federation(
     note = progress_note(folder.file(FLOWER_PROGRESS))
     poll_s = settings.timeouts.poll_s
     nodes = join_nodes(grid, cfg, settings.min_nodes, settings.join_timeout_s, poll_s, note)
-    transport = FlowerTransport(grid, cfg, nodes, settings.timeouts, note, facts.vector_spec_hash)
+    transport = FlowerTransport(
+        grid, cfg, nodes, settings.timeouts, note, facts.vector_spec_hash, settings.final_evaluation
+    )
     state = run_federation(
         cfg,
         folder,
@@ -153,7 +154,6 @@ def run_flower_federation(
         facts.vector_spec_hash,
         Progress(enabled=False),
     )
-    final_s = transport.deliver(state.global_vector) if settings.final_evaluation else 0.0
     results = federated_results(
         cfg,
         task_facts(model.task),
@@ -172,7 +172,7 @@ def run_flower_federation(
         **federated_timing(state.history),
         "this_invocation_wall_s": time.perf_counter() - wall0,
         "this_invocation_cpu_s": time.process_time() - cpu0,
-        "final_evaluation_wall_s": final_s,
+        "final_evaluation_wall_s": state.delivery_wall_s,
         "resumed": False,
     }
     write_json(folder.file(RESULTS), results)

@@ -51,6 +51,7 @@ class FlowerTransport:
     timeouts: Timeouts
     note: Note
     spec_hash: str  # the vector spec every node's adapter must have
+    final_evaluation: bool = True  # deliver: each node evaluates the final adapter
     unresponsive: frozenset[int] = frozenset()  # timed out or failed in the last round
 
     def train_and_aggregate(
@@ -81,6 +82,8 @@ class FlowerTransport:
         return RoundOutcome(aggregate, result.budget_stopped, {}, None, result.stage_wall_s)
 
     def deliver(self, global_vector: np.ndarray) -> float:
+        if not self.final_evaluation:
+            return 0.0
         bodies = {
             node: wire.content({"round": self.cfg.training.rounds}, global_vector)
             for inst, node in self.nodes.items()

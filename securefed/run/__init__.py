@@ -7,8 +7,9 @@ aggregation  one round's secure (securefed.secagg) or plain aggregation; torch-f
 simulate     ``securefed simulate``: open or resume a run folder, run, write results
 setup        data, partition, model and encoded splits, built once per run
 baselines    centralized and isolated references on the same budget of local steps
-folder       the run folder's layout (the only module that knows file names), hash chain
-results      results.json and metrics records, typed; library versions
+folder       the run folder's layout (the only module that knows file names), hash chain,
+             the adapter-vector hash
+records      metrics records, environment.json and results.json, typed; library versions
 energy, progress, summary   energy meter, progress bars, the closing table
 
 May import: ``model``, ``privacy``, ``secagg``, ``tasks``, ``config``, ``errors``, ``seeding``.

@@ -55,7 +55,7 @@ class Transport(Protocol):
         ...
 
     def deliver(self, global_vector: np.ndarray) -> float:
-        """Hand the final global adapter to the clients; the seconds it took."""
+        """Hand the final global adapter to the clients (after the last round); seconds taken."""
         ...
 
 
@@ -66,6 +66,7 @@ class FederationState:
     global_vector: np.ndarray  # (d,) float32
     next_round: int = 0
     history: list[RoundRecord] = field(default_factory=list)
+    delivery_wall_s: float = 0.0  # handing the final adapter to the clients
 
 
 def sample_clients(cfg: RunConfig, num_clients: int, round_index: int) -> list[int]:
@@ -122,6 +123,8 @@ def run_federation(
                 f"round {r}: pooled {progress.metrics(metrics['pooled'])}"
                 + (f", budget stopped {outcome.budget_stopped}" if outcome.budget_stopped else "")
             )
+    # ---- finally: every client gets the final global adapter ------------------------------
+    state.delivery_wall_s = transport.deliver(state.global_vector)
     return state
 
 

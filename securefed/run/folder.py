@@ -126,6 +126,14 @@ class RunFolder:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
 
+    @classmethod
+    def create(cls, path: str | Path, config_yaml: str) -> RunFolder:
+        """A new run folder holding the resolved config (``dump_config``), before any work."""
+        folder = cls(path)
+        folder.path.mkdir(parents=True, exist_ok=True)
+        folder.file(CONFIG).write_text(config_yaml)
+        return folder
+
     # ---- paths -------------------------------------------------------------------------
     def file(self, rel: str) -> Path:
         return self.path / rel

@@ -108,10 +108,7 @@ def _open_folder(
         return folder, load_config(folder.file(CONFIG)), read_json(folder.file(STATE))
     if cfg is None:
         raise ValueError("simulate needs a config, or resume= a run folder")
-    folder = RunFolder(new_run_dir(cfg, out))
-    folder.path.mkdir(parents=True, exist_ok=True)
-    folder.file(CONFIG).write_text(dump_config(cfg))
-    return folder, cfg, None
+    return RunFolder.create(new_run_dir(cfg, out), dump_config(cfg)), cfg, None
 
 
 def _start_or_continue(
