@@ -95,7 +95,7 @@ def _plain(cfg: RunConfig, updates, weights) -> AggregateResult:
 
 
 def _secure(cfg, round_index, updates, weights, global_vector, spec_hash) -> AggregateResult:
-    from securefed.secagg import ClientInput, simulate_round
+    from securefed.secagg import ClientInput, simulate_round, with_generated_identities
 
     inputs = {
         c: ClientInput(
@@ -111,7 +111,7 @@ def _secure(cfg, round_index, updates, weights, global_vector, spec_hash) -> Agg
         outcome = simulate_round(
             round_index=round_index,
             inputs=inputs,
-            params=cfg.secure_aggregation.params(),
+            params=with_generated_identities(cfg.secure_aggregation.params(), sorted(inputs)),
             global_adapter_hash=global_adapter_hash(global_vector),
             vector_spec_hash=bytes.fromhex(spec_hash),
             dropout=dropout_schedule(cfg, round_index),

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from securefed.run_folder import read_json, write_json
 
-NODE_FILES = ("config.yaml", "ledger.json", "metrics.jsonl")
+NODE_FILES = ("config.yaml", "ledger.json", "metrics.jsonl", "join.jsonl")
 
 
 def collect_node_records(

@@ -6,15 +6,21 @@ only -- never torch. See ``threat_model.md`` at the repository root for what eac
 and cannot learn.
 
 Modules, in protocol order: ``quantize`` (fixed-point encoding), ``params`` (round plan),
-``advertise`` / ``share_keys`` / ``masked_input`` / ``unmasking`` (one module per stage, both
-halves), ``client`` / ``server`` (the state machines), ``driver`` (in-process transport).
+``advertise`` / ``share_keys`` / ``masked_input`` / ``consistency`` / ``unmasking`` (one
+module per stage, both halves), ``client`` / ``server`` (the state machines), ``driver`` (in-process transport).
 Underneath: ``crypto`` (the only importer of cryptography.hazmat), ``masking``, ``shamir``,
 ``session`` (session id and labelled derivations), ``graph``, ``roster``, ``wire``,
 ``entropy`` (the randomness seam).
 """
 
 from securefed.secagg.client import SecAggClient
-from securefed.secagg.driver import ClientInput, DropoutSchedule, RoundOutcome, simulate_round
+from securefed.secagg.driver import (
+    ClientInput,
+    DropoutSchedule,
+    RoundOutcome,
+    simulate_round,
+    with_generated_identities,
+)
 from securefed.secagg.params import RoundContext, RoundPlan, SecAggParams, plan_round
 from securefed.secagg.quantize import (
     QuantizationParams,
@@ -22,7 +28,7 @@ from securefed.secagg.quantize import (
     decode_sum,
     encode_input,
 )
-from securefed.secagg.roster import Roster, generate_roster, load_roster
+from securefed.secagg.roster import Roster, generate_identities, generate_roster, load_roster
 from securefed.secagg.server import SecAggServer
 
 __all__ = [
@@ -39,8 +45,10 @@ __all__ = [
     "check_no_overflow",
     "decode_sum",
     "encode_input",
+    "generate_identities",
     "generate_roster",
     "load_roster",
     "plan_round",
     "simulate_round",
+    "with_generated_identities",
 ]

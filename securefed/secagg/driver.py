@@ -9,6 +9,7 @@ draws. Keys, seeds and masks come from ``entropy`` (OS entropy unless a test pin
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from securefed.secagg.quantize import decode_sum, encode_input
 from securefed.secagg.roster import (
     Roster,
     default_keys_path,
+    generate_identities,
     load_identity_keys,
     load_roster,
 )
@@ -77,6 +79,15 @@ class RoundOutcome:
     survivors: tuple[int, ...]  # U3: clients whose input is in the sum
     transcript: dict[str, Any]  # JSON-serializable audit record of the round
     wrap_count: int
+
+
+def with_generated_identities(params: SecAggParams, client_ids: Sequence[int]) -> SecAggParams:
+    """``params`` with a fresh in-memory Ed25519 identity per simulated client (OS entropy)
+    when no roster is configured and the server is not assumed curious; else unchanged."""
+    if params.roster is not None or params.adversary == "curious":
+        return params
+    roster, keys = generate_identities(client_ids)
+    return dataclasses.replace(params, roster=roster, identity_keys=keys)
 
 
 def _identities(params: SecAggParams, ids: Sequence[int]) -> tuple[Roster | None, dict[int, bytes]]:

@@ -38,7 +38,10 @@ def _run(n: int, drop_before_masked: set[int]) -> tuple[np.ndarray, np.ndarray, 
     for u, delivery in deliveries.items():
         if u not in drop_before_masked:
             server.accept(_fresh(states, u, n).masked_input(ROUND, delivery.to_bytes()))
-    requests = server.close_masked_input()
+    survivor_sets = server.close_masked_input()
+    for u, survivors in survivor_sets.items():
+        server.accept(_fresh(states, u, n).sign_survivors(ROUND, survivors.to_bytes()))
+    requests = server.close_consistency_check()
     for u, request in requests.items():
         server.accept(_fresh(states, u, n).unmask(ROUND, request.to_bytes()))
     total = server.close_unmasking()
