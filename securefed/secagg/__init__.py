@@ -7,7 +7,8 @@ and cannot learn.
 
 Modules, in protocol order: ``quantize`` (fixed-point encoding), ``params`` (round plan),
 ``advertise`` / ``share_keys`` / ``masked_input`` / ``consistency`` / ``unmasking`` (one
-module per stage, both halves), ``client`` / ``server`` (the state machines), ``driver`` (in-process transport).
+module per stage, both halves), ``client`` / ``server`` (the state machines), ``driver``
+(in-process transport).
 Underneath: ``crypto`` (the only importer of cryptography.hazmat), ``masking``, ``shamir``,
 ``session`` (session id and labelled derivations), ``graph``, ``roster``, ``wire``,
 ``entropy`` (the randomness seam).
