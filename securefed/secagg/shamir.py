@@ -33,7 +33,11 @@ MAX_HOLDER = 2**64 - 1  # holders are client ids, u64 on the wire
 def _check_holders(holders: list[int]) -> None:
     """Raise ``ValueError`` unless every holder is an int in [0, 2^64) and none repeats
     (x = holder + 1 must be a distinct non-zero field element)."""
-    bad = [h for h in holders if not isinstance(h, int) or not 0 <= h <= MAX_HOLDER]
+    bad = [
+        h
+        for h in holders
+        if not isinstance(h, int) or isinstance(h, bool) or not 0 <= h <= MAX_HOLDER
+    ]
     if bad:
         raise ValueError(f"share holders must be integers in [0, 2^64); got {bad[:5]}")
     if len(set(holders)) != len(holders):

@@ -7,12 +7,14 @@ message, the client is ABORTED for good (a retry is refused), and its shares are
 from __future__ import annotations
 
 import dataclasses
+import struct
 
 import pytest
 from secagg_harness import ManualRound, make_context, pinned_entropy, random_inputs
 
 from securefed.errors import InvalidMessage, ProtocolAbort
 from securefed.secagg import SecAggParams, crypto
+from securefed.secagg import share_keys as share_keys_stage
 from securefed.secagg.advertise import AdvertiseKeys
 from securefed.secagg.client import ClientStage
 from securefed.secagg.consistency import SurvivorSet
@@ -326,3 +328,18 @@ def test_a_different_plan_splits_the_session() -> None:
     assert manual.clients[30].state.plan.threshold == 5
     with pytest.raises(InvalidMessage):
         manual.server.accept(manual.clients[30].share_keys(directory))
+
+
+def test_any_exception_in_a_handler_aborts_the_client_and_drops_its_secrets(monkeypatch) -> None:
+    """Not only protocol errors: a struct.error (say, from a parser) used to leave a client
+    ADVERTISED with its keys."""
+    manual, directory = _directory_round()
+
+    def broken(*args, **kwargs):
+        raise struct.error("unpack requires a buffer of 8 bytes")
+
+    monkeypatch.setattr(share_keys_stage, "neighbours_of", broken)
+    client = manual.clients[10]
+    assert client.state.mask_private  # it holds its mask key before the call
+    _assert_aborted_without_leak(client, lambda: client.share_keys(directory), struct.error)
+    assert client.state.mask_key is None and client.state.encryption_key is None
