@@ -15,11 +15,11 @@ For each (n clients, d coordinates) and dropout rate it measures
 
 securefed runs the full protocol (every client masks for real, identities on, the
 consistency check included) and checks that the sum is exact. Flower's per-client cost is
-the same for every client, so its client is timed on a few clients and its server unmasks synthetic uploads of the right shape (the work does not
-depend on the values); both use the same neighbour graph and threshold. Client times are
-the fastest client (every client does the same work; on a shared machine the minimum is
-the stable estimate, as with ``timeit``); mask-only rates are the best of five alternating
-runs.
+the same for every client, so its client is timed on a few clients and its server unmasks
+synthetic uploads of the right shape (the work does not depend on the values); both use the
+same neighbour graph and threshold. Client times are the fastest client (every client does
+the same work; on a shared machine the minimum is the stable estimate, as with ``timeit``);
+mask-only rates are the best of five alternating runs.
 
     python benchmarks/secagg_bench.py --dims 1e5 1e6 --clients 10 100
 
