@@ -159,7 +159,7 @@ SIGNATURE_ATTACKS = {
         "forwarded twice",
     ),
     "signer-outside-the-set": (
-        lambda r: _forge(r, signatures=(*r.signatures[:4], (99, r.signatures[4][1]))),
+        lambda r: _forge(r, signatures=(*r.signatures[:3], (99, r.signatures[3][1]))),
         ProtocolAbort,
         r"signatures from \[99\]",
     ),
