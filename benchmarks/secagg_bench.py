@@ -13,15 +13,26 @@ For each (n clients, d coordinates) and dropout rate it measures
 - upload bytes per client and peak traced memory (tracemalloc) of one client and of the
   server unmasking.
 
-securefed runs the full protocol (every client masks for real) and checks that the sum is
-exact. Flower's per-client cost is the same for every client, so its client is timed on a
-few clients and its server unmasks synthetic uploads of the right shape (the work does not
-depend on the values); both use the same neighbour graph and threshold. Client times are
-the fastest client (every client does the same work; on a shared machine the minimum is
-the stable estimate, as with ``timeit``); mask-only rates are the best of five alternating
-runs.
+securefed runs the full protocol (every client masks for real, identities on, the
+consistency check included) and checks that the sum is exact. Flower's per-client cost is
+the same for every client, so its client is timed on a few clients and its server unmasks
+synthetic uploads of the right shape (the work does not depend on the values); both use the
+same neighbour graph and threshold. Client times are the fastest client (every client does
+the same work; on a shared machine the minimum is the stable estimate, as with ``timeit``);
+mask-only rates are the best of five alternating runs.
 
     python benchmarks/secagg_bench.py --dims 1e5 1e6 --clients 10 100
+
+``--consistency`` reports instead what the consistency check (the signed survivor set) adds
+to a round: client time (signing, and verifying t or more signatures before unmasking),
+server time (verifying every signature, forwarding each client its holders' signatures) and
+bytes, against the client's whole round and with the masking throughput against Flower's in
+the same run. Up to ``--full-max`` clients every client runs the whole protocol; above it
+(n = 1000) the round is too long for a quick run, so a few clients and the server run the
+consistency stage after their own share_keys, and the client's round is taken as share_keys
+plus masking (a lower bound, so the growth reported is an upper bound).
+
+    nice python benchmarks/secagg_bench.py --consistency --clients 100 1000 --dims 1e5 1e6
 """
 
 from __future__ import annotations
@@ -53,8 +64,16 @@ from flwr.supercore.primitives.asymmetric import (
     public_key_to_bytes,
 )
 
-from securefed.secagg import RoundContext, SecAggClient, SecAggParams, SecAggServer, plan_round
-from securefed.secagg.crypto import MaskStream
+from securefed.secagg import (
+    RoundContext,
+    SecAggClient,
+    SecAggParams,
+    SecAggServer,
+    consistency,
+    generate_identities,
+    plan_round,
+)
+from securefed.secagg.crypto import MaskStream, sign
 from securefed.secagg.graph import neighbours
 from securefed.secagg.masking import DEFAULT_CHUNK_WORDS, apply_masks
 from securefed.secagg.quantize import encode_input
@@ -93,11 +112,12 @@ def traced_peak(fn: Callable[[], object]) -> tuple[float, object]:
 
 
 def bench_ours(n: int, d: int, dropout: float) -> dict[str, float]:
-    params = SecAggParams(clip_norm=10.0, bits=20)
-    context = RoundContext(0, n, params, b"g" * 32, b"s" * 32, d, 0)
     ids = list(range(n))
-    clients = {u: SecAggClient(u, context) for u in ids}
-    server = SecAggServer(context, invited=frozenset(ids))
+    roster, keys = generate_identities(ids)
+    params = SecAggParams(clip_norm=10.0, bits=20, roster=roster, identity_keys=keys)
+    context = RoundContext(0, n, params, b"g" * 32, b"s" * 32, d, 0)
+    clients = {u: SecAggClient(u, context, identity_key=keys[u], roster=roster) for u in ids}
+    server = SecAggServer(context, invited=frozenset(ids), roster=roster)
     for u in ids:
         server.accept(clients[u].advertise_keys())
     directory = server.close_advertise_keys()
@@ -127,8 +147,11 @@ def bench_ours(n: int, d: int, dropout: float) -> dict[str, float]:
             client_times.append(elapsed)
         upload = len(msg.to_bytes())
         sum_time += timed(lambda msg=msg: server.accept(msg))[0]
-    requests = server.close_masked_input()
+    survivor_sets = server.close_masked_input()
     for u in server.participants["masked_input"]:
+        server.accept(clients[u].sign_survivors(survivor_sets[u]))
+    requests = server.close_consistency_check()
+    for u in server.participants["consistency_check"]:
         server.accept(clients[u].unmask(requests[u]))
     # tracemalloc costs nothing measurable here: numpy buffers dominate the allocations
     tracemalloc.start()
@@ -178,6 +201,152 @@ def mask_throughput(d: int, masks: int, flower: bool, repeats: int = 5) -> dict[
         for name, fn in runs.items():
             best[name] = min(best[name], timed(fn)[0])
     return best
+
+
+# -- the consistency check's cost -----------------------------------------------------------
+
+
+def consistency_full(n: int, d: int) -> dict[str, float]:
+    """Whole protocol, every client; the median client's round and the part of it that the
+    consistency check adds, server time and bytes of the stage."""
+    from securefed.secagg.unmasking import UnmaskRequest
+
+    ids = list(range(n))
+    roster, keys = generate_identities(ids)
+    params = SecAggParams(roster=roster, identity_keys=keys)
+    context = RoundContext(0, n, params, b"g" * 32, b"s" * 32, d, 0)
+    clients = {u: SecAggClient(u, context, identity_key=keys[u], roster=roster) for u in ids}
+    server = SecAggServer(context, invited=frozenset(ids), roster=roster)
+    spent = {u: {"round": 0.0, "check": 0.0} for u in ids}
+
+    def client_step(u: int, fn: Callable[[], object], check: bool = False) -> object:
+        elapsed, out = timed(fn)
+        spent[u]["round"] += elapsed
+        if check:
+            spent[u]["check"] += elapsed
+        return out
+
+    server_s, down, up = 0.0, 0, 0
+    for u in ids:
+        server.accept(client_step(u, clients[u].advertise_keys))
+    directory = server.close_advertise_keys()
+    for u in ids:
+        server.accept(client_step(u, lambda u=u: clients[u].share_keys(directory)))
+    deliveries = server.close_share_keys()
+    for u in ids:
+        x = encode_input(client_delta(u, d), 1.0, np.zeros(0), params.quantization)
+        server.accept(client_step(u, lambda u=u, x=x: clients[u].masked_input(deliveries[u], x)))
+    survivor_sets = server.close_masked_input()
+    for u in ids:
+        msg = client_step(u, lambda u=u: clients[u].sign_survivors(survivor_sets[u]), check=True)
+        down += len(survivor_sets[u].to_bytes())
+        up += len(msg.to_bytes())
+        server_s += timed(lambda msg=msg: server.accept(msg))[0]
+    close_s, requests = timed(server.close_consistency_check)
+    server_s += close_s
+    for u in ids:
+        request = requests[u]
+        unsigned = UnmaskRequest(request.session_id, request.alive, request.dropped)
+        down += len(request.to_bytes()) - len(unsigned.to_bytes())
+        server.accept(client_step(u, lambda u=u, r=request: clients[u].unmask(r)))
+        # the signature check inside unmask, timed again on its own (it only reads state)
+        check = clients[u].state
+        spent[u]["check"] += timed(
+            lambda c=check, r=request: consistency.check_signatures(c, r.alive, r.signatures)
+        )[0]
+    server.close_unmasking()
+    # medians over the clients: every client does the same work, and on a loaded machine a
+    # single client's two figures are noisy
+    return {
+        "client_round_s": float(np.median([spent[u]["round"] for u in ids])),
+        "client_check_s": float(np.median([spent[u]["check"] for u in ids])),
+        "server_s": server_s,
+        "bytes_per_client": (down + up) / n,
+        "clients_timed": n,
+    }
+
+
+def consistency_sampled(n: int, d: int, timed_clients: int = 3) -> dict[str, float]:
+    """n too large for a quick full round: every client advertises, a few run share_keys and
+    then the consistency stage's own code (as if every neighbour's shares had reached them),
+    and the server verifies every signature and forwards them. The client's round is taken
+    as its share_keys plus its k + 1 masks over d -- a lower bound (it leaves out opening the
+    shares, the pair-key agreements and unmasking), so the growth is an upper bound."""
+    from securefed.secagg.unmasking import UnmaskRequest
+
+    ids = list(range(n))
+    roster, keys = generate_identities(ids)
+    params = SecAggParams(roster=roster)
+    context = RoundContext(0, n, params, b"g" * 32, b"s" * 32, d, 0)
+    clients = {u: SecAggClient(u, context, identity_key=keys[u], roster=roster) for u in ids}
+    server = SecAggServer(context, invited=frozenset(ids), roster=roster)
+    for u in ids:
+        server.accept(clients[u].advertise_keys())
+    directory = server.close_advertise_keys()
+    sid, plan = server.session_id, server.plan
+    survivors = consistency.SurvivorSet(sid, tuple(ids))
+    statement = consistency.survivor_statement(sid, tuple(ids))
+    signatures = {u: consistency.SurvivorSignature(u, sid, sign(keys[u], statement)) for u in ids}
+    share_s, sign_s = [], []
+    timed_ids = ids[:timed_clients]
+    for u in timed_ids:
+        share_s.append(timed(lambda u=u: clients[u].share_keys(directory))[0])
+        state = clients[u].state
+        state.masked_with = state.neighbours
+        elapsed, signatures[u] = timed(lambda s=state: consistency.sign_survivors(s, survivors))
+        sign_s.append(elapsed)
+    state = server.state
+    state.masked_senders = set(ids)
+    server_s = timed(
+        lambda: [consistency.accept_survivor_signature(state, signatures[u]) for u in ids]
+    )[0]
+    forward_s, forwarded = timed(
+        lambda: {u: consistency.forwarded_signatures(state, u) for u in ids}
+    )
+    check_s = [
+        timed(lambda u=u: consistency.check_signatures(clients[u].state, tuple(ids), forwarded[u]))[
+            0
+        ]
+        for u in timed_ids
+    ]
+    mask_s = mask_throughput(d, plan.degree + 1, flower=False, repeats=2)["ours"]
+    bytes_per_client = (
+        len(survivors.to_bytes())
+        + len(signatures[0].to_bytes())
+        + len(UnmaskRequest(sid, (), (), forwarded[0]).to_bytes())
+        - len(UnmaskRequest(sid, (), ()).to_bytes())
+    )
+    check = min(sign_s) + min(check_s)
+    return {
+        "client_round_s": min(share_s) + mask_s + check,
+        "client_check_s": check,
+        "server_s": server_s + forward_s,
+        "bytes_per_client": bytes_per_client,
+        "clients_timed": timed_clients,
+    }
+
+
+def report_consistency(dims: list[int], clients: list[int], full_max: int) -> None:
+    print(
+        "the consistency check's cost per round (identities on); client figures: median of "
+        "all clients (full runs) or fastest of the timed ones"
+    )
+    for d in dims:
+        for n in clients:
+            plan = plan_round(n, SecAggParams())
+            k = plan.degree
+            rates = mask_throughput(d, k + 1, flower=True, repeats=3)
+            cost = consistency_full(n, d) if n <= full_max else consistency_sampled(n, d)
+            growth = cost["client_check_s"] / (cost["client_round_s"] - cost["client_check_s"])
+            print(
+                f"  d={d:.0e} n={n} ({plan.graph}, k={k}, t={plan.threshold}, "
+                f"{cost['clients_timed']} clients timed): client round "
+                f"{cost['client_round_s']:.3f} s, of which the check {cost['client_check_s']:.4f} s"
+                f" (+{growth:.1%}); server {cost['server_s']:.3f} s; "
+                f"{cost['bytes_per_client'] / 1e3:.1f} kB per client; masking {k + 1} masks "
+                f"ours {rates['ours']:.3f} s vs Flower {rates['flower']:.3f} s "
+                f"({rates['flower'] / rates['ours']:.1f}x)"
+            )
 
 
 # -- Flower SecAgg+ ------------------------------------------------------------------------
@@ -269,8 +438,13 @@ def main() -> None:
     parser.add_argument("--clients", nargs="+", type=int, default=[10, 100])
     parser.add_argument("--dropouts", nargs="+", type=float, default=[0.0, 0.1])
     parser.add_argument("--skip-flower", action="store_true")
+    parser.add_argument("--consistency", action="store_true", help="the extra round's cost")
+    parser.add_argument("--full-max", type=int, default=100, help="largest n run in full")
     args = parser.parse_args()
     print(f"cores: {os.cpu_count()}; one thread; times in seconds, memory in MiB (tracemalloc)")
+    if args.consistency:
+        report_consistency([int(x) for x in args.dims], args.clients, args.full_max)
+        return
     for d in (int(x) for x in args.dims):
         print(f"\nd = {d:.0e}")
         for n in args.clients:

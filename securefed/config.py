@@ -119,6 +119,7 @@ class DropoutConfig(_Section):
     advertise_keys: list[int] = []
     share_keys: list[int] = []
     masked_input: list[int] = []
+    consistency_check: list[int] = []
     unmasking: list[int] = []
     rounds: list[int] | None = None
 
@@ -134,6 +135,7 @@ class SecureAggregationConfig(_Section):
     corrupt_fraction: float = Field(0.05, ge=0.0, lt=0.5)
     dropout_budget: float = Field(0.33, ge=0.0, lt=1.0)
     identity_roster: str | None = None
+    adversary: Literal["semi_malicious", "curious"] = "semi_malicious"
     dropout: DropoutConfig = DropoutConfig()
 
     def params(self) -> SecAggParams:
@@ -148,6 +150,7 @@ class SecureAggregationConfig(_Section):
             corrupt_fraction=self.corrupt_fraction,
             dropout_budget=self.dropout_budget,
             roster=self.identity_roster,
+            adversary=self.adversary,
         )
 
 

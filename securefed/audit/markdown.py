@@ -26,6 +26,7 @@ STAGE_TITLES = {
     "advertise_keys": "advertise keys",
     "share_keys": "share keys",
     "masked_input": "masked input",
+    "consistency_check": "consistency check",
     "unmasking": "unmasking",
 }
 

@@ -1,10 +1,13 @@
 """The ClientApp: one institution's side of every message the ServerApp sends.
 
-Each call is a fresh process (Flower starts one per message). ``join`` keeps the run's
-config in the node's ``context.state``; ``advertise`` evaluates the global adapter on the
+Each call is a fresh process (Flower starts one per message). ``join`` (accepted once per
+run) checks the run's config against the security settings the node pinned in its own node
+config (``node_security``) and refuses the run if any differs; it then keeps the config in
+the node's ``context.state``. Every protocol step runs with the node's pinned settings and
+roster, never the server's. ``advertise`` evaluates the global adapter on the
 node's own test split, trains on its own shard (DP-SGD when the config says so), spends
 privacy budget in the node's own ledger, encodes the delta and starts the secure-aggregation
-round; the three later stages answer protocol messages only (they never load the model, so
+round; the four later stages answer protocol messages only (they never load the model, so
 they start fast). What leaves the node: its institution id, the protocol messages
 (public keys, sealed shares, the masked vector, unmasking shares) -- and, if its budget is
 spent, the word "stopped".
@@ -13,6 +16,7 @@ spent, the word "stopped".
 from __future__ import annotations
 
 import functools
+import json
 import time
 
 import numpy as np
@@ -24,7 +28,8 @@ from securefed.config import RunConfig, validate
 from securefed.errors import ProtocolAbort, SecurefedError
 from securefed.flower import wire
 from securefed.flower.node import NodeIdentity, NodeLedger, NodeLocal, save_run_config
-from securefed.flower.node_round import Identity, NodeRound
+from securefed.flower.node_round import NodeRound
+from securefed.flower.node_security import NodeSecurity, disagreements, node_security
 from securefed.flower.protocol import (
     client_extras,
     extras_count,
@@ -33,9 +38,10 @@ from securefed.flower.protocol import (
 )
 from securefed.run.federation import sample_clients
 from securefed.run.progress import Progress
-from securefed.secagg import encode_input, load_identity_keys, load_roster
+from securefed.secagg import encode_input, plan_round
 
 app = ClientApp()
+JOIN_LOG = "join.jsonl"
 
 _RUN = "securefed.run"
 
@@ -60,28 +66,18 @@ def _local(config_text: str, identity: NodeIdentity) -> NodeLocal:
     return NodeLocal(validate(yaml.safe_load(config_text)), identity)
 
 
-def _identity_keys(cfg: RunConfig, identity: NodeIdentity) -> Identity:
-    roster_path = identity.roster or cfg.secure_aggregation.identity_roster
-    if roster_path is None:
-        return Identity()
-    if identity.identity_keys is None:
-        raise SecurefedError(
-            "the run uses an identity roster: start this node with "
-            "--node-config 'identity-keys=\"PATH\"'"
-        )
-    keys = load_identity_keys(identity.identity_keys)
-    if identity.institution not in keys:
-        raise SecurefedError(f"{identity.identity_keys} has no key for {identity.institution}")
-    return Identity(keys[identity.institution], load_roster(roster_path))
+def _security(context: Context, identity: NodeIdentity) -> NodeSecurity:
+    return node_security(dict(context.node_config), identity.institution)
 
 
 def _node_round(context: Context, cfg: RunConfig, identity: NodeIdentity) -> NodeRound:
+    security = _security(context, identity)
     return NodeRound(
         context.state,
-        cfg.secure_aggregation.params(),
+        security.params(),
         cfg.training.clients_per_round,
         identity.institution,
-        _identity_keys(cfg, identity),
+        security.identity,
     )
 
 
@@ -89,15 +85,38 @@ def _log(context: Context, identity: NodeIdentity, record: dict) -> None:
     identity.records(context.run_id).append_metrics(record)
 
 
+def _log_join(context: Context, identity: NodeIdentity, record: dict) -> None:
+    """Every join this node was sent, accepted or refused, in ``join.jsonl`` of its folder."""
+    path = identity.records(context.run_id).file(JOIN_LOG)
+    with path.open("a") as handle:
+        handle.write(json.dumps({"time": time.time(), **record}, sort_keys=True) + "\n")
+
+
 # ---- handlers ----------------------------------------------------------------------------------
 @app.query("join")
 def join(msg: Message, context: Context) -> Message:
-    """Accept the run's config; answer with this node's institution id."""
+    """Accept the run's config once, if it matches this node's pinned security settings;
+    answer with this node's institution id (or refuse, saying why)."""
     identity = NodeIdentity.from_node_config(dict(context.node_config))
-    text = str(wire.fields_of(msg)["config_yaml"])
-    cfg = validate(yaml.safe_load(text))
+
+    def refuse(reason: str) -> Message:
+        _log_join(context, identity, {"refused": reason})
+        return wire.reply(msg, {"refused": reason})
+
+    if _RUN in context.state.config_records:
+        return refuse("this node already joined the run; join is accepted once")
+    try:
+        security = _security(context, identity)
+        text = str(wire.fields_of(msg)["config_yaml"])
+        cfg = validate(yaml.safe_load(text))
+    except SecurefedError as exc:
+        return refuse(str(exc))
+    differ = disagreements(cfg, security)
+    if differ:
+        return refuse("the server's settings differ from this node's: " + "; ".join(differ))
     context.state[_RUN] = ConfigRecord({"config_yaml": text})
     save_run_config(identity.records(context.run_id), cfg)
+    _log_join(context, identity, {"accepted": True, "secure_aggregation": security.record()})
     return wire.reply(msg, {"institution": identity.institution})
 
 
@@ -149,7 +168,7 @@ def advertise(msg: Message, context: Context) -> Message:
         delta,
         weight,
         extras,
-        cfg.secure_aggregation.params().quantization,
+        node_round.params.quantization,
         rounding_rng(cfg, round_index, local.index),
     )
     keys = node_round.advertise(
@@ -174,6 +193,7 @@ def advertise(msg: Message, context: Context) -> Message:
                 "noise_multiplier": stats.noise_multiplier,
                 "weight": weight,
             },
+            "secagg": _plan_record(node_round),
             "epsilon": ledger.epsilon(),
             "delta_l2": float(np.linalg.norm(delta)),
             **_traffic(msg, answer, started),
@@ -190,6 +210,11 @@ def share_keys(msg: Message, context: Context) -> Message:
 @app.train("masked_input")
 def masked_input(msg: Message, context: Context) -> Message:
     return _protocol_step(msg, context, "masked_input", NodeRound.masked_input)
+
+
+@app.train("consistency")
+def consistency(msg: Message, context: Context) -> Message:
+    return _protocol_step(msg, context, "consistency_check", NodeRound.sign_survivors)
 
 
 @app.train("unmask")
@@ -214,16 +239,30 @@ def _protocol_step(msg: Message, context: Context, stage: str, step) -> Message:
     identity = NodeIdentity.from_node_config(dict(context.node_config))
     fields = wire.fields_of(msg)
     round_index = int(fields["round"])
-    node_round = _node_round(context, _run_config(context), identity)
     try:
+        node_round = _node_round(context, _run_config(context), identity)
         payload = step(node_round, round_index, wire.payload_of(msg)).to_bytes()
-    except (ProtocolAbort, ValueError) as exc:
-        return _abort(msg, context, identity, round_index, stage, str(exc))
+    except Exception as exc:  # noqa: BLE001 - the round is void on this node (secrets dropped)
+        reason = str(exc) if isinstance(exc, SecurefedError) else f"{type(exc).__name__}: {exc}"
+        return _abort(msg, context, identity, round_index, stage, reason)
     answer = wire.reply(msg, {"payload": payload})
     _log(
         context, identity, {"round": round_index, "stage": stage, **_traffic(msg, answer, started)}
     )
     return answer
+
+
+def _plan_record(node_round: NodeRound) -> dict:
+    """The plan this node computed from its own settings: what it actually ran with."""
+    plan = plan_round(node_round.cohort_size, node_round.params)
+    return {
+        "graph": plan.graph,
+        "degree": plan.degree,
+        "threshold": plan.threshold,
+        "cohort_size": plan.cohort_size,
+        "adversary": node_round.params.adversary,
+        "identities": node_round.identity.roster is not None,
+    }
 
 
 def _abort(

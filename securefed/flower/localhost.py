@@ -97,6 +97,7 @@ class LocalFederation:
 
     def start(self) -> None:
         make_tls(self.certs, ["localhost", "127.0.0.1"])
+        self._make_identities()
         self._write_cli_config()
         tls = ["--ssl-ca-certfile", str(self.certs / "ca.crt"),
                "--ssl-certfile", str(self.certs / "superlink.crt"),
@@ -110,10 +111,22 @@ class LocalFederation:
             self.flwr("supernode", "register", str(public), CONNECTION)
             self.start_node(institution)
 
+    def _make_identities(self) -> None:
+        """An Ed25519 identity per institution and the roster every node pins (see
+        ``node_security``), so the local federation runs the malicious-server protocol. On
+        one machine the private keys share one 0600 file; a real deployment keeps each
+        institution's key on its own node."""
+        from securefed.secagg import generate_roster
+
+        self.roster = self.certs / "roster.json"
+        generate_roster(self.institutions, self.roster)
+
     def start_node(self, institution: int) -> None:
         config = {
             "partition-id": institution,
             "state-dir": str(self.workdir / f"node-{institution}"),
+            "roster": str(self.roster),
+            "identity-keys": str(self.roster.with_name("roster.keys.json")),
             **self.node_config.get(institution, {}),
         }
         text = " ".join(f"{k}={json.dumps(v)}" for k, v in config.items())

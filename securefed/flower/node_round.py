@@ -34,6 +34,8 @@ from securefed.secagg import (
     SecAggParams,
     ShareDelivery,
     ShareKeys,
+    SurvivorSet,
+    SurvivorSignature,
     UnmaskRequest,
     UnmaskResponse,
 )
@@ -46,6 +48,7 @@ _ANSWERED = {
     "advertised": ("advertise",),
     "shared": ("advertise", "directory"),
     "masked": ("advertise", "directory", "delivery"),
+    "signed": ("advertise", "directory", "delivery", "survivors"),
 }
 
 
@@ -75,7 +78,9 @@ class Identity:
 
 
 class NodeRound:
-    """The persisted state of this node's current round, and the four protocol steps."""
+    """The persisted state of this node's current round, and the five protocol steps.
+
+    ``params`` are the node's own pinned settings (``node_security``), never the server's."""
 
     def __init__(
         self,
@@ -124,7 +129,7 @@ class NodeRound:
         self.state[_INPUT] = ArrayRecord({"encoded": Array(np.ascontiguousarray(encoded))})
         return self._run(round_index, "advertised", lambda client: client.advertise_keys(), ())
 
-    # ---- stages 1-3: replay what was answered, then answer the new message ----------------
+    # ---- stages 1-4: replay what was answered, then answer the new message ----------------
     def share_keys(self, round_index: int, data: bytes) -> ShareKeys:
         directory = KeyDirectory.from_bytes(data)
         return self._step(
@@ -147,10 +152,21 @@ class NodeRound:
             lambda client: client.masked_input(delivery, self._encoded()),
         )
 
+    def sign_survivors(self, round_index: int, data: bytes) -> SurvivorSignature:
+        survivors = SurvivorSet.from_bytes(data)
+        return self._step(
+            round_index,
+            "masked",
+            "signed",
+            "survivors",
+            data,
+            lambda client: client.sign_survivors(survivors),
+        )
+
     def unmask(self, round_index: int, data: bytes) -> UnmaskResponse:
         request = UnmaskRequest.from_bytes(data)
         response = self._step(
-            round_index, "masked", "done", "request", data, lambda client: client.unmask(request)
+            round_index, "signed", "done", "request", data, lambda client: client.unmask(request)
         )
         self.forget()
         return response
@@ -213,8 +229,10 @@ class NodeRound:
                 client.masked_input(
                     ShareDelivery.from_bytes(bytes(record["delivery"])), self._encoded()
                 )
+            if "survivors" in answered:
+                client.sign_survivors(SurvivorSet.from_bytes(bytes(record["survivors"])))
             return answer(client)
-        except (ProtocolAbort, ValueError):
+        except BaseException:  # any failure, a bug included, voids the round on this node
             self.forget("aborted")
             raise
 

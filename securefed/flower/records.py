@@ -28,7 +28,7 @@ from securefed.run.folder import (
     write_json,
 )
 
-NODE_FILES = (CONFIG, NodeLedger.FILE, METRICS)
+NODE_FILES = (CONFIG, NodeLedger.FILE, METRICS, "join.jsonl")
 
 
 def collect_node_records(

@@ -1,9 +1,10 @@
-"""One secure-aggregation round over Flower: four message exchanges driving ``SecAggServer``.
+"""One secure-aggregation round over Flower: five message exchanges driving ``SecAggServer``.
 
     advertise     global adapter + invited ids -> nodes train, answer AdvertiseKeys   (U1)
     share_keys    KeyDirectory to U1           -> ShareKeys                          (U2)
     masked_input  each node's ShareDelivery    -> MaskedInput (uint32, masked)       (U3)
-    unmask        each node's UnmaskRequest    -> UnmaskResponse                     (U4)
+    consistency   SurvivorSet (U3) to U3       -> SurvivorSignature                  (U4)
+    unmask        each node's UnmaskRequest    -> UnmaskResponse                     (U5)
 
 A node that times out, fails, refuses (aborts) or sends a message that does not verify is a
 dropout at that stage; the protocol recovers it when at least t remain. A reply is only
@@ -31,6 +32,7 @@ from securefed.secagg import (
     RoundContext,
     SecAggServer,
     ShareKeys,
+    SurvivorSignature,
     UnmaskResponse,
     decode_sum,
     dropouts_by_stage,
@@ -42,7 +44,7 @@ from securefed.secagg import (
 @dataclass(frozen=True)
 class Timeouts:
     train_s: float  # the advertise exchange: includes loading the model and local training
-    stage_s: float  # each of the three protocol-only exchanges
+    stage_s: float  # each of the four protocol-only exchanges
     poll_s: float = 0.2
 
 
@@ -199,8 +201,20 @@ def secure_round(
             timeouts.stage_s,
         )
         rnd.accept(server, "masked_input", replies, MaskedInput.from_bytes, lambda m: m.sender)
-        requests = server.close_masked_input()
+        survivor_sets = server.close_masked_input()
         rnd.closed(server, "masked_input")
+        # ---- consistency check: every survivor signs the one survivor set ---------------------
+        replies = rnd.send(
+            "consistency_check",
+            wire.CONSISTENCY,
+            {i: _payload(round_index, s.to_bytes()) for i, s in survivor_sets.items()},
+            timeouts.stage_s,
+        )
+        rnd.accept(
+            server, "consistency_check", replies, SurvivorSignature.from_bytes, lambda m: m.sender
+        )
+        requests = server.close_consistency_check()
+        rnd.closed(server, "consistency_check")
         # ---- unmask: one kind of share per peer; the server removes the masks ----------------
         replies = rnd.send(
             "unmasking",

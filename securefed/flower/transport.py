@@ -122,8 +122,13 @@ def join_nodes(
         poll_s=poll_s,
     )
     claims: dict[int, list[int]] = {}
+    refused: dict[str, str] = {}
     for node, reply in joined.replies.items():
-        institution = int(wire.fields_of(reply)["institution"])
+        fields = wire.fields_of(reply)
+        if "refused" in fields:  # the node's pinned security settings differ from the run's
+            refused[str(node)] = str(fields["refused"])
+            continue
+        institution = int(fields["institution"])
         if 0 <= institution < cfg.partition.num_clients:
             claims.setdefault(institution, []).append(node)
     nodes = {inst: ids[0] for inst, ids in sorted(claims.items()) if len(ids) == 1}
@@ -133,6 +138,7 @@ def join_nodes(
             "stage": "join",
             "institutions": {str(i): n for i, n in nodes.items()},
             "conflicting_claims": conflicts,
+            "refused": refused,
             "failed": {str(n): r for n, r in joined.failed.items()},
         }
     )

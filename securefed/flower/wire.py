@@ -9,9 +9,11 @@ client is ever put in a record outside the masked payload.
 Message types (``<category>.<action>``, routed by the ClientApp):
 
     query.join          server -> node: resolved run config        node -> server: institution id
+                                                                   (or "refused" and why)
     train.advertise     global adapter, round, invited             AdvertiseKeys (or "stopped")
     train.share_keys    KeyDirectory                               ShareKeys
     train.masked_input  ShareDelivery (this node's own)            MaskedInput
+    train.consistency   SurvivorSet                                SurvivorSignature
     train.unmask        UnmaskRequest (this node's own)            UnmaskResponse
     evaluate.final      final global adapter                       acknowledgement only
 """
@@ -28,6 +30,7 @@ JOIN = "query.join"
 ADVERTISE = "train.advertise"
 SHARE_KEYS = "train.share_keys"
 MASKED_INPUT = "train.masked_input"
+CONSISTENCY = "train.consistency"
 UNMASK = "train.unmask"
 FINAL = "evaluate.final"
 

@@ -17,7 +17,13 @@ from securefed.config import RunConfig
 from securefed.errors import ProtocolAbort
 from securefed.privacy.plan import LocalStats
 from securefed.run.folder import vector_digest
-from securefed.secagg import STAGES, ClientInput, DropoutSchedule, simulate_round
+from securefed.secagg import (
+    STAGES,
+    ClientInput,
+    DropoutSchedule,
+    simulate_round,
+    with_generated_identities,
+)
 from securefed.seeding import derived_seed
 
 
@@ -86,7 +92,7 @@ def aggregate_round(
         outcome = simulate_round(
             round_index=round_index,
             inputs=inputs,
-            params=cfg.secure_aggregation.params(),
+            params=with_generated_identities(cfg.secure_aggregation.params(), sorted(inputs)),
             global_adapter_hash=global_adapter_hash(global_vector),
             vector_spec_hash=bytes.fromhex(spec_hash),
             dropout=dropout_schedule(cfg, round_index),

@@ -5,11 +5,11 @@ Bonawitz et al. (CCS 2017) with the sparse neighbour graph of SecAgg+ (Bell et a
 at the repository root for what each party can and cannot learn.
 
 Modules, in protocol order: ``quantize`` (fixed-point encoding), ``params`` (round plan),
-``advertise`` / ``share_keys`` / ``masked_input`` / ``unmasking`` (one module per stage, both
-halves), ``client`` / ``server`` (the state machines), ``driver`` (in-process transport),
-``transcript`` (the round's audit record). Underneath: ``crypto`` (the only importer of
-cryptography.hazmat), ``masking``, ``shamir``, ``session`` (session id and labelled
-derivations), ``graph``, ``roster``, ``wire``, ``entropy`` (the randomness seam).
+``advertise`` / ``share_keys`` / ``masked_input`` / ``consistency`` / ``unmasking`` (one
+module per stage, both halves), ``client`` / ``server`` (the state machines), ``driver``
+(in-process transport), ``transcript`` (the round's audit record). Underneath: ``crypto`` (the
+only importer of cryptography.hazmat), ``masking``, ``shamir``, ``session`` (session id and
+labelled derivations), ``graph``, ``roster``, ``wire``, ``entropy`` (the randomness seam).
 
 May import: numpy, cryptography, the standard library and ``securefed.errors`` -- never
 torch, transformers, peft, opacus or flwr (tests/test_architecture.py checks it).
@@ -19,7 +19,14 @@ transport carries (a new stage adds its messages to the imports and ``__all__``)
 
 from securefed.secagg.advertise import AdvertiseKeys
 from securefed.secagg.client import SecAggClient
-from securefed.secagg.driver import ClientInput, DropoutSchedule, RoundOutcome, simulate_round
+from securefed.secagg.consistency import SurvivorSet, SurvivorSignature
+from securefed.secagg.driver import (
+    ClientInput,
+    DropoutSchedule,
+    RoundOutcome,
+    simulate_round,
+    with_generated_identities,
+)
 from securefed.secagg.entropy import Entropy
 from securefed.secagg.masked_input import MaskedInput, ShareDelivery
 from securefed.secagg.params import RoundContext, RoundPlan, SecAggParams, plan_round
@@ -29,7 +36,13 @@ from securefed.secagg.quantize import (
     decode_sum,
     encode_input,
 )
-from securefed.secagg.roster import Roster, generate_roster, load_identity_keys, load_roster
+from securefed.secagg.roster import (
+    Roster,
+    generate_identities,
+    generate_roster,
+    load_identity_keys,
+    load_roster,
+)
 from securefed.secagg.server import SecAggServer
 from securefed.secagg.share_keys import KeyDirectory, ShareKeys
 from securefed.secagg.state import STAGES
@@ -54,16 +67,20 @@ __all__ = [
     "SecAggServer",
     "ShareDelivery",
     "ShareKeys",
+    "SurvivorSet",
+    "SurvivorSignature",
     "UnmaskRequest",
     "UnmaskResponse",
     "check_no_overflow",
     "decode_sum",
     "dropouts_by_stage",
     "encode_input",
+    "generate_identities",
     "generate_roster",
     "load_identity_keys",
     "load_roster",
     "plan_round",
     "round_transcript",
     "simulate_round",
+    "with_generated_identities",
 ]

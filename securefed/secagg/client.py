@@ -1,14 +1,16 @@
-"""The client state machine: four calls, in order, each answering one server message.
+"""The client state machine: five calls, in order, each answering one server message.
 
     client = SecAggClient(client_id, context, identity_key=..., roster=...)
     advertise = client.advertise_keys()                       # -> AdvertiseKeys
     shares    = client.share_keys(KeyDirectory)               # -> ShareKeys
     masked    = client.masked_input(ShareDelivery, encoded)   # -> MaskedInput
+    signature = client.sign_survivors(SurvivorSet)            # -> SurvivorSignature
     response  = client.unmask(UnmaskRequest)                  # -> UnmaskResponse
 
 A call out of order, a repeated call, or any call after a failure raises ``ProtocolAbort``.
-On any failure the client aborts for good and forgets its secrets, so a misbehaving server
-gains nothing by asking again. The client derives the round plan (graph, threshold) itself
+On any failure -- any exception at all inside a handler, not only a protocol error -- the
+client aborts for good and forgets its secrets, so a misbehaving server gains nothing by
+asking again. The client derives the round plan (graph, threshold) itself
 from its own configuration; nothing the server says can lower the threshold.
 """
 
@@ -20,8 +22,8 @@ from typing import TypeVar
 
 import numpy as np
 
-from securefed.errors import ProtocolAbort, SecurefedError
-from securefed.secagg import advertise, masked_input, share_keys, unmasking
+from securefed.errors import ProtocolAbort
+from securefed.secagg import advertise, consistency, masked_input, share_keys, unmasking
 from securefed.secagg.entropy import Entropy, os_entropy
 from securefed.secagg.params import RoundContext, plan_round
 from securefed.secagg.roster import Roster
@@ -35,6 +37,7 @@ class ClientStage(enum.Enum):
     ADVERTISED = "advertised"
     SHARED = "shared"
     MASKED = "masked"
+    SIGNED = "signed"
     DONE = "done"
     ABORTED = "aborted"
 
@@ -75,7 +78,7 @@ class SecAggClient:
             )
         try:
             result = action()
-        except (SecurefedError, ValueError):
+        except BaseException:  # a parse error or a bug must not leave the secrets behind
             self.stage = ClientStage.ABORTED
             self.state.forget_secrets()
             raise
@@ -108,8 +111,16 @@ class SecAggClient:
             lambda: masked_input.masked_input(self.state, delivery, encoded),
         )
 
-    def unmask(self, request: unmasking.UnmaskRequest) -> unmasking.UnmaskResponse:
-        """Stage 3: release one kind of share per peer, after the strict checks."""
+    def sign_survivors(self, survivors: consistency.SurvivorSet) -> consistency.SurvivorSignature:
+        """Stage 3: check the survivor set against what this client saw, and sign it."""
         return self._step(
-            ClientStage.MASKED, ClientStage.DONE, lambda: unmasking.unmask(self.state, request)
+            ClientStage.MASKED,
+            ClientStage.SIGNED,
+            lambda: consistency.sign_survivors(self.state, survivors),
+        )
+
+    def unmask(self, request: unmasking.UnmaskRequest) -> unmasking.UnmaskResponse:
+        """Stage 4: release one kind of share per peer, after the strict checks."""
+        return self._step(
+            ClientStage.SIGNED, ClientStage.DONE, lambda: unmasking.unmask(self.state, request)
         )

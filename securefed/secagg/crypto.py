@@ -15,6 +15,8 @@ signature or key check raises the one opaque ``InvalidMessage``.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -89,10 +91,16 @@ def sign(private: bytes, message: bytes) -> bytes:
     return Ed25519PrivateKey.from_private_bytes(private).sign(message)
 
 
+@lru_cache(maxsize=4096)
+def _ed25519_public(public: bytes) -> Ed25519PublicKey:
+    """A roster key, decoded once (a client checks the same keys at two stages)."""
+    return Ed25519PublicKey.from_public_bytes(public)
+
+
 def verify_signature(public: bytes, signature: bytes, message: bytes) -> None:
     """Check an Ed25519 signature; raise ``InvalidMessage`` unless it is valid."""
     try:
-        Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
+        _ed25519_public(bytes(public)).verify(signature, message)
     except (InvalidSignature, ValueError):
         raise InvalidMessage() from None
 

@@ -9,6 +9,7 @@ draws. Keys, seeds and masks come from ``entropy`` (OS entropy unless a test pin
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,11 +20,12 @@ import numpy as np
 from securefed.errors import ConfigError
 from securefed.secagg.client import SecAggClient
 from securefed.secagg.entropy import Entropy, entropy_source, os_entropy
-from securefed.secagg.params import RoundContext, SecAggParams
+from securefed.secagg.params import RoundContext, SecAggParams, check_identities
 from securefed.secagg.quantize import decode_sum, encode_input
 from securefed.secagg.roster import (
     Roster,
     default_keys_path,
+    generate_identities,
     load_identity_keys,
     load_roster,
 )
@@ -79,7 +81,17 @@ class RoundOutcome:
     wrap_count: int
 
 
+def with_generated_identities(params: SecAggParams, client_ids: Sequence[int]) -> SecAggParams:
+    """``params`` with a fresh in-memory Ed25519 identity per simulated client (OS entropy)
+    when no roster is configured and the server is not assumed curious; else unchanged."""
+    if params.roster is not None or params.adversary == "curious":
+        return params
+    roster, keys = generate_identities(client_ids)
+    return dataclasses.replace(params, roster=roster, identity_keys=keys)
+
+
 def _identities(params: SecAggParams, ids: Sequence[int]) -> tuple[Roster | None, dict[int, bytes]]:
+    check_identities(params)
     if params.roster is None:
         return None, {}
     key = "secure_aggregation.identity_roster"
@@ -136,6 +148,9 @@ def simulate_round(
 ) -> RoundOutcome:
     """Run one round; raise ``ProtocolAbort`` when fewer than t clients remain at any stage.
 
+    ``params.roster`` is a roster file (its private keys beside it, or in
+    ``params.identity_keys``) or a ``Roster`` with ``identity_keys`` a mapping (see
+    ``roster.generate_identities``); without one only ``adversary="curious"`` is allowed.
     ``rng`` draws the simulated dropouts; ``entropy`` (tests only) pins keys and seeds. Both
     default to OS entropy.
     """
@@ -188,9 +203,13 @@ def simulate_round(
         x = inputs[u]
         encoded = encode_input(x.delta, x.weight, x.extras, quantization, x.rounding)
         wire.up(u, clients[u].masked_input(wire.down(u, deliveries[u]), encoded))
-    requests = server.close_masked_input()
-    # -- stage 3: unmasking -----------------------------------------------------------------
-    for u in survivors_of("unmasking", server.participants["masked_input"]):
+    survivor_sets = server.close_masked_input()
+    # -- stage 3: consistency_check ---------------------------------------------------------
+    for u in survivors_of("consistency_check", server.participants["masked_input"]):
+        wire.up(u, clients[u].sign_survivors(wire.down(u, survivor_sets[u])))
+    requests = server.close_consistency_check()
+    # -- stage 4: unmasking -----------------------------------------------------------------
+    for u in survivors_of("unmasking", server.participants["consistency_check"]):
         wire.up(u, clients[u].unmask(wire.down(u, requests[u])))
     total = server.close_unmasking()
 

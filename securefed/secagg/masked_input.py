@@ -3,8 +3,12 @@
 Server -> each client u in U2: ``ShareDelivery``, the sealed shares its neighbours in U2 sent.
 Client: opens every ciphertext (session id, sender and receiver in the associated data; any
 failure is ``InvalidMessage``), keeps the shares, and treats exactly those senders as its
-live neighbours; aborts unless it then has at least t share holders (itself included). It
-uploads, mod 2^32,
+live neighbours (its partners P). It aborts unless |P| >= ``params.minimum_partners``:
+t - 1 (so, with itself, t holders can remove its masks), and against a semi-malicious
+server also k + 2 - t, so that fewer than t of its k + 1 share holders lie outside P -- the
+counting argument in ``minimum_partners`` shows a server then cannot collect t shares of
+its self-mask seed at the consistency check (a server that delivers the victim only a few
+partners' shares is the split-view attack of ``consistency``). It uploads, mod 2^32,
 
     y_u = x_u + PRG(b_u) + sum over live neighbours v of sign(u, v) * PRG(s_uv),
 
@@ -26,6 +30,7 @@ import numpy as np
 from securefed.errors import InvalidMessage, ProtocolAbort
 from securefed.secagg import crypto, shamir
 from securefed.secagg.masking import apply_masks
+from securefed.secagg.params import minimum_partners
 from securefed.secagg.session import (
     mask_sign,
     pair_mask_key,
@@ -106,10 +111,11 @@ def _open_shares(state: ClientState, delivery: ShareDelivery) -> dict[int, HeldS
         opened[sender] = HeldShares(
             plaintext[: shamir.SHARE_BYTES], plaintext[shamir.SHARE_BYTES :]
         )
-    if len(opened) + 1 < state.plan.threshold:
+    needed = minimum_partners(state.plan, state.context.params.adversary)
+    if len(opened) < needed:
         raise ProtocolAbort(
-            f"client {me} has {len(opened)} live neighbours, fewer than t - 1 = "
-            f"{state.plan.threshold - 1}",
+            f"client {me} has {len(opened)} live neighbours, fewer than the {needed} it needs "
+            f"(t = {state.plan.threshold}, k = {state.plan.degree})",
             round_index=round_index,
         )
     return opened

@@ -16,6 +16,15 @@ Threshold rules (t counts share holders; a client holds one share of its own sec
 - Harary graph: ``graph.harary_parameters`` (statistical security 2^-security_bits).
 - ``graph: auto`` is complete up to ``COMPLETE_GRAPH_MAX_CLIENTS`` clients, or when no
   sparse graph is secure; Harary above.
+
+Under a semi-malicious server every accepted plan has 2t > k + 1 (k + 1 share holders per
+client): on the complete graph from 2t > n + c, on a Harary graph from the finder's rule
+2t > k + corrupt neighbours with at least one of slack (see ``graph.harary_threshold``).
+The consistency check and the masked-input rule (``minimum_partners``) rest on it.
+
+Only a server assumed honest-but-curious may run without an identity roster:
+``check_identities`` refuses ``adversary: semi_malicious`` without one, because the
+consistency check that stops a lying server is signed with the roster's keys.
 """
 
 from __future__ import annotations
@@ -78,6 +87,37 @@ def security_minimum(clients: int, corrupt_fraction: float, adversary: Adversary
     if adversary == "semi_malicious":
         return max(2, (clients + colluders) // 2 + 1)
     return max(2, colluders + 1)
+
+
+def minimum_partners(plan: RoundPlan, adversary: Adversary) -> int:
+    """Fewest neighbours whose shares a client must hold before it uploads its masked input.
+
+    Always t - 1 (with itself, t holders that masked with it), so the masks can be removed.
+    Against a semi-malicious server also k + 2 - t. The counting argument: to unmask a
+    victim u, a server needs t holders of u's self-mask seed b_u that saw u alive, and for
+    every partner v in P (the neighbours whose shares u holds, so u masked with them) t
+    holders of v's mask key that saw v dropped. With the consistency check each client signs
+    one survivor set and releases only with t signatures on that set from its own
+    neighbourhood, so a v in P that releases anything has t holders (in N[v], |N[v]| = k + 1)
+    who signed a set containing v, disjoint from the t holders who signed one without v:
+    impossible when 2t > k + 1. So the b_u holders must come from N[u] minus P, which has
+    k + 1 - |P| members; |P| >= k + 2 - t leaves at most t - 1 of them.
+    """
+    t, k = plan.threshold, plan.degree
+    if adversary == "curious":
+        return t - 1
+    return max(t - 1, k + 2 - t)
+
+
+def check_identities(params: SecAggParams) -> None:
+    """Refuse a run that assumes a lying server but has no identity roster to stop it."""
+    if params.roster is None and params.adversary != "curious":
+        raise ConfigError(
+            "secure_aggregation.adversary",
+            params.adversary,
+            "'curious' when secure_aggregation.identity_roster is null; 'semi_malicious' "
+            "needs an identity roster (the consistency check is signed with its keys)",
+        )
 
 
 def _complete_plan(n: int, params: SecAggParams) -> RoundPlan:

@@ -72,6 +72,22 @@ def load_identity_keys(path: str | Path) -> dict[int, bytes]:
     return _read_hex_map(Path(path), KEYS_FORMAT, "keys")
 
 
+def generate_identities(
+    client_ids: Iterable[int], *, entropy: Entropy = os_entropy
+) -> tuple[Roster, dict[int, bytes]]:
+    """One fresh Ed25519 identity per client, in memory: the roster and the private keys.
+
+    What ``securefed simulate`` gives its simulated institutions when no roster file is
+    configured; the keys come from OS entropy and live only as long as the run.
+    """
+    ids = sorted(set(client_ids))
+    bad = [cid for cid in ids if cid < 0]
+    if bad:
+        raise ConfigError(_ROSTER_KEY, bad, "client ids >= 0")
+    private = {cid: entropy(crypto.KEY_BYTES) for cid in ids}
+    return Roster({cid: crypto.ed25519_public_key(sk) for cid, sk in private.items()}), private
+
+
 def generate_roster(
     client_ids: Iterable[int],
     roster_path: str | Path,
@@ -80,8 +96,7 @@ def generate_roster(
     entropy: Entropy = os_entropy,
 ) -> Roster:
     """Make one identity key per client; write the roster and the (secret) key file."""
-    private = {cid: entropy(crypto.KEY_BYTES) for cid in sorted(set(client_ids))}
-    roster = Roster({cid: crypto.ed25519_public_key(sk) for cid, sk in private.items()})
+    roster, private = generate_identities(client_ids, entropy=entropy)
     roster_path = Path(roster_path)
     keys_path = Path(keys_path) if keys_path is not None else default_keys_path(roster_path)
     clients = {str(c): pk.hex() for c, pk in roster.public_keys.items()}

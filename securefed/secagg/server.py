@@ -6,7 +6,9 @@
     for msg in shares:          server.accept(msg)            # ShareKeys
     deliveries = server.close_share_keys()                    # -> {client: ShareDelivery}
     for msg in masked_inputs:   server.accept(msg)            # MaskedInput
-    requests = server.close_masked_input()                    # -> {client: UnmaskRequest}
+    survivors = server.close_masked_input()                   # -> {client: SurvivorSet}
+    for msg in signatures:      server.accept(msg)            # SurvivorSignature
+    requests = server.close_consistency_check()               # -> {client: UnmaskRequest}
     for msg in responses:       server.accept(msg)            # UnmaskResponse
     total = server.close_unmasking()                          # uint32 sum over U3
 
@@ -23,7 +25,7 @@ import enum
 import numpy as np
 
 from securefed.errors import InvalidMessage, ProtocolAbort
-from securefed.secagg import advertise, masked_input, share_keys, unmasking
+from securefed.secagg import advertise, consistency, masked_input, share_keys, unmasking
 from securefed.secagg.params import RoundContext, RoundPlan, plan_round
 from securefed.secagg.roster import Roster
 from securefed.secagg.state import ServerState
@@ -32,6 +34,7 @@ ClientMessage = (
     advertise.AdvertiseKeys
     | share_keys.ShareKeys
     | masked_input.MaskedInput
+    | consistency.SurvivorSignature
     | unmasking.UnmaskResponse
 )
 
@@ -40,6 +43,7 @@ class ServerStage(enum.Enum):
     ADVERTISE_KEYS = "advertise_keys"
     SHARE_KEYS = "share_keys"
     MASKED_INPUT = "masked_input"
+    CONSISTENCY_CHECK = "consistency_check"
     UNMASKING = "unmasking"
     DONE = "done"
 
@@ -48,6 +52,10 @@ _ACCEPTS = {
     ServerStage.ADVERTISE_KEYS: (advertise.AdvertiseKeys, advertise.accept_advertisement),
     ServerStage.SHARE_KEYS: (share_keys.ShareKeys, share_keys.accept_share_keys),
     ServerStage.MASKED_INPUT: (masked_input.MaskedInput, masked_input.accept_masked_input),
+    ServerStage.CONSISTENCY_CHECK: (
+        consistency.SurvivorSignature,
+        consistency.accept_survivor_signature,
+    ),
     ServerStage.UNMASKING: (unmasking.UnmaskResponse, unmasking.accept_unmask_response),
 }
 
@@ -78,7 +86,7 @@ class SecAggServer:
 
     @property
     def participants(self) -> dict[str, tuple[int, ...]]:
-        """Clients that completed each stage so far (U1..U4), by stage name."""
+        """Clients that completed each stage so far (U1..U5), by stage name."""
         return dict(self.state.participants)
 
     def accept(self, msg: ClientMessage) -> None:
@@ -106,12 +114,17 @@ class SecAggServer:
         self._close(ServerStage.SHARE_KEYS, ServerStage.MASKED_INPUT)
         return masked_input.open_masked_input(self.state)
 
-    def close_masked_input(self) -> dict[int, unmasking.UnmaskRequest]:
-        """End stage 2; each client in U3 gets the alive and dropped lists."""
-        self._close(ServerStage.MASKED_INPUT, ServerStage.UNMASKING)
+    def close_masked_input(self) -> dict[int, consistency.SurvivorSet]:
+        """End stage 2; each client in U3 gets the survivor set to sign."""
+        self._close(ServerStage.MASKED_INPUT, ServerStage.CONSISTENCY_CHECK)
+        return consistency.open_consistency_check(self.state)
+
+    def close_consistency_check(self) -> dict[int, unmasking.UnmaskRequest]:
+        """End stage 3; each signer gets the alive and dropped lists and the signatures."""
+        self._close(ServerStage.CONSISTENCY_CHECK, ServerStage.UNMASKING)
         return unmasking.open_unmasking(self.state)
 
     def close_unmasking(self) -> np.ndarray:
-        """End stage 3: the unmasked sum (uint32) of the encoded inputs of U3."""
+        """End stage 4: the unmasked sum (uint32) of the encoded inputs of U3."""
         self._close(ServerStage.UNMASKING, ServerStage.DONE)
         return unmasking.finish_unmasking(self.state)

@@ -27,13 +27,30 @@ SECRET_BYTES = 32
 # to 2^-128.
 _COEFFICIENT_BYTES = SHARE_BYTES + 16
 MAX_RECOVERY_ATTEMPTS = 64
+MAX_HOLDER = 2**64 - 1  # holders are client ids, u64 on the wire
+
+
+def _check_holders(holders: list[int]) -> None:
+    """Raise ``ValueError`` unless every holder is an int in [0, 2^64) and none repeats
+    (x = holder + 1 must be a distinct non-zero field element)."""
+    bad = [
+        h
+        for h in holders
+        if not isinstance(h, int) or isinstance(h, bool) or not 0 <= h <= MAX_HOLDER
+    ]
+    if bad:
+        raise ValueError(f"share holders must be integers in [0, 2^64); got {bad[:5]}")
+    if len(set(holders)) != len(holders):
+        raise ValueError("share holders repeat")
 
 
 def split(
     secret: bytes, holders: Iterable[int], threshold: int, entropy: Entropy
 ) -> dict[int, bytes]:
     """Share ``secret`` (32 bytes) among ``holders`` so that any ``threshold`` recover it."""
-    holder_list = sorted(set(holders))
+    holder_list = list(holders)
+    _check_holders(holder_list)
+    holder_list.sort()
     if len(secret) != SECRET_BYTES:
         raise ValueError(f"secrets are {SECRET_BYTES} bytes, got {len(secret)}")
     if not 1 <= threshold <= len(holder_list):
@@ -82,6 +99,7 @@ def _lagrange_at_zero(holders: tuple[int, ...]) -> tuple[int, ...]:
 def combine(shares: Mapping[int, bytes]) -> bytes | None:
     """Interpolate f(0) from exactly the given shares; None if it is not a 32-byte secret."""
     holders = tuple(sorted(shares))
+    _check_holders(list(holders))
     weights = _lagrange_at_zero(holders)
     total = 0
     for holder, weight in zip(holders, weights, strict=True):
@@ -102,6 +120,9 @@ def recover(
     t-subsets are tried in canonical order, at most ``MAX_RECOVERY_ATTEMPTS`` of them; with
     honest holders the first succeeds.
     """
+    _check_holders(list(shares))
+    if threshold < 1:
+        raise ValueError(f"threshold {threshold} must be at least 1")
     if len(shares) < threshold:
         return None
     subsets = itertools.combinations(sorted(shares), threshold)

@@ -1,6 +1,7 @@
 """What each party remembers between protocol stages, and the per-peer ledger.
 
-The stage modules (``advertise``, ``share_keys``, ``masked_input``, ``unmasking``) read and
+The stage modules (``advertise``, ``share_keys``, ``masked_input``, ``consistency``,
+``unmasking``) read and
 write these records; ``client.SecAggClient`` and ``server.SecAggServer`` own them and enforce
 the stage order.
 """
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from securefed.secagg.advertise import AdvertiseKeys
     from securefed.secagg.share_keys import ShareKeys
 
-STAGES = ("advertise_keys", "share_keys", "masked_input", "unmasking")
+STAGES = ("advertise_keys", "share_keys", "masked_input", "consistency_check", "unmasking")
 
 
 class PeerStatus(enum.Enum):
@@ -84,6 +85,11 @@ class ClientState:
     # masked_input
     held: dict[int, HeldShares] = field(default_factory=dict)  # owner -> shares (self incl.)
     masked_with: frozenset[int] = frozenset()  # neighbours in U2: pair masks were added
+    # consistency_check
+    survivors: frozenset[int] | None = None  # the one survivor set this client signed
+    # Tests only: False skips the consistency check at unmasking (the signatures and the
+    # binding to the signed set), to show the split-view attack it stops. Never set in a run.
+    check_consistency: bool = True
     # unmasking
     ledger: PeerLedger | None = None
 
@@ -108,7 +114,8 @@ class ServerState:
     delivered: dict[int, frozenset[int]] = field(default_factory=dict)  # receiver -> senders
     total: np.ndarray | None = None  # running uint32 sum of masked inputs
     masked_senders: set[int] = field(default_factory=set)  # U3
-    responders: set[int] = field(default_factory=set)  # U4
+    signatures: dict[int, bytes] = field(default_factory=dict)  # U4: signer -> signature
+    responders: set[int] = field(default_factory=set)  # U5
     self_seed_shares: dict[int, dict[int, bytes]] = field(default_factory=dict)  # owner->holder
     mask_key_shares: dict[int, dict[int, bytes]] = field(default_factory=dict)
     participants: dict[str, tuple[int, ...]] = field(default_factory=dict)  # stage -> ids

@@ -58,6 +58,7 @@ def round_transcript(
         "corrupt_fraction": params.corrupt_fraction,
         "dropout_budget": params.dropout_budget,
         "identities": params.roster is not None,
+        "survivor_set_signed": params.roster is not None,  # the consistency check's signatures
         "entropy": entropy,
         "participants": {
             "invited": list(invited),

@@ -1,16 +1,19 @@
-"""Stage 3, unmasking: survivors release exactly one kind of share per peer; the server
+"""Stage 4, unmasking: survivors release exactly one kind of share per peer; the server
 removes the masks and is left with the sum.
 
-Server -> each client in U3: ``UnmaskRequest`` with the alive list (U3) and the dropped list
-(U2 minus U3).
+Server -> each client in U4 (the signers of ``consistency``): ``UnmaskRequest`` with the alive
+list (U3), the dropped list (U2 minus U3) and the survivor-set signatures of the signers
+among the client's share holders.
 Client (strict; every violation aborts and releases nothing): the request is for this
-session; neither list repeats an id or names an id outside the directory; the lists are
-disjoint; the client itself is alive; every neighbour it masked with is in exactly one
-list and no other neighbour is in either; at least t of its share holders are alive. Each
+session; the alive list is the survivor set it signed, and t of its share holders signed
+that set (``consistency.check_signatures``); neither list repeats an id or names an id
+outside the directory; the lists are disjoint; the client itself is alive; every neighbour it
+masked with is in exactly one list and no other neighbour is in either; at least t of its
+share holders are alive. Each
 neighbour is then entered once in a ``PeerLedger`` as alive or dropped, and the client
 releases its share of b_v for alive v (itself included) and its share of s_v for dropped v
 -- never both for one peer, so the server never holds both secrets of a live client.
-Client -> server: ``UnmaskResponse``. The responders are U4.
+Client -> server: ``UnmaskResponse``. The responders are U5.
 Server: needs t shares per secret; reconstructs each b_u (u in U3) and checks it against the
 commitment, reconstructs each s_v (v dropped) and checks it against the advertised mask
 public key (trying other t-subsets if a share is bad), then subtracts PRG(b_u) and the
@@ -28,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from securefed.errors import InvalidMessage, ProtocolAbort
-from securefed.secagg import crypto, shamir
+from securefed.secagg import consistency, crypto, shamir
 from securefed.secagg.masking import apply_masks
 from securefed.secagg.session import mask_sign, pair_mask_key, seed_commitment, self_mask_key
 from securefed.secagg.state import ClientState, PeerLedger, PeerStatus, ServerState
@@ -40,20 +43,22 @@ _RESPONSE_TAG = 0x07
 
 @dataclass(frozen=True)
 class UnmaskRequest:
-    """Server -> each survivor: who is in the sum and who dropped after sharing keys."""
+    """Server -> each signer: who is in the sum, who dropped after sharing keys, and the
+    survivor-set signatures of the signers among the receiver's share holders."""
 
     session_id: bytes
     alive: tuple[int, ...]
     dropped: tuple[int, ...]
+    signatures: tuple[tuple[int, bytes], ...] = ()  # (signer, signature)
 
     def to_bytes(self) -> bytes:
         w = Writer(_REQUEST_TAG).blob(self.session_id)
-        return w.ids(self.alive).ids(self.dropped).getvalue()
+        return w.ids(self.alive).ids(self.dropped).id_blobs(self.signatures).getvalue()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> UnmaskRequest:
         r = Reader(data, _REQUEST_TAG)
-        msg = cls(r.blob(), r.ids(), r.ids())
+        msg = cls(r.blob(), r.ids(), r.ids(), r.id_blobs())
         r.end()
         return msg
 
@@ -91,6 +96,8 @@ def validate_unmask_request(state: ClientState, request: UnmaskRequest) -> None:
 
     if request.session_id != state.session_id:
         raise InvalidMessage(round_index=round_index)
+    if state.check_consistency:
+        consistency.check_signatures(state, request.alive, request.signatures)
     for name, ids in (("alive", request.alive), ("dropped", request.dropped)):
         if len(set(ids)) != len(ids):
             raise abort(f"the {name} list repeats an id")
@@ -137,15 +144,18 @@ def _abort(state: ServerState, message: str) -> ProtocolAbort:
 
 
 def open_unmasking(state: ServerState) -> dict[int, UnmaskRequest]:
-    """Close masked_input (U3) and ask every survivor for its shares."""
-    u3 = tuple(sorted(state.masked_senders))
-    state.participants["masked_input"] = u3
+    """Close consistency_check (U4) and ask every signer for its shares."""
+    u4 = tuple(sorted(state.signatures))
+    state.participants["consistency_check"] = u4
     t = state.plan.threshold
-    if len(u3) < t:
-        raise _abort(state, f"{len(u3)} clients remained at masked_input, threshold {t}")
+    if len(u4) < t:
+        raise _abort(state, f"{len(u4)} clients remained at consistency_check, threshold {t}")
+    u3 = tuple(sorted(state.masked_senders))
     dropped = tuple(sorted(set(state.share_messages) - set(u3)))
-    request = UnmaskRequest(state.session_id, u3, dropped)
-    return dict.fromkeys(u3, request)
+    return {
+        u: UnmaskRequest(state.session_id, u3, dropped, consistency.forwarded_signatures(state, u))
+        for u in u4
+    }
 
 
 def _store(
@@ -164,7 +174,7 @@ def accept_unmask_response(state: ServerState, msg: UnmaskResponse) -> None:
     holds = state.delivered.get(sender, frozenset()) | {sender}
     shares = [s for _, s in (*msg.self_seed_shares, *msg.mask_key_shares)]
     if (
-        sender not in alive
+        sender not in state.signatures
         or sender in state.responders
         or msg.session_id != state.session_id
         or len(set(seed_owners + key_owners)) != len(seed_owners) + len(key_owners)
@@ -189,12 +199,12 @@ def _recover(state: ServerState, what: str, owner: int, shares: dict[int, bytes]
 
 
 def finish_unmasking(state: ServerState) -> np.ndarray:
-    """Close unmasking (U4), reconstruct the secrets and return the unmasked uint32 sum."""
-    u4 = tuple(sorted(state.responders))
-    state.participants["unmasking"] = u4
+    """Close unmasking (U5), reconstruct the secrets and return the unmasked uint32 sum."""
+    u5 = tuple(sorted(state.responders))
+    state.participants["unmasking"] = u5
     t, sid = state.plan.threshold, state.session_id
-    if len(u4) < t:
-        raise _abort(state, f"{len(u4)} clients remained at unmasking, threshold {t}")
+    if len(u5) < t:
+        raise _abort(state, f"{len(u5)} clients remained at unmasking, threshold {t}")
     if state.total is None:
         raise _abort(state, "no masked input was collected")
     masks: list[tuple[bytes, int]] = []

@@ -14,6 +14,7 @@ from securefed.flower.server_app import ServerSettings, run_flower_federation
 from securefed.run.folder import RunFolder, read_json
 
 NODE_IDS = {i: 100 + i for i in INSTITUTIONS}
+CURIOUS = {"secagg-adversary": "curious"}  # a node that pins no roster must say so
 
 
 def _settings(run_dir) -> ServerSettings:
@@ -29,12 +30,23 @@ def _settings(run_dir) -> ServerSettings:
 
 
 def test_silent_node_is_recovered_and_the_aggregate_is_the_mean_of_the_rest(tmp_path):
-    cfg = load_config(None, [*TINY, "secure_aggregation.threshold=2"])
+    """Signed rounds: each node pins its roster and threshold in its own node config."""
+    from securefed.secagg import generate_roster
+
+    roster = tmp_path / "roster.json"
+    generate_roster(INSTITUTIONS, roster)
+    cfg = load_config(
+        None,
+        [*TINY, "secure_aggregation.threshold=2", f"secure_aggregation.identity_roster={roster}"],
+    )
     configs = {
         NODE_IDS[i]: {
             "partition-id": i,
             "state-dir": str(tmp_path / f"node-{i}"),
             "keep-updates": True,
+            "secagg-threshold": 2,
+            "roster": str(roster),
+            "identity-keys": str(tmp_path / "roster.keys.json"),
         }
         for i in INSTITUTIONS
     }
@@ -50,8 +62,10 @@ def test_silent_node_is_recovered_and_the_aggregate_is_the_mean_of_the_rest(tmp_
         "advertise_keys": [],
         "share_keys": [],
         "masked_input": [2],
+        "consistency_check": [],
         "unmasking": [],
     }
+    assert transcript["participants"]["consistency_check"] == [0, 1]
     assert transcript["failures"]["masked_input"] == {"2": "timed out"}
     nodes = {i: tmp_path / f"node-{i}" / "run-7" for i in INSTITUTIONS}
     errors = check_aggregates(cfg, run_dir, nodes)
@@ -61,7 +75,7 @@ def test_silent_node_is_recovered_and_the_aggregate_is_the_mean_of_the_rest(tmp_
 def test_a_node_speaking_for_another_institution_is_dropped(tmp_path):
     cfg = load_config(None, [*TINY, "training.rounds=1"])
     configs = {
-        NODE_IDS[i]: {"partition-id": i, "state-dir": str(tmp_path / f"node-{i}")}
+        NODE_IDS[i]: {"partition-id": i, "state-dir": str(tmp_path / f"node-{i}"), **CURIOUS}
         for i in INSTITUTIONS
     }
 
@@ -107,6 +121,7 @@ def test_nodes_with_their_own_data_files(tmp_path):
             "partition-id": i,
             "data-path": str(path),
             "state-dir": str(tmp_path / f"node-{i}"),
+            **CURIOUS,
         }
     cfg = load_config(
         None,
@@ -151,7 +166,7 @@ def test_without_dp_the_flower_run_is_simulate_bit_for_bit(tmp_path):
 
     cfg = load_config(None, TINY)
     configs = {
-        NODE_IDS[i]: {"partition-id": i, "state-dir": str(tmp_path / f"node-{i}")}
+        NODE_IDS[i]: {"partition-id": i, "state-dir": str(tmp_path / f"node-{i}"), **CURIOUS}
         for i in INSTITUTIONS
     }
     grid = InProcessGrid(client_app, configs, run_id=11)

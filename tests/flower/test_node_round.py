@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from flwr.app import RecordDict
@@ -38,7 +40,10 @@ def _run(n: int, drop_before_masked: set[int]) -> tuple[np.ndarray, np.ndarray, 
     for u, delivery in deliveries.items():
         if u not in drop_before_masked:
             server.accept(_fresh(states, u, n).masked_input(ROUND, delivery.to_bytes()))
-    requests = server.close_masked_input()
+    survivor_sets = server.close_masked_input()
+    for u, survivors in survivor_sets.items():
+        server.accept(_fresh(states, u, n).sign_survivors(ROUND, survivors.to_bytes()))
+    requests = server.close_consistency_check()
     for u, request in requests.items():
         server.accept(_fresh(states, u, n).unmask(ROUND, request.to_bytes()))
     total = server.close_unmasking()
@@ -88,3 +93,105 @@ def test_keyed_entropy_repeats_per_seed_and_differs_across_seeds():
     assert first == [b(32), b(16)]
     assert c(32) != first[0]
     assert first[0][:16] != first[1]
+
+
+# ---- the split-view attack against the node-side round ---------------------------------------
+SPLIT_N, SPLIT_PARAMS = 10, SecAggParams(threshold=6)  # the lowest threshold n = 10 accepts
+
+
+class _Node:
+    """A SecAggClient-shaped front for one node: a fresh NodeRound for every message, as
+    Flower starts a fresh ClientApp process for each."""
+
+    def __init__(self, u: int, identity: Identity, encoded: np.ndarray, params) -> None:
+        self.u, self.identity, self.encoded, self.params = u, identity, encoded, params
+        self.record = RecordDict()
+        self.stage = None
+
+    def _round(self) -> NodeRound:
+        return NodeRound(self.record, self.params, SPLIT_N, self.u, self.identity)
+
+    def advertise_keys(self):
+        return self._round().advertise(ROUND, self.encoded, *_HASHES, D, 2)
+
+    def share_keys(self, directory):
+        return self._round().share_keys(ROUND, directory.to_bytes())
+
+    def masked_input(self, delivery, encoded):
+        return self._round().masked_input(ROUND, delivery.to_bytes())
+
+    def sign_survivors(self, survivors):
+        return self._round().sign_survivors(ROUND, survivors.to_bytes())
+
+    def unmask(self, request):
+        return self._round().unmask(ROUND, request.to_bytes())
+
+
+_HASHES = (b"global-adapter".ljust(32, b"."), b"vector-spec".ljust(32, b"."))
+
+
+def _split_view_server():
+    from secagg_harness import ManualRound, make_context, pinned_entropy
+    from split_view_planner import SplitViewServer
+
+    from securefed.secagg import crypto
+    from securefed.secagg.roster import Roster
+
+    ids = list(range(SPLIT_N))
+    draw = pinned_entropy(b"flower split view")
+    keys = {u: draw(32) for u in ids}
+    roster = Roster({u: crypto.ed25519_public_key(k) for u, k in keys.items()})
+    params = SecAggParams(threshold=6, roster=roster)
+    context = make_context(SPLIT_N, dimension=D, extras_count=2, round_index=ROUND, params=params)
+    manual = ManualRound(ids, context, roster=roster, identity_keys=keys)
+    rng = np.random.default_rng(11)
+    truth, encoded = {}, {}
+    for u in ids:
+        delta = rng.normal(0, 0.01, D).astype(np.float32)
+        extras = np.array([1.0, rng.uniform(0, 5)])
+        encoded[u] = encode_input(delta, 1.0, extras, params.quantization, rng)
+        truth[u] = np.concatenate([delta.astype(np.float64), extras])
+    manual.clients = {u: _Node(u, Identity(keys[u], roster), encoded[u], params) for u in ids}
+    return SplitViewServer(manual, encoded), truth, params
+
+
+@pytest.fixture
+def planner_on_path(monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "secagg"))
+
+
+@pytest.mark.parametrize("check", ["off", "on"])
+def test_split_view_attack_on_the_node_round(planner_on_path, monkeypatch, check):
+    """The node-side round refuses the split-view attack; with the consistency check switched
+    off (test only) the same planner recovers the victim's update from the nodes' shares."""
+    from split_view_planner import choose_partners, plan_lists, plan_signed
+
+    from securefed.secagg import consistency
+    from securefed.secagg.params import minimum_partners
+    from securefed.secagg.quantize import error_bound
+
+    server, truth, params = _split_view_server()
+    plan = server.state.plan
+    t, victim = plan.threshold, 0
+    partners = choose_partners(server.graph, victim, minimum_partners(plan, params.adversary))
+    if check == "off":
+        monkeypatch.setattr(consistency, "check_signatures", lambda *args: None)
+        attack = plan_lists(server.graph, t, victim, partners)
+        assert attack.complete
+    else:
+        attack = plan_signed(server.graph, t, victim, partners)
+        assert not attack.complete
+    server.deliver(victim, partners)
+    outcome = server.run(attack)
+    if check == "off":
+        assert outcome.recovered is not None
+        delta_bound, extras_bound = error_bound(1, params.quantization)
+        error = np.abs(outcome.recovered - truth[victim])
+        assert error[:D].max() <= delta_bound and error[D:].max() <= extras_bound
+    else:
+        assert outcome.recovered is None
+        assert outcome.seed_shares < t or min(outcome.key_shares.values()) < t
+        for u in outcome.refused:  # a refusing node holds no seed or input any more
+            record = server.manual.clients[u].record
+            assert "seed" not in record.config_records["securefed.round"]
+            assert "securefed.encoded" not in record.array_records

@@ -94,10 +94,17 @@ class ManualRound:
                 self.server.accept(msg)
         return self.server.close_masked_input()
 
+    def sign(self, survivor_sets, drop: Iterable[int] = ()):
+        gone = set(drop)
+        for u in self.server.participants["masked_input"]:
+            if u not in gone:
+                self.server.accept(self.clients[u].sign_survivors(survivor_sets[u]))
+        return self.server.close_consistency_check()
+
     def unmask(self, requests, drop: Iterable[int] = ()):
         gone = set(drop)
         responses = {}
-        for u in self.server.participants["masked_input"]:
+        for u in self.server.participants["consistency_check"]:
             if u not in gone:
                 responses[u] = self.clients[u].unmask(requests[u])
                 self.server.accept(responses[u])
@@ -106,11 +113,12 @@ class ManualRound:
     def run(
         self, inputs: Mapping[int, np.ndarray], drops: Mapping[str, Iterable[int]] | None = None
     ):
-        """All four stages; returns the unmasked uint32 total."""
+        """All five stages; returns the unmasked uint32 total."""
         drops = drops or {}
         directory = self.advertise(drops.get("advertise_keys", ()))
         deliveries = self.share(directory, drops.get("share_keys", ()))
-        requests = self.mask(deliveries, inputs, drops.get("masked_input", ()))
+        survivor_sets = self.mask(deliveries, inputs, drops.get("masked_input", ()))
+        requests = self.sign(survivor_sets, drops.get("consistency_check", ()))
         self.unmask(requests, drops.get("unmasking", ()))
         return self.server.close_unmasking()
 

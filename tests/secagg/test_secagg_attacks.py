@@ -11,6 +11,7 @@ from secagg_harness import ManualRound, make_context
 from securefed.errors import ProtocolAbort
 from securefed.secagg import SecAggParams, crypto, shamir, unmasking
 from securefed.secagg.client import ClientStage
+from securefed.secagg.consistency import SurvivorSet
 from securefed.secagg.masking import apply_masks
 from securefed.secagg.quantize import decode_sum, encode_input, error_bound
 from securefed.secagg.session import mask_sign, pair_mask_key, seed_commitment, self_mask_key
@@ -31,13 +32,38 @@ def _inputs(context):
 
 
 def _started_round(params: SecAggParams):
-    """A round that has reached unmasking: every client sent its masked input."""
+    """A round that has reached the consistency check: every client sent its masked input."""
     context = make_context(len(IDS), dimension=DIMENSION, params=params)
     manual = ManualRound(IDS, context, seed=b"attack")
     deltas, encoded = _inputs(context)
     deliveries = manual.share(manual.advertise())
-    requests = manual.mask(deliveries, encoded)
-    return manual, deltas, requests
+    survivor_sets = manual.mask(deliveries, encoded)
+    return manual, deltas, survivor_sets
+
+
+def _signed_requests(manual, views: dict[int, tuple[tuple[int, ...], tuple[int, ...]]]):
+    """Show each client its own (alive, dropped) view as the survivor set to sign, then
+    forward to it every signature on that same set from its share holders -- the most a
+    server holds. Clients that refuse to sign get no request."""
+    sid = manual.server.session_id
+    signed: dict[int, tuple[frozenset[int], bytes]] = {}
+    for u, (alive, _) in views.items():
+        try:
+            msg = manual.clients[u].sign_survivors(SurvivorSet(sid, alive))
+        except ProtocolAbort:
+            continue
+        signed[u] = (frozenset(alive), msg.signature)
+    requests = {}
+    for u in signed:
+        alive, dropped = views[u]
+        holders = manual.clients[u].state.neighbours | {u}
+        signatures = tuple(
+            (v, sig)
+            for v, (view, sig) in sorted(signed.items())
+            if v in holders and view == signed[u][0]
+        )
+        requests[u] = UnmaskRequest(sid, alive, dropped, signatures)
+    return requests
 
 
 def _shares_of(responses, owner: int, kind: str) -> dict[int, bytes]:
@@ -100,8 +126,8 @@ def _collect(manual, requests) -> dict:
 
 
 def test_everything_the_server_may_see_does_not_reveal_one_update() -> None:
-    manual, deltas, requests = _started_round(SecAggParams())
-    responses = _collect(manual, requests)
+    manual, deltas, survivor_sets = _started_round(SecAggParams())
+    responses = _collect(manual, manual.sign(survivor_sets))
     assert set(responses) == set(IDS)
     for response in responses.values():
         manual.server.accept(response)
@@ -111,9 +137,7 @@ def test_everything_the_server_may_see_does_not_reveal_one_update() -> None:
 
 
 def _double_listing(manual) -> dict[int, UnmaskRequest]:
-    alive = tuple(IDS)
-    request = UnmaskRequest(manual.server.session_id, alive, (TARGET,))
-    return dict.fromkeys(IDS, request)
+    return _signed_requests(manual, dict.fromkeys(IDS, (tuple(IDS), (TARGET,))))
 
 
 def test_double_listing_makes_every_client_abort_and_the_attack_fails() -> None:
@@ -139,8 +163,7 @@ def test_live_client_listed_as_dropped_aborts_and_its_seed_stays_secret() -> Non
     one releases its self-mask seed, so its upload stays masked."""
     manual, deltas, _ = _started_round(SecAggParams())
     others = tuple(u for u in IDS if u != TARGET)
-    request = UnmaskRequest(manual.server.session_id, others, (TARGET,))
-    responses = _collect(manual, dict.fromkeys(IDS, request))
+    responses = _collect(manual, _signed_requests(manual, dict.fromkeys(IDS, (others, (TARGET,)))))
     assert set(responses) == set(others)  # the target aborted
     assert manual.clients[TARGET].stage is ClientStage.ABORTED
     bound = error_bound(1, manual.server.state.context.params.quantization)[0]
@@ -149,11 +172,12 @@ def test_live_client_listed_as_dropped_aborts_and_its_seed_stays_secret() -> Non
 
 def _split_view(manual) -> dict[int, UnmaskRequest]:
     """Tell half the clients the target is alive and the other half that it dropped."""
-    sid, others = manual.server.session_id, [u for u in IDS if u != TARGET]
+    others = [u for u in IDS if u != TARGET]
     told_alive = {TARGET, *others[:3]}
-    alive_view = UnmaskRequest(sid, tuple(IDS), ())
-    dropped_view = UnmaskRequest(sid, tuple(others), (TARGET,))
-    return {u: alive_view if u in told_alive else dropped_view for u in IDS}
+    alive_view, dropped_view = (tuple(IDS), ()), (tuple(others), (TARGET,))
+    return _signed_requests(
+        manual, {u: alive_view if u in told_alive else dropped_view for u in IDS}
+    )
 
 
 @pytest.mark.parametrize(
@@ -165,9 +189,12 @@ def _split_view(manual) -> dict[int, UnmaskRequest]:
     ids=["semi-malicious-threshold", "curious-threshold-3"],
 )
 def test_split_view_is_defeated_by_the_threshold(params: SecAggParams, leaks: bool) -> None:
-    """No client can see a split view locally; the threshold is what stops it."""
+    """A two-way split: at a curious-server threshold two disjoint groups of t signers fit in
+    one neighbourhood, so every client's checks pass and the update leaks; at the
+    semi-malicious threshold (2t > k + 1) neither group gathers t signatures and every client
+    refuses at the consistency check."""
     manual, deltas, _ = _started_round(params)
     responses = _collect(manual, _split_view(manual))
-    assert set(responses) == set(IDS)  # every request is locally consistent
+    assert set(responses) == (set(IDS) if leaks else set())
     bound = error_bound(1, params.quantization)[0]
     assert (_attack_error(manual, responses, deltas) <= bound) == leaks

@@ -24,13 +24,22 @@ from securefed.secagg import (
     simulate_round,
 )
 from securefed.secagg.advertise import AdvertiseKeys
+from securefed.secagg.consistency import SurvivorSet, SurvivorSignature
+from securefed.secagg.crypto import ed25519_public_key
 from securefed.secagg.entropy import TestOnlyRandomnessWarning, seeded_entropy
 from securefed.secagg.masked_input import MaskedInput, ShareDelivery
 from securefed.secagg.quantize import error_bound
+from securefed.secagg.roster import generate_identities
 from securefed.secagg.share_keys import KeyDirectory, ShareKeys
 from securefed.secagg.unmasking import UnmaskRequest, UnmaskResponse
 
 G, S = b"g" * 32, b"s" * 32
+
+
+def _signed(n: int, **kwargs) -> SecAggParams:
+    """Semi-malicious params with a fresh in-memory identity per client (the default run)."""
+    roster, keys = generate_identities(range(n))
+    return SecAggParams(roster=roster, identity_keys=keys, **kwargs)
 
 
 def _inputs(n: int, d: int, seed: int = 0) -> dict[int, ClientInput]:
@@ -56,7 +65,7 @@ def _truth(inputs, survivors, clip: float):
 
 
 def test_round_returns_weighted_sums_within_the_quantization_bound() -> None:
-    inputs, params = _inputs(6, 500), SecAggParams(clip_norm=1.0)
+    inputs, params = _inputs(6, 500), _signed(6, clip_norm=1.0)
     out = simulate_round(
         round_index=3, inputs=inputs, params=params, global_adapter_hash=G, vector_spec_hash=S
     )
@@ -69,11 +78,11 @@ def test_round_returns_weighted_sums_within_the_quantization_bound() -> None:
 
 
 def test_transcript_is_json_and_records_the_round() -> None:
-    dropout = DropoutSchedule(explicit={"masked_input": {2}, "unmasking": {4}})
+    dropout = DropoutSchedule(explicit={"masked_input": {2}, "consistency_check": {4}})
     out = simulate_round(
         round_index=1,
         inputs=_inputs(8, 1000),
-        params=SecAggParams(),
+        params=_signed(8),
         global_adapter_hash=G,
         vector_spec_hash=S,
         dropout=dropout,
@@ -85,13 +94,17 @@ def test_transcript_is_json_and_records_the_round() -> None:
         "advertise_keys": [],
         "share_keys": [],
         "masked_input": [2],
-        "unmasking": [4],
+        "consistency_check": [4],
+        "unmasking": [],
     }
+    # 4 did not sign but its input is in the sum: the signers' shares remove its self-mask
     assert t["participants"]["masked_input"] == [0, 1, 3, 4, 5, 6, 7] == list(out.survivors)
+    assert t["participants"]["consistency_check"] == [0, 1, 3, 5, 6, 7]
     assert t["participants"]["unmasking"] == [0, 1, 3, 5, 6, 7]
+    assert t["survivor_set_signed"] is True
     assert t["wrap_count"] == 0 and t["quantization"]["bits"] == 20
     # uploads: 4 bytes per coordinate (d = 1000 plus 2 limbs per extra), and key traffic of
-    # under 400 bytes per neighbour (keys, sealed shares, released shares)
+    # under 400 bytes per neighbour (keys, sealed shares, released shares, signatures)
     masked_bytes = 4 * (1000 + 2 * 3)
     assert masked_bytes < t["bytes"]["0"]["up"] < masked_bytes + 400 * 7
     assert t["bytes"]["2"]["up"] < masked_bytes  # dropped before uploading its input
@@ -101,7 +114,7 @@ def test_transcript_names_where_the_keys_came_from() -> None:
     kwargs = {
         "round_index": 0,
         "inputs": _inputs(3, 10),
-        "params": SecAggParams(),
+        "params": _signed(3),
         "global_adapter_hash": G,
         "vector_spec_hash": S,
     }
@@ -134,7 +147,7 @@ def test_too_few_survivors_abort_with_counts() -> None:
         simulate_round(
             round_index=9,
             inputs=_inputs(4, 10),
-            params=SecAggParams(),
+            params=_signed(4),
             global_adapter_hash=G,
             vector_spec_hash=S,
             dropout=dropout,
@@ -165,6 +178,23 @@ def test_roster_file_round_trip_and_signed_round(tmp_path) -> None:
         )
 
 
+def test_a_lying_server_model_without_a_roster_is_refused() -> None:
+    kwargs = {"round_index": 0, "inputs": _inputs(4, 10), "global_adapter_hash": G}
+    with pytest.raises(ConfigError, match="secure_aggregation.adversary='semi_malicious'"):
+        simulate_round(params=SecAggParams(), vector_spec_hash=S, **kwargs)
+    out = simulate_round(params=SecAggParams(adversary="curious"), vector_spec_hash=S, **kwargs)
+    assert out.transcript["survivor_set_signed"] is False
+
+
+def test_in_memory_identities_are_fresh_and_match_their_keys() -> None:
+    roster, keys = generate_identities([3, 1, 2])
+    assert sorted(roster.public_keys) == sorted(keys) == [1, 2, 3]
+    assert all(ed25519_public_key(keys[u]) == roster.public_keys[u] for u in keys)
+    assert generate_identities([1])[1][1] != keys[1]
+    with pytest.raises(ConfigError, match="client ids >= 0"):
+        generate_identities([-1])
+
+
 def test_malformed_roster_is_a_config_error(tmp_path) -> None:
     bad = tmp_path / "roster.json"
     bad.write_text('{"format": "securefed-roster/v1", "clients": {"0": "abcd"}}')
@@ -186,9 +216,22 @@ def _one_of_each_message():
     manual.server.accept(shares)
     deliveries = manual.server.close_share_keys()
     masked = manual.clients[1].masked_input(deliveries[1], random_inputs([1], 5)[1])
-    request = UnmaskRequest(manual.server.session_id, (1, 2, 3), ())
+    survivors = SurvivorSet(manual.server.session_id, (1, 2, 3))
+    signature = manual.clients[1].sign_survivors(survivors)
+    signatures = ((1, b""), (2, b""), (3, b""))
+    request = UnmaskRequest(manual.server.session_id, (1, 2, 3), (), signatures)
     response = manual.clients[1].unmask(request)
-    return [adverts[0], directory, shares, deliveries[1], masked, request, response]
+    return [
+        adverts[0],
+        directory,
+        shares,
+        deliveries[1],
+        masked,
+        survivors,
+        signature,
+        request,
+        response,
+    ]
 
 
 MESSAGE_TYPES = [
@@ -197,6 +240,8 @@ MESSAGE_TYPES = [
     ShareKeys,
     ShareDelivery,
     MaskedInput,
+    SurvivorSet,
+    SurvivorSignature,
     UnmaskRequest,
     UnmaskResponse,
 ]

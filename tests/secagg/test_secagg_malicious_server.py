@@ -7,14 +7,17 @@ message, the client is ABORTED for good (a retry is refused), and its shares are
 from __future__ import annotations
 
 import dataclasses
+import struct
 
 import pytest
 from secagg_harness import ManualRound, make_context, pinned_entropy, random_inputs
 
 from securefed.errors import InvalidMessage, ProtocolAbort
 from securefed.secagg import SecAggParams, crypto
+from securefed.secagg import share_keys as share_keys_stage
 from securefed.secagg.advertise import AdvertiseKeys
 from securefed.secagg.client import ClientStage
+from securefed.secagg.consistency import SurvivorSet
 from securefed.secagg.masked_input import ShareDelivery
 from securefed.secagg.roster import Roster
 from securefed.secagg.share_keys import KeyDirectory
@@ -33,11 +36,14 @@ def _assert_aborted_without_leak(client, call, error=ProtocolAbort, match: str |
 
 
 def _at_unmasking():
+    """A round where every client has signed the true survivor set; returns the honest
+    unmask requests too."""
     context = make_context(len(IDS), dimension=16, params=SecAggParams())
-    manual = ManualRound(IDS, context)
+    roster, keys = _identities()
+    manual = ManualRound(IDS, context, roster=roster, identity_keys=keys)
     deliveries = manual.share(manual.advertise())
-    manual.mask(deliveries, random_inputs(IDS, context.vector_length))
-    return manual, manual.server.session_id
+    requests = manual.sign(manual.mask(deliveries, random_inputs(IDS, context.vector_length)))
+    return manual, manual.server.session_id, requests
 
 
 ALL = tuple(IDS)
@@ -54,19 +60,21 @@ UNMASK_ATTACKS = {
 
 @pytest.mark.parametrize("attack", list(UNMASK_ATTACKS), ids=str)
 def test_bad_unmask_request_aborts(attack: str) -> None:
+    """The list checks stand on their own, behind the consistency check (switched off here
+    so that each one is reached)."""
     receiver, alive, dropped, message = UNMASK_ATTACKS[attack]
-    manual, sid = _at_unmasking()
+    manual, sid, _ = _at_unmasking()
     client = manual.clients[receiver]
+    client.state.check_consistency = False
     _assert_aborted_without_leak(
         client, lambda: client.unmask(UnmaskRequest(sid, alive, dropped)), match=message
     )
 
 
 def test_a_client_answers_one_unmask_request_only() -> None:
-    manual, sid = _at_unmasking()
-    honest = UnmaskRequest(sid, ALL, ())
-    manual.clients[10].unmask(honest)
-    with pytest.raises(ProtocolAbort, match="done, not masked"):
+    manual, sid, requests = _at_unmasking()
+    manual.clients[10].unmask(requests[10])
+    with pytest.raises(ProtocolAbort, match="done, not signed"):
         manual.clients[10].unmask(UnmaskRequest(sid, ALL[:4], (50,)))
 
 
@@ -74,6 +82,110 @@ def _identities():
     draw = pinned_entropy(b"identities")
     keys = {u: draw(32) for u in IDS}
     return Roster({u: crypto.ed25519_public_key(k) for u, k in keys.items()}), keys
+
+
+def _at_consistency_check():
+    context = make_context(len(IDS), dimension=16, params=SecAggParams())
+    roster, keys = _identities()
+    manual = ManualRound(IDS, context, roster=roster, identity_keys=keys)
+    deliveries = manual.share(manual.advertise())
+    manual.mask(deliveries, random_inputs(IDS, context.vector_length))
+    return manual, manual.server.session_id
+
+
+SURVIVOR_SET_ATTACKS = {
+    "repeated-id": ((*ALL, 20), "repeats an id"),
+    "unknown-id": ((*ALL, 99), r"unknown clients \[99\]"),
+    "client-left-out": (ALL[1:], "leaves this client out"),
+    "too-few-holders": (ALL[:3], "3 of its share holders survive, threshold 4"),
+}
+
+
+@pytest.mark.parametrize("attack", list(SURVIVOR_SET_ATTACKS), ids=str)
+def test_bad_survivor_set_is_not_signed(attack: str) -> None:
+    survivors, message = SURVIVOR_SET_ATTACKS[attack]
+    manual, sid = _at_consistency_check()
+    client = manual.clients[10]
+    _assert_aborted_without_leak(
+        client, lambda: client.sign_survivors(SurvivorSet(sid, survivors)), match=message
+    )
+
+
+def test_a_survivor_set_naming_a_neighbour_whose_shares_were_withheld_is_refused() -> None:
+    context = make_context(len(IDS), dimension=16, params=SecAggParams())
+    manual = ManualRound(IDS, context)
+    deliveries = manual.share(manual.advertise())
+    withheld = dataclasses.replace(
+        deliveries[10], ciphertexts=tuple(c for c in deliveries[10].ciphertexts if c[0] != 50)
+    )
+    inputs = random_inputs(IDS, context.vector_length)
+    manual.clients[10].masked_input(withheld, inputs[10])
+    client = manual.clients[10]
+    sid = manual.server.session_id
+    _assert_aborted_without_leak(
+        client, lambda: client.sign_survivors(SurvivorSet(sid, ALL)), match=r"\[50\] never sent"
+    )
+
+
+def _forge(request, **changes):
+    return dataclasses.replace(request, **changes)
+
+
+SIGNATURE_ATTACKS = {
+    # (change to the honest request of client 10, expected error, message)
+    "alive-list-not-the-signed-set": (
+        lambda r: _forge(r, alive=ALL[:4], dropped=(50,)),
+        ProtocolAbort,
+        "not the set it signed",
+    ),
+    "too-few-signatures": (
+        lambda r: _forge(r, signatures=r.signatures[:3]),
+        ProtocolAbort,
+        "3 of its share holders signed the set, threshold 4",
+    ),
+    "forged-signature": (
+        lambda r: _forge(r, signatures=((10, r.signatures[0][1][::-1]), *r.signatures[1:])),
+        InvalidMessage,
+        None,
+    ),
+    "signature-moved-to-another-signer": (
+        lambda r: _forge(r, signatures=((10, r.signatures[1][1]), *r.signatures[1:])),
+        InvalidMessage,
+        None,
+    ),
+    "repeated-signer": (
+        lambda r: _forge(r, signatures=(*r.signatures, r.signatures[0])),
+        ProtocolAbort,
+        "forwarded twice",
+    ),
+    "signer-outside-the-set": (
+        lambda r: _forge(r, signatures=(*r.signatures[:3], (99, r.signatures[3][1]))),
+        ProtocolAbort,
+        r"signatures from \[99\]",
+    ),
+}
+
+
+@pytest.mark.parametrize("attack", list(SIGNATURE_ATTACKS), ids=str)
+def test_unmask_request_without_t_signatures_on_the_signed_set_aborts(attack: str) -> None:
+    change, error, message = SIGNATURE_ATTACKS[attack]
+    manual, _, requests = _at_unmasking()
+    client = manual.clients[10]
+    _assert_aborted_without_leak(
+        client, lambda: client.unmask(change(requests[10])), error, message
+    )
+
+
+def test_signatures_on_a_different_set_do_not_count() -> None:
+    """Four clients are shown a set without 50 and sign it; 10 signed the true set: their
+    signatures do not verify for 10's set."""
+    manual, sid = _at_consistency_check()
+    others = {u: manual.clients[u].sign_survivors(SurvivorSet(sid, ALL[:4])) for u in ALL[1:4]}
+    own = manual.clients[10].sign_survivors(SurvivorSet(sid, ALL))
+    signatures = ((10, own.signature), *((u, m.signature) for u, m in others.items()))
+    request = UnmaskRequest(sid, ALL, (), signatures)
+    client = manual.clients[10]
+    _assert_aborted_without_leak(client, lambda: client.unmask(request), InvalidMessage)
 
 
 def _directory_round(params=None, round_index: int = 0, identities=True):
@@ -216,3 +328,18 @@ def test_a_different_plan_splits_the_session() -> None:
     assert manual.clients[30].state.plan.threshold == 5
     with pytest.raises(InvalidMessage):
         manual.server.accept(manual.clients[30].share_keys(directory))
+
+
+def test_any_exception_in_a_handler_aborts_the_client_and_drops_its_secrets(monkeypatch) -> None:
+    """Not only protocol errors: a struct.error (say, from a parser) used to leave a client
+    ADVERTISED with its keys."""
+    manual, directory = _directory_round()
+
+    def broken(*args, **kwargs):
+        raise struct.error("unpack requires a buffer of 8 bytes")
+
+    monkeypatch.setattr(share_keys_stage, "neighbours_of", broken)
+    client = manual.clients[10]
+    assert client.state.mask_private  # it holds its mask key before the call
+    _assert_aborted_without_leak(client, lambda: client.share_keys(directory), struct.error)
+    assert client.state.mask_key is None and client.state.encryption_key is None

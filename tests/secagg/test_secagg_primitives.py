@@ -110,3 +110,21 @@ def test_pair_keys_are_symmetric_and_domain_separated() -> None:
 def test_apply_masks_rejects_a_non_uint32_accumulator() -> None:
     with pytest.raises(ValueError, match="uint32"):
         apply_masks(np.zeros(4, dtype=np.int64), [(b"\x01" * 32, 1)])
+
+
+@pytest.mark.parametrize(
+    "holders",
+    [[-1, 2, 3], [1, 1, 2], [1, 2, 2**64], [1, 2.0, 3], [True, 2, 3]],
+    ids=["negative", "repeated", "beyond-u64", "float", "bool"],
+)
+def test_every_index_that_reaches_shamir_is_checked(holders) -> None:
+    secret = bytes(range(32))
+    with pytest.raises(ValueError, match="share holders"):
+        shamir.split(secret, holders, 2, pinned_entropy(b"idx"))
+    good = shamir.split(secret, [1, 2, 3], 2, pinned_entropy(b"idx"))
+    shares = dict(zip(holders, good.values(), strict=False))
+    if len(shares) == len(holders):  # a dict cannot repeat a holder
+        with pytest.raises(ValueError, match="share holders"):
+            shamir.combine(shares)
+        with pytest.raises(ValueError, match="share holders"):
+            shamir.recover(shares, 2, lambda s: True)

@@ -15,6 +15,8 @@ from secagg_harness import ManualRound, make_context, random_inputs
 
 from securefed.errors import ProtocolAbort
 from securefed.secagg import SecAggParams
+from securefed.secagg.params import minimum_partners
+from securefed.secagg.roster import generate_identities
 from securefed.secagg.state import STAGES
 
 
@@ -28,26 +30,32 @@ def _expected_sum(inputs: dict[int, np.ndarray], survivors) -> np.ndarray:
 def _stage_sets(ids, drops):
     sets, live = [], set(ids)
     for stage in STAGES:
-        live = live - set(drops[stage])
+        live = live - set(drops.get(stage, ()))
         sets.append(live)
-    return sets  # U1, U2, U3, U4
+    return sets  # U1, U2, U3, U4 (signers), U5 (responders)
 
 
-def _must_succeed(ids, drops, t, graph) -> bool:
-    u1, u2, u3, u4 = _stage_sets(ids, drops)
-    if min(len(u1), len(u2), len(u3), len(u4)) < t:
+def _must_succeed(ids, drops, plan, adversary, graph) -> bool:
+    t = plan.threshold
+    u1, u2, u3, u4, u5 = _stage_sets(ids, drops)
+    if min(len(u1), len(u2), len(u3), len(u4), len(u5)) < t:
         return False
     near = {u: graph[u] for u in u1}
-    # every client in U2 needs t share holders (itself and neighbours in U2) to go on
-    if any(len(near[u] & u2) + 1 < t for u in u2 - set(drops["masked_input"])):
+    holders = {u: near[u] | {u} for u in u1}
+    # every client in U2 needs enough live neighbours (params.minimum_partners) to go on
+    partners = minimum_partners(plan, adversary)
+    if any(len(near[u] & u2) < partners for u in u2 - set(drops.get("masked_input", ()))):
         return False
-    # every responder needs t live share holders among itself and its neighbours
-    if any(len((near[u] | {u}) & u3) < t for u in u4):
+    # every signer needs t of its share holders in the survivor set it signs
+    if any(len(holders[u] & u3) < t for u in u4 | set(drops.get("consistency_check", ()))):
+        return False
+    # every responder needs t signatures from its share holders, and t of them alive
+    if any(min(len(holders[u] & u4), len(holders[u] & u3)) < t for u in u5):
         return False
     # the server needs t responses per secret: b_u for u in U3, s_v for dropped v with partners
-    if any(len((near[u] | {u}) & u4) < t for u in u3):
+    if any(len(holders[u] & u5) < t for u in u3):
         return False
-    return all(len(near[v] & u4) >= t for v in u2 - u3 if near[v] & u3)
+    return all(len(near[v] & u5) >= t for v in u2 - u3 if near[v] & u3)
 
 
 def _drop_sets(ids, data):
@@ -59,20 +67,21 @@ def _drop_sets(ids, data):
     return drops
 
 
-def _check_round(ids, context, drops, seed: int) -> bool:
+def _check_round(ids, context, drops, seed: int, identities=None) -> bool:
     inputs = random_inputs(ids, context.vector_length, seed)
-    manual = ManualRound(ids, context, seed=b"prop%d" % seed)
-    t = manual.server.plan.threshold
+    roster, keys = identities or (None, None)
+    manual = ManualRound(ids, context, seed=b"prop%d" % seed, roster=roster, identity_keys=keys)
+    plan, adversary = manual.server.plan, context.params.adversary
     try:
         total = manual.run(inputs, drops)
     except ProtocolAbort:
         graph = manual.server.state.graph
         if not graph:  # aborted before the graph existed: only U1 < t explains that
-            assert len(_stage_sets(ids, drops)[0]) < t
+            assert len(_stage_sets(ids, drops)[0]) < plan.threshold
             return False
-        assert not _must_succeed(ids, drops, t, graph)
+        assert not _must_succeed(ids, drops, plan, adversary, graph)
         return False
-    assert _must_succeed(ids, drops, t, manual.server.state.graph)
+    assert _must_succeed(ids, drops, plan, adversary, manual.server.state.graph)
     survivors = manual.server.participants["masked_input"]
     assert set(survivors) == _stage_sets(ids, drops)[2]
     np.testing.assert_array_equal(total, _expected_sum(inputs, survivors))
@@ -88,8 +97,24 @@ def test_complete_graph_sum_is_exact_with_any_t_survivors(n, length, data) -> No
     context = make_context(n, dimension=length, params=params)
     drops = _drop_sets(ids, data)
     succeeded = _check_round(ids, context, drops, data.draw(st.integers(0, 1000)))
-    u4 = _stage_sets(ids, drops)[3]
-    assert succeeded == (len(u4) >= threshold)  # complete graph: t survivors suffice
+    u5 = _stage_sets(ids, drops)[4]
+    assert succeeded == (len(u5) >= threshold)  # complete graph: t survivors suffice
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(3, 9), length=st.integers(1, 64), data=st.data())
+def test_signed_rounds_survive_every_dropout_pattern_the_budget_allows(n, length, data) -> None:
+    """Semi-malicious defaults with identities (the default run): any dropouts, at any stages
+    including the consistency check, that leave the budgeted number of clients, sum exactly."""
+    ids = sorted(data.draw(st.sets(st.integers(0, 2**40), min_size=n, max_size=n)))
+    context = make_context(n, dimension=length, params=SecAggParams())
+    plan = ManualRound(ids, context).server.plan
+    budget = n - plan.threshold  # complete graph: n - t dropouts in all
+    gone = data.draw(st.lists(st.sampled_from(ids), unique=True, max_size=budget))
+    stages = data.draw(st.lists(st.sampled_from(STAGES), min_size=len(gone), max_size=len(gone)))
+    drops = {s: sorted(u for u, at in zip(gone, stages, strict=True) if at == s) for s in STAGES}
+    identities = generate_identities(ids)
+    assert _check_round(ids, context, drops, data.draw(st.integers(0, 1000)), identities)
 
 
 @settings(max_examples=15, deadline=None)
@@ -134,5 +159,11 @@ def test_sparse_round_with_many_clients() -> None:
     ids = list(range(60))
     context = make_context(60, dimension=16, params=SecAggParams())
     assert context.params.graph == "auto"
-    drops = {"advertise_keys": [1], "share_keys": [2, 3], "masked_input": [5, 8], "unmasking": [13]}
+    drops = {
+        "advertise_keys": [1],
+        "share_keys": [2, 3],
+        "masked_input": [5, 8],
+        "consistency_check": [21],
+        "unmasking": [13],
+    }
     assert _check_round(ids, context, drops, seed=2)

@@ -1,0 +1,292 @@
+"""A planning adversary for the split-view attack on one victim, and the server that runs it.
+
+The attack (issue 11): the server delivers to the victim u the sealed shares of only a subset
+P of its neighbours, so u masks with P alone. To unmask u's upload y_u it then needs u's
+self-mask seed b_u (t holders that saw u alive) and, for every v in P, v's mask key s_v
+(t holders of v's shares that saw v dropped). It shows each client its own view, chosen so
+that every client's checks pass.
+
+Two planners, one per client behaviour:
+
+- ``plan_lists`` (the consistency check switched off: a view is an (alive, dropped) pair per
+  client): a max-flow assigns each v in P to t of its holders, each holder w declaring at most
+  |its masked-with peers| + 1 - t peers dropped (its live-holder check).
+- ``plan_signed`` (the check on: a view is a survivor set the client signs, and a client
+  releases only if t of its share holders signed the very same set): an integer program over
+  which set each client is shown, from a family of views (everyone alive; P dropped; one
+  member of P dropped; each also with the victim's withheld neighbours dropped), maximising how
+  many of the t shares of each needed secret the server collects. It returns its best plan
+  whether or not it is complete, so a test can force the best attempt through.
+
+``SplitViewServer`` plays a round with real ``SecAggClient`` objects: honest until the
+deliveries, then the selective delivery and the planned views, and finally the recovery of
+x_u from what the clients released.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import Bounds, LinearConstraint, milp
+from scipy.sparse import csr_matrix, lil_matrix
+from scipy.sparse.csgraph import maximum_flow
+from secagg_harness import ManualRound
+
+from securefed.errors import ProtocolAbort
+from securefed.secagg import crypto, shamir
+from securefed.secagg.consistency import SurvivorSet
+from securefed.secagg.masking import apply_masks
+from securefed.secagg.quantize import decode_sum
+from securefed.secagg.session import mask_sign, pair_mask_key, seed_commitment, self_mask_key
+from securefed.secagg.unmasking import UnmaskRequest
+
+Graph = Mapping[int, frozenset[int]]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Who the victim hears from, the survivor set shown to each client, and whether the
+    planner expects the server to collect t shares of every secret it needs."""
+
+    victim: int
+    partners: frozenset[int]
+    views: dict[int, frozenset[int]]  # client -> alive list / survivor set it is shown
+    complete: bool
+
+
+def masked_with(graph: Graph, victim: int, partners: frozenset[int], w: int) -> frozenset[int]:
+    """The peers client w masks with: the victim only P, everyone else all neighbours."""
+    return partners if w == victim else graph[w]
+
+
+def choose_partners(graph: Graph, victim: int, count: int) -> frozenset[int]:
+    """The ``count`` neighbours of the victim with the most holders outside N[victim] (they
+    are the easiest to have declared dropped by many); ties by id."""
+    near = graph[victim] | {victim}
+    ranked = sorted(graph[victim], key=lambda v: (-len(graph[v] - near), v))
+    return frozenset(ranked[:count])
+
+
+# -- consistency check off: independent (alive, dropped) lists per client -----------------------
+
+
+def plan_lists(graph: Graph, t: int, victim: int, partners: frozenset[int]) -> Plan:
+    """Max-flow: each v in P must be declared dropped to t of its holders; a holder w may
+    declare at most |masked-with(w)| + 1 - t peers dropped; the victim stays alive to all."""
+    ids = sorted(graph)
+    p_list = sorted(partners)
+    index = {w: 2 + len(p_list) + i for i, w in enumerate(ids)}
+    size = 2 + len(p_list) + len(ids)
+    capacity = lil_matrix((size, size), dtype=np.int32)
+    for i, v in enumerate(p_list):
+        capacity[0, 2 + i] = t
+        for w in graph[v]:
+            capacity[2 + i, index[w]] = 1
+    for w in ids:
+        spare = len(masked_with(graph, victim, partners, w)) + 1 - t
+        if spare > 0:
+            capacity[index[w], 1] = spare
+    flow = maximum_flow(csr_matrix(capacity), 0, 1).flow.tocsr()
+    dropped: dict[int, set[int]] = {w: set() for w in ids}
+    for i, v in enumerate(p_list):
+        row = flow.getrow(2 + i)
+        for col, amount in zip(row.indices, row.data, strict=True):
+            if amount > 0:
+                dropped[ids[col - 2 - len(p_list)]].add(v)
+    withheld = graph[victim] - partners
+    views = {
+        w: frozenset(ids) - dropped[w] - (withheld if w == victim else frozenset()) for w in ids
+    }
+    complete = all(sum(v in dropped[w] for w in graph[v]) >= t for v in p_list)
+    return Plan(victim, partners, views, complete)
+
+
+# -- consistency check on: one signed survivor set per client ----------------------------------
+
+
+def _view_family(graph: Graph, victim: int, partners: frozenset[int]) -> list[frozenset[int]]:
+    withheld = graph[victim] - partners
+    bases = [frozenset(), withheld]
+    drops = [frozenset(), partners, *(frozenset({v}) for v in sorted(partners))]
+    return list(dict.fromkeys(base | d for base in bases for d in drops))
+
+
+def plan_signed(
+    graph: Graph, t: int, victim: int, partners: frozenset[int], time_limit_s: float = 30.0
+) -> Plan:
+    """Integer program over which survivor set (a family of 'dropped' sets D) each client
+    signs. x[w, D]: w is shown ids - D; r[w, D]: w releases (t of N[w] signed ids - D).
+    Maximise the collected shares, each secret counted up to t."""
+    ids = sorted(graph)
+    family = _view_family(graph, victim, partners)
+    withheld = graph[victim] - partners
+    holders = {w: graph[w] | {w} for w in ids}
+    pairs = [
+        (w, d)
+        for w in ids
+        for d in family
+        if w not in d
+        and len(holders[w] - d) >= t
+        and not (holders[w] - d) & (graph[w] - masked_with(graph, victim, partners, w))
+        and (w != victim or withheld <= d)
+    ]
+    n_pairs = len(pairs)
+    col = {pair: i for i, pair in enumerate(pairs)}  # x at i, r at n_pairs + i
+    secrets = [("seed", victim)] + [("key", v) for v in sorted(partners)]
+    n_vars = 2 * n_pairs + len(secrets)  # then one coverage variable per secret
+    rows: list[dict[int, float]] = []
+    lower: list[float] = []
+    upper: list[float] = []
+
+    def add(row: dict[int, float], lo: float, hi: float) -> None:
+        rows.append(row)
+        lower.append(lo)
+        upper.append(hi)
+
+    for w in ids:  # each client signs at most one set
+        add({col[(w, d)]: 1.0 for d in family if (w, d) in col}, 0, 1)
+    for (w, d), i in col.items():
+        add({n_pairs + i: 1.0, i: -1.0}, -np.inf, 0)  # releases only what it signed
+        row = {n_pairs + i: float(t)}
+        for z in holders[w]:
+            if (z, d) in col:
+                row[col[(z, d)]] = row.get(col[(z, d)], 0.0) - 1.0
+        add(row, -np.inf, 0)  # t of its holders signed the same set
+    for s, (kind, owner) in enumerate(secrets):
+        row = {2 * n_pairs + s: 1.0}
+        for (w, d), i in col.items():
+            if w not in holders[owner]:
+                continue
+            useful = owner not in d if kind == "seed" else owner in d and w != owner
+            if useful:
+                row[n_pairs + i] = -1.0
+        add(row, -np.inf, 0)  # coverage <= releasing holders
+    matrix = lil_matrix((len(rows), n_vars))
+    for r, row in enumerate(rows):
+        for c, value in row.items():
+            matrix[r, c] = value
+    cost = np.zeros(n_vars)
+    cost[2 * n_pairs :] = -1.0  # maximise coverage
+    integrality = np.concatenate([np.ones(2 * n_pairs), np.zeros(len(secrets))])
+    upper_bounds = np.concatenate([np.ones(2 * n_pairs), np.full(len(secrets), float(t))])
+    result = milp(
+        cost,
+        constraints=LinearConstraint(matrix.tocsr(), lower, upper),
+        integrality=integrality,
+        bounds=Bounds(np.zeros(n_vars), upper_bounds),
+        options={"time_limit": time_limit_s},
+    )
+    if result.x is None:
+        return Plan(victim, partners, {}, False)
+    chosen = {w: d for (w, d), i in col.items() if result.x[i] > 0.5}
+    views = {w: frozenset(ids) - d for w, d in chosen.items()}
+    complete = bool(-result.fun >= t * len(secrets) - 1e-6)
+    return Plan(victim, partners, views, complete)
+
+
+# -- the server that runs a plan against real clients ------------------------------------------
+
+
+@dataclass
+class AttackOutcome:
+    responders: set[int]  # clients that released shares
+    refused: set[int]  # clients that aborted at signing or unmasking
+    seed_shares: int  # shares of b_u collected
+    key_shares: dict[int, int]  # v -> shares of s_v collected
+    recovered: np.ndarray | None  # the decoded victim update (delta, then extras), or None
+
+
+class SplitViewServer:
+    """Runs the honest first two stages, the selective delivery, and then a plan."""
+
+    def __init__(self, manual: ManualRound, inputs: Mapping[int, np.ndarray]) -> None:
+        self.manual, self.inputs = manual, inputs
+        self.directory = manual.advertise()
+        self.state = manual.server.state
+        self.graph: Graph = self.state.graph
+        self.t = self.state.plan.threshold
+
+    def deliver(self, victim: int, partners: frozenset[int]) -> None:
+        """Share keys honestly; deliver the victim only P's shares; everyone masks."""
+        deliveries = self.manual.share(self.directory)
+        own = deliveries[victim]
+        kept = tuple((v, c) for v, c in own.ciphertexts if v in partners)
+        deliveries[victim] = type(own)(own.receiver, own.session_id, kept)
+        self.victim, self.partners = victim, partners
+        self.manual.mask(deliveries, self.inputs)
+
+    def run(self, plan: Plan) -> AttackOutcome:
+        """Show each client its view, forward every matching signature from its holders,
+        send the unmask requests, and try to strip the victim's masks."""
+        sid = self.state.session_id
+        clients = self.manual.clients
+        refused: set[int] = set()
+        signed: dict[int, tuple[frozenset[int], bytes]] = {}
+        for w, view in sorted(plan.views.items()):
+            try:
+                msg = clients[w].sign_survivors(SurvivorSet(sid, tuple(sorted(view))))
+            except ProtocolAbort:
+                refused.add(w)
+                continue
+            signed[w] = (view, msg.signature)
+        responses = {}
+        for w, (view, _) in signed.items():
+            holders = self.graph[w] | {w}
+            signatures = tuple(
+                (z, sig)
+                for z, (other, sig) in sorted(signed.items())
+                if z in holders and other == view
+            )
+            peers = masked_with(self.graph, self.victim, self.partners, w)
+            request = UnmaskRequest(
+                sid, tuple(sorted(view)), tuple(sorted(peers - view)), signatures
+            )
+            try:
+                responses[w] = clients[w].unmask(request)
+            except ProtocolAbort:
+                refused.add(w)
+        return self._recover(responses, refused)
+
+    def _recover(self, responses, refused) -> AttackOutcome:
+        u, sid, t = self.victim, self.state.session_id, self.t
+        seed_shares = {
+            w: dict(r.self_seed_shares)[u]
+            for w, r in responses.items()
+            if u in dict(r.self_seed_shares)
+        }
+        key_shares = {
+            v: {
+                w: dict(r.mask_key_shares)[v]
+                for w, r in responses.items()
+                if v in dict(r.mask_key_shares)
+            }
+            for v in sorted(self.partners)
+        }
+        outcome = AttackOutcome(
+            set(responses),
+            refused,
+            len(seed_shares),
+            {v: len(s) for v, s in key_shares.items()},
+            None,
+        )
+        commitment = self.state.share_messages[u].seed_commitment
+        seed = shamir.recover(seed_shares, t, lambda s: seed_commitment(sid, u, s) == commitment)
+        if seed is None:
+            return outcome
+        masks = [(self_mask_key(sid, seed, u), -1)]
+        pk_u = self.state.advertisements[u].mask_public
+        for v, shares in key_shares.items():
+            pk_v = self.state.advertisements[v].mask_public
+            s_v = shamir.recover(shares, t, lambda s, pk=pk_v: crypto.x25519_public_key(s) == pk)
+            if s_v is None:
+                return outcome
+            key = pair_mask_key(sid, crypto.KeyAgreement(s_v), pk_u, v, u)
+            masks.append((key, -mask_sign(u, v)))
+        y = self.manual.masked[u].copy()
+        apply_masks(y, masks)
+        context = self.state.context
+        decoded = decode_sum(y, context.dimension, 1, context.params.quantization)
+        outcome.recovered = np.concatenate([decoded.delta_sum, decoded.extras_sum])
+        return outcome
