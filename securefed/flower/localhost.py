@@ -28,6 +28,7 @@ import tomli_w
 from securefed.errors import SecurefedError
 from securefed.flower.certs import make_node_key, make_tls
 from securefed.flower.node import STATE_DIR_ENV
+from securefed.secagg import generate_roster
 
 CONNECTION = "securefed-local"
 APP_DIR = Path(__file__).resolve().parents[2] / "deploy" / "app"
@@ -116,8 +117,6 @@ class LocalFederation:
         ``node_security``), so the local federation runs the malicious-server protocol. On
         one machine the private keys share one 0600 file; a real deployment keeps each
         institution's key on its own node."""
-        from securefed.secagg import generate_roster
-
         self.roster = self.certs / "roster.json"
         generate_roster(self.institutions, self.roster)
 

@@ -15,6 +15,7 @@ from securefed.run.folder import RunFolder, read_json
 
 NODE_IDS = {i: 100 + i for i in INSTITUTIONS}
 CURIOUS = {"secagg-adversary": "curious"}  # a node that pins no roster must say so
+CURIOUS_RUN = "secure_aggregation.adversary=curious"  # ... and so must the run it joins
 
 
 def _settings(run_dir) -> ServerSettings:
@@ -73,7 +74,7 @@ def test_silent_node_is_recovered_and_the_aggregate_is_the_mean_of_the_rest(tmp_
 
 
 def test_a_node_speaking_for_another_institution_is_dropped(tmp_path):
-    cfg = load_config(None, [*TINY, "training.rounds=1"])
+    cfg = load_config(None, [*TINY, "training.rounds=1", CURIOUS_RUN])
     configs = {
         NODE_IDS[i]: {"partition-id": i, "state-dir": str(tmp_path / f"node-{i}"), **CURIOUS}
         for i in INSTITUTIONS
@@ -127,6 +128,7 @@ def test_nodes_with_their_own_data_files(tmp_path):
         None,
         [
             *TINY,
+            CURIOUS_RUN,
             "task.name=fpb",
             "training.rounds=1",
             "privacy.dp.enabled=true",
@@ -164,7 +166,7 @@ def test_without_dp_the_flower_run_is_simulate_bit_for_bit(tmp_path):
 
     from securefed.run.simulate import simulate
 
-    cfg = load_config(None, TINY)
+    cfg = load_config(None, [*TINY, CURIOUS_RUN])
     configs = {
         NODE_IDS[i]: {"partition-id": i, "state-dir": str(tmp_path / f"node-{i}"), **CURIOUS}
         for i in INSTITUTIONS

@@ -17,7 +17,11 @@ from securefed.flower.node_security import node_security
 from securefed.secagg import generate_roster
 
 NODE = 101
-BASE = ["partition.num_clients=3", "training.clients_per_round=3"]
+BASE = [
+    "partition.num_clients=3",
+    "training.clients_per_round=3",
+    "secure_aggregation.adversary=curious",
+]
 
 
 def _grid(tmp_path, **node_config) -> InProcessGrid:
