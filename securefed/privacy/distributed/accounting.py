@@ -18,7 +18,9 @@ are the L2 / L1 norm bounds of one institution's rounded vector, variances are o
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections import Counter
 from collections.abc import Callable, Iterable
 
 import numpy as np
@@ -158,9 +160,11 @@ def institution_epsilon(
     if not 0.0 < delta < 1.0:
         raise ValueError(f"delta must be in (0, 1), got {delta}")
     order_list = [int(a) for a in orders]
+    # Rounds that differ only in their index have the same RDP: compute each curve once.
+    counts = Counter(dataclasses.replace(event, round_index=0) for event in events)
     total = np.zeros(len(order_list))
-    for event in events:
-        total += event_rdp(event, order_list)
+    for event, rounds in counts.items():
+        total += rounds * event_rdp(event, order_list)
     if not total.any():
         return 0.0
     epsilon, _ = compute_epsilon(order_list, total.tolist(), delta)
