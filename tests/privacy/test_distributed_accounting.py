@@ -67,7 +67,9 @@ def test_skellam_at_large_variance_is_the_gaussian(z, rounds):
     assert ours == pytest.approx(_gaussian_epsilon(z, 1.0, rounds, 1e-5), rel=1e-3)
 
 
-@pytest.mark.parametrize(("z", "q", "rounds"), [(1.0, 0.2, 100), (1.1, 0.01, 1000), (2.0, 0.25, 200)])
+@pytest.mark.parametrize(
+    ("z", "q", "rounds"), [(1.0, 0.2, 100), (1.1, 0.01, 1000), (2.0, 0.25, 200)]
+)
 def test_subsampled_skellam_is_within_the_generic_bound_of_the_exact_gaussian(z, q, rounds):
     ours = institution_epsilon([_skellam_event(z, q)] * rounds, 1e-5)
     exact_gaussian = _gaussian_epsilon(z, q, rounds, 1e-5)

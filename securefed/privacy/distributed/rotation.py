@@ -20,7 +20,9 @@ import hashlib
 import numpy as np
 import scipy.linalg
 
-_FACTOR_BITS = 4  # 16 x 16 Kronecker factors: fastest measured at m = 2^20 (few passes, small matmuls)
+_FACTOR_BITS = (
+    4  # 16 x 16 Kronecker factors: fastest measured at m = 2^20 (few passes, small matmuls)
+)
 
 
 def padded_dimension(dimension: int) -> int:
