@@ -156,7 +156,9 @@ def test_extras_and_update_share_one_uint32_vector():
     rng = np.random.default_rng(0)
     updates = _updates(n, d)
     extras = [np.array([1.0, 0.25 * i]) for i in range(n)]
-    inputs = [encode_client(u, e, plan, EXTRAS, SEED, rng) for u, e in zip(updates, extras)]
+    inputs = [
+        encode_client(u, e, plan, EXTRAS, SEED, rng) for u, e in zip(updates, extras, strict=True)
+    ]
     assert {v.shape for v in inputs} == {(plan.padded_dimension + 4,)}
     assert {v.dtype for v in inputs} == {np.dtype(np.uint32)}
     decoded = decode_noisy_sum(_secure_sum(inputs), plan, EXTRAS, SEED, n)
