@@ -28,6 +28,7 @@ from securefed.privacy.distributed.events import (
 )
 from securefed.privacy.distributed.parameters import (
     heuristic_scale,
+    institution_delta,
     modclip_stddevs,
     plan_distributed_dp,
 )
@@ -168,3 +169,8 @@ def test_events_round_trip_as_json_and_bad_ones_are_refused():
         event_from_json({**event_to_json(event), "noise_contributors": 0})
     with pytest.raises(ValueError, match="mechanism"):
         DistributedNoiseEvent("laplace", 0, 1.0, 1, 1.0, 1.0, 1.0, 1)
+
+
+def test_auto_delta_is_below_one_over_the_federation():
+    assert institution_delta(50) == 1e-5
+    assert institution_delta(10**6) == pytest.approx(10**6**-1.1)

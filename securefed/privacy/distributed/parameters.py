@@ -40,6 +40,13 @@ DEFAULT_BETA = math.exp(-0.5)  # conditional rounding, as in Kairouz et al.'s ex
 _SIGMA_RANGE = (1e-3, 1e4)  # central noise multipliers searched (std / clip norm)
 
 
+def institution_delta(num_institutions: int) -> float:
+    """``privacy.distributed.delta: auto``: min(1e-5, num_institutions^-1.1)."""
+    if num_institutions < 1:
+        raise ValueError(f"num_institutions must be >= 1, got {num_institutions}")
+    return min(1e-5, float(num_institutions) ** -1.1)
+
+
 def modclip_stddevs(modclip_probability: float) -> float:
     """k such that a Gaussian falls outside +-k std with probability ``modclip_probability``."""
     if not 0.0 < modclip_probability < 1.0:
