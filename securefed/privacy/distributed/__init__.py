@@ -10,4 +10,5 @@ the server included, sees a less noisy value. numpy only (no torch).
   (``plan_distributed_dp`` -> ``DistributedDpPlan``).
 - ``encoding``: the client encoder into secure aggregation's uint32 layout, the server decoder.
 - ``events`` / ``accounting``: the institution-level ledger event and its RDP -> epsilon.
+- ``ledger``: the federation's institution-level ledger (JSON in the run folder, recomputable).
 """
