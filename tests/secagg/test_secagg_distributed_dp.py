@@ -15,14 +15,14 @@ import pytest
 from secagg_harness import ManualRound, make_context
 
 from securefed.privacy.distributed.accounting import institution_epsilon
-from securefed.privacy.distributed.encoding import decode_noisy_sum, encode_client
+from securefed.privacy.distributed.encoding import DistributedDpCodec, round_rotation_seed
 from securefed.privacy.distributed.parameters import central_noise_std, plan_distributed_dp
 from securefed.secagg import SecAggParams
 from securefed.secagg.params import plan_round
 from securefed.secagg.quantize import QuantizationParams
 
 D, COHORT = 1 << 14, 8
-ROTATION_SEED = b"public per-round seed, e.g. H(session_id)"
+GLOBAL_ADAPTER_HASH = b"global-adapter".ljust(32, b".")  # what make_context binds
 
 
 def _variance_ratio(residual: np.ndarray, variance: float) -> float:
@@ -45,20 +45,20 @@ def test_noisy_sum_survives_dropouts_at_every_stage(mechanism):
         sample_rate=0.2,
         rounds=30,
     )
-    extras_params = QuantizationParams(clip_norm=1.0, bits=20)
-    rng = np.random.default_rng(1)
-    updates = rng.normal(size=(COHORT, D)) * 0.02  # norms ~2.6: clipped to 1
-    inputs = {
-        u: encode_client(updates[u], np.array([1.0]), plan, extras_params, ROTATION_SEED, rng)
-        for u in range(COHORT)
-    }
-    context = make_context(COHORT, dimension=plan.padded_dimension, extras_count=1, params=params)
+    codec = DistributedDpCodec(
+        plan,
+        QuantizationParams(clip_norm=1.0, bits=20),
+        round_rotation_seed(GLOBAL_ADAPTER_HASH, 0),
+    )
+    updates = np.random.default_rng(1).normal(size=(COHORT, D)) * 0.02  # norms ~2.6: clipped
+    inputs = {u: codec.encode(updates[u], np.array([1.0])) for u in range(COHORT)}  # OS noise
+    context = make_context(COHORT, dimension=codec.encoded_dimension, extras_count=1, params=params)
     run = ManualRound(range(COHORT), context)
     total = run.run(inputs, drops={"masked_input": [2], "unmasking": [5]})
     contributors = run.server.participants["masked_input"]  # 5's input is in the sum
     assert len(contributors) == COHORT - 1
 
-    decoded = decode_noisy_sum(total, plan, extras_params, ROTATION_SEED, len(contributors))
+    decoded = codec.decode(total, len(contributors))
     assert decoded.extras_sum[0] == pytest.approx(len(contributors), abs=1e-6)
     clipped = updates[list(contributors)]
     clipped = clipped * np.minimum(1.0, 1.0 / np.linalg.norm(clipped, axis=1, keepdims=True))

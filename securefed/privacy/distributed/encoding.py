@@ -18,11 +18,16 @@ With distributed DP on, ``secure_aggregation.bits`` is b, the width of the *aggr
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 
-from securefed.privacy.distributed.noise import discrete_gaussian_noise, skellam_noise
+from securefed.privacy.distributed.noise import (
+    discrete_gaussian_noise,
+    os_noise_generator,
+    skellam_noise,
+)
 from securefed.privacy.distributed.parameters import DistributedDpPlan
 from securefed.privacy.distributed.rotation import rotate, unrotate
 from securefed.secagg.quantize import QuantizationParams, decode_sum, encode_input
@@ -114,3 +119,43 @@ def decode_noisy_sum(
     delta_sum = unrotate(centred.astype(np.float64) / plan.scale, plan.dimension, rotation_seed)
     headroom = float(np.abs(centred).max()) / float(1 << (plan.bits - 1))
     return NoisySum(delta_sum, extras.extras_sum, extras.wrap_count, headroom)
+
+
+def round_rotation_seed(global_adapter_hash: bytes, round_index: int) -> bytes:
+    """The public rotation seed of a round, from what every party already agrees on.
+
+    Privacy does not rest on it: any rotation preserves the L2 norm, so the sensitivity and
+    the accounting hold for every seed; a seed chosen to be unlucky can only raise the wrap
+    rate (utility), which ``NoisySum.headroom_used`` shows.
+    """
+    label = b"securefed/distributed-dp/round-seed/v1"
+    return hashlib.sha256(label + global_adapter_hash + round_index.to_bytes(8, "big")).digest()
+
+
+@dataclass(frozen=True, eq=False)
+class DistributedDpCodec:
+    """The round's encode/decode pair, for the secure-aggregation input path.
+
+    ``encoded_dimension`` replaces the update's dimension in the round's ``RoundContext``;
+    ``encode`` runs on each client (noise from the OS CSPRNG unless a generator is given),
+    ``decode`` on the server after unmasking, with the number of inputs in the sum.
+    """
+
+    plan: DistributedDpPlan
+    extras_params: QuantizationParams
+    rotation_seed: bytes
+
+    @property
+    def encoded_dimension(self) -> int:
+        return self.plan.padded_dimension
+
+    def encode(
+        self, delta: np.ndarray, extras: np.ndarray, rng: np.random.Generator | None = None
+    ) -> np.ndarray:
+        rng = rng if rng is not None else os_noise_generator()
+        return encode_client(delta, extras, self.plan, self.extras_params, self.rotation_seed, rng)
+
+    def decode(self, total: np.ndarray, contributors: int) -> NoisySum:
+        return decode_noisy_sum(
+            total, self.plan, self.extras_params, self.rotation_seed, contributors
+        )
