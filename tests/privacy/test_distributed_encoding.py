@@ -7,7 +7,10 @@ import dataclasses
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from securefed.privacy.distributed.accounting import rounded_l1_bound, rounded_l2_bound
 from securefed.privacy.distributed.encoding import (
     centred_sum,
     decode_noisy_sum,
@@ -17,10 +20,14 @@ from securefed.privacy.distributed.encoding import (
     noise_share,
 )
 from securefed.privacy.distributed.parameters import (
+    DEFAULT_BETA,
     DistributedDpPlan,
     central_noise_std,
+    heuristic_scale,
+    modclip_stddevs,
     plan_distributed_dp,
 )
+from securefed.privacy.distributed.rotation import padded_dimension
 from securefed.secagg.quantize import QuantizationParams
 
 SEED = b"round-3-public-rotation-seed"
@@ -172,3 +179,28 @@ def test_encoder_refuses_a_wrong_dimension():
     plan = _plan("skellam", 64)
     with pytest.raises(ValueError, match="65 coordinates"):
         discretize(np.zeros(65), plan, SEED, np.random.default_rng(0))
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    d=st.integers(1, 3000),
+    n=st.integers(2, 20),
+    bits=st.integers(12, 26),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_without_noise_the_pipeline_returns_the_clipped_sum_up_to_rounding(d, n, bits, seed):
+    """Modular clipping, centring, descaling and the inverse rotation lose nothing but the
+    stochastic rounding (< 1 per coordinate per client in the integer domain)."""
+    m = padded_dimension(d)
+    scale = heuristic_scale(0.3, 1.0, bits, n, m, modclip_stddevs(1e-4))
+    l2 = rounded_l2_bound(scale, DEFAULT_BETA, m)
+    plan = DistributedDpPlan(  # scale for sigma 0.3, then silenced: Skellam(5e-10) is 0 w.h.p.
+        "skellam", d, m, 1.0, bits, scale, 1e-9, DEFAULT_BETA, l2, rounded_l1_bound(l2, m),
+        n, n, 1.0, 1, 1e-4, 1.0, 1e-5,
+    )  # fmt: skip
+    rng = np.random.default_rng(seed)
+    updates = rng.normal(size=(n, d)) * rng.uniform(0.001, 1.0, size=(n, 1))
+    inputs = [encode_client(u, np.zeros(0), plan, EXTRAS, SEED, rng) for u in updates]
+    decoded = decode_noisy_sum(_secure_sum(inputs), plan, EXTRAS, SEED, n)
+    error = np.linalg.norm(decoded.delta_sum - _clipped(updates, plan.clip_norm).sum(axis=0))
+    assert error <= n * np.sqrt(plan.padded_dimension) / plan.scale
