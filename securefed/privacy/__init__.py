@@ -7,4 +7,7 @@
 - ``dp_sgd``: Opacus DP-SGD on the adapter parameters (Poisson sampling, per-example clipping,
   Gaussian noise), IA3 included. The only importer of Opacus's training machinery; import it
   explicitly (it loads torch), the rest of this package does not need torch.
+- ``distributed``: institution-level DP without a trusted server (distributed Skellam or
+  discrete Gaussian noise inside the secure sum), numpy only; its accounting uses
+  dp-accounting for RDP-to-epsilon and for the continuous-Gaussian reference.
 """
