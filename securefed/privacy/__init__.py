@@ -1,8 +1,8 @@
-"""Sample-level differential privacy for each institution.
+"""Differential privacy: sample-level for each institution, institution-level for the federation.
 
 - ``events``: what a round released, as immutable JSON-able data.
 - ``accounting``: events to (epsilon, delta) by dp-accounting PLD (of record), RDP and Opacus
-  PRV (cross-checks); noise calibration; default delta. The only importer of dp_accounting.
+  PRV (cross-checks); noise calibration; default delta. Sample-level use of dp_accounting.
 - ``ledger``: one institution's ledger across rounds and resumed runs; budget checks.
 - ``dp_sgd``: Opacus DP-SGD on the adapter parameters (Poisson sampling, per-example clipping,
   Gaussian noise), IA3 included. The only importer of Opacus's training machinery; import it
