@@ -3,6 +3,7 @@ dp-accounting; the Zhu-Wang subsampling bound; calibration; events as recomputab
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import dp_accounting as dpa
@@ -174,3 +175,21 @@ def test_events_round_trip_as_json_and_bad_ones_are_refused():
 def test_auto_delta_is_below_one_over_the_federation():
     assert institution_delta(50) == 1e-5
     assert institution_delta(10**6) == pytest.approx(1e-6**1.1)
+
+
+def test_plan_bytes_bind_every_parameter():
+    plan = plan_distributed_dp(
+        mechanism="dgauss",
+        target_epsilon=4.0,
+        delta=1e-5,
+        clip_norm=1.0,
+        bits=20,
+        dimension=1000,
+        cohort_size=10,
+        min_survivors=7,
+        sample_rate=0.2,
+        rounds=5,
+    )
+    assert plan.to_bytes() == dataclasses.replace(plan).to_bytes()
+    for change in ({"bits": 19}, {"scale": plan.scale * (1 + 1e-12)}, {"mechanism": "skellam"}):
+        assert dataclasses.replace(plan, **change).to_bytes() != plan.to_bytes()
