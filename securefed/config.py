@@ -9,6 +9,7 @@ turned into one ``ConfigError`` line naming the key, the value and what is allow
 from __future__ import annotations
 
 import dataclasses
+import math
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -104,8 +105,24 @@ class DPConfig(_Section):
         return self
 
 
+class DistributedDPConfig(_Section):
+    """Institution-level DP without a trusted server: each client adds a share of discrete
+    noise inside the secure sum (``securefed.privacy.distributed``). With it on,
+    ``secure_aggregation.bits`` is the bit width of the aggregate (the sum is taken mod
+    2^bits), as in TFF's DistributedDpSumFactory; ``delta: auto`` is
+    min(1e-5, num_institutions^-1.1)."""
+
+    enabled: bool = False
+    mechanism: Literal["skellam", "dgauss"] = "skellam"
+    target_epsilon: float = Field(8.0, gt=0.0, le=1e4)
+    delta: float | Literal["auto"] = "auto"
+    clip_norm: float = Field(1.0, gt=0.0, le=1e9)
+    modclip_probability: float = Field(1e-4, gt=0.0, lt=0.5)
+
+
 class PrivacyConfig(_Section):
     dp: DPConfig = DPConfig()
+    distributed: DistributedDPConfig = DistributedDPConfig()
 
 
 Stage = Literal[STAGES]  # type: ignore[valid-type]  # the protocol's stage names (secagg.state)
@@ -184,7 +201,11 @@ class RunConfig(_Section):
             return data
         privacy = data.get("privacy") or {}
         dp = privacy.get("dp") or {} if isinstance(privacy, dict) else {}
-        dp_off = isinstance(dp, dict) and dp.get("enabled", False) is False
+        distributed = privacy.get("distributed") or {} if isinstance(privacy, dict) else {}
+        dp_off = all(
+            isinstance(section, dict) and section.get("enabled", False) is False
+            for section in (dp, distributed)
+        )
         weighting = "examples" if dp_off else "uniform"  # anything unclear: the private side
         return {**data, "training": {**training, "weighting": weighting}}
 
@@ -210,6 +231,7 @@ def _check_cross_fields(cfg: RunConfig) -> None:
         raise ConfigError("model.dtype", cfg.model.dtype, "float32 for qlora on cpu")
     if len(set(cfg.baselines)) != len(cfg.baselines):
         raise ConfigError("baselines", cfg.baselines, "each of centralized, isolated at most once")
+    _check_distributed_dp(cfg)
     sa = cfg.secure_aggregation
     if sa.enabled:
         if k < 2:
@@ -226,6 +248,43 @@ def _check_cross_fields(cfg: RunConfig) -> None:
                     raise ConfigError(
                         f"secure_aggregation.dropout.{stage}", cid, f"client ids in [0, {n - 1}]"
                     )
+
+
+def _check_distributed_dp(cfg: RunConfig) -> None:
+    ddp, key = cfg.privacy.distributed, "privacy.distributed"
+    if not ddp.enabled:
+        return
+    if not cfg.secure_aggregation.enabled:
+        raise ConfigError(
+            f"{key}.enabled",
+            True,
+            "needs secure_aggregation.enabled: true (the noise shares protect only inside the "
+            "secure sum)",
+        )
+    if cfg.training.weighting != "uniform":
+        raise ConfigError(
+            "training.weighting",
+            cfg.training.weighting,
+            "uniform or auto when privacy.distributed is on (sensitivity is one clipped update)",
+        )
+    institutions = cfg.partition.num_clients
+    if isinstance(ddp.delta, float) and not 0.0 < ddp.delta < 1.0 / institutions:
+        raise ConfigError(
+            f"{key}.delta",
+            ddp.delta,
+            f"'auto' or in (0, 1/{institutions}) for {institutions} institutions",
+        )
+    from securefed.privacy.distributed.parameters import modclip_stddevs
+
+    k, bits = modclip_stddevs(ddp.modclip_probability), cfg.secure_aggregation.bits
+    clients = cfg.training.clients_per_round
+    if 4.0**bits < clients * k**2:
+        raise ConfigError(
+            "secure_aggregation.bits",
+            bits,
+            f"at least {math.ceil(math.log(clients * k * k, 4))} for distributed DP with "
+            f"{clients} clients per round at modclip_probability {ddp.modclip_probability}",
+        )
 
 
 def _format_validation_error(err: ValidationError) -> ConfigError:

@@ -114,3 +114,35 @@ def test_auto_weighting_resolves_at_load_and_is_recorded(overrides, expected):
     cfg = load_config(overrides=overrides)
     assert cfg.training.weighting == expected
     assert yaml.safe_load(dump_config(cfg))["training"]["weighting"] == expected
+
+
+def test_distributed_dp_is_off_by_default_and_loads_when_on():
+    assert load_config().privacy.distributed.enabled is False
+    cfg = load_config(overrides=["privacy.distributed.enabled=true"])
+    assert cfg.privacy.distributed.mechanism == "skellam"
+    assert cfg.training.weighting == "uniform"  # auto resolves to uniform under it
+    assert not load_config(
+        overrides=["secure_aggregation.enabled=false"]
+    ).privacy.distributed.enabled
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key", "fragment"),
+    [
+        (["secure_aggregation.enabled=false"], "privacy.distributed.enabled", "secure_agg"),
+        (["training.weighting=examples"], "training.weighting", "uniform or auto"),
+        (["privacy.distributed.delta=0.3"], "privacy.distributed.delta", "(0, 1/4)"),
+        (["privacy.distributed.mechanism=laplace"], "privacy.distributed.mechanism", "skellam"),
+        (
+            ["secure_aggregation.bits=4", "privacy.distributed.modclip_probability=1e-30"],
+            "secure_aggregation.bits",
+            "at least 5",
+        ),
+        (["privacy.distributed.clip_norm=0"], "privacy.distributed.clip_norm", "greater than 0"),
+    ],
+)
+def test_distributed_dp_bad_settings_are_one_line_errors(overrides, key, fragment):
+    with pytest.raises(ConfigError) as info:
+        load_config(overrides=["privacy.distributed.enabled=true", *overrides])
+    message = str(info.value)
+    assert "\n" not in message and key in message and fragment in message

@@ -1,14 +1,17 @@
-"""Sample-level differential privacy for each institution.
+"""Differential privacy: sample-level for each institution, institution-level for the federation.
 
 - ``events``: what a round released, as immutable JSON-able data.
 - ``accounting``: events to (epsilon, delta) by dp-accounting PLD (of record), RDP and Opacus
-  PRV (cross-checks); noise calibration; default delta. The only importer of dp_accounting.
+  PRV (cross-checks); noise calibration; default delta. Sample-level use of dp_accounting.
 - ``ledger``: one institution's ledger across rounds and resumed runs; budget checks.
 - ``budget``: each institution's noise plan across the run, its ledger, and when it stops.
 - ``plan``: the torch-free types of one local round: ``DPPlan`` in, ``LocalStats`` out.
 - ``dp_sgd``: Opacus DP-SGD on the adapter parameters (Poisson sampling, per-example clipping,
   Gaussian noise), IA3 included. The only importer of Opacus's training machinery; import it
   explicitly (it loads torch), the rest of this package does not need torch.
+- ``distributed``: institution-level DP without a trusted server (distributed Skellam or
+  discrete Gaussian noise inside the secure sum), numpy only; its accounting uses
+  dp-accounting for RDP-to-epsilon and for the continuous-Gaussian reference.
 
 May import: dp_accounting, opacus and torch (``dp_sgd`` only), ``config``, ``errors``.
 Exports nothing here: import the submodule you need, so torch loads only with ``dp_sgd``.

@@ -1,0 +1,14 @@
+"""Institution-level DP without a trusted server: distributed discrete noise in the secure sum.
+
+Each client adds a share of discrete noise (Skellam or discrete Gaussian) to its rotated,
+scaled, rounded update before masking, so the secure sum carries the full noise and nobody,
+the server included, sees a less noisy value. numpy only (no torch).
+
+- ``rotation``: randomized Walsh-Hadamard rotation from a public per-round seed, and back.
+- ``noise``: Skellam and discrete Gaussian samplers; an OS-seeded generator.
+- ``parameters``: scale, modular headroom and noise share for a target epsilon
+  (``plan_distributed_dp`` -> ``DistributedDpPlan``).
+- ``encoding``: the client encoder into secure aggregation's uint32 layout, the server decoder.
+- ``events`` / ``accounting``: the institution-level ledger event and its RDP -> epsilon.
+- ``ledger``: the federation's institution-level ledger (JSON in the run folder, recomputable).
+"""

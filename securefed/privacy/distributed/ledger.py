@@ -1,0 +1,139 @@
+"""The federation's institution-level ledger: one event per round, epsilon recomputed from all.
+
+Beside each institution's sample-level ``PrivacyLedger`` (one record of that institution),
+this ledger covers a whole institution (add or remove all its records): every round's
+``DistributedNoiseEvent`` records the noise shares that reached the sum, so a round with
+dropouts is accounted with the survivors' noise, never the planned amount. An auditor
+recomputes the epsilon from ``to_json()["events"]`` with ``accounting.institution_epsilon``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import dp_accounting as dpa
+
+from securefed.errors import RunFolderError
+from securefed.privacy.distributed.accounting import RDP_ORDERS, institution_epsilon
+from securefed.privacy.distributed.events import (
+    DistributedNoiseEvent,
+    event_from_json,
+    event_to_json,
+)
+
+INSTITUTION_LEDGER_FORMAT = "securefed.institution-ledger/1"
+INSTITUTION_RELATION = "add or remove one institution (its whole clipped update)"
+INSTITUTION_CAVEATS = (
+    "institution-level DP: whether an institution took part and what its update was, against "
+    "anyone who sees the released sums, the server included; it assumes the clients add their "
+    "noise shares honestly (a client that omits its share lowers the noise)",
+    "the subsampling amplification assumes institutions are Poisson-sampled at sample_rate; "
+    "a round recorded with sample_rate 1.0 claims none",
+    "plaintext metrics summed beside the update (extras: loss, accuracy, weights) are outside "
+    "this epsilon",
+)
+
+
+class InstitutionLedger:
+    """The institution-level events of one federation and the (epsilon, delta) they add up to."""
+
+    def __init__(
+        self,
+        delta: float,
+        target_epsilon: float | None = None,
+        events: Sequence[DistributedNoiseEvent] = (),
+    ) -> None:
+        if not 0.0 < delta < 1.0:
+            raise ValueError(f"delta must be in (0, 1), got {delta!r}")
+        if target_epsilon is not None and not (
+            math.isfinite(target_epsilon) and target_epsilon > 0
+        ):
+            raise ValueError(
+                f"target_epsilon must be finite and > 0 or None, got {target_epsilon!r}"
+            )
+        self.delta = float(delta)
+        self.target_epsilon = None if target_epsilon is None else float(target_epsilon)
+        self._events: list[DistributedNoiseEvent] = []
+        for event in events:
+            self.record(event)
+
+    @property
+    def events(self) -> tuple[DistributedNoiseEvent, ...]:
+        return tuple(self._events)
+
+    def record(self, event: DistributedNoiseEvent) -> None:
+        """Record one round; rounds are recorded once each, in order."""
+        if self._events and event.round_index <= self._events[-1].round_index:
+            raise ValueError(
+                f"round {event.round_index} recorded after round "
+                f"{self._events[-1].round_index}; rounds must be recorded once, in order"
+            )
+        self._events.append(event)
+
+    def epsilon(self) -> float:
+        """Epsilon at this ledger's delta of every recorded round (RDP, Zhu-Wang subsampling)."""
+        return institution_epsilon(self._events, self.delta)
+
+    def gaussian_reference_epsilon(self) -> float:
+        """Epsilon of the continuous Gaussian with the same sensitivity and central variance
+        (dp-accounting's exact subsampled-Gaussian RDP): what the discretisation costs."""
+        accountant = dpa.rdp.RdpAccountant(list(RDP_ORDERS))
+        for e in self._events:
+            z = math.sqrt(e.noise_contributors * e.local_variance) / e.l2_sensitivity
+            inner = dpa.GaussianDpEvent(z)
+            accountant.compose(
+                inner if e.sample_rate == 1.0 else dpa.PoissonSampledDpEvent(e.sample_rate, inner)
+            )
+        return float(accountant.get_epsilon(self.delta))
+
+    def report(self) -> dict[str, Any]:
+        """The audit record: epsilon, the Gaussian reference, each round's noise shares."""
+        return {
+            "epsilon": self.epsilon(),
+            "delta": self.delta,
+            "accountant": "RDP (Skellam: Agarwal et al. 2021; DDGauss: Kairouz et al. 2021 "
+            "Prop. 14) with Zhu-Wang Poisson subsampling; dp-accounting RDP-to-epsilon",
+            "gaussian_reference_epsilon": self.gaussian_reference_epsilon(),
+            "neighbouring_relation": INSTITUTION_RELATION,
+            "unit": "one institution",
+            "target_epsilon": self.target_epsilon,
+            "rounds": [e.round_index for e in self._events],
+            "noise_contributors": [e.noise_contributors for e in self._events],
+            "events": [event_to_json(e) for e in self._events],
+            "caveats": list(INSTITUTION_CAVEATS),
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything needed to continue this ledger or recompute its epsilon."""
+        return {
+            "format": INSTITUTION_LEDGER_FORMAT,
+            "delta": self.delta,
+            "target_epsilon": self.target_epsilon,
+            "neighbouring_relation": INSTITUTION_RELATION,
+            "events": [event_to_json(e) for e in self._events],
+        }
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> InstitutionLedger:
+        """Continue a ledger written by ``to_json``; malformed input is refused."""
+        expected = {"format", "delta", "target_epsilon", "neighbouring_relation", "events"}
+        if not isinstance(obj, Mapping) or set(obj) != expected:
+            raise RunFolderError(f"institution ledger: keys must be exactly {sorted(expected)}")
+        if (
+            obj["format"] != INSTITUTION_LEDGER_FORMAT
+            or obj["neighbouring_relation"] != INSTITUTION_RELATION
+        ):
+            raise RunFolderError(
+                f"institution ledger: format {obj['format']!r}; this version reads "
+                f"{INSTITUTION_LEDGER_FORMAT!r} with relation {INSTITUTION_RELATION!r}"
+            )
+        try:
+            return cls(
+                delta=obj["delta"],
+                target_epsilon=obj["target_epsilon"],
+                events=[event_from_json(e) for e in obj["events"]],
+            )
+        except (TypeError, ValueError) as exc:
+            raise RunFolderError(f"institution ledger: {exc}") from None
