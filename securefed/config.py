@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from securefed.errors import ConfigError
+from securefed.privacy.distributed.parameters import modclip_stddevs
 from securefed.secagg import STAGES, SecAggParams, check_no_overflow, plan_round
 
 TASK_NAMES = ("synthetic_finance", "synthetic_medqa", "medqa", "medmcqa", "fpb", "fiqa_sa")
@@ -274,8 +275,6 @@ def _check_distributed_dp(cfg: RunConfig) -> None:
             ddp.delta,
             f"'auto' or in (0, 1/{institutions}) for {institutions} institutions",
         )
-    from securefed.privacy.distributed.parameters import modclip_stddevs
-
     k, bits = modclip_stddevs(ddp.modclip_probability), cfg.secure_aggregation.bits
     clients = cfg.training.clients_per_round
     if 4.0**bits < clients * k**2:

@@ -11,4 +11,7 @@ the server included, sees a less noisy value. numpy only (no torch).
 - ``encoding``: the client encoder into secure aggregation's uint32 layout, the server decoder.
 - ``events`` / ``accounting``: the institution-level ledger event and its RDP -> epsilon.
 - ``ledger``: the federation's institution-level ledger (JSON in the run folder, recomputable).
+
+May import: numpy, scipy, dp_accounting, ``securefed.errors`` -- never torch or flwr.
+Exports nothing here: import the submodule you need.
 """
