@@ -136,10 +136,12 @@ def verify_empirical(
                 f"the checkpoints give {scores[worst]!r}"
             )
     found = section_from_record(record, scores)
-    for key in ("canaries", "canary_kind", "included", "delta", "claimed_epsilon"):
+    for key in ("canaries", "canary_kind", "included", "lower_bound_exceeds_claim"):
         if section.get(key) != found[key]:
             problems.append(f"empirical.{key}: recorded {section.get(key)!r}, found {found[key]!r}")
     figures = {
+        "delta": found["delta"],
+        "claimed_epsilon": found["claimed_epsilon"],
         "epsilon_lower_bound": found["epsilon_lower_bound"],
         "epsilon_estimate": found["epsilon_estimate"],
         "epsilon_estimate_interval[0]": found["epsilon_estimate_interval"][0],
@@ -147,6 +149,8 @@ def verify_empirical(
     }
     interval = section.get("epsilon_estimate_interval") or [None, None]
     recorded = {
+        "delta": section.get("delta"),
+        "claimed_epsilon": section.get("claimed_epsilon"),
         "epsilon_lower_bound": section.get("epsilon_lower_bound"),
         "epsilon_estimate": section.get("epsilon_estimate"),
         "epsilon_estimate_interval[0]": interval[0],

@@ -129,9 +129,14 @@ class _CheckedDPOptimizer(DPOptimizer):
         super().clip_and_accumulate()
 
 
-class _GradientCanaryRows:
+class GradientCanaryRows:
     """Per step: Poisson-sample this institution's included gradient canaries at rate q and
-    return their rows (direction x GRADIENT_NORM_FACTOR x C), split per parameter."""
+    return their rows (direction x GRADIENT_NORM_FACTOR x C), split per parameter.
+
+    ``params``: the trainable parameters in adapter-vector order. DP-SGD appends the rows
+    before clipping; a non-private loop adds ``rows.sum(0) / batch_rows`` to each ``p.grad``
+    after ``backward`` (the batch-mean loss's scale), so DP-off runs carry the same canaries.
+    """
 
     def __init__(
         self,
@@ -248,7 +253,7 @@ def dp_training(
         extra_rows = None
         if canaries is not None:
             plan, institution = canaries
-            extra_rows = _GradientCanaryRows(
+            extra_rows = GradientCanaryRows(
                 plan, institution, trainable, sample_rate, max_grad_norm, sampling_rng
             )
         dp_optimizer = _CheckedDPOptimizer(
