@@ -18,7 +18,7 @@ from securefed.privacy.canaries import (
     input_canary_records,
     input_scores,
 )
-from securefed.privacy.dp_sgd import dp_training
+from securefed.privacy.dp_sgd import GradientCanaryRows, dp_training
 
 pytestmark = pytest.mark.filterwarnings("ignore:DP-SGD without secure_mode")
 DELTA = 1e-5
@@ -159,6 +159,24 @@ def test_noise_switch_scales_the_noise_but_not_the_claim():
     expected = 2.0 * CLIP / RECORDS
     assert spreads[1.0] == pytest.approx(expected, rel=0.03)
     assert spreads[0.1] == pytest.approx(0.1 * expected, rel=0.05)
+
+
+def test_a_non_private_loop_carries_the_same_canary_rows():
+    """DP off: no clipping, no noise; the loop adds the sampled rows' batch mean to .grad."""
+    model, data = _model_and_data()
+    params = list(model.parameters())
+    plan = CanaryPlan("gradient", 200, (0,), seed=10)
+    rows = GradientCanaryRows(plan, 0, params, 1.0, CLIP, torch.Generator().manual_seed(4))
+    optimizer = torch.optim.SGD(params, lr=1.0)
+    initial = _flat(model)
+    x, y = data.tensors
+    optimizer.zero_grad(set_to_none=True)
+    F.cross_entropy(model(x), y).backward()
+    for p, r in rows().items():
+        p.grad += r.sum(0) / len(x)
+    optimizer.step()
+    scores = gradient_scores(plan, initial, _flat(model))
+    assert scores[plan.included].min() > np.abs(scores[~plan.included]).max()
 
 
 # ---- the audit end to end: large without noise, silent when honest, loud when broken ----------
