@@ -7,7 +7,8 @@ model, and the claim it is audited against: the largest final epsilon among the 
 that carried canaries, at the largest of their deltas (every canary is protected by at least
 that claim, so a bound above it contradicts the run's privacy claim).
 
-``empirical_section`` turns scores and coins into the section; ``empirical_flags`` raises the
+``empirical_section`` turns scores and coins into the section (``canary_record`` stores it
+under ``empirical``, for the audit to copy); ``empirical_flags`` raises the
 critical flag when the lower bound exceeds the claim; ``verify_empirical`` recomputes the
 scores of gradient canaries from the initial and final global adapters (checkpoints) and both
 figures from the scores, and lists what does not match. Input canaries' scores need the model
@@ -32,15 +33,20 @@ FIGURE_REL_TOL = 1e-6
 def canary_record(
     plan: CanaryPlan, scores: np.ndarray, *, delta: float, claimed_epsilon: float
 ) -> dict:
-    """What the run writes to ``canaries.json`` when it ends (after the last round)."""
+    """What the run writes to ``canaries.json`` when it ends (after the last round): the
+    inputs of the audit and, under ``empirical``, the section it computed from them."""
     scores = np.asarray(scores, dtype=np.float64)
     if scores.shape != (plan.count,):
         raise ValueError(f"need one score per canary ({plan.count}), got shape {scores.shape}")
+    section = empirical_section(
+        scores, plan.included, kind=plan.kind, delta=delta, claimed_epsilon=claimed_epsilon
+    )
     return {
         "plan": plan.to_json(),
         "scores": scores.tolist(),
         "delta": delta,
         "claimed_epsilon": claimed_epsilon,
+        "empirical": section,
     }
 
 

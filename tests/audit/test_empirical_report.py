@@ -43,7 +43,8 @@ def _run(strength: float = 0.05, claimed: float = 1.0, kind: str = "gradient"):
     record = canary_record(plan, scores, delta=1e-5, claimed_epsilon=claimed)
     # What the run and the audit write: strict JSON (infinity as the string "inf").
     record = json.loads(json.dumps(json_safe(record)))
-    section = json.loads(json.dumps(json_safe(section_from_record(record))))
+    section = record["empirical"]  # what build_audit copies into audit.json
+    assert section == json.loads(json.dumps(json_safe(section_from_record(record))))
     return section, record, initial, final
 
 
