@@ -21,7 +21,12 @@ import math
 
 import numpy as np
 
-from securefed.audit.empirical import CONFIDENCE, one_run_lower_bound, one_shot_estimate
+from securefed.audit.empirical import (
+    CONFIDENCE,
+    one_run_ceiling,
+    one_run_lower_bound,
+    one_shot_estimate,
+)
 from securefed.privacy.canaries import CanaryPlan, gradient_scores
 
 CANARIES_FILE = "canaries.json"
@@ -70,6 +75,8 @@ def empirical_section(
         "delta": delta,
         "claimed_epsilon": claimed_epsilon,
         "epsilon_lower_bound": bound.epsilon,
+        # The most this many canaries can show: a claim above it cannot be refuted by the bound.
+        "lower_bound_ceiling": one_run_ceiling(int(np.size(scores)), delta, confidence),
         "lower_bound_guesses": {
             "in": bound.guesses_in,
             "out": bound.guesses_out,
@@ -85,6 +92,7 @@ def empirical_section(
             "seed": estimate.seed,
         },
         "lower_bound_exceeds_claim": bound.epsilon > claimed_epsilon,
+        "estimate_exceeds_claim": estimate.interval[0] > claimed_epsilon,
     }
 
 
@@ -101,22 +109,43 @@ def section_from_record(record: dict, scores: np.ndarray | None = None) -> dict:
 
 
 def empirical_flags(section: dict | None) -> list[dict]:
-    """The critical flag when the one-run lower bound exceeds the claimed epsilon."""
-    if section is None or not section["lower_bound_exceeds_claim"]:
+    """Critical when the one-run lower bound exceeds the claimed epsilon (a proof, at the
+    stated confidence, that the run leaks more than it claims); a caveat when only the
+    estimate's whole interval lies above it (evidence, not proof: the estimate is no bound)."""
+    if section is None:
         return []
-    return [
-        {
-            "severity": "critical",
-            "code": "empirical_leak",
-            "message": (
-                f"MEASURED LEAK ABOVE THE CLAIM: {section['canaries']} {section['canary_kind']} "
-                f"canaries show epsilon >= {section['epsilon_lower_bound']:.2f} with "
-                f"{100 * section['confidence']:.0f}% confidence, above the claimed epsilon "
-                f"{section['claimed_epsilon']:.2f} (delta {section['delta']:.1e}): the "
-                "implementation leaks more than its accounting says."
-            ),
-        }
-    ]
+    who = f"{section['canaries']} {section['canary_kind']} canaries"
+    claimed = float(section["claimed_epsilon"])  # "inf" in strict JSON when DP was off
+    claim = f"the claimed epsilon {claimed:.2f} (delta {section['delta']:.1e})"
+    if section["lower_bound_exceeds_claim"]:
+        return [
+            {
+                "severity": "critical",
+                "code": "empirical_leak",
+                "message": (
+                    f"MEASURED LEAK ABOVE THE CLAIM: {who} show epsilon >= "
+                    f"{section['epsilon_lower_bound']:.2f} with "
+                    f"{100 * section['confidence']:.0f}% confidence, above {claim}: the "
+                    "implementation leaks more than its accounting says."
+                ),
+            }
+        ]
+    if section["estimate_exceeds_claim"]:
+        low, high = section["epsilon_estimate_interval"]
+        return [
+            {
+                "severity": "caveat",
+                "code": "empirical_estimate_above_claim",
+                "message": (
+                    f"The empirical estimate from {who} ({section['epsilon_estimate']:.2f}, "
+                    f"interval {low:.2f}-{high:.2f}) lies above {claim}; the lower bound "
+                    f"({section['epsilon_lower_bound']:.2f}, at most "
+                    f"{section['lower_bound_ceiling']:.2f} with this many canaries) does not "
+                    "prove it. Check the noise and clipping, or audit with more canaries."
+                ),
+            }
+        ]
+    return []
 
 
 def verify_empirical(
@@ -142,7 +171,13 @@ def verify_empirical(
                 f"the checkpoints give {scores[worst]!r}"
             )
     found = section_from_record(record, scores)
-    for key in ("canaries", "canary_kind", "included", "lower_bound_exceeds_claim"):
+    for key in (
+        "canaries",
+        "canary_kind",
+        "included",
+        "lower_bound_exceeds_claim",
+        "estimate_exceeds_claim",
+    ):
         if section.get(key) != found[key]:
             problems.append(f"empirical.{key}: recorded {section.get(key)!r}, found {found[key]!r}")
     figures = {

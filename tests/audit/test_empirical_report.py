@@ -90,8 +90,12 @@ def test_the_flag_is_critical_only_when_the_bound_exceeds_the_claim():
     (flag,) = empirical_flags(loud)
     assert flag["severity"] == "critical" and flag["code"] == "empirical_leak"
     assert "200 gradient canaries" in flag["message"]
-    quiet, *_ = _run(strength=1.0, claimed=loud["epsilon_lower_bound"] + 0.01)
+    above_bound, *_ = _run(strength=1.0, claimed=loud["epsilon_lower_bound"] + 0.01)
+    (caveat,) = empirical_flags(above_bound)  # the estimate still lies far above such a claim
+    assert caveat["severity"] == "caveat" and caveat["code"] == "empirical_estimate_above_claim"
+    quiet, *_ = _run(strength=1.0, claimed=loud["epsilon_estimate_interval"][1] + 1.0)
     assert empirical_flags(quiet) == [] and empirical_flags(None) == []
+    assert loud["lower_bound_ceiling"] >= loud["epsilon_lower_bound"]
 
 
 def test_audit_config_keys():
