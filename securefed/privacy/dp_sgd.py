@@ -233,6 +233,10 @@ def dp_training(
     """
     if not (math.isfinite(noise_multiplier) and noise_multiplier > 0):
         raise ValueError(f"noise_multiplier must be finite and > 0, got {noise_multiplier!r}")
+    if not 0 <= noise_scale_for_testing <= 1:
+        raise ValueError(
+            f"noise_scale_for_testing must be in [0, 1], got {noise_scale_for_testing}"
+        )
     trainable = [p for p in model.parameters() if p.requires_grad]  # adapter vector order
     _check_optimizer_holds_exactly(optimizer, trainable)
     records = len(dataset) if real_records is None else real_records

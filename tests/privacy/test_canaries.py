@@ -159,6 +159,8 @@ def test_noise_switch_scales_the_noise_but_not_the_claim():
     expected = 2.0 * CLIP / RECORDS
     assert spreads[1.0] == pytest.approx(expected, rel=0.03)
     assert spreads[0.1] == pytest.approx(0.1 * expected, rel=0.05)
+    with pytest.raises(ValueError, match="noise_scale_for_testing"):
+        _one_round(model, data, plan, sigma=2.0, noise_scale=1.5)
 
 
 def test_a_non_private_loop_carries_the_same_canary_rows():
