@@ -2,7 +2,8 @@
 
 A run that carries m canaries includes each with probability 1/2 by a secret coin. After the
 run, every canary gets a score from the released model (higher = "looks included"): for a
-gradient canary, the cosine of its direction with the released adapter delta; for an input
+gradient canary, the cosine of its direction with the step the released adapter took
+(initial minus final: descent moves against a gradient); for an input
 canary, minus its loss. From the scores and the coins:
 
 - ``one_run_lower_bound``: Steinke, Nasr and Jagielski, "Privacy Auditing with One (1)
@@ -69,7 +70,9 @@ class OneShotEstimate:
     seed: int
 
 
-def one_run_p_value(canaries: int, guesses: int, correct: int, epsilon: float, delta: float):
+def one_run_p_value(
+    canaries: int, guesses: int, correct: int, epsilon: float, delta: float
+) -> float:
     """P-value of ``correct`` of ``guesses`` right under an (epsilon, delta)-DP claim.
 
     Steinke et al. Theorem 3.3: with W' ~ Binomial(guesses, q), q = e^eps / (1 + e^eps) and
@@ -149,7 +152,7 @@ def one_run_ceiling(canaries: int, delta: float, confidence: float = CONFIDENCE)
     return max(one_run_epsilon(canaries, a + b, a + b, delta, significance) for a, b in plans)
 
 
-def two_gaussian_delta(mean_a, std_a, mean_b, std_b, eps):
+def two_gaussian_delta(mean_a, std_a, mean_b, std_b, eps) -> np.ndarray:
     """delta(eps) of the pair N(mean_a, std_a^2), N(mean_b, std_b^2), the worse direction.
 
     Broadcasts over arrays (the bootstrap solves a thousand pairs at once).

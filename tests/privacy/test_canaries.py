@@ -17,6 +17,7 @@ from securefed.privacy.canaries import (
     gradient_scores,
     input_canary_records,
     input_scores,
+    plan_canaries,
 )
 from securefed.privacy.dp_sgd import GradientCanaryRows, dp_training
 
@@ -35,6 +36,8 @@ def test_plan_coins_carriers_and_json():
     assert all(
         plan.carrier(int(i)) == inst for inst, c in zip((2, 0, 5), carried, strict=True) for i in c
     )
+    fresh = [plan_canaries(100, "gradient", (0, 1)) for _ in range(2)]
+    assert fresh[0].seed != fresh[1].seed  # 64 bits from the OS each time
     with pytest.raises(ValueError, match="kind"):
         CanaryPlan("label", 10, (0,), 1)
     with pytest.raises(ValueError, match="count >= 1"):
