@@ -172,6 +172,37 @@ class SecureAggregationConfig(_Section):
         )
 
 
+# The fewest canaries the empirical audit accepts: its estimate needs both included and
+# excluded ones, and below ~20 the one-run bound can reject nothing anyway.
+MIN_CANARIES = 20
+
+
+class AuditConfig(_Section):
+    """Empirical privacy audit: canaries carried in the run itself (0 = none).
+
+    ``canary_institutions``: who carries them, round-robin (default: every institution).
+    """
+
+    canaries: int = Field(0, ge=0, le=100_000)
+    canary_kind: Literal["gradient", "input"] = "gradient"
+    canary_institutions: list[int] | None = None
+
+    @model_validator(mode="after")
+    def _enough_canaries(self) -> AuditConfig:
+        if 0 < self.canaries < MIN_CANARIES:
+            raise ConfigError(
+                "audit.canaries", self.canaries, f"0 (off) or at least {MIN_CANARIES}"
+            )
+        institutions = self.canary_institutions
+        if institutions is not None and (
+            not institutions or len(set(institutions)) != len(institutions)
+        ):
+            raise ConfigError(
+                "audit.canary_institutions", institutions, "distinct institution ids, at least one"
+            )
+        return self
+
+
 class OutputConfig(_Section):
     dir: str = "runs"
 
@@ -186,6 +217,7 @@ class RunConfig(_Section):
     privacy: PrivacyConfig = PrivacyConfig()
     secure_aggregation: SecureAggregationConfig = SecureAggregationConfig()
     baselines: list[Literal["centralized", "isolated"]] = ["centralized", "isolated"]
+    audit: AuditConfig = AuditConfig()
     output: OutputConfig = OutputConfig()
 
     @model_validator(mode="before")
@@ -230,6 +262,9 @@ def _check_cross_fields(cfg: RunConfig) -> None:
         and cfg.training.device == "cpu"
     ):
         raise ConfigError("model.dtype", cfg.model.dtype, "float32 for qlora on cpu")
+    for cid in cfg.audit.canary_institutions or []:
+        if not 0 <= cid < n:
+            raise ConfigError("audit.canary_institutions", cid, f"institution ids in [0, {n - 1}]")
     if len(set(cfg.baselines)) != len(cfg.baselines):
         raise ConfigError("baselines", cfg.baselines, "each of centralized, isolated at most once")
     _check_distributed_dp(cfg)

@@ -14,6 +14,14 @@ IA3 layers). Each step of a round:
 
 The ledger needs (sigma, q, steps): ``PrivateRound`` reports them, counting noised steps.
 
+Canaries (``securefed.privacy.canaries``, for the empirical audit) join at two seams. Gradient
+canaries: each step, every included canary of this institution is Poisson-sampled at the same
+rate q from the same sampling generator, and the sampled canaries' gradient rows are appended
+to the per-sample gradients after the one-row-per-example check and before clipping, so
+clipping, noise and everything after treat them as records. Input canaries are records of
+``dataset``; ``real_records`` keeps q at B / (real records), so the canaries neither change
+the rate the ledger records nor show in it.
+
 What the caller must keep (checked where a check is possible):
 - the loss is the batch mean of per-example losses, one model row per example (checked each
   step: every per-sample gradient has exactly one row per example of the batch). A loss
@@ -38,6 +46,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
+import numpy as np
 import torch
 from opacus.data_loader import DPDataLoader
 from opacus.grad_sample import GradSampleHooks, register_grad_sampler
@@ -48,6 +57,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from securefed.errors import ConfigError
+from securefed.privacy.canaries import GRADIENT_NORM_FACTOR, CanaryPlan, canary_direction
 from securefed.privacy.plan import DPPlan, LocalStats
 
 _IA3_ALIAS_PREFIX = "securefed_dp_ia3_"
@@ -78,12 +88,19 @@ class _RecordingCollate:
         return self.collate(samples)
 
 
-class _CheckedDPOptimizer(DPOptimizer):
-    """Opacus's DPOptimizer that first checks one gradient row per example of a loader batch."""
+ExtraRows = Callable[[], dict[torch.Tensor, torch.Tensor]]
 
-    def __init__(self, *args: Any, batch_log: _BatchLog, **kwargs: Any) -> None:
+
+class _CheckedDPOptimizer(DPOptimizer):
+    """Opacus's DPOptimizer that first checks one gradient row per example of a loader batch,
+    then appends the rows of ``extra_rows`` (canaries; per parameter) before clipping."""
+
+    def __init__(
+        self, *args: Any, batch_log: _BatchLog, extra_rows: ExtraRows | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.batch_log = batch_log
+        self.extra_rows = extra_rows
 
     def clip_and_accumulate(self) -> None:
         examples, self.batch_log.pending = self.batch_log.pending, None
@@ -96,7 +113,51 @@ class _CheckedDPOptimizer(DPOptimizer):
                 " the model must keep one row per example, or clipping would bound each row"
                 " rather than each record and the privacy accounting would be wrong"
             )
+        if self.extra_rows is not None:
+            rows = self.extra_rows()
+            for p in self.params:
+                p.grad_sample = torch.cat([p.grad_sample, rows[p].to(p.grad_sample)])
         super().clip_and_accumulate()
+
+
+class GradientCanaryRows:
+    """Per step: Poisson-sample this institution's included gradient canaries at rate q and
+    return their rows (direction x GRADIENT_NORM_FACTOR x C), split per parameter.
+
+    ``params``: the trainable parameters in adapter-vector order. DP-SGD appends the rows
+    before clipping; a non-private loop adds ``rows.sum(0) / batch_rows`` to each ``p.grad``
+    after ``backward`` (the batch-mean loss's scale), so DP-off runs carry the same canaries.
+    """
+
+    def __init__(
+        self,
+        plan: CanaryPlan,
+        institution: int,
+        params: list[torch.Tensor],
+        sample_rate: float,
+        max_grad_norm: float,
+        generator: torch.Generator,
+    ) -> None:
+        if plan.kind != "gradient":
+            raise ValueError(f"DP-SGD injects gradient canaries only, got {plan.kind!r}")
+        self.plan, self.params, self.generator = plan, params, generator
+        self.indices = plan.included_at(institution)
+        self.sample_rate = sample_rate
+        self.norm = GRADIENT_NORM_FACTOR * max_grad_norm
+        self.dimension = sum(p.numel() for p in params)
+
+    def __call__(self) -> dict[torch.Tensor, torch.Tensor]:
+        drawn = torch.rand(len(self.indices), generator=self.generator) < self.sample_rate
+        sampled = self.indices[drawn.numpy()]
+        flat = np.zeros((len(sampled), self.dimension), dtype=np.float32)  # [k, d]
+        for row, index in enumerate(sampled):
+            flat[row] = self.norm * canary_direction(self.plan.seed, int(index), self.dimension)
+        rows, offset = {}, 0
+        for p in self.params:
+            chunk = torch.from_numpy(flat[:, offset : offset + p.numel()])
+            rows[p] = chunk.reshape(len(sampled), *p.shape)
+            offset += p.numel()
+        return rows
 
 
 class PrivateRound:
@@ -137,12 +198,20 @@ def dp_training(
     batch_size: int,
     generator: torch.Generator | None = None,
     secure_mode: bool = False,
+    canaries: tuple[CanaryPlan, int] | None = None,
+    real_records: int | None = None,
+    noise_scale_for_testing: float = 1.0,
 ) -> Iterator[PrivateRound]:
     """Make ``model`` train privately for one round; afterwards it is exactly as before.
 
     The model is not wrapped: Opacus's hooks are attached to it and removed on exit, so a
     fresh call next round stacks nothing. ``generator`` (CPU) pins sampling and noise for
-    tests; by default both are seeded from OS entropy. Usage::
+    tests; by default both are seeded from OS entropy. ``canaries`` = (plan, institution):
+    that institution's included gradient canaries join every step (module docstring);
+    ``real_records``: the count q is computed from (default ``len(dataset)``).
+    ``noise_scale_for_testing`` is for the audit's own test only: the optimizer adds that
+    fraction of the noise while the round still reports the full sigma (a broken
+    implementation the empirical audit must catch). Usage::
 
         with dp_training(model, opt, data, noise_multiplier=s, max_grad_norm=c,
                          batch_size=b) as dp:
@@ -155,9 +224,14 @@ def dp_training(
     """
     if not (math.isfinite(noise_multiplier) and noise_multiplier > 0):
         raise ValueError(f"noise_multiplier must be finite and > 0, got {noise_multiplier!r}")
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not 0 <= noise_scale_for_testing <= 1:
+        raise ValueError(
+            f"noise_scale_for_testing must be in [0, 1], got {noise_scale_for_testing}"
+        )
+    trainable = [p for p in model.parameters() if p.requires_grad]  # adapter vector order
     _check_optimizer_holds_exactly(optimizer, trainable)
-    sample_rate = sample_rate_for(len(dataset), batch_size)
+    records = len(dataset) if real_records is None else real_records
+    sample_rate = sample_rate_for(records, batch_size)
     device = trainable[0].device
     sampling_rng, noise_rng = _generators(generator, secure_mode, device)
 
@@ -171,15 +245,22 @@ def dp_training(
         log = _BatchLog()
         loader = DPDataLoader(dataset, sample_rate=sample_rate, generator=sampling_rng)
         loader.collate_fn = _RecordingCollate(loader.collate_fn, log)
+        extra_rows = None
+        if canaries is not None:
+            plan, institution = canaries
+            extra_rows = GradientCanaryRows(
+                plan, institution, trainable, sample_rate, max_grad_norm, sampling_rng
+            )
         dp_optimizer = _CheckedDPOptimizer(
             optimizer,
-            noise_multiplier=noise_multiplier,
+            noise_multiplier=noise_multiplier * noise_scale_for_testing,
             max_grad_norm=max_grad_norm,
-            expected_batch_size=max(1, round(sample_rate * len(dataset))),
+            expected_batch_size=max(1, round(sample_rate * records)),
             loss_reduction="mean",
             generator=noise_rng,
             secure_mode=secure_mode,
             batch_log=log,
+            extra_rows=extra_rows,
         )
         state = PrivateRound(
             model, dp_optimizer, loader, noise_multiplier, max_grad_norm, sample_rate
@@ -203,11 +284,14 @@ def train_private(
     loss_fn: Callable[[Any, Any], torch.Tensor],
     on_step: Callable[[], None] | None = None,
     generator: torch.Generator | None = None,
+    canaries: tuple[CanaryPlan, int] | None = None,
+    real_records: int | None = None,
 ) -> Any:
     """The local loop of one round under DP-SGD: ``steps`` noised steps on Poisson batches.
 
     ``bundle.model`` is the PEFT model, ``loss_fn(bundle, batch)`` the batch-mean loss.
-    Returns ``LocalStats`` with the sample rate and noise multiplier used.
+    ``canaries`` and ``real_records``: as in ``dp_training``. Returns
+    ``LocalStats`` with the sample rate and noise multiplier used.
     Its ``mean_loss`` and ``examples`` are computed from the records without noise: keep them
     local (or out of anything the server sees).
     """
@@ -222,6 +306,8 @@ def train_private(
         batch_size=batch_size,
         generator=generator,
         secure_mode=plan.secure_mode,
+        canaries=canaries,
+        real_records=real_records,
     ) as dp:
         while taken < steps:
             for batch in dp.loader:

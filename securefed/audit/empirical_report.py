@@ -1,0 +1,214 @@
+"""The ``empirical`` section of audit.json: the leak measured beside the leak claimed.
+
+A run with canaries (``securefed.privacy.canaries``) writes ``canaries.json`` when it ends
+(``canary_record``): the plan with its seed (the coins and the canary contents derive from it,
+and stop being secret once the run is over), the score of every canary under the released
+model, and the claim it is audited against: the largest final epsilon among the institutions
+that carried canaries, at the largest of their deltas (every canary is protected by at least
+that claim, so a bound above it contradicts the run's privacy claim).
+
+``empirical_section`` turns scores and coins into the section (``canary_record`` stores it
+under ``empirical``, for the audit to copy); ``empirical_flags`` raises the
+critical flag when the lower bound exceeds the claim; ``verify_empirical`` recomputes the
+scores of gradient canaries from the initial and final global adapters (checkpoints) and both
+figures from the scores, and lists what does not match. Input canaries' scores need the model
+(losses), so for them only the figures are recomputed, from the recorded scores.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from securefed.audit.empirical import (
+    CONFIDENCE,
+    one_run_ceiling,
+    one_run_lower_bound,
+    one_shot_estimate,
+)
+from securefed.privacy.canaries import CanaryPlan, gradient_scores
+
+CANARIES_FILE = "canaries.json"
+BOOTSTRAP_SEED = 0  # the interval is a bootstrap: a fixed seed makes it recomputable
+SCORE_REL_TOL = 1e-6  # float32 checkpoints: scores recomputed in float64 from the same bytes
+FIGURE_REL_TOL = 1e-6
+
+
+def canary_record(
+    plan: CanaryPlan, scores: np.ndarray, *, delta: float, claimed_epsilon: float
+) -> dict:
+    """What the run writes to ``canaries.json`` when it ends (after the last round): the
+    inputs of the audit and, under ``empirical``, the section it computed from them."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.shape != (plan.count,):
+        raise ValueError(f"need one score per canary ({plan.count}), got shape {scores.shape}")
+    section = empirical_section(
+        scores, plan.included, kind=plan.kind, delta=delta, claimed_epsilon=claimed_epsilon
+    )
+    return {
+        "plan": plan.to_json(),
+        "scores": scores.tolist(),
+        "delta": delta,
+        "claimed_epsilon": claimed_epsilon,
+        "empirical": section,
+    }
+
+
+def empirical_section(
+    scores: np.ndarray,
+    included: np.ndarray,
+    *,
+    kind: str,
+    delta: float,
+    claimed_epsilon: float,
+    confidence: float = CONFIDENCE,
+) -> dict:
+    """The audit.json ``empirical`` section from canary scores and their secret coins."""
+    bound = one_run_lower_bound(scores, included, delta, confidence)
+    estimate = one_shot_estimate(scores, included, delta, confidence, seed=BOOTSTRAP_SEED)
+    return {
+        "canaries": int(np.size(scores)),
+        "canary_kind": kind,
+        "included": int(np.sum(included)),
+        "confidence": confidence,
+        "delta": delta,
+        "claimed_epsilon": claimed_epsilon,
+        "epsilon_lower_bound": bound.epsilon,
+        # The most this many canaries can show: a claim above it cannot be refuted by the bound.
+        "lower_bound_ceiling": one_run_ceiling(int(np.size(scores)), delta, confidence),
+        "lower_bound_guesses": {
+            "in": bound.guesses_in,
+            "out": bound.guesses_out,
+            "correct": bound.correct,
+            "hypotheses": bound.hypotheses,
+        },
+        "epsilon_estimate": estimate.epsilon,
+        "epsilon_estimate_interval": list(estimate.interval),
+        "estimate_fit": {
+            "included": dict(zip(("mean", "std"), estimate.included, strict=True)),
+            "excluded": dict(zip(("mean", "std"), estimate.excluded, strict=True)),
+            "resamples": estimate.resamples,
+            "seed": estimate.seed,
+        },
+        "lower_bound_exceeds_claim": bound.epsilon > claimed_epsilon,
+        "estimate_exceeds_claim": estimate.interval[0] > claimed_epsilon,
+    }
+
+
+def section_from_record(record: dict, scores: np.ndarray | None = None) -> dict:
+    """``empirical_section`` of a ``canaries.json`` record (``scores`` overrides its own)."""
+    plan = CanaryPlan.from_json(record["plan"])
+    return empirical_section(
+        np.asarray(record["scores"] if scores is None else scores, dtype=np.float64),
+        plan.included,
+        kind=plan.kind,
+        delta=float(record["delta"]),
+        claimed_epsilon=float(record["claimed_epsilon"]),
+    )
+
+
+def empirical_flags(section: dict | None) -> list[dict]:
+    """Critical when the one-run lower bound exceeds the claimed epsilon (a proof, at the
+    stated confidence, that the run leaks more than it claims); a caveat when only the
+    estimate's whole interval lies above it (evidence, not proof: the estimate is no bound)."""
+    if section is None:
+        return []
+    who = f"{section['canaries']} {section['canary_kind']} canaries"
+    claimed = float(section["claimed_epsilon"])  # "inf" in strict JSON when DP was off
+    claim = f"the claimed epsilon {claimed:.2f} (delta {section['delta']:.1e})"
+    if section["lower_bound_exceeds_claim"]:
+        return [
+            {
+                "severity": "critical",
+                "code": "empirical_leak",
+                "message": (
+                    f"MEASURED LEAK ABOVE THE CLAIM: {who} show epsilon >= "
+                    f"{section['epsilon_lower_bound']:.2f} with "
+                    f"{100 * section['confidence']:.0f}% confidence, above {claim}: the "
+                    "implementation leaks more than its accounting says."
+                ),
+            }
+        ]
+    if section["estimate_exceeds_claim"]:
+        low, high = section["epsilon_estimate_interval"]
+        return [
+            {
+                "severity": "caveat",
+                "code": "empirical_estimate_above_claim",
+                "message": (
+                    f"The empirical estimate from {who} ({section['epsilon_estimate']:.2f}, "
+                    f"interval {low:.2f}-{high:.2f}) lies above {claim}; the lower bound "
+                    f"({section['epsilon_lower_bound']:.2f}, at most "
+                    f"{section['lower_bound_ceiling']:.2f} with this many canaries) does not "
+                    "prove it. Check the noise and clipping, or audit with more canaries."
+                ),
+            }
+        ]
+    return []
+
+
+def verify_empirical(
+    section: dict,
+    record: dict,
+    initial: np.ndarray | None = None,
+    final: np.ndarray | None = None,
+) -> list[str]:
+    """Recompute the section from ``canaries.json`` (and, for gradient canaries, the initial
+    and final global adapters); one line per figure that does not match."""
+    plan = CanaryPlan.from_json(record["plan"])
+    recorded_scores = np.asarray(record["scores"], dtype=np.float64)
+    problems: list[str] = []
+    scores = recorded_scores
+    if plan.kind == "gradient":
+        if initial is None or final is None:
+            return [f"{CANARIES_FILE}: gradient canaries need the initial and final checkpoints"]
+        scores = gradient_scores(plan, initial, final)
+        if not np.allclose(scores, recorded_scores, rtol=SCORE_REL_TOL, atol=1e-12):
+            worst = int(np.argmax(np.abs(scores - recorded_scores)))
+            problems.append(
+                f"{CANARIES_FILE} scores: canary {worst} recorded {recorded_scores[worst]!r}, "
+                f"the checkpoints give {scores[worst]!r}"
+            )
+    found = section_from_record(record, scores)
+    for key in (
+        "canaries",
+        "canary_kind",
+        "included",
+        "lower_bound_exceeds_claim",
+        "estimate_exceeds_claim",
+    ):
+        if section.get(key) != found[key]:
+            problems.append(f"empirical.{key}: recorded {section.get(key)!r}, found {found[key]!r}")
+    figures = {
+        "delta": found["delta"],
+        "claimed_epsilon": found["claimed_epsilon"],
+        "epsilon_lower_bound": found["epsilon_lower_bound"],
+        "epsilon_estimate": found["epsilon_estimate"],
+        "epsilon_estimate_interval[0]": found["epsilon_estimate_interval"][0],
+        "epsilon_estimate_interval[1]": found["epsilon_estimate_interval"][1],
+    }
+    interval = section.get("epsilon_estimate_interval") or [None, None]
+    recorded = {
+        "delta": section.get("delta"),
+        "claimed_epsilon": section.get("claimed_epsilon"),
+        "epsilon_lower_bound": section.get("epsilon_lower_bound"),
+        "epsilon_estimate": section.get("epsilon_estimate"),
+        "epsilon_estimate_interval[0]": interval[0],
+        "epsilon_estimate_interval[1]": interval[1],
+    }
+    for key, value in figures.items():
+        if not _close(recorded[key], value):
+            problems.append(f"empirical.{key}: recorded {recorded[key]!r}, recomputed {value!r}")
+    return problems
+
+
+def _close(recorded: object, found: float) -> bool:
+    """Equal within FIGURE_REL_TOL; infinities may be recorded as the string "inf"."""
+    try:
+        value = float(recorded)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    if math.isinf(found) or math.isinf(value):
+        return value == found
+    return math.isclose(value, found, rel_tol=FIGURE_REL_TOL, abs_tol=1e-9)

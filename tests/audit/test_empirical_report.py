@@ -1,0 +1,115 @@
+"""The audit.json ``empirical`` section: recorded, flagged, verified; the ``audit`` config keys."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from securefed.audit.empirical_report import (
+    canary_record,
+    empirical_flags,
+    section_from_record,
+    verify_empirical,
+)
+from securefed.audit.source import json_safe
+from securefed.config import validate
+from securefed.errors import ConfigError
+from securefed.privacy.canaries import CanaryPlan, canary_direction, gradient_scores
+
+DIM = 2048
+
+
+def _released(plan: CanaryPlan, strength: float):
+    """Initial and final adapters whose step moves ``strength`` along each included canary."""
+    rng = np.random.default_rng(0)
+    initial = rng.normal(size=DIM).astype(np.float32)
+    step = rng.normal(size=DIM) * 0.05
+    for i in np.flatnonzero(plan.included):
+        step += strength * canary_direction(plan.seed, int(i), DIM)
+    return initial, (initial - step).astype(np.float32)
+
+
+def _run(strength: float = 0.05, claimed: float = 1.0, kind: str = "gradient"):
+    plan = CanaryPlan(kind, 200, (0, 1), seed=42)
+    initial, final = _released(plan, strength)
+    scores = (
+        gradient_scores(plan, initial, final)
+        if kind == "gradient"
+        else np.random.default_rng(1).normal(size=200) + plan.included
+    )
+    record = canary_record(plan, scores, delta=1e-5, claimed_epsilon=claimed)
+    # What the run and the audit write: strict JSON (infinity as the string "inf").
+    record = json.loads(json.dumps(json_safe(record)))
+    section = record["empirical"]  # what build_audit copies into audit.json
+    assert section == json.loads(json.dumps(json_safe(section_from_record(record))))
+    return section, record, initial, final
+
+
+def test_an_untouched_run_verifies():
+    section, record, initial, final = _run()
+    assert verify_empirical(section, record, initial, final) == []
+    assert section["canaries"] == 200 and section["canary_kind"] == "gradient"
+    assert section["confidence"] == 0.95
+    low, high = section["epsilon_estimate_interval"]
+    assert 0 <= low <= high
+
+
+def test_dp_off_claim_of_infinity_verifies_and_never_flags():
+    section, record, initial, final = _run(strength=1.0, claimed=math.inf)
+    assert section["claimed_epsilon"] == "inf"
+    assert verify_empirical(section, record, initial, final) == []
+    assert empirical_flags(section) == []
+
+
+def test_a_changed_checkpoint_score_or_figure_is_reported():
+    section, record, initial, final = _run()
+    other = final.copy()
+    other[:10] += 1.0
+    assert any("scores" in p for p in verify_empirical(section, record, initial, other))
+    edited = {**section, "epsilon_lower_bound": section["epsilon_lower_bound"] + 0.5}
+    (problem,) = verify_empirical(edited, record, initial, final)
+    assert problem.startswith("empirical.epsilon_lower_bound")
+    claimed = {**section, "claimed_epsilon": 9.0}
+    assert any("claimed_epsilon" in p for p in verify_empirical(claimed, record, initial, final))
+    assert "checkpoints" in verify_empirical(section, record)[0]
+
+
+def test_input_canaries_are_verified_from_their_recorded_scores():
+    section, record, _, _ = _run(kind="input")
+    assert verify_empirical(section, record) == []
+    record["scores"][0] += 5.0
+    assert verify_empirical(section, record) != []
+
+
+def test_the_flag_is_critical_only_when_the_bound_exceeds_the_claim():
+    loud, *_ = _run(strength=1.0, claimed=1.0)
+    assert loud["epsilon_lower_bound"] > 1.0
+    (flag,) = empirical_flags(loud)
+    assert flag["severity"] == "critical" and flag["code"] == "empirical_leak"
+    assert "200 gradient canaries" in flag["message"]
+    above_bound, *_ = _run(strength=1.0, claimed=loud["epsilon_lower_bound"] + 0.01)
+    (caveat,) = empirical_flags(above_bound)  # the estimate still lies far above such a claim
+    assert caveat["severity"] == "caveat" and caveat["code"] == "empirical_estimate_above_claim"
+    quiet, *_ = _run(strength=1.0, claimed=loud["epsilon_estimate_interval"][1] + 1.0)
+    assert empirical_flags(quiet) == [] and empirical_flags(None) == []
+    assert loud["lower_bound_ceiling"] >= loud["epsilon_lower_bound"]
+
+
+def test_audit_config_keys():
+    cfg = validate(
+        {"audit": {"canaries": 1000, "canary_kind": "input", "canary_institutions": [0, 2]}}
+    )
+    assert (cfg.audit.canaries, cfg.audit.canary_kind) == (1000, "input")
+    assert validate({}).audit.canaries == 0  # off by default
+    for bad, key in [
+        ({"canaries": 5}, "audit.canaries"),
+        ({"canary_kind": "label"}, "audit.canary_kind"),
+        ({"canary_institutions": [0, 0]}, "audit.canary_institutions"),
+        ({"canary_institutions": [9]}, "audit.canary_institutions"),
+        ({"canarys": 10}, "audit.canarys"),
+    ]:
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            validate({"audit": bad})
