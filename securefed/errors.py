@@ -43,5 +43,9 @@ class BudgetExceeded(SecurefedError):
     """An institution's next round would spend more privacy budget than it was given."""
 
 
+class AdapterCorrupted(SecurefedError):
+    """A DP-SGD step left an adapter parameter non-finite or unchanged (Opacus issue 820)."""
+
+
 class RunFolderError(SecurefedError):
     """A run folder that is missing, incomplete, or does not match what was asked of it."""

@@ -92,6 +92,7 @@ class LocalStats:
     mean_loss: float
     sample_rate: float | None = None  # DP only: Poisson sampling rate actually used
     noise_multiplier: float | None = None
+    noise_source: str | None = None  # DP only: label of the generator of noise and sampling
 
 
 def steps_for(
