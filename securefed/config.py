@@ -59,7 +59,7 @@ class PartitionConfig(_Section):
 class ModelConfig(_Section):
     backbone: str = "embedded:all-MiniLM-L6-v2"
     kind: Literal["auto", "causal", "encoder"] = "auto"
-    adapter: Literal["lora", "qlora", "ia3"] = "lora"
+    adapter: Literal["lora", "ffa_lora", "qlora", "ia3"] = "lora"
     target_modules: list[str] | None = None
     lora_r: int = Field(8, ge=1, le=1024)
     lora_alpha: float = Field(16.0, gt=0.0)
@@ -95,6 +95,7 @@ class DPConfig(_Section):
     delta: float | Literal["auto"] = "auto"
     max_grad_norm: float = Field(1.0, gt=0.0, le=1e6)
     accountant: Literal["pld", "rdp", "prv"] = "pld"
+    noise_source: Literal["aes_ctr", "torch"] = "aes_ctr"
     secure_mode: bool = False
 
     @model_validator(mode="after")
@@ -103,6 +104,11 @@ class DPConfig(_Section):
             raise ValueError("set target_epsilon or noise_multiplier when dp.enabled is true")
         if isinstance(self.delta, float) and not 0.0 < self.delta < 1.0:
             raise ValueError("delta must be 'auto' or in (0, 1)")
+        if self.secure_mode and self.noise_source != "torch":
+            raise ValueError(
+                "secure_mode (Opacus + torchcsprng) needs noise_source: torch; "
+                "noise_source aes_ctr is a CSPRNG already"
+            )
         return self
 
 
