@@ -14,6 +14,7 @@ from securefed.dp_budget import ClientPrivacy
 from securefed.energy import EnergyMeter, record_energy
 from securefed.errors import RunFolderError
 from securefed.federation import FederationState, run_federation
+from securefed.privacy.planner import InstitutionPlan, format_plan, plan_institutions
 from securefed.progress import Progress
 from securefed.run_folder import RunFolder, read_json, write_json
 from securefed.run_setup import RunSetup, build_setup
@@ -56,11 +57,23 @@ def new_run_dir(cfg: RunConfig, out: str | None) -> Path:
     return Path(cfg.output.dir) / f"{cfg.name}-{stamp}"
 
 
-def _privacy(setup: RunSetup) -> ClientPrivacy:
+def client_privacy(setup: RunSetup) -> ClientPrivacy:
     return ClientPrivacy(
         setup.cfg,
         [len(d) for d in setup.client_train],
         [setup.local_steps(c) for c in range(setup.num_clients)],
+    )
+
+
+def dp_plan(setup: RunSetup, privacy: ClientPrivacy) -> list[InstitutionPlan]:
+    """Each institution's calibrated sigma and noise/signal (``securefed plan`` prints it)."""
+    return plan_institutions(
+        train_sizes=privacy.train_sizes,
+        noise_multipliers=[privacy.noise[c] for c in range(setup.num_clients)],
+        steps_per_round=[setup.local_steps(c) for c in range(setup.num_clients)],
+        rounds=setup.cfg.training.rounds,
+        batch_size=setup.cfg.training.batch_size,
+        trainable_parameters=setup.bundle.spec.size,
     )
 
 
@@ -75,7 +88,9 @@ def simulate(
     folder, cfg, saved_state = _open_folder(cfg, out, resume)
     with EnergyMeter() as meter:
         setup = build_setup(cfg)
-        privacy = _privacy(setup)
+        privacy = client_privacy(setup)
+        if cfg.privacy.dp.enabled:
+            progress.log(format_plan(dp_plan(setup, privacy), setup.bundle.spec.size))
         base_before = base_weights_hash(setup.bundle.model)
         state = _start_or_continue(setup, folder, saved_state, privacy, base_before)
         with progress:
