@@ -71,7 +71,7 @@ def _cmd_plan(args: argparse.Namespace, console: Console) -> int:
 
     setup = build_setup(cfg)
     plan = format_plan(dp_plan(setup, client_privacy(setup)), setup.bundle.spec.size)
-    console.print(plan, soft_wrap=True, highlight=False)
+    console.print(plan, soft_wrap=True, highlight=False, markup=False)
     return 0
 
 

@@ -117,6 +117,13 @@ def _open_folder(cfg: RunConfig | None, out: str | None, resume: str | None):
     return folder, cfg, None
 
 
+def partition_record(setup: RunSetup) -> dict:
+    """``partition.json``: with DP on, without the counts computed from training records."""
+    return setup.partition.summary(
+        list(setup.task.label_names), withhold_training_counts=setup.cfg.privacy.dp.enabled
+    )
+
+
 def _start_or_continue(
     setup: RunSetup,
     folder: RunFolder,
@@ -127,9 +134,7 @@ def _start_or_continue(
     """Write the run's fixed records (new run) or reload its last finished round (resume)."""
     cfg = setup.cfg
     if saved_state is None:
-        write_json(
-            folder.file("partition.json"), setup.partition.summary(list(setup.task.label_names))
-        )
+        write_json(folder.file("partition.json"), partition_record(setup))
         write_json(
             folder.file("environment.json"),
             {

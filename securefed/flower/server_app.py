@@ -253,7 +253,10 @@ def _write_environment(
     from securefed.simulate import library_versions
 
     if model.setup is not None:
-        write_json(folder.file("partition.json"), model.setup.partition.summary())
+        write_json(
+            folder.file("partition.json"),
+            model.setup.partition.summary(withhold_training_counts=cfg.privacy.dp.enabled),
+        )
     write_json(
         folder.file("environment.json"),
         {

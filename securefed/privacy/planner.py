@@ -90,7 +90,7 @@ def format_plan(plans: Sequence[InstitutionPlan], trainable_parameters: int) -> 
     lines = [
         f"DP plan (d = {trainable_parameters} trainable parameters; noise/signal = "
         f"sigma*sqrt(d)/B, predicted to learn nothing above {LEARNS_NOTHING_ABOVE:g}):",
-        f"{'institution':>11} {'records':>8} {'q':>7} {'E[batch]':>9} {'steps':>6} "
+        f"{'institution':>11} {'records':>8} {'q':>7} {'exp batch':>9} {'steps':>6} "
         f"{'sigma':>8} {'noise/signal':>13}",
     ]
     for p in plans:
