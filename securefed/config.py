@@ -76,6 +76,9 @@ class TrainingConfig(_Section):
     batch_size: int = Field(16, ge=1, le=65_536)
     lr: float = Field(3.0e-3, gt=0.0, le=10.0)
     weight_decay: float = Field(0.0, ge=0.0)
+    dp_optimizer: Literal["adamw", "sgd", "adam_bc"] = "adamw"
+    dp_lr: float | None = Field(None, gt=0.0, le=10.0)
+    dp_momentum: float = Field(0.9, ge=0.0, lt=1.0)
     weighting: Literal["auto", "uniform", "examples"] = "auto"  # resolved at load, see below
     server_lr: float = Field(1.0, gt=0.0, le=100.0)
     eval_batch_size: int = Field(64, ge=1)

@@ -36,6 +36,7 @@ class ClientPrivacy:
     ) -> None:
         self.dp = cfg.privacy.dp
         self.batch_size = cfg.training.batch_size
+        self.training = cfg.training
         self.rounds = rounds if rounds is not None else cfg.training.rounds
         self.train_sizes = train_sizes
         self.ledgers: dict[int, PrivacyLedger] = {}
@@ -78,6 +79,9 @@ class ClientPrivacy:
             max_grad_norm=self.dp.max_grad_norm,
             secure_mode=self.dp.secure_mode,
             noise_source=self.dp.noise_source,
+            optimizer=self.training.dp_optimizer,
+            lr=self.training.dp_lr,
+            momentum=self.training.dp_momentum,
         )
 
     def record_round(self, client: int, round_index: int, stats: LocalStats) -> None:

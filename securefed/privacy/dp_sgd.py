@@ -76,6 +76,9 @@ class DPPlan:
     max_grad_norm: float
     secure_mode: bool = False
     noise_source: NoiseSource = "aes_ctr"
+    optimizer: str = "adamw"  # training.dp_optimizer: adamw | sgd | adam_bc
+    lr: float | None = None  # training.dp_lr; None: the non-private training.lr
+    momentum: float = 0.9  # training.dp_momentum (sgd)
 
 
 def sample_rate_for(num_records: int, batch_size: int) -> float:
