@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -250,6 +252,29 @@ def freeze_lora_a(model: torch.nn.Module, seed: int) -> None:
             torch.nn.init.kaiming_uniform_(init, a=5**0.5, generator=generator)
             p.copy_(init.to(p.dtype))
             p.requires_grad_(False)
+
+
+@contextmanager
+def head_only(model: torch.nn.Module) -> Iterator[None]:
+    """Linear probing: inside the block only the classification head trains (PEFT
+    ``modules_to_save``); the adapter layers are frozen, and unfrozen again on exit so that
+    the adapter vector keeps its spec (their delta for the round is zero)."""
+    adapter = [
+        p for n, p in trainable_parameters(model) if ".modules_to_save." not in n
+    ]  # everything trainable outside the head
+    if len(adapter) == len(trainable_parameters(model)):
+        raise ConfigError(
+            "training.linear_probe_rounds",
+            "> 0",
+            "0 for a model without a classification head (causal LMs score answers instead)",
+        )
+    for p in adapter:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in adapter:
+            p.requires_grad_(True)
 
 
 def _quantize_in_memory(model: torch.nn.Module, qconf) -> torch.nn.Module:

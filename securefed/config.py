@@ -79,6 +79,7 @@ class TrainingConfig(_Section):
     dp_optimizer: Literal["adamw", "sgd", "adam_bc"] = "adamw"
     dp_lr: float | None = Field(None, gt=0.0, le=10.0)
     dp_momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    linear_probe_rounds: int = Field(0, ge=0)
     weighting: Literal["auto", "uniform", "examples"] = "auto"  # resolved at load, see below
     server_lr: float = Field(1.0, gt=0.0, le=100.0)
     eval_batch_size: int = Field(64, ge=1)
@@ -207,6 +208,12 @@ class RunConfig(_Section):
 
 def _check_cross_fields(cfg: RunConfig) -> None:
     n, k = cfg.partition.num_clients, cfg.training.clients_per_round
+    if cfg.training.linear_probe_rounds > cfg.training.rounds:
+        raise ConfigError(
+            "training.linear_probe_rounds",
+            cfg.training.linear_probe_rounds,
+            f"at most training.rounds ({cfg.training.rounds})",
+        )
     if k > n:
         raise ConfigError("training.clients_per_round", k, f"at most partition.num_clients ({n})")
     if cfg.partition.scheme == "natural" and not cfg.partition.column:

@@ -70,6 +70,7 @@ def client_update(
         dp_plan,
         progress,
         f"client {client}",
+        head_only_round=round_index < setup.cfg.training.linear_probe_rounds,
     )
     delta = get_vector(setup.bundle.model) - global_vector  # (d,) float32
     return delta, stats

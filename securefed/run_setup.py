@@ -6,13 +6,20 @@ same backbone and adapter on the same client shards.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch.utils.data import Subset, TensorDataset
 
-from securefed.adapters import AdapterModel, build_adapter_model, get_vector, set_vector
+from securefed.adapters import (
+    AdapterModel,
+    build_adapter_model,
+    get_vector,
+    head_only,
+    set_vector,
+)
 from securefed.config import RunConfig
 from securefed.partition import Partition, partition
 from securefed.progress import Progress
@@ -54,6 +61,7 @@ class RunSetup:
         dp,
         progress: Progress,
         label: str,
+        head_only_round: bool = False,
     ) -> LocalStats:
         """Load ``start`` into the adapter and train it in place for ``steps`` steps on
         ``data``, batches drawn from a generator seeded by ``seed_parts`` (see
@@ -62,7 +70,8 @@ class RunSetup:
         t = self.cfg.training
         set_vector(self.bundle.model, start, self.bundle.spec)
         generator = torch.Generator().manual_seed(derived_seed(self.cfg.seed, *seed_parts))
-        with progress.task(label, total=steps) as advance:
+        probe = head_only(self.bundle.model) if head_only_round else nullcontext()
+        with probe, progress.task(label, total=steps) as advance:
             return train_local(
                 self.bundle,
                 data,

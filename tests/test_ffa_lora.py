@@ -186,3 +186,54 @@ def test_per_sample_gradients_of_ffa_lora_equal_one_example_at_a_time(tokenizer)
             assert expected.abs().max() > 0, "a zero reference would prove nothing"
             torch.testing.assert_close(p.grad_sample, expected, rtol=1e-4, atol=1e-6)
         assert all(not hasattr(p, "grad_sample") for p in _a_matrices(bundle.model).values())
+
+
+def test_linear_probe_rounds_train_the_head_only_then_everything(tokenizer):
+    """RunSetup.train_from with head_only_round: the adapter layers do not move, the head
+    does, and afterwards every adapter parameter trains again under the same vector spec."""
+    from types import SimpleNamespace
+
+    from securefed.config import load_config
+    from securefed.progress import Progress
+    from securefed.run_setup import RunSetup
+
+    bundle = _bundle(tokenizer, "lora")
+    spec, names = bundle.spec, list(bundle.spec.names)
+    setup = SimpleNamespace(cfg=load_config(), bundle=bundle)
+    start = get_vector(bundle.model)
+    ids, mask, labels = _data(tokenizer).tensors
+    data = TensorDataset(ids, mask, torch.zeros((len(ids), LABELS), dtype=torch.long), labels)
+    head = np.array([".modules_to_save." in n for n in names])
+    sizes = [int(np.prod(s)) for s in spec.shapes]
+    head_mask = np.repeat(head, sizes)  # (d,) True on head coordinates
+
+    def round_from(vector, head_only_round):
+        RunSetup.train_from(
+            setup,
+            vector,
+            data,
+            3,
+            ("t", 0),
+            None,
+            Progress(enabled=False),
+            "probe",
+            head_only_round=head_only_round,
+        )
+        return get_vector(bundle.model)
+
+    probed = round_from(start, True)
+    assert np.any(probed[head_mask] != start[head_mask]), "the head must train"
+    assert np.array_equal(probed[~head_mask], start[~head_mask]), "adapter layers moved"
+    assert list(bundle.spec.names) == names
+    assert [n for n, p in bundle.model.named_parameters() if p.requires_grad] == names
+    tuned = round_from(probed, False)
+    assert np.any(tuned[~head_mask] != probed[~head_mask]), "after probing the adapter trains"
+
+
+def test_linear_probe_rounds_are_validated():
+    from securefed.config import load_config
+    from securefed.errors import ConfigError
+
+    assert load_config(overrides=["training.linear_probe_rounds=2"]).training.linear_probe_rounds
+    with pytest.raises(ConfigError, match="training.linear_probe_rounds"):
+        load_config(overrides=["training.linear_probe_rounds=9"])  # more than the 5 rounds
