@@ -5,7 +5,10 @@ default, sequence classification with 3 labels), batches of 16 short sentences:
 
 - ``plain``: AdamW on shuffled batches of 16 (the non-private loop);
 - ``hooks``: ``securefed.privacy.dp_sgd.dp_training`` (Opacus hooks, Poisson batches of 16 on
-  average, per-example clipping, noise): what securefed runs;
+  average, per-example clipping, noise and sampling from the AES-256-CTR CSPRNG): what
+  securefed runs;
+- ``mt``: the same with ``noise_source="torch"`` (torch's Mersenne Twister, Opacus's own
+  path); ``csprng x`` = hooks / mt is the cost of the CSPRNG (target: at most 1.2);
 - ``ghost``: Opacus ghost clipping (``grad_sample_mode="ghost"``: per-example norms without
   per-example gradients, then a second backward), tried for comparison only.
 
@@ -32,8 +35,8 @@ import torch.nn.functional as F
 from opacus import PrivacyEngine  # ghost clipping is measured here only; securefed uses hooks
 from torch.utils.data import DataLoader, TensorDataset
 
-from securefed.model.adapters import AdapterModel, build_adapter_model
 from securefed.config import ModelConfig
+from securefed.model.adapters import AdapterModel, build_adapter_model
 from securefed.privacy.dp_sgd import dp_training, ia3_for_opacus
 
 BATCH, LABELS, EXAMPLES, MAX_LENGTH = 16, 3, 160, 32
@@ -98,9 +101,17 @@ def plain(bundle: AdapterModel, data: TensorDataset, steps: int) -> float:
     return time_steps(step, steps)
 
 
-def hooks(bundle: AdapterModel, data: TensorDataset, steps: int) -> float:
+def hooks(
+    bundle: AdapterModel, data: TensorDataset, steps: int, noise_source: str = "aes_ctr"
+) -> float:
     with dp_training(
-        bundle.model, adamw(bundle), data, noise_multiplier=1.0, max_grad_norm=1.0, batch_size=BATCH
+        bundle.model,
+        adamw(bundle),
+        data,
+        noise_multiplier=1.0,
+        max_grad_norm=1.0,
+        batch_size=BATCH,
+        noise_source=noise_source,
     ) as dp:
         batches = cycle(dp.loader)
 
@@ -146,6 +157,7 @@ def ghost(bundle: AdapterModel, data: TensorDataset, steps: int) -> float:
 MODES: dict[str, Callable[[AdapterModel, TensorDataset, int], float]] = {
     "plain": plain,
     "hooks": hooks,
+    "mt": lambda bundle, data, steps: hooks(bundle, data, steps, noise_source="torch"),
     "ghost": ghost,
 }
 
@@ -193,18 +205,24 @@ def main() -> None:
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch {BATCH}, "
         f"length {MAX_LENGTH}; CPU ms per step, median of {args.repeats} x {args.steps} steps"
     )
-    print(f"{'adapter':8} {'params':>8} {'plain':>9} {'hooks':>9} {'x':>6} {'ghost':>9} {'x':>6}")
+    print(
+        f"{'adapter':8} {'params':>8} {'plain':>9} {'hooks':>9} {'x':>6} {'mt':>9} {'x':>6} "
+        f"{'ghost':>9} {'x':>6} {'csprng x':>9}"
+    )
     for adapter in args.adapters:
         row = measure(adapter, args.steps, args.repeats)
         base = row["plain"]
         cells = [f"{row['adapter']:8} {row['params']:>8} {1e3 * base:>9.1f}"]
-        for mode in ("hooks", "ghost"):
+        for mode in ("hooks", "mt", "ghost"):
             t = row[mode]
             cells.append(
                 f"{1e3 * t:>9.1f} {t / base:>5.2f}x"
                 if isinstance(t, float)
                 else f"{'n/a':>9} {'':>6}  ({mode}: {t})"
             )
+        hooks_t, mt_t = row["hooks"], row["mt"]
+        if isinstance(hooks_t, float) and isinstance(mt_t, float):
+            cells.append(f"{hooks_t / mt_t:>8.3f}x")
         print(" ".join(cells), flush=True)
 
 

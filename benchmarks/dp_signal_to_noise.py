@@ -30,12 +30,12 @@ import warnings
 import numpy as np
 import torch
 
-from securefed.model.adapters import set_vector
 from securefed.config import load_config
+from securefed.model.adapters import set_vector
+from securefed.model.training import labels_of, predict, train_local
 from securefed.privacy.accounting import calibrate_noise_multiplier, default_delta
 from securefed.privacy.dp_sgd import DPPlan, sample_rate_for
 from securefed.run.setup import build_setup
-from securefed.model.training import labels_of, predict, train_local
 
 
 def main() -> None:

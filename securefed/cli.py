@@ -1,4 +1,4 @@
-"""The ``securefed`` command: simulate | audit | sweep.
+"""The ``securefed`` command: simulate | plan | audit | sweep.
 
 User errors (bad config, missing files, a protocol abort that ends a run) print one line and
 exit 2; anything else is a bug and keeps its traceback.
@@ -55,6 +55,24 @@ def _cmd_simulate(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _cmd_plan(args: argparse.Namespace, console: Console) -> int:
+    from securefed.config import load_config
+
+    cfg = load_config(args.config, args.set)
+    if not cfg.privacy.dp.enabled:
+        console.print("privacy.dp.enabled is false: no DP noise to plan (--set it to true)")
+        return 0
+    _quiet_libraries()
+    from securefed.privacy.planner import format_plan
+    from securefed.run.setup import build_setup
+    from securefed.run.simulate import client_privacy, dp_plan
+
+    setup = build_setup(cfg)
+    plan = format_plan(dp_plan(setup, client_privacy(setup)), setup.bundle.spec.size)
+    console.print(plan, soft_wrap=True, highlight=False, markup=False)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="securefed", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -75,6 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim.add_argument("--quiet", action="store_true", help="no progress bars")
     sim.set_defaults(func=_cmd_simulate)
+    plan = sub.add_parser(
+        "plan", help="print each institution's DP noise and whether the run can learn; no training"
+    )
+    plan.add_argument("config", nargs="?", help="YAML config (default: the embedded default)")
+    plan.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key"
+    )
+    plan.set_defaults(func=_cmd_plan)
     add_audit_parser(sub)
     add_sweep_parser(sub)
     return parser

@@ -59,7 +59,7 @@ class PartitionConfig(_Section):
 class ModelConfig(_Section):
     backbone: str = "embedded:all-MiniLM-L6-v2"
     kind: Literal["auto", "causal", "encoder"] = "auto"
-    adapter: Literal["lora", "qlora", "ia3"] = "lora"
+    adapter: Literal["lora", "ffa_lora", "qlora", "ia3"] = "lora"
     target_modules: list[str] | None = None
     lora_r: int = Field(8, ge=1, le=1024)
     lora_alpha: float = Field(16.0, gt=0.0)
@@ -76,6 +76,10 @@ class TrainingConfig(_Section):
     batch_size: int = Field(16, ge=1, le=65_536)
     lr: float = Field(3.0e-3, gt=0.0, le=10.0)
     weight_decay: float = Field(0.0, ge=0.0)
+    dp_optimizer: Literal["adamw", "sgd", "adam_bc"] = "adamw"
+    dp_lr: float | None = Field(None, gt=0.0, le=10.0)
+    dp_momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    linear_probe_rounds: int = Field(0, ge=0)
     weighting: Literal["auto", "uniform", "examples"] = "auto"  # resolved at load, see below
     server_lr: float = Field(1.0, gt=0.0, le=100.0)
     eval_batch_size: int = Field(64, ge=1)
@@ -95,6 +99,7 @@ class DPConfig(_Section):
     delta: float | Literal["auto"] = "auto"
     max_grad_norm: float = Field(1.0, gt=0.0, le=1e6)
     accountant: Literal["pld", "rdp", "prv"] = "pld"
+    noise_source: Literal["aes_ctr", "torch"] = "aes_ctr"
     secure_mode: bool = False
 
     @model_validator(mode="after")
@@ -103,6 +108,11 @@ class DPConfig(_Section):
             raise ValueError("set target_epsilon or noise_multiplier when dp.enabled is true")
         if isinstance(self.delta, float) and not 0.0 < self.delta < 1.0:
             raise ValueError("delta must be 'auto' or in (0, 1)")
+        if self.secure_mode and self.noise_source != "torch":
+            raise ValueError(
+                "secure_mode (Opacus + torchcsprng) needs noise_source: torch; "
+                "noise_source aes_ctr is a CSPRNG already"
+            )
         return self
 
 
@@ -250,6 +260,12 @@ class RunConfig(_Section):
 
 def _check_cross_fields(cfg: RunConfig) -> None:
     n, k = cfg.partition.num_clients, cfg.training.clients_per_round
+    if cfg.training.linear_probe_rounds > cfg.training.rounds:
+        raise ConfigError(
+            "training.linear_probe_rounds",
+            cfg.training.linear_probe_rounds,
+            f"at most training.rounds ({cfg.training.rounds})",
+        )
     if k > n:
         raise ConfigError("training.clients_per_round", k, f"at most partition.num_clients ({n})")
     if cfg.partition.scheme == "natural" and not cfg.partition.column:

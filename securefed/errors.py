@@ -39,5 +39,9 @@ class InvalidMessage(ProtocolAbort):
         super().__init__("invalid message", round_index=round_index)
 
 
+class AdapterCorrupted(SecurefedError):
+    """A DP-SGD step left an adapter parameter non-finite or unchanged (Opacus issue 820)."""
+
+
 class RunFolderError(SecurefedError):
     """A run folder that is missing, incomplete, or does not match what was asked of it."""

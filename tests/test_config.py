@@ -24,7 +24,7 @@ def test_embedded_default_loads_and_round_trips():
     [
         ("training.roundz=3", "training.roundz", "allowed keys here"),
         ("trainng.rounds=3", "trainng", "allowed keys here"),
-        ("model.adapter=lorax", "model.adapter", "'lora', 'qlora' or 'ia3'"),
+        ("model.adapter=lorax", "model.adapter", "'lora', 'ffa_lora', 'qlora' or 'ia3'"),
         ("training.rounds=abc", "training.rounds", "valid integer"),
         ("training.rounds=0", "training.rounds", "greater than or equal to 1"),
         ("training.lr=-1", "training.lr", "greater than 0"),

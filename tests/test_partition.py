@@ -4,6 +4,7 @@ client a stratified test split; alpha controls skew; impossible requests name th
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -86,17 +87,8 @@ def test_natural_clients_hold_whole_groups(problem):
         seen |= held
 
 
-@settings(max_examples=25, deadline=None)
-@given(st.integers(0, 2**32 - 1))
-def test_smaller_alpha_gives_more_label_skew(seed):
-    labels = np.arange(900) % 3
-    skewed = partition(labels, PartitionConfig(scheme="dirichlet", alpha=0.1), seed)
-    mixed = partition(labels, PartitionConfig(scheme="dirichlet", alpha=100.0), seed)
-    # Per seed strictly more skew (rebalancing small clients can narrow the gap for one
-    # seed); on average over seeds, by a wide margin.
-    assert label_skew(skewed) > label_skew(mixed)
-
-
+# Not per seed: rebalancing small clients can undo the skew of one draw (seed 35367 gives
+# 0.034 at alpha 0.1 against 0.037 at alpha 100), so the property is stated over seeds.
 def test_smaller_alpha_gives_much_more_label_skew_on_average():
     labels = np.arange(900) % 3
 
@@ -186,3 +178,36 @@ def test_summary_is_json_and_adds_up():
         assert sum(client["train_labels"].values()) == client["train_size"] == shard.train.size
         assert sum(client["test_labels"].values()) == client["test_size"]
     assert isinstance(part, Partition) and 0.0 <= summary["label_skew"] <= 1.0
+
+
+def test_under_dp_nothing_counted_from_the_training_records_is_in_the_summary():
+    labels = np.arange(400) % 3
+    part = partition(labels, PartitionConfig(alpha=0.5), seed=7)
+    full = part.summary()
+    withheld = part.summary(withhold_training_counts=True)
+    assert "withheld" in withheld["training_counts"]
+    for key in ("num_examples", "label_skew"):
+        assert key in full and key not in withheld
+    text = json.dumps(withheld)
+    assert "train_size" not in text and "train_labels" not in text
+    for client, shard in zip(withheld["clients"], part.clients, strict=True):
+        assert set(client) == {"client", "test_size", "test_labels"}
+        assert client["test_size"] == shard.test.size  # the test split is named as outside DP
+    # what remains is the DP-off summary with the training counts removed, nothing rewritten
+    for f, w in zip(full["clients"], withheld["clients"], strict=True):
+        assert {k: v for k, v in f.items() if not k.startswith("train")} == w
+
+
+@pytest.mark.parametrize("dp", [False, True])
+def test_the_run_folder_record_withholds_training_counts_exactly_when_dp_is_on(dp):
+    from securefed.config import load_config
+    from securefed.run.simulate import partition_record
+
+    labels = np.arange(400) % 3
+    setup = SimpleNamespace(
+        cfg=load_config(overrides=[f"privacy.dp.enabled={str(dp).lower()}"]),
+        partition=partition(labels, PartitionConfig(alpha=0.5), seed=7),
+        task=SimpleNamespace(label_names=("negative", "neutral", "positive")),
+    )
+    record = json.dumps(partition_record(setup))
+    assert ("train_labels" in record) is not dp and ("withheld" in record) is dp

@@ -148,7 +148,8 @@ def _privacy(p: dict, image: Callable[[str], str]) -> str:
             f"Sample-level DP-SGD: unit of privacy is {p['unit']}. Accountant of record: "
             f"**{p['accountant_of_record']}**; budget epsilon {fmt(p['target_epsilon'])} "
             f"(delta rule {fmt(p['delta_rule'])}), per-example clip norm {fmt(p['clip_norm'])}, "
-            f"Opacus secure_mode {fmt(p['secure_mode'])}."
+            f"Opacus secure_mode {fmt(p['secure_mode'])}; noise and sampling from "
+            f"{fmt(p.get('noise_sources_used') or p.get('noise_source'))}."
         )
     else:
         head += (

@@ -67,14 +67,16 @@ def _mb(n: int | None) -> float | None:
 
 def partition_markdown(part: dict) -> str:
     rows = [
-        [c["client"], c["train_size"], c["test_size"], c["train_labels"], c.get("groups")]
+        [c["client"], c.get("train_size"), c["test_size"], c.get("train_labels"), c.get("groups")]
         for c in part.get("clients", [])
     ]
     return (
         f"## 7. Data partition\n\nScheme {fmt(part.get('scheme'))}, "
         f"alpha {fmt(part.get('alpha'))}, "
         f"seed {fmt(part.get('seed'))}, {fmt(part.get('num_examples'))} examples, test fraction "
-        f"{fmt(part.get('test_fraction'))}, label skew {fmt(part.get('label_skew'))}.\n\n"
+        f"{fmt(part.get('test_fraction'))}, label skew {fmt(part.get('label_skew'))}."
+        + (f" Training counts {part['training_counts']}." if "training_counts" in part else "")
+        + "\n\n"
         + table(["institution", "train", "test", "train labels", "groups"], rows)
     )
 

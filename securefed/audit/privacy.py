@@ -46,6 +46,8 @@ def privacy_section(run: RunSnapshot) -> dict:
         "delta_rule": dp.get("delta"),
         "clip_norm": dp.get("max_grad_norm") if enabled else None,
         "secure_mode": dp.get("secure_mode") if enabled else None,
+        "noise_source": dp.get("noise_source", "torch") if enabled else None,
+        "noise_sources_used": ((run.results or {}).get("privacy") or {}).get("noise_sources"),
         "unit": "one record of one institution (add-or-remove-one), sample-level DP-SGD",
         "clients": clients,
         "epsilon_by_round": [{"round": r["round"], "clients": r["epsilon"]} for r in run.metrics],

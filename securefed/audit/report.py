@@ -196,12 +196,26 @@ def flags(audit: dict) -> list[dict]:
             "threat_model_missing",
             "No threat_model.md was found: the assumptions behind this audit are not stated.",
         )
-    if privacy["dp_enabled"] and not privacy["secure_mode"]:
+    if (
+        privacy["dp_enabled"]
+        and privacy["noise_source"] != "aes_ctr"
+        and not privacy["secure_mode"]
+    ):
         flag(
             CAVEAT,
             "dp_noise_not_cryptographic",
-            "DP noise was drawn with Opacus secure_mode off: a fast, non-cryptographic "
-            "generator, and floating-point Gaussian sampling (see the threat model).",
+            "DP noise was drawn from torch's Mersenne Twister (noise_source torch, Opacus "
+            "secure_mode off): not a CSPRNG, and floating-point Gaussian sampling (see the "
+            "threat model).",
+        )
+    if privacy["dp_enabled"] and any(
+        "TEST ONLY" in s for s in privacy.get("noise_sources_used") or []
+    ):
+        flag(
+            CAVEAT,
+            "dp_noise_test_only",
+            "DP noise was drawn from a generator seeded for tests: reproducible, hence NOT "
+            "private.",
         )
     if sa["enabled"] and not sa["configured"].get("identity_roster"):
         flag(

@@ -100,7 +100,9 @@ class ServerModel:
         """The partition the server built (None: the data stays with the nodes)."""
         if self.setup is None:
             return None
-        return self.setup.partition.summary(list(self.task.label_names))
+        return self.setup.partition.summary(
+            list(self.task.label_names), withhold_training_counts=self.cfg.privacy.dp.enabled
+        )
 
 
 @app.main()

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -214,6 +216,8 @@ def attach_adapter(
         raise ConfigError(
             "model.target_modules", cfg.target_modules, f"module names of this architecture ({exc})"
         ) from None
+    if cfg.adapter == "ffa_lora":
+        freeze_lora_a(model, seed)
     if cfg.adapter != "qlora":
         model.to(device)
     spec = vector_spec(model)
@@ -226,6 +230,51 @@ def attach_adapter(
         spec=spec,
         backbone=cfg.backbone,
     )
+
+
+def freeze_lora_a(model: torch.nn.Module, seed: int) -> None:
+    """FFA-LoRA (Sun et al., ICLR 2024): every LoRA A is fixed at a random init, only B trains.
+
+    A is redrawn here from a generator seeded by ``seed`` and the parameter's name (PEFT's
+    kaiming-uniform init), so every institution building the run from the same config holds
+    the same A without sending it, whatever else consumed the global RNG. B starts at zero
+    (PEFT's init), so the adapter starts as the identity. Frozen A is part of the base weights
+    hash, and only B (and the head) is in the adapter vector: under a shared A, FedAvg of B is
+    exact, mean_k(B_k) A = mean_k(B_k A), and DP noise enters linearly, never as noise x noise.
+    """
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ".lora_A." not in name:
+                continue
+            digest = hashlib.sha256(f"securefed/ffa-lora-A/v1/{seed}/{name}".encode()).digest()
+            generator = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
+            init = torch.empty(p.shape, dtype=torch.float32)
+            torch.nn.init.kaiming_uniform_(init, a=5**0.5, generator=generator)
+            p.copy_(init.to(p.dtype))
+            p.requires_grad_(False)
+
+
+@contextmanager
+def head_only(model: torch.nn.Module) -> Iterator[None]:
+    """Linear probing: inside the block only the classification head trains (PEFT
+    ``modules_to_save``); the adapter layers are frozen, and unfrozen again on exit so that
+    the adapter vector keeps its spec (their delta for the round is zero)."""
+    adapter = [
+        p for n, p in trainable_parameters(model) if ".modules_to_save." not in n
+    ]  # everything trainable outside the head
+    if len(adapter) == len(trainable_parameters(model)):
+        raise ConfigError(
+            "training.linear_probe_rounds",
+            "> 0",
+            "0 for a model without a classification head (causal LMs score answers instead)",
+        )
+    for p in adapter:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in adapter:
+            p.requires_grad_(True)
 
 
 def _quantize_in_memory(model: torch.nn.Module, qconf) -> torch.nn.Module:

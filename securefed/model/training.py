@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Subset, TensorDataset
 
 from securefed.errors import DataError
 from securefed.model.adapters import AdapterModel, trainable_parameters
+from securefed.privacy.dp_optimizers import make_dp_optimizer
 from securefed.privacy.dp_sgd import train_private
 from securefed.privacy.plan import DPPlan, LocalStats
 
@@ -121,8 +122,18 @@ def train_local(
     # Dropout inside the backbone draws from torch's global RNG: seed it from this client's
     # generator so a client's update does not depend on who trained before it (or on resume).
     torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
-    optimizer = _optimizer(bundle, lr, weight_decay)
     if dp is not None:
+        optimizer = make_dp_optimizer(
+            [p for _, p in trainable_parameters(bundle.model)],
+            dp.optimizer,
+            lr=dp.lr if dp.lr is not None else lr,
+            weight_decay=weight_decay,
+            momentum=dp.momentum,
+            noise_multiplier=dp.noise_multiplier,
+            max_grad_norm=dp.max_grad_norm,
+            expected_batch=min(batch_size, len(data)),
+        )
+
         return train_private(
             bundle,
             data,
@@ -133,6 +144,7 @@ def train_local(
             loss_fn=batch_loss,
             on_step=on_step,
         )
+    optimizer = _optimizer(bundle, lr, weight_decay)
     loader = DataLoader(data, batch_size=batch_size, shuffle=True, generator=generator)
     losses: list[float] = []
     seen = 0

@@ -12,7 +12,12 @@
 - ``distributed``: institution-level DP without a trusted server (distributed Skellam or
   discrete Gaussian noise inside the secure sum), numpy only; its accounting uses
   dp-accounting for RDP-to-epsilon and for the continuous-Gaussian reference.
+- ``secure_noise``: the CSPRNG (AES-256-CTR) behind DP-SGD's noise and Poisson sampling.
+- ``dp_optimizers``: optimizers for noisy gradients (SGD with momentum, DP-AdamBC); torch.
+- ``planner``: before a run, per institution sigma and noise/signal, and the warning when a
+  run is predicted to learn nothing.
 
-May import: dp_accounting, opacus and torch (``dp_sgd`` only), ``config``, ``errors``.
+May import: dp_accounting, numpy, cryptography, opacus and torch (``dp_sgd``,
+``dp_optimizers`` and ``secure_noise`` only), ``config``, ``errors``.
 Exports nothing here: import the submodule you need, so torch loads only with ``dp_sgd``.
 """

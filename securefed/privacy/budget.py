@@ -38,10 +38,12 @@ class ClientPrivacy:
     ) -> None:
         self.dp = cfg.privacy.dp
         self.batch_size = cfg.training.batch_size
+        self.training = cfg.training
         self.rounds = rounds if rounds is not None else cfg.training.rounds
         self.train_sizes = train_sizes
         self.ledgers: dict[int, PrivacyLedger] = {}
         self.noise: dict[int, float] = {}
+        self.noise_sources: set[str] = set()  # generators DP-SGD actually drew from
         for c, n in enumerate(train_sizes):
             delta = default_delta(n) if self.dp.delta == "auto" else float(self.dp.delta)
             target = self.dp.target_epsilon if self.dp.enabled else None
@@ -76,6 +78,10 @@ class ClientPrivacy:
             noise_multiplier=sigma,
             max_grad_norm=self.dp.max_grad_norm,
             secure_mode=self.dp.secure_mode,
+            noise_source=self.dp.noise_source,
+            optimizer=self.training.dp_optimizer,
+            lr=self.training.dp_lr,
+            momentum=self.training.dp_momentum,
         )
 
     def record_round(self, client: int, round_index: int, stats: LocalStats) -> None:
@@ -87,6 +93,8 @@ class ClientPrivacy:
                 steps=stats.steps,
                 round_index=round_index,
             )
+            if stats.noise_source is not None:
+                self.noise_sources.add(stats.noise_source)
         else:
             ledger.record_non_private(steps=stats.steps, round_index=round_index)
 
@@ -102,6 +110,7 @@ class ClientPrivacy:
             "dp_enabled": self.dp.enabled,
             "accountant": self.dp.accountant,
             "noise_multipliers": {str(c): s for c, s in self.noise.items()},
+            "noise_sources": sorted(self.noise_sources),
             "ledgers": {str(c): ledger.to_json() for c, ledger in self.ledgers.items()},
         }
 
@@ -110,12 +119,14 @@ class ClientPrivacy:
         for key, obj in saved["ledgers"].items():
             self.ledgers[int(key)] = PrivacyLedger.from_json(obj)
         self.noise = {int(k): float(v) for k, v in saved["noise_multipliers"].items()}
+        self.noise_sources = set(saved.get("noise_sources", []))  # absent before this key
 
     def report(self) -> dict:
         """Per institution: epsilon by the accountant of record, cross-checks, the events."""
         return {
             "dp_enabled": self.dp.enabled,
             "accountant_of_record": self.dp.accountant,
+            "noise_sources": sorted(self.noise_sources),
             "clients": {
                 str(c): ledger.report(self.dp.accountant) for c, ledger in self.ledgers.items()
             },

@@ -4,8 +4,9 @@ securefed's only importer of Opacus's training machinery (it imports peft only t
 IA3 layers). Each step of a round:
 
 1. Poisson sampling: every record joins the batch independently with probability
-   q = min(1, B / N) (Opacus ``DPDataLoader``; batches vary in size and may be empty). Never
-   shuffled fixed-size batches: the accountant's Poisson analysis would not describe them.
+   q = min(1, B / N) (Opacus's Poisson sampler and collation; batches vary in size and may be
+   empty). Never shuffled fixed-size batches: the accountant's Poisson analysis would not
+   describe them.
 2. Per-example gradients of the trainable (adapter) parameters, by Opacus hooks attached to
    the model itself (no wrapper). IA3 gets its own grad sampler (below): PEFT keeps IA3
    vectors in a ParameterDict that never runs forward, so Opacus would find no gradient.
@@ -29,12 +30,19 @@ What the caller must keep (checked where a check is possible):
 - only adapter parameters require grad, and the optimizer holds exactly those (checked);
 - every step uses one batch drawn from ``PrivateRound.loader`` (checked).
 
-Randomness: by default the batch sampling and the noise come from ``torch.Generator``s seeded
-with 64 bits from ``os.urandom``, fresh each round. torch's generators are not cryptographic,
-and Gaussian noise in floating point leaks through its low bits (Mironov 2012; Jin et al.
-2022). Opacus's ``secure_mode`` draws from torchcsprng and sums four Gaussians to blunt that
-attack, but torchcsprng has no release for torch 2.x (build it from source); without it
-``secure_mode=True`` is refused rather than silently downgraded.
+Randomness: by default the batch sampling and the noise come from ``secure_noise.AesCtrRandom``
+(an AES-256-CTR keystream with a fresh key from ``os.urandom`` each round): Opacus's optimizer
+and loader are kept, only ``add_noise`` and the sampler draw from it. ``noise_source="torch"``
+keeps Opacus's own path: ``torch.Generator``s seeded with 64 bits from ``os.urandom`` (a
+Mersenne Twister, not cryptographic). A generator pinned for tests seeds a test-only AES key
+whose label says so. Neither path defends against floating-point attacks on Gaussian
+sampling (Mironov 2012; Jin et al. 2022). Opacus's ``secure_mode`` (torch path only) draws from
+torchcsprng and sums four Gaussians to blunt them, but torchcsprng has no release for torch
+2.x (build it from source); without it ``secure_mode=True`` is refused rather than silently
+downgraded.
+
+After every step each trainable parameter must be finite and changed (Opacus issue 820: LoRA
+weights silently corrupted under DP); otherwise the round stops with ``AdapterCorrupted``.
 """
 
 from __future__ import annotations
@@ -48,17 +56,23 @@ from typing import Any
 
 import numpy as np
 import torch
-from opacus.data_loader import DPDataLoader
+from opacus.data_loader import dtype_safe, shape_safe, wrap_collate_with_empty
 from opacus.grad_sample import GradSampleHooks, register_grad_sampler
 from opacus.optimizers import DPOptimizer
+from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processed
+from opacus.utils.uniform_sampler import UniformWithReplacementSampler
 from opacus.validators import ModuleValidator
 from peft.tuners.ia3.layer import IA3Layer
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
-from securefed.errors import ConfigError
+from securefed.errors import AdapterCorrupted, ConfigError
 from securefed.privacy.canaries import GRADIENT_NORM_FACTOR, CanaryPlan, canary_direction
-from securefed.privacy.plan import DPPlan, LocalStats
+from securefed.privacy.plan import DPPlan, LocalStats, NoiseSource
+from securefed.privacy.secure_noise import AesCtrRandom
+
+NOISE_SOURCE_TORCH = "torch Mersenne Twister seeded from os.urandom (not cryptographic)"
+NOISE_SOURCE_TORCHCSPRNG = "torchcsprng /dev/urandom (Opacus secure_mode)"
 
 _IA3_ALIAS_PREFIX = "securefed_dp_ia3_"
 
@@ -93,13 +107,21 @@ ExtraRows = Callable[[], dict[torch.Tensor, torch.Tensor]]
 
 class _CheckedDPOptimizer(DPOptimizer):
     """Opacus's DPOptimizer that first checks one gradient row per example of a loader batch,
-    then appends the rows of ``extra_rows`` (canaries; per parameter) before clipping."""
+    then appends the rows of ``extra_rows`` (canaries; per parameter) before clipping, draws
+    its noise from ``csprng`` when given, and checks every step left the adapter finite and
+    changed (Opacus issue 820)."""
 
     def __init__(
-        self, *args: Any, batch_log: _BatchLog, extra_rows: ExtraRows | None = None, **kwargs: Any
+        self,
+        *args: Any,
+        batch_log: _BatchLog,
+        csprng: AesCtrRandom | None,
+        param_names: dict[int, str],
+        extra_rows: ExtraRows | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        self.batch_log = batch_log
+        self.batch_log, self.csprng, self.param_names = batch_log, csprng, param_names
         self.extra_rows = extra_rows
 
     def clip_and_accumulate(self) -> None:
@@ -118,6 +140,81 @@ class _CheckedDPOptimizer(DPOptimizer):
             for p in self.params:
                 p.grad_sample = torch.cat([p.grad_sample, rows[p].to(p.grad_sample)])
         super().clip_and_accumulate()
+
+    def add_noise(self) -> None:
+        """N(0, (sigma C)^2) per coordinate, from the CSPRNG (one keystream draw per step)."""
+        if self.csprng is None:
+            super().add_noise()
+            return
+        std = self.noise_multiplier * self.max_grad_norm
+        sizes = [p.summed_grad.numel() for p in self.params]
+        noise = torch.from_numpy(self.csprng.standard_normal(sum(sizes)) * std)  # (d,) float64
+        for p, chunk in zip(self.params, torch.split(noise, sizes), strict=True):
+            _check_processed_flag(p.summed_grad)
+            summed = p.summed_grad
+            p.grad = (summed + chunk.to(summed.device, summed.dtype).view_as(summed)).view_as(p)
+            _mark_as_processed(p.summed_grad)
+
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        before = [p.detach().clone() for p in self.params]
+        loss = super().step(closure)
+        if not self._is_last_step_skipped:
+            check_step_moved_adapter(before, self.params, self.param_names)
+        return loss
+
+
+def check_step_moved_adapter(
+    before: list[torch.Tensor], after: list[nn.Parameter], names: dict[int, str]
+) -> None:
+    """Raise ``AdapterCorrupted`` unless every parameter is finite and differs from ``before``.
+
+    A noised step moves every trainable tensor (the noise alone does); one that stays put or
+    turns non-finite was corrupted, e.g. by Opacus issue 820 (LoRA weights under DP).
+    """
+    for old, p in zip(before, after, strict=True):
+        name = names.get(id(p), f"<unnamed {tuple(p.shape)}>")
+        if not bool(torch.isfinite(p).all()):
+            raise AdapterCorrupted(
+                f"DP-SGD step left adapter parameter {name} non-finite (NaN or inf); "
+                "stopping rather than training on corrupted weights (see Opacus issue 820)"
+            )
+        if torch.equal(old, p.detach()):
+            raise AdapterCorrupted(
+                f"DP-SGD step did not change adapter parameter {name}, although noise was "
+                "added to it: the update was lost (see Opacus issue 820)"
+            )
+
+
+class _CsprngPoissonSampler(UniformWithReplacementSampler):
+    """Opacus's Poisson sampler with each record's coin drawn from the CSPRNG."""
+
+    def __init__(self, *, num_samples: int, sample_rate: float, csprng: AesCtrRandom) -> None:
+        super().__init__(num_samples=num_samples, sample_rate=sample_rate)
+        self.csprng = csprng
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for _ in range(self.steps):
+            chosen = self.csprng.bernoulli(self.num_samples, self.sample_rate)  # (N,) bool
+            yield chosen.nonzero()[0].tolist()
+
+
+def poisson_loader(
+    dataset: Dataset, sample_rate: float, sampler: UniformWithReplacementSampler
+) -> DataLoader:
+    """A loader of Poisson batches (Opacus ``DPDataLoader``'s collation, empty batches too)
+    from ``sampler``: Opacus's own (torch generator) or the CSPRNG one."""
+    first = dataset[0]
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=wrap_collate_with_empty(
+            collate_fn=default_collate,
+            batch_first=True,
+            rand_on_empty=False,
+            sample_empty_shapes=[(0, *shape_safe(x)) for x in first],
+            dtypes=[dtype_safe(x) for x in first],
+        ),
+    )
 
 
 class GradientCanaryRows:
@@ -167,14 +264,16 @@ class PrivateRound:
         self,
         model: nn.Module,
         optimizer: _CheckedDPOptimizer,
-        loader: DPDataLoader,
+        loader: DataLoader,
         noise_multiplier: float,
         max_grad_norm: float,
         sample_rate: float,
+        noise_source: str,
     ) -> None:
         self.model, self.optimizer, self.loader = model, optimizer, loader
         self.noise_multiplier, self.max_grad_norm = noise_multiplier, max_grad_norm
         self.sample_rate = sample_rate
+        self.noise_source = noise_source  # label of the generator the noise and batches used
         self.steps = 0  # noised optimizer steps taken so far (Opacus's step hook counts them)
 
     def step_on_empty_batch(self) -> None:
@@ -201,14 +300,16 @@ def dp_training(
     canaries: tuple[CanaryPlan, int] | None = None,
     real_records: int | None = None,
     noise_scale_for_testing: float = 1.0,
+    noise_source: NoiseSource = "aes_ctr",
 ) -> Iterator[PrivateRound]:
     """Make ``model`` train privately for one round; afterwards it is exactly as before.
 
     The model is not wrapped: Opacus's hooks are attached to it and removed on exit, so a
-    fresh call next round stacks nothing. ``generator`` (CPU) pins sampling and noise for
-    tests; by default both are seeded from OS entropy. ``canaries`` = (plan, institution):
-    that institution's included gradient canaries join every step (module docstring);
-    ``real_records``: the count q is computed from (default ``len(dataset)``).
+    fresh call next round stacks nothing. Sampling and noise come from ``noise_source``
+    (module doc) keyed from OS entropy; ``generator`` (CPU) pins both for tests, and the
+    round's ``noise_source`` label then says TEST ONLY. ``canaries`` = (plan,
+    institution): that institution's included gradient canaries join every step (module
+    docstring); ``real_records``: the count q is computed from (default ``len(dataset)``).
     ``noise_scale_for_testing`` is for the audit's own test only: the optimizer adds that
     fraction of the noise while the round still reports the full sigma (a broken
     implementation the empirical audit must catch). Usage::
@@ -233,7 +334,29 @@ def dp_training(
     records = len(dataset) if real_records is None else real_records
     sample_rate = sample_rate_for(records, batch_size)
     device = trainable[0].device
-    sampling_rng, noise_rng = _generators(generator, secure_mode, device)
+    names = {id(p): n for n, p in model.named_parameters() if p.requires_grad}
+    csprng: AesCtrRandom | None = None
+    if noise_source == "aes_ctr":
+        if secure_mode:
+            raise ConfigError(
+                "privacy.dp.secure_mode", True, "false with noise_source aes_ctr (a CSPRNG)"
+            )
+        csprng = _csprng(generator)
+        sampling_rng = noise_rng = None
+        sampler = _CsprngPoissonSampler(
+            num_samples=len(dataset), sample_rate=sample_rate, csprng=csprng
+        )
+        label = csprng.label
+    elif noise_source == "torch":
+        sampling_rng, noise_rng = _generators(generator, secure_mode, device)
+        sampler = UniformWithReplacementSampler(
+            num_samples=len(dataset), sample_rate=sample_rate, generator=sampling_rng
+        )
+        label = NOISE_SOURCE_TORCHCSPRNG if secure_mode else NOISE_SOURCE_TORCH
+        if generator is not None:
+            label = f"TEST ONLY, NOT PRIVATE: {label} (pinned generator)"
+    else:
+        raise ConfigError("privacy.dp.noise_source", noise_source, "aes_ctr | torch")
 
     with ExitStack() as cleanup:  # unwinds in reverse: hooks, Opacus residue, IA3 aliases
         cleanup.enter_context(ia3_for_opacus(model))
@@ -243,13 +366,16 @@ def dp_training(
         cleanup.callback(hooks.cleanup)
         hooks.forbid_grad_accumulation()
         log = _BatchLog()
-        loader = DPDataLoader(dataset, sample_rate=sample_rate, generator=sampling_rng)
+        loader = poisson_loader(dataset, sample_rate, sampler)
         loader.collate_fn = _RecordingCollate(loader.collate_fn, log)
         extra_rows = None
         if canaries is not None:
             plan, institution = canaries
+            canary_rng = sampling_rng or torch.Generator().manual_seed(
+                int.from_bytes(os.urandom(8), "little")
+            )  # the canaries' own Poisson draws: OS entropy unless a test pins the generator
             extra_rows = GradientCanaryRows(
-                plan, institution, trainable, sample_rate, max_grad_norm, sampling_rng
+                plan, institution, trainable, sample_rate, max_grad_norm, canary_rng
             )
         dp_optimizer = _CheckedDPOptimizer(
             optimizer,
@@ -261,9 +387,11 @@ def dp_training(
             secure_mode=secure_mode,
             batch_log=log,
             extra_rows=extra_rows,
+            csprng=csprng,
+            param_names=names,
         )
         state = PrivateRound(
-            model, dp_optimizer, loader, noise_multiplier, max_grad_norm, sample_rate
+            model, dp_optimizer, loader, noise_multiplier, max_grad_norm, sample_rate, label
         )
         dp_optimizer.attach_step_hook(state._count_step)
         # Opacus needs only gradients w.r.t. module outputs; torch notes (once per layer whose
@@ -308,6 +436,7 @@ def train_private(
         secure_mode=plan.secure_mode,
         canaries=canaries,
         real_records=real_records,
+        noise_source=plan.noise_source,
     ) as dp:
         while taken < steps:
             for batch in dp.loader:
@@ -335,6 +464,7 @@ def train_private(
         mean_loss=mean_loss,
         sample_rate=dp.sample_rate,
         noise_multiplier=dp.noise_multiplier,
+        noise_source=dp.noise_source,
     )
 
 
@@ -345,6 +475,12 @@ def _check_optimizer_holds_exactly(optimizer: torch.optim.Optimizer, trainable: 
             f"the optimizer must hold exactly the model's trainable (adapter) parameters: "
             f"it holds {len(held)} tensors, the model has {len(trainable)} trainable ones"
         )
+
+
+def _csprng(pinned: torch.Generator | None) -> AesCtrRandom:
+    if pinned is None:
+        return AesCtrRandom.from_os_entropy()
+    return AesCtrRandom.seeded_for_tests(int(torch.randint(0, 2**62, (1,), generator=pinned)))
 
 
 def _entropy_generator(device: torch.device) -> torch.Generator:
@@ -372,8 +508,8 @@ def _generators(
         secure = torchcsprng.create_random_device_generator("/dev/urandom")
         return secure, secure
     warnings.warn(
-        "DP-SGD without secure_mode: noise and sampling from torch generators seeded from OS "
-        "entropy (not a CSPRNG; floating-point noise caveats apply, see threat_model.md)",
+        "DP-SGD without secure_mode and with noise_source torch: noise and sampling from "
+        "torch generators seeded from OS entropy (not a CSPRNG; see threat_model.md)",
         stacklevel=4,  # the caller of dp_training
     )
     sampling = pinned if pinned is not None else _entropy_generator(torch.device("cpu"))

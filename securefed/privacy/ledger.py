@@ -54,8 +54,10 @@ CAVEATS = (
     "of one person get about k x epsilon; the institution's participation is not protected",
     "metrics computed from records without noise (training loss, counts, test accuracy) are "
     "outside this epsilon",
-    "noise is floating-point Gaussian from torch generators seeded from OS entropy unless "
-    "privacy.dp.secure_mode (torchcsprng) is on; neither is proof against floating-point attacks",
+    "noise and Poisson sampling come from an AES-256-CTR keystream keyed from os.urandom "
+    "(privacy.dp.noise_source aes_ctr), or from torch generators (noise_source torch, with "
+    "privacy.dp.secure_mode for torchcsprng); floating-point Gaussian sampling is not proof "
+    "against floating-point attacks",
 )
 
 

@@ -7,6 +7,9 @@ without loading the training stack that produces them (``securefed.model.trainin
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
+
+NoiseSource = Literal["aes_ctr", "torch"]  # privacy.dp.noise_source
 
 
 @dataclass(frozen=True)
@@ -16,6 +19,10 @@ class DPPlan:
     noise_multiplier: float
     max_grad_norm: float
     secure_mode: bool = False
+    noise_source: NoiseSource = "aes_ctr"
+    optimizer: str = "adamw"  # training.dp_optimizer: adamw | sgd | adam_bc
+    lr: float | None = None  # training.dp_lr; None: the non-private training.lr
+    momentum: float = 0.9  # training.dp_momentum (sgd)
 
 
 @dataclass(frozen=True)
@@ -31,3 +38,4 @@ class LocalStats:
     mean_loss: float
     sample_rate: float | None = None  # DP only: Poisson sampling rate actually used
     noise_multiplier: float | None = None
+    noise_source: str | None = None  # DP only: label of the generator of noise and sampling

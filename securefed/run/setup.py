@@ -6,6 +6,7 @@ train the same backbone and adapter on the same client shards.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,7 +14,13 @@ import torch
 from torch.utils.data import Subset, TensorDataset
 
 from securefed.config import RunConfig
-from securefed.model.adapters import AdapterModel, build_adapter_model, get_vector, set_vector
+from securefed.model.adapters import (
+    AdapterModel,
+    build_adapter_model,
+    get_vector,
+    head_only,
+    set_vector,
+)
 from securefed.model.evaluation import evaluate_splits
 from securefed.model.training import encode_examples, steps_for, train_local
 from securefed.privacy.plan import DPPlan, LocalStats
@@ -58,6 +65,7 @@ class RunSetup:
         dp: DPPlan | None,
         progress: Progress,
         label: str,
+        head_only_round: bool = False,
     ) -> LocalStats:
         """Load ``start`` into the adapter and train it in place for ``steps`` steps on
         ``data``, batches drawn from a generator seeded by ``seed_parts`` (see
@@ -66,7 +74,8 @@ class RunSetup:
         t = self.cfg.training
         set_vector(self.bundle.model, start, self.bundle.spec)
         generator = torch.Generator().manual_seed(derived_seed(self.cfg.seed, *seed_parts))
-        with progress.task(label, total=steps) as advance:
+        probe = head_only(self.bundle.model) if head_only_round else nullcontext()
+        with probe, progress.task(label, total=steps) as advance:
             knobs = {"batch_size": t.batch_size, "lr": t.lr, "weight_decay": t.weight_decay}
             return train_local(
                 self.bundle,
@@ -116,6 +125,7 @@ def client_update(
         dp=dp_plan,
         progress=progress,
         label=f"client {client}",
+        head_only_round=round_index < setup.cfg.training.linear_probe_rounds,
     )
     delta = get_vector(setup.bundle.model) - global_vector  # (d,) float32
     return delta, stats

@@ -14,6 +14,7 @@ from securefed.config import RunConfig, dump_config, load_config
 from securefed.errors import RunFolderError
 from securefed.model.adapters import base_weights_hash
 from securefed.privacy.budget import ClientPrivacy
+from securefed.privacy.planner import InstitutionPlan, format_plan, plan_institutions
 from securefed.run.baselines import run_baselines
 from securefed.run.energy import EnergyMeter, record_energy
 from securefed.run.federation import FederationState, run_federation
@@ -52,6 +53,34 @@ def new_run_dir(cfg: RunConfig, out: str | None) -> Path:
     return Path(cfg.output.dir) / f"{cfg.name}-{stamp}"
 
 
+def client_privacy(setup: RunSetup) -> ClientPrivacy:
+    """Every institution's noise plan and ledger for this run."""
+    return ClientPrivacy(
+        setup.cfg,
+        [len(d) for d in setup.client_train],
+        [setup.local_steps(c) for c in range(setup.num_clients)],
+    )
+
+
+def dp_plan(setup: RunSetup, privacy: ClientPrivacy) -> list[InstitutionPlan]:
+    """Each institution's calibrated sigma and noise/signal (``securefed plan`` prints it)."""
+    return plan_institutions(
+        train_sizes=privacy.train_sizes,
+        noise_multipliers=[privacy.noise[c] for c in range(setup.num_clients)],
+        steps_per_round=[setup.local_steps(c) for c in range(setup.num_clients)],
+        rounds=setup.cfg.training.rounds,
+        batch_size=setup.cfg.training.batch_size,
+        trainable_parameters=setup.bundle.spec.size,
+    )
+
+
+def partition_record(setup: RunSetup) -> dict:
+    """``partition.json``: with DP on, without the counts computed from training records."""
+    return setup.partition.summary(
+        list(setup.task.label_names), withhold_training_counts=setup.cfg.privacy.dp.enabled
+    )
+
+
 def simulate(
     cfg: RunConfig | None = None,
     out: str | None = None,
@@ -63,11 +92,9 @@ def simulate(
     folder, cfg, saved_state = _open_folder(cfg, out, resume)
     with EnergyMeter() as meter:
         setup = build_setup(cfg)
-        privacy = ClientPrivacy(
-            setup.cfg,
-            [len(d) for d in setup.client_train],
-            [setup.local_steps(c) for c in range(setup.num_clients)],
-        )
+        privacy = client_privacy(setup)
+        if cfg.privacy.dp.enabled:
+            progress.log(format_plan(dp_plan(setup, privacy), setup.bundle.spec.size))
         base_before = base_weights_hash(setup.bundle.model)
         state = _start_or_continue(setup, folder, saved_state, privacy, base_before)
         transport = InProcessTransport(setup, privacy, progress)
@@ -127,7 +154,7 @@ def _start_or_continue(
                 base_before,
                 task={"name": setup.task.name, "synthetic": setup.task.synthetic},
             ),
-            setup.partition.summary(list(setup.task.label_names)),
+            partition_record(setup),
             setup.initial_vector,
             setup.bundle.spec.hash,
         )

@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 Row = dict[str, Any]
 TRAININGS = ("federated", "centralized", "isolated")
 TRAINING_COLOURS = {"federated": "#1f6feb", "centralized": "#8250df", "isolated": "#9a6700"}
-ADAPTER_MARKERS = {"lora": "o", "qlora": "s", "ia3": "^"}
+ADAPTER_MARKERS = {"lora": "o", "ffa_lora": "D", "qlora": "s", "ia3": "^"}
 
 
 def write_plots(rows: list[Row], plots_dir: Path) -> list[Path]:

@@ -30,6 +30,10 @@ import numpy as np
 from securefed.config import PartitionConfig
 from securefed.errors import ConfigError, DataError
 
+WITHHELD_UNDER_DP = (
+    "withheld: DP is on, and training sizes and label histograms are exact counts of the "
+    "records, outside the DP guarantee"
+)
 _ASSIGN_STREAM, _SPLIT_STREAM = 1, 2  # independent random streams drawn from one seed
 
 
@@ -66,8 +70,16 @@ class Partition:
         """Every client's test indices together (the pooled test set)."""
         return np.sort(np.concatenate([c.test for c in self.clients]))
 
-    def summary(self, label_names: Sequence[str] | None = None) -> dict[str, Any]:
-        """JSON-able record: scheme, alpha, seed, and per client its sizes and label histograms."""
+    def summary(
+        self, label_names: Sequence[str] | None = None, *, withhold_training_counts: bool = False
+    ) -> dict[str, Any]:
+        """JSON-able record: scheme, alpha, seed, and per client its sizes and label histograms.
+
+        ``withhold_training_counts`` (DP on): leave out everything computed from the training
+        records (each client's training size and label histogram, the total example count,
+        the label skew); they are exact counts, outside the DP guarantee. Test-split sizes and
+        histograms stay (threat_model.md names them).
+        """
         num_labels = max(int(self.labels.max()) + 1, len(label_names or ()))
         names = list(label_names or ()) or [str(i) for i in range(num_labels)]
 
@@ -77,16 +89,21 @@ class Partition:
 
         clients = []
         for i, shard in enumerate(self.clients):
-            entry: dict[str, Any] = {
-                "client": i,
-                "train_size": int(shard.train.size),
-                "test_size": int(shard.test.size),
-                "train_labels": histogram(shard.train),
-                "test_labels": histogram(shard.test),
-            }
+            entry: dict[str, Any] = {"client": i}
+            if not withhold_training_counts:
+                entry["train_size"] = int(shard.train.size)
+            entry["test_size"] = int(shard.test.size)
+            if not withhold_training_counts:
+                entry["train_labels"] = histogram(shard.train)
+            entry["test_labels"] = histogram(shard.test)
             if self.client_groups is not None:
                 entry["groups"] = list(self.client_groups[i])
             clients.append(entry)
+        counts: dict[str, Any] = (
+            {"training_counts": WITHHELD_UNDER_DP}
+            if withhold_training_counts
+            else {"num_examples": int(self.labels.size), "label_skew": label_skew(self)}
+        )
         return {
             "scheme": self.scheme,
             "alpha": self.alpha,
@@ -94,8 +111,7 @@ class Partition:
             "num_clients": self.num_clients,
             "test_fraction": self.test_fraction,
             "column": self.column,
-            "num_examples": int(self.labels.size),
-            "label_skew": label_skew(self),
+            **counts,
             "clients": clients,
         }
 

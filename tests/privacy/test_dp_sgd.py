@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from peft import IA3Config, LoraConfig, get_peft_model
+from scipy import stats
 from torch.utils.data import TensorDataset
 from transformers import (
     BertConfig,
@@ -19,8 +20,10 @@ from transformers import (
     LlamaForSequenceClassification,
 )
 
-from securefed.errors import ConfigError
-from securefed.privacy.dp_sgd import DPPlan, dp_training, train_private
+from securefed.errors import AdapterCorrupted, ConfigError
+from securefed.privacy.dp_sgd import dp_training, train_private
+from securefed.privacy.plan import DPPlan
+from securefed.privacy.secure_noise import NOISE_SOURCE_OS
 
 pytestmark = pytest.mark.filterwarnings("ignore:DP-SGD without secure_mode")
 
@@ -328,6 +331,127 @@ def test_secure_mode_without_torchcsprng_is_refused_not_downgraded():
             max_grad_norm=1.0,
             batch_size=4,
             secure_mode=True,
+            noise_source="torch",
         ),
     ):
         pass
+
+
+def test_default_noise_and_sampling_come_from_the_csprng_not_torch(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("torch's generator was used for DP randomness")
+
+    model = _bert("lora")
+    monkeypatch.setattr(torch, "normal", refuse)
+    monkeypatch.setattr(torch, "rand", refuse)
+    stats = train_private(
+        SimpleNamespace(model=model),
+        TensorDataset(*_batch(16)),
+        torch.optim.SGD(_trainable(model), lr=0.1),
+        steps=3,
+        batch_size=4,
+        plan=DPPlan(1.0, 1.0),
+        loss_fn=lambda bundle, batch: _loss(bundle.model, batch),
+    )
+    assert stats.noise_source == NOISE_SOURCE_OS and stats.steps == 3
+
+
+def test_pinned_generator_is_labelled_test_only():
+    model = _bert("lora")
+    with dp_training(
+        model,
+        torch.optim.SGD(_trainable(model), lr=0.1),
+        TensorDataset(*_batch(8)),
+        noise_multiplier=1.0,
+        max_grad_norm=1.0,
+        batch_size=4,
+        generator=torch.Generator().manual_seed(0),
+    ) as dp:
+        assert dp.noise_source.startswith("TEST ONLY")
+
+
+@pytest.mark.parametrize("noise_source", ["aes_ctr", "torch"])
+def test_optimizer_noise_has_the_calibrated_variance_and_less_is_caught(noise_source):
+    """Eight one-step rounds on zero gradients: the update is N(0, (sigma C / B)^2) per
+    coordinate; a chi-square test accepts that std and rejects 0.9 times it."""
+    model = _bert("lora")
+    noise = torch.cat(
+        [
+            _update_noise_from(model, torch.Generator().manual_seed(s), noise_source)
+            for s in range(8)
+        ]
+    ).double()
+    std, n = 2.0 * 0.5 / 4, noise.numel()
+    assert n > 4000
+
+    def variance_p(scale: float) -> float:
+        cdf = stats.chi2.cdf(float(((noise / (scale * std)) ** 2).sum()), df=n)
+        return 2 * min(cdf, 1 - cdf)
+
+    assert variance_p(1.0) > 1e-6
+    assert variance_p(1 / 0.9) < 1e-6  # had the noise been 0.9 x std, this is what we'd see
+    assert abs(float(noise.mean())) < 5 * std / n**0.5
+
+
+def _update_noise_from(model, generator, noise_source) -> torch.Tensor:
+    params = _trainable(model)
+    before = torch.cat([p.detach().flatten() for p in params])
+    with dp_training(
+        model,
+        torch.optim.SGD(params, lr=1.0),
+        TensorDataset(*_batch(16)),
+        noise_multiplier=2.0,
+        max_grad_norm=0.5,
+        batch_size=4,
+        generator=generator,
+        noise_source=noise_source,
+    ) as dp:
+        batch = next(b for b in dp.loader if len(b[0]) > 0)
+        (0.0 * _loss(model, batch)).backward()
+        dp.optimizer.step()
+    return before - torch.cat([p.detach().flatten() for p in params])
+
+
+def test_csprng_poisson_batches_have_the_sampling_rate():
+    model = _bert("lora")
+    data = TensorDataset(*_batch(40))
+    with dp_training(
+        model,
+        torch.optim.SGD(_trainable(model), lr=0.1),
+        data,
+        noise_multiplier=1.0,
+        max_grad_norm=1.0,
+        batch_size=10,
+        generator=torch.Generator().manual_seed(3),
+    ) as dp:
+        sizes = []
+        for _ in range(50):
+            sizes.extend(len(b[0]) for b in dp.loader)
+    n = len(sizes)  # each batch is Binomial(40, 0.25): mean 10, variance 7.5
+    assert dp.sample_rate == 0.25 and n == 50 * 4
+    assert abs(sum(sizes) / n - 10) < 5 * (7.5 / n) ** 0.5
+    assert len(set(sizes)) > 3, "Poisson batches vary in size"
+
+
+@pytest.mark.parametrize("fault", ["nan", "frozen"])
+def test_a_corrupted_or_lost_update_stops_the_round_naming_the_parameter(fault):
+    """The Opacus issue 820 guard: after a DP step every adapter tensor is finite and moved."""
+    model = _bert("lora")
+    params = _trainable(model)
+    optimizer = torch.optim.SGD(params, lr=0.0 if fault == "frozen" else 0.1)
+
+    def loss_fn(bundle, batch):
+        loss = _loss(bundle.model, batch)
+        return loss * float("nan") if fault == "nan" else loss
+
+    with pytest.raises(AdapterCorrupted, match=r"adapter parameter \S*lora_A") as err:
+        train_private(
+            SimpleNamespace(model=model),
+            TensorDataset(*_batch(16)),
+            optimizer,
+            steps=2,
+            batch_size=4,
+            plan=DPPlan(1.0, 1.0),
+            loss_fn=loss_fn,
+        )
+    assert ("non-finite" if fault == "nan" else "did not change") in str(err.value)
