@@ -37,7 +37,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from securefed.config import ModelConfig
 from securefed.model.adapters import AdapterModel, build_adapter_model
-from securefed.privacy.dp_sgd import dp_training, ia3_for_opacus
+from securefed.privacy.dp_sgd import dp_training
+from securefed.privacy.opacus_ia3 import ia3_for_opacus
 
 BATCH, LABELS, EXAMPLES, MAX_LENGTH = 16, 3, 160, 32
 SUBJECTS = ["Revenue", "The bank", "Profit", "The stock", "Guidance", "The insurer", "Demand"]

@@ -34,7 +34,8 @@ from securefed.config import load_config
 from securefed.model.adapters import set_vector
 from securefed.model.training import labels_of, predict, train_local
 from securefed.privacy.accounting import calibrate_noise_multiplier, default_delta
-from securefed.privacy.dp_sgd import DPPlan, sample_rate_for
+from securefed.privacy.dp_sampling import sample_rate_for
+from securefed.privacy.plan import DPPlan
 from securefed.run.setup import build_setup
 
 

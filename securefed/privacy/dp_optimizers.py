@@ -21,6 +21,9 @@ from collections.abc import Iterable
 from typing import Literal
 
 import torch
+from torch import nn
+
+from securefed.errors import AdapterCorrupted
 
 DPOptimizerName = Literal["adamw", "sgd", "adam_bc"]
 
@@ -93,3 +96,25 @@ def make_dp_optimizer(
         phi = (noise_multiplier * max_grad_norm / expected_batch) ** 2
         return DPAdamBC(params, lr=lr, noise_variance=phi, weight_decay=weight_decay)
     raise ValueError(f"training.dp_optimizer {name!r}: allowed adamw | sgd | adam_bc")
+
+
+def check_step_moved_adapter(
+    before: list[torch.Tensor], after: list[nn.Parameter], names: dict[int, str]
+) -> None:
+    """Raise ``AdapterCorrupted`` unless every parameter is finite and differs from ``before``.
+
+    A noised step moves every trainable tensor (the noise alone does); one that stays put or
+    turns non-finite was corrupted, e.g. by Opacus issue 820 (LoRA weights under DP).
+    """
+    for old, p in zip(before, after, strict=True):
+        name = names.get(id(p), f"<unnamed {tuple(p.shape)}>")
+        if not bool(torch.isfinite(p).all()):
+            raise AdapterCorrupted(
+                f"DP-SGD step left adapter parameter {name} non-finite (NaN or inf); "
+                "stopping rather than training on corrupted weights (see Opacus issue 820)"
+            )
+        if torch.equal(old, p.detach()):
+            raise AdapterCorrupted(
+                f"DP-SGD step did not change adapter parameter {name}, although noise was "
+                "added to it: the update was lost (see Opacus issue 820)"
+            )

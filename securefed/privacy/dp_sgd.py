@@ -15,13 +15,9 @@ IA3 layers). Each step of a round:
 
 The ledger needs (sigma, q, steps): ``PrivateRound`` reports them, counting noised steps.
 
-Canaries (``securefed.privacy.canaries``, for the empirical audit) join at two seams. Gradient
-canaries: each step, every included canary of this institution is Poisson-sampled at the same
-rate q from the same sampling generator, and the sampled canaries' gradient rows are appended
-to the per-sample gradients after the one-row-per-example check and before clipping, so
-clipping, noise and everything after treat them as records. Input canaries are records of
-``dataset``; ``real_records`` keeps q at B / (real records), so the canaries neither change
-the rate the ledger records nor show in it.
+Gradient canaries (``dp_canary_rows``, for the empirical audit) join the per-sample gradients
+after the one-row-per-example check and before clipping; input canaries are records of
+``dataset``, and ``real_records`` keeps q at B / (real records).
 
 What the caller must keep (checked where a check is possible):
 - the loss is the batch mean of per-example losses, one model row per example (checked each
@@ -54,36 +50,31 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
-import numpy as np
 import torch
-from opacus.data_loader import dtype_safe, shape_safe, wrap_collate_with_empty
-from opacus.grad_sample import GradSampleHooks, register_grad_sampler
+from opacus.grad_sample import GradSampleHooks
 from opacus.optimizers import DPOptimizer
 from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processed
 from opacus.utils.uniform_sampler import UniformWithReplacementSampler
 from opacus.validators import ModuleValidator
-from peft.tuners.ia3.layer import IA3Layer
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset
 
-from securefed.errors import AdapterCorrupted, ConfigError
-from securefed.privacy.canaries import GRADIENT_NORM_FACTOR, CanaryPlan, canary_direction
+from securefed.errors import ConfigError
+from securefed.privacy.canaries import CanaryPlan
+from securefed.privacy.dp_canary_rows import GradientCanaryRows
+from securefed.privacy.dp_optimizers import check_step_moved_adapter
+from securefed.privacy.dp_sampling import (
+    NOISE_SOURCE_TORCH,
+    NOISE_SOURCE_TORCHCSPRNG,
+    CsprngPoissonSampler,
+    csprng_for,
+    poisson_loader,
+    sample_rate_for,
+    torch_generators,
+)
+from securefed.privacy.opacus_ia3 import ia3_for_opacus
 from securefed.privacy.plan import DPPlan, LocalStats, NoiseSource
 from securefed.privacy.secure_noise import AesCtrRandom
-
-NOISE_SOURCE_TORCH = "torch Mersenne Twister seeded from os.urandom (not cryptographic)"
-NOISE_SOURCE_TORCHCSPRNG = "torchcsprng /dev/urandom (Opacus secure_mode)"
-
-_IA3_ALIAS_PREFIX = "securefed_dp_ia3_"
-
-
-def sample_rate_for(num_records: int, batch_size: int) -> float:
-    """Poisson sampling rate for an expected batch of ``batch_size`` from ``num_records``."""
-    if num_records < 1 or batch_size < 1:
-        raise ValueError(
-            f"need num_records >= 1 and batch_size >= 1, got {num_records}, {batch_size}"
-        )
-    return min(1.0, batch_size / num_records)
 
 
 class _BatchLog:
@@ -161,100 +152,6 @@ class _CheckedDPOptimizer(DPOptimizer):
         if not self._is_last_step_skipped:
             check_step_moved_adapter(before, self.params, self.param_names)
         return loss
-
-
-def check_step_moved_adapter(
-    before: list[torch.Tensor], after: list[nn.Parameter], names: dict[int, str]
-) -> None:
-    """Raise ``AdapterCorrupted`` unless every parameter is finite and differs from ``before``.
-
-    A noised step moves every trainable tensor (the noise alone does); one that stays put or
-    turns non-finite was corrupted, e.g. by Opacus issue 820 (LoRA weights under DP).
-    """
-    for old, p in zip(before, after, strict=True):
-        name = names.get(id(p), f"<unnamed {tuple(p.shape)}>")
-        if not bool(torch.isfinite(p).all()):
-            raise AdapterCorrupted(
-                f"DP-SGD step left adapter parameter {name} non-finite (NaN or inf); "
-                "stopping rather than training on corrupted weights (see Opacus issue 820)"
-            )
-        if torch.equal(old, p.detach()):
-            raise AdapterCorrupted(
-                f"DP-SGD step did not change adapter parameter {name}, although noise was "
-                "added to it: the update was lost (see Opacus issue 820)"
-            )
-
-
-class _CsprngPoissonSampler(UniformWithReplacementSampler):
-    """Opacus's Poisson sampler with each record's coin drawn from the CSPRNG."""
-
-    def __init__(self, *, num_samples: int, sample_rate: float, csprng: AesCtrRandom) -> None:
-        super().__init__(num_samples=num_samples, sample_rate=sample_rate)
-        self.csprng = csprng
-
-    def __iter__(self) -> Iterator[list[int]]:
-        for _ in range(self.steps):
-            chosen = self.csprng.bernoulli(self.num_samples, self.sample_rate)  # (N,) bool
-            yield chosen.nonzero()[0].tolist()
-
-
-def poisson_loader(
-    dataset: Dataset, sample_rate: float, sampler: UniformWithReplacementSampler
-) -> DataLoader:
-    """A loader of Poisson batches (Opacus ``DPDataLoader``'s collation, empty batches too)
-    from ``sampler``: Opacus's own (torch generator) or the CSPRNG one."""
-    first = dataset[0]
-    return DataLoader(
-        dataset,
-        batch_sampler=sampler,
-        collate_fn=wrap_collate_with_empty(
-            collate_fn=default_collate,
-            batch_first=True,
-            rand_on_empty=False,
-            sample_empty_shapes=[(0, *shape_safe(x)) for x in first],
-            dtypes=[dtype_safe(x) for x in first],
-        ),
-    )
-
-
-class GradientCanaryRows:
-    """Per step: Poisson-sample this institution's included gradient canaries at rate q and
-    return their rows (direction x GRADIENT_NORM_FACTOR x C), split per parameter.
-
-    ``params``: the trainable parameters in adapter-vector order. DP-SGD appends the rows
-    before clipping; a non-private loop adds ``rows.sum(0) / batch_rows`` to each ``p.grad``
-    after ``backward`` (the batch-mean loss's scale), so DP-off runs carry the same canaries.
-    """
-
-    def __init__(
-        self,
-        plan: CanaryPlan,
-        institution: int,
-        params: list[torch.Tensor],
-        sample_rate: float,
-        max_grad_norm: float,
-        generator: torch.Generator,
-    ) -> None:
-        if plan.kind != "gradient":
-            raise ValueError(f"DP-SGD injects gradient canaries only, got {plan.kind!r}")
-        self.plan, self.params, self.generator = plan, params, generator
-        self.indices = plan.included_at(institution)
-        self.sample_rate = sample_rate
-        self.norm = GRADIENT_NORM_FACTOR * max_grad_norm
-        self.dimension = sum(p.numel() for p in params)
-
-    def __call__(self) -> dict[torch.Tensor, torch.Tensor]:
-        drawn = torch.rand(len(self.indices), generator=self.generator) < self.sample_rate
-        sampled = self.indices[drawn.numpy()]
-        flat = np.zeros((len(sampled), self.dimension), dtype=np.float32)  # [k, d]
-        for row, index in enumerate(sampled):
-            flat[row] = self.norm * canary_direction(self.plan.seed, int(index), self.dimension)
-        rows, offset = {}, 0
-        for p in self.params:
-            chunk = torch.from_numpy(flat[:, offset : offset + p.numel()])
-            rows[p] = chunk.reshape(len(sampled), *p.shape)
-            offset += p.numel()
-        return rows
 
 
 class PrivateRound:
@@ -341,14 +238,14 @@ def dp_training(
             raise ConfigError(
                 "privacy.dp.secure_mode", True, "false with noise_source aes_ctr (a CSPRNG)"
             )
-        csprng = _csprng(generator)
+        csprng = csprng_for(generator)
         sampling_rng = noise_rng = None
-        sampler = _CsprngPoissonSampler(
+        sampler = CsprngPoissonSampler(
             num_samples=len(dataset), sample_rate=sample_rate, csprng=csprng
         )
         label = csprng.label
     elif noise_source == "torch":
-        sampling_rng, noise_rng = _generators(generator, secure_mode, device)
+        sampling_rng, noise_rng = torch_generators(generator, secure_mode, device)
         sampler = UniformWithReplacementSampler(
             num_samples=len(dataset), sample_rate=sample_rate, generator=sampling_rng
         )
@@ -475,120 +372,6 @@ def _check_optimizer_holds_exactly(optimizer: torch.optim.Optimizer, trainable: 
             f"the optimizer must hold exactly the model's trainable (adapter) parameters: "
             f"it holds {len(held)} tensors, the model has {len(trainable)} trainable ones"
         )
-
-
-def _csprng(pinned: torch.Generator | None) -> AesCtrRandom:
-    if pinned is None:
-        return AesCtrRandom.from_os_entropy()
-    return AesCtrRandom.seeded_for_tests(int(torch.randint(0, 2**62, (1,), generator=pinned)))
-
-
-def _entropy_generator(device: torch.device) -> torch.Generator:
-    rng = torch.Generator(device=device)
-    rng.manual_seed(int.from_bytes(os.urandom(8), "little"))
-    return rng
-
-
-def _generators(
-    pinned: torch.Generator | None, secure_mode: bool, device: torch.device
-) -> tuple[torch.Generator, torch.Generator]:
-    """(sampling generator on CPU, noise generator on the parameters' device)."""
-    if secure_mode:
-        if pinned is not None:
-            raise ValueError("secure_mode draws from torchcsprng; a pinned generator defeats it")
-        try:
-            import torchcsprng
-        except ImportError:
-            raise ConfigError(
-                "privacy.dp.secure_mode",
-                True,
-                "requires torchcsprng, which has no release for torch 2.x: "
-                "build pytorch/csprng from source, or set it to false",
-            ) from None
-        secure = torchcsprng.create_random_device_generator("/dev/urandom")
-        return secure, secure
-    warnings.warn(
-        "DP-SGD without secure_mode and with noise_source torch: noise and sampling from "
-        "torch generators seeded from OS entropy (not a CSPRNG; see threat_model.md)",
-        stacklevel=4,  # the caller of dp_training
-    )
-    sampling = pinned if pinned is not None else _entropy_generator(torch.device("cpu"))
-    if device.type == "cpu":
-        return sampling, sampling
-    if pinned is None:
-        return sampling, _entropy_generator(device)
-    noise = torch.Generator(device=device)
-    noise.manual_seed(int(torch.randint(0, 2**62, (1,), generator=pinned)))
-    return sampling, noise
-
-
-@contextmanager
-def ia3_for_opacus(model: nn.Module) -> Iterator[None]:
-    """Let Opacus (any grad_sample_mode) compute per-example gradients of PEFT IA3 vectors.
-
-    Opacus hooks the modules that own trainable parameters directly; PEFT's IA3 vectors are
-    owned by a ParameterDict that never runs forward. Inside this block each trainable vector
-    is also registered on its IA3 layer (the same Parameter), so Opacus hooks the layer, whose
-    grad sampler (``_ia3_grad_sample``) is registered too. On exit the extra registration is
-    removed, so the adapter's parameter names and order are unchanged outside a round.
-    """
-    exposed: list[tuple[nn.Module, str]] = []
-    try:
-        for module in model.modules():
-            if not isinstance(module, IA3Layer):
-                continue
-            for name, vector in module.ia3_l.items():
-                if not vector.requires_grad:
-                    continue
-                ff = module.is_feedforward
-                if tuple(vector.shape) != (
-                    (1, module.in_features) if ff else (module.out_features, 1)
-                ):
-                    raise NotImplementedError(
-                        f"DP-SGD supports IA3 on linear layers only, not {type(module).__name__}"
-                    )
-                register_grad_sampler(type(module))(_ia3_grad_sample)
-                module.register_parameter(_IA3_ALIAS_PREFIX + name, vector)
-                exposed.append((module, _IA3_ALIAS_PREFIX + name))
-        yield
-    finally:
-        for module, alias in exposed:
-            del module._parameters[alias]
-
-
-def _ia3_grad_sample(
-    layer: IA3Layer, activations: list[torch.Tensor], backprops: torch.Tensor
-) -> dict[nn.Parameter, torch.Tensor]:
-    """Per-example gradients of an IA3 layer's trainable vectors.
-
-    IA3 scales the base layer's input (feedforward: y = base(x * l)) or output (y = base(x) * l)
-    by l, the product of the active adapters' vectors. We give each example its own copy of a
-    trainable vector, redo the layer on the captured input, and let autograd return the
-    gradient of every copy at once: one extra forward of the (frozen) base layer, exact by
-    construction for any base layer (nn.Linear, 4-bit, 8-bit).
-    """
-    x = activations[0]  # [n, ..., in_features]
-    n = x.shape[0]
-    active = [a for a in layer.active_adapters if a in layer.ia3_l]
-    grads: dict[nn.Parameter, torch.Tensor] = {}
-    for name in active:
-        vector = layer.ia3_l[name]
-        if not vector.requires_grad:
-            continue
-        others = torch.ones_like(vector.detach().flatten())
-        for other in active:
-            if other != name:
-                others = others * layer.ia3_l[other].detach().flatten()
-        copies = vector.detach().flatten().expand(n, -1).clone().requires_grad_(True)  # [n, k]
-        with torch.enable_grad():  # backward hooks run with grad mode off
-            scale = (copies * others).view(n, *([1] * (x.dim() - 2)), -1)  # [n, 1.., k]
-            if layer.is_feedforward:
-                out = layer.base_layer(x.to(scale.dtype) * scale)
-            else:
-                out = layer.base_layer(x) * scale
-            (grad,) = torch.autograd.grad(out, copies, grad_outputs=backprops.to(out.dtype))
-        grads[vector] = grad.view(n, *vector.shape)
-    return grads
 
 
 def _remove_opacus_state(model: nn.Module) -> None:

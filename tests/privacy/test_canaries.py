@@ -19,7 +19,8 @@ from securefed.privacy.canaries import (
     input_scores,
     plan_canaries,
 )
-from securefed.privacy.dp_sgd import GradientCanaryRows, dp_training
+from securefed.privacy.dp_canary_rows import GradientCanaryRows
+from securefed.privacy.dp_sgd import dp_training
 
 pytestmark = pytest.mark.filterwarnings("ignore:DP-SGD without secure_mode")
 DELTA = 1e-5
