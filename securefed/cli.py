@@ -17,6 +17,7 @@ from rich.console import Console
 from securefed.audit.command import add_audit_parser, write_audit
 from securefed.config import load_config
 from securefed.errors import SecurefedError
+from securefed.privacy.planner import format_plan
 from securefed.run.progress import Progress
 from securefed.run.summary import print_summary
 from securefed.sweep import add_sweep_parser
@@ -56,16 +57,13 @@ def _cmd_simulate(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_plan(args: argparse.Namespace, console: Console) -> int:
-    from securefed.config import load_config
-
     cfg = load_config(args.config, args.set)
     if not cfg.privacy.dp.enabled:
         console.print("privacy.dp.enabled is false: no DP noise to plan (--set it to true)")
         return 0
     _quiet_libraries()
-    from securefed.privacy.planner import format_plan
-    from securefed.run.setup import build_setup
-    from securefed.run.simulate import client_privacy, dp_plan
+    from securefed.run.setup import build_setup  # lazy: torch stays out of audit and sweep
+    from securefed.run.simulate import client_privacy, dp_plan  # lazy: likewise
 
     setup = build_setup(cfg)
     plan = format_plan(dp_plan(setup, client_privacy(setup)), setup.bundle.spec.size)
