@@ -15,7 +15,7 @@ import warnings
 from rich.console import Console
 
 from securefed.audit.command import add_audit_parser
-from securefed.errors import SecurefedError
+from securefed.errors import ConfigError, SecurefedError
 from securefed.sweep import add_sweep_parser
 
 EXIT_USER_ERROR = 2
@@ -38,19 +38,22 @@ def _cmd_simulate(args: argparse.Namespace, console: Console) -> int:
     from securefed.config import load_config
 
     if args.resume and (args.config or args.set or args.out):
-        console.print(
-            "error: --resume RUN_DIR continues a run with its own config; "
-            "do not pass CONFIG, --set or --out with it"
+        raise ConfigError(
+            "--resume",
+            args.resume,
+            "continues a run with its own config; do not pass CONFIG, --set or --out with it",
         )
-        return EXIT_USER_ERROR
     cfg = None if args.resume else load_config(args.config, args.set)
     _quiet_libraries()
     from securefed.audit.command import write_audit
     from securefed.progress import Progress
+    from securefed.run_setup import resolve_device
     from securefed.simulate import simulate
     from securefed.summary import print_summary
 
     progress = Progress(Console(stderr=True), enabled=not args.quiet)
+    if cfg is not None:
+        resolve_device(cfg.training.device)  # no CUDA for training.device=cuda: say so first
     run_dir, results = simulate(cfg, out=args.out, resume=args.resume, progress=progress)
     print_summary(results, run_dir, console)
     console.print(f"audit: {write_audit(run_dir)}")

@@ -12,11 +12,12 @@ from securefed.baselines import run_baselines
 from securefed.config import RunConfig, dump_config, load_config
 from securefed.dp_budget import ClientPrivacy
 from securefed.energy import EnergyMeter, record_energy
-from securefed.errors import RunFolderError
+from securefed.errors import OutputError, RunFolderError
 from securefed.federation import FederationState, run_federation
 from securefed.progress import Progress
 from securefed.run_folder import RunFolder, read_json, write_json
 from securefed.run_setup import RunSetup, build_setup
+from securefed.run_warnings import RunWarnings
 
 LIBRARIES = (
     "securefed",
@@ -46,6 +47,8 @@ def library_versions() -> dict[str, str]:
 def new_run_dir(cfg: RunConfig, out: str | None) -> Path:
     if out is not None:
         path = Path(out)
+        if path.exists() and not path.is_dir():
+            raise OutputError(f"--out {path} is a file; allowed: a new or empty folder")
         if path.exists() and any(path.iterdir()):
             raise RunFolderError(
                 f"--out {path} exists and is not empty; pick a new folder "
@@ -73,7 +76,10 @@ def simulate(
     """Run (or resume) a simulation; returns the run folder and its results."""
     progress = progress or Progress(enabled=False)
     folder, cfg, saved_state = _open_folder(cfg, out, resume)
-    with EnergyMeter() as meter:
+    earlier = (
+        read_json(folder.file("warnings.json")) if folder.file("warnings.json").is_file() else []
+    )
+    with RunWarnings(progress.console, earlier) as run_warnings, EnergyMeter() as meter:
         setup = build_setup(cfg)
         privacy = _privacy(setup)
         base_before = base_weights_hash(setup.bundle.model)
@@ -86,6 +92,7 @@ def simulate(
     results = _results(setup, state, baselines, privacy, base_before, base_after)
     results["timing"] = _timing(state, energy["total"], resumed=saved_state is not None)
     results["energy"] = energy["total"]
+    write_json(folder.file("warnings.json"), run_warnings.records)
     write_json(folder.file("results.json"), results)
     return folder.path, results
 
@@ -97,8 +104,15 @@ def _open_folder(cfg: RunConfig | None, out: str | None, resume: str | None):
         return folder, load_config(folder.file("config.yaml")), read_json(folder.file("state.json"))
     assert cfg is not None
     folder = RunFolder(new_run_dir(cfg, out))
-    folder.path.mkdir(parents=True, exist_ok=True)
-    folder.file("config.yaml").write_text(dump_config(cfg))
+    try:
+        folder.path.mkdir(parents=True, exist_ok=True)
+        folder.file("config.yaml").write_text(dump_config(cfg))
+    except OSError as exc:
+        key = "--out" if out is not None else "output.dir"
+        raise OutputError(
+            f"{key}: cannot create the run folder {folder.path} ({exc.strerror}); "
+            "allowed: a folder path where you can write"
+        ) from None
     return folder, cfg, None
 
 
