@@ -9,6 +9,7 @@ turned into one ``ConfigError`` line naming the key, the value and what is allow
 from __future__ import annotations
 
 import dataclasses
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -355,8 +356,11 @@ def validate(raw: dict[str, Any]) -> RunConfig:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Load YAML (default: the embedded default), apply ``--set`` overrides, validate."""
-    raw = read_yaml(path or default_config_path())
+    """Load YAML (default: the embedded default), apply ``--set`` overrides, validate. A
+    config that sets no ``name`` is named after its file (``configs/fpb-lora.yaml``: fpb-lora)."""
+    source = Path(path) if path is not None else default_config_path()
+    raw = read_yaml(source)
+    raw.setdefault("name", re.sub(r"[^A-Za-z0-9_.-]", "-", source.stem)[:80] or "run")
     return validate(apply_overrides(raw, list(overrides or [])))
 
 

@@ -20,7 +20,7 @@ def communication_markdown(comm: dict) -> str:
         ["total", *(f"{comm['totals'][c]['up']} / {comm['totals'][c]['down']}" for c in ids)]
     )
     return (
-        f"## 5. Bytes sent per client per round\n\n{comm['what']}; up / down, in bytes.\n\n"
+        f"## 4. Bytes sent per client per round\n\n{comm['what']}; up / down, in bytes.\n\n"
         + table(["round", *(f"inst. {c}" for c in ids)], rows)
     )
 
@@ -31,7 +31,7 @@ def cost_markdown(cost: dict) -> str:
     inv = cost["invocation"] or {}
     energy = cost["energy"]
     parts = [
-        f"## 6. Time, compute and energy\n\nDevice: {fmt(cost['device'])}.",
+        f"## 5. Time, compute and energy\n\nDevice: {fmt(cost['device'])}.",
         table(["round", "wall s", "CPU s"], rows),
         "Last invocation of `securefed simulate` (federation, baselines, setup): "
         f"wall {fmt(inv.get('this_invocation_wall_s'))} s, "
@@ -71,7 +71,7 @@ def partition_markdown(part: dict) -> str:
         for c in part.get("clients", [])
     ]
     return (
-        f"## 7. Data partition\n\nScheme {fmt(part.get('scheme'))}, "
+        f"## 6. Data partition\n\nScheme {fmt(part.get('scheme'))}, "
         f"alpha {fmt(part.get('alpha'))}, "
         f"seed {fmt(part.get('seed'))}, {fmt(part.get('num_examples'))} examples, test fraction "
         f"{fmt(part.get('test_fraction'))}, label skew {fmt(part.get('label_skew'))}.\n\n"
@@ -91,7 +91,7 @@ def environment_markdown(env: dict) -> str:
         ["vector spec hash", env.get("vector_spec_hash")],
     ]
     return (
-        "## 8. Environment and library versions\n\n"
+        "## 7. Environment and library versions\n\n"
         + table(["", ""], rows)
         + "\n\n"
         + table(["library", "version"], [[k, v] for k, v in libs.items()])
@@ -100,13 +100,13 @@ def environment_markdown(env: dict) -> str:
 
 def config_markdown(cfg: dict) -> str:
     text = yaml.safe_dump(cfg["values"], sort_keys=False)
-    return f"## 9. Configuration\n\n`config.yaml`, sha256 `{cfg['sha256']}`:\n\n```yaml\n{text}```"
+    return f"## 8. Configuration\n\n`config.yaml`, sha256 `{cfg['sha256']}`:\n\n```yaml\n{text}```"
 
 
 def integrity_markdown(integrity: dict) -> str:
     status = "**passed**" if integrity["verified"] else "**FAILED**"
     parts = [
-        f"## 10. Integrity\n\nVerification {status}: {integrity['checks']} checks over "
+        f"## 9. Integrity\n\nVerification {status}: {integrity['checks']} checks over "
         f"{integrity['records']} hash-chained records; chain head `{integrity['chain_head']}`. "
         "Re-run with `securefed audit --verify RUN_DIR`."
     ]

@@ -37,6 +37,7 @@ class RunSnapshot:
     transcripts: dict[int, dict]  # round -> secagg/round-NNNN.json
     baselines: dict[str, dict]
     energy: dict | None  # energy.json: per invocation and total
+    warnings: list[dict]  # warnings.json: each warning the run printed, once
     sources: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
 
     @property
@@ -91,6 +92,7 @@ def read_snapshot(run_dir: str | Path) -> RunSnapshot:
         transcripts=transcripts,
         baselines=baselines,
         energy=load("energy.json"),
+        warnings=load("warnings.json") or [],
         sources=dict(sorted(sources.items())),
     )
 

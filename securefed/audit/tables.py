@@ -6,9 +6,9 @@ import math
 
 
 def fmt(value: object, digits: int = 4) -> str:
-    """A cell: numbers to ``digits`` significant figures, infinity as ∞, absent as a dash."""
+    """A cell: numbers to ``digits`` significant figures, infinity as ∞, absent left empty."""
     if value is None:
-        return "—"
+        return ""
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, str) and value in ("inf", "-inf", "nan"):
@@ -26,3 +26,9 @@ def table(header: list[str], rows: list[list[object]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(fmt(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def present(rows: list[list[object]]) -> list[list[object]]:
+    """The rows that hold a value beyond their label: a missing figure is left out, not shown
+    as a blank line."""
+    return [row for row in rows if any(cell is not None for cell in row[1:])]
