@@ -28,10 +28,13 @@ def _quiet_libraries() -> None:
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    import datasets
     import transformers
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()  # "Generating train split" on every read of a data file
+    datasets.logging.set_verbosity_error()
 
 
 def _cmd_simulate(args: argparse.Namespace, console: Console) -> int:

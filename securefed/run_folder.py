@@ -12,6 +12,7 @@ Layout (all paths relative to the run folder)::
     baselines/centralized.json, baselines/isolated.json
     state.json                   last finished round (what --resume continues from)
     results.json                 the summary: federated, centralized, isolated, privacy
+    warnings.json                each warning the run printed, once
 
 Each metrics record carries ``prev_hash`` (the previous record's ``record_hash``) and the
 SHA-256 of every artefact it refers to, so ``securefed audit --verify`` can detect edits.

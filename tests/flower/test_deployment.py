@@ -26,8 +26,9 @@ DP = ["privacy.dp.enabled=true", "privacy.dp.noise_multiplier=1.0"]
 # message, so even a protocol-only stage costs each node a Python start and imports: measured
 # with about seven other jobs on the two cores, 12.6-22.2 s per protocol stage (a 20 s stage
 # timeout dropped live nodes) and 75-85 s for load-and-train. A long timeout costs nothing
-# while every node answers; only the killed-node test waits one STAGE_TIMEOUT_S for its dead
-# node. Whole-run waits are ceilings for a hung run, several times the ~330 s measured.
+# while every node answers; only the killed-node test waits, at most STAGE_TIMEOUT_S, for its
+# dead node (Flower's heartbeat check finds it within about 60 s). Whole-run waits are
+# ceilings for a hung run, several times the ~330 s measured.
 STAGE_TIMEOUT_S = 90.0
 TRAIN_TIMEOUT_S = 600.0
 RUN_TIMEOUT_S = 1500.0
@@ -113,7 +114,11 @@ def test_a_node_killed_after_key_sharing_is_recovered(tmp_path):
     transcript = read_json(run_dir / "secagg/round-0001.json")
     assert transcript["participants"]["share_keys"] == INSTITUTIONS
     assert transcript["dropouts"]["masked_input"] == [2]
-    assert transcript["failures"]["masked_input"] == {"2": "timed out"}
+    # Dropped by whichever comes first: the stage timeout, or Flower's heartbeat check (two
+    # missed 30 s heartbeats; measured here 52 s after the kill, inside STAGE_TIMEOUT_S).
+    (reason,) = transcript["failures"]["masked_input"].values()
+    assert list(transcript["failures"]["masked_input"]) == ["2"]
+    assert reason == "timed out" or "Node Unavailable" in reason, reason
     assert transcript["participants"]["unmasking"] == [0, 1]
     check_aggregates(cfg, run_dir, nodes)
     stages = {
