@@ -112,8 +112,8 @@ def institutions_markdown(audit: dict) -> str:
             f"{size['test_size']} test records (pooled: {pooled_size})"
             if "test_size" in size
             else None,
-            f"{len(p['rounds_trained'])} rounds trained",
-            f"{len(p['rounds_budget_stopped'])} rounds stopped by its budget"
+            _count(len(p["rounds_trained"]), "round") + " trained",
+            _count(len(p["rounds_budget_stopped"]), "round") + " stopped by its budget"
             if p["rounds_budget_stopped"]
             else None,
         ]
@@ -124,6 +124,10 @@ def institutions_markdown(audit: dict) -> str:
             + table([f"institution {c}", *trainings], present(rows))
         )
     return "\n\n".join(parts)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def plots_markdown(plots: list[Plot], image_src: Callable[[Plot], str]) -> str:
@@ -290,7 +294,7 @@ def _secure_aggregation(sa: dict) -> str:
         )
     else:
         configured = [[k, v] for k, v in sa["configured"].items() if k != "dropout"]
-        head += "Configured:\n\n" + table(["parameter", "value"], configured)
+        head += "Configured:\n\n" + table(["parameter", "value"], present(configured))
         head += f"\n\nSimulated dropouts: {fmt(sa['configured'].get('dropout'))}."
         protocol = sa["protocol"]
         if protocol is None:
@@ -346,7 +350,7 @@ def _accuracy(acc: dict) -> str:
     majority = (
         f"Majority-class floor (always answering '{floor['label']}'): pooled accuracy "
         f"{fmt(floor['pooled'])}; per institution "
-        + ", ".join(f"{c}: {fmt(v)}" for c, v in floor["clients"].items())
+        + ", ".join(f"{c}: {fmt(v)}" for c, v in floor["clients"].items() if v is not None)
         + "."
         if floor["pooled"] is not None
         else "Majority-class floor: absent (no test label counts in partition.json)."
