@@ -358,7 +358,7 @@ def validate(raw: dict[str, Any]) -> RunConfig:
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Load YAML (default: the embedded default), apply ``--set`` overrides, validate. A
     config that sets no ``name`` is named after its file (``configs/fpb-lora.yaml``: fpb-lora)."""
-    source = Path(path) if path is not None else default_config_path()
+    source = Path(path) if path else default_config_path()
     raw = read_yaml(source)
     raw.setdefault("name", re.sub(r"[^A-Za-z0-9_.-]", "-", source.stem)[:80] or "run")
     return validate(apply_overrides(raw, list(overrides or [])))

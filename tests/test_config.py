@@ -114,3 +114,15 @@ def test_auto_weighting_resolves_at_load_and_is_recorded(overrides, expected):
     cfg = load_config(overrides=overrides)
     assert cfg.training.weighting == expected
     assert yaml.safe_load(dump_config(cfg))["training"]["weighting"] == expected
+
+
+@pytest.mark.parametrize(
+    ("body", "name"),
+    [("seed: 3\n", "fpb-lora-v2"), ("name: chosen\nseed: 3\n", "chosen")],
+)
+def test_a_run_is_named_after_its_config_file_unless_the_config_names_it(tmp_path, body, name):
+    path = tmp_path / "fpb-lora v2.yaml"  # the space is not allowed in a name: replaced
+    path.write_text(body)
+    assert load_config(path).name == name
+    assert load_config(path, ["name=over"]).name == "over"
+    assert load_config().name == "default"  # the embedded default.yaml
