@@ -89,12 +89,17 @@ def institutions_markdown(audit: dict) -> str:
     trainings = ["federated"] + [
         t for t in ("isolated", "centralized") if acc["baselines"][t]["present"]
     ]
+    # The centralized baseline trains one model on the pooled records: its one ledger's
+    # epsilon holds for every record, so for every institution.
+    pooled_ledger = list(privacy["baselines"].get("centralized", {}).values())
+    centralized_epsilon = pooled_ledger[0] if len(pooled_ledger) == 1 else None
     parts = ["## Per institution: privacy spent and accuracy bought"]
     for c, p in privacy["clients"].items():
         size, a = sizes.get(c, {}), acc["clients"].get(c, {})
         epsilon = {
             "federated": p["epsilon"],
-            **{t: privacy["baselines"].get(t, {}).get(c) for t in trainings[1:]},
+            "isolated": privacy["baselines"].get("isolated", {}).get(c),
+            "centralized": centralized_epsilon,
         }
         pooled = {
             "federated": (acc["pooled"]["federated"] or {}).get(metric),

@@ -175,6 +175,10 @@ def test_the_verdict_comes_first_and_holds_one_table_per_institution(private_aud
         assert header in block
         for row in ("| epsilon |", "| accuracy, own test split |", "| accuracy, pooled test set |"):
             assert row in block, row
+        (pooled_epsilon,) = audit["privacy"]["baselines"]["centralized"].values()
+        epsilons = f"| epsilon | {privacy['epsilon']:.4g} | "
+        epsilons += f"{audit['privacy']['baselines']['isolated'][c]:.4g} | {pooled_epsilon:.4g} |"
+        assert epsilons in block  # centralized: the pooled model's epsilon covers everyone
     assert "—" not in text  # a missing figure is left out, not shown as a dash
 
 
