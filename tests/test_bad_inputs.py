@@ -335,7 +335,7 @@ CASES = [
     Case(
         "jsonl_not_an_object",
         data("fpb", "fpb.jsonl", FPB_OK + "[1, 2]\n"),
-        ("fpb.jsonl line 2", "a JSON list", "one JSON object per line"),
+        ("fpb.jsonl line 2", "a JSON array", "one JSON object per line"),
         left=PENDING,
     ),
     Case(

@@ -97,7 +97,7 @@ def _read_file(path: str) -> Rows:
     if fmt == "csv":
         lines = _csv_record_lines(path, _utf8_text(p))
     elif fmt == "json":
-        lines = _json_record_lines(path, _utf8_text(p))
+        lines = _json_record_lines(path, _utf8_text(p), p.suffix.lower() == ".jsonl")
     if lines == ():  # nothing but blank lines: no rows (``datasets`` fails with StopIteration)
         return Rows(datasets.Dataset.from_dict({}), path, lines)
     try:
@@ -122,6 +122,9 @@ def _utf8_text(path: Path) -> str:
         ) from None
 
 
+JSON_KINDS = {list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
+
+
 class _NotFinite(ValueError):
     pass
 
@@ -130,13 +133,15 @@ def _refuse_constant(name: str) -> float:
     raise _NotFinite(name)
 
 
-def _json_record_lines(path: str, text: str) -> tuple[int, ...] | None:
-    """The line of every record of a JSON Lines file; None for one JSON document (an array)."""
-    try:
-        json.loads(text, parse_constant=_refuse_constant)
-        return None
-    except (json.JSONDecodeError, _NotFinite):
-        pass  # not one document: JSON Lines, checked line by line below
+def _json_record_lines(path: str, text: str, json_lines: bool) -> tuple[int, ...] | None:
+    """The line of every record of a JSON Lines file; None for a ``.json`` file holding one
+    JSON document (an array of rows)."""
+    if not json_lines:
+        try:
+            json.loads(text, parse_constant=_refuse_constant)
+            return None
+        except (json.JSONDecodeError, _NotFinite):
+            pass  # not one document: JSON Lines, checked line by line below
     lines = text.split("\n")
     records = []
     for number, line in enumerate(lines, 1):
@@ -160,9 +165,9 @@ def _json_record_lines(path: str, text: str) -> tuple[int, ...] | None:
                 "allowed: one JSON object per line"
             ) from None
         if not isinstance(value, dict):
+            kind = JSON_KINDS.get(type(value), "value")
             raise DataError(
-                f"{path} line {number}: a JSON {type(value).__name__}; allowed: one JSON object "
-                "per line"
+                f"{path} line {number}: a JSON {kind}; allowed: one JSON object per line"
             )
         records.append(number)
     return tuple(records)
