@@ -16,7 +16,7 @@ from rich.console import Console
 
 from securefed.audit.command import add_audit_parser, write_audit
 from securefed.config import load_config
-from securefed.errors import SecurefedError
+from securefed.errors import ConfigError, SecurefedError
 from securefed.privacy.planner import format_plan
 from securefed.run.progress import Progress
 from securefed.run.summary import print_summary
@@ -32,24 +32,30 @@ def _quiet_libraries() -> None:
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    import datasets
     import transformers
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()  # "Generating train split" on every read of a data file
+    datasets.logging.set_verbosity_error()
 
 
 def _cmd_simulate(args: argparse.Namespace, console: Console) -> int:
     if args.resume and (args.config or args.set or args.out):
-        console.print(
-            "error: --resume RUN_DIR continues a run with its own config; "
-            "do not pass CONFIG, --set or --out with it"
+        raise ConfigError(
+            "--resume",
+            args.resume,
+            "continues a run with its own config; do not pass CONFIG, --set or --out with it",
         )
-        return EXIT_USER_ERROR
     cfg = None if args.resume else load_config(args.config, args.set)
     _quiet_libraries()
+    from securefed.run.setup import resolve_device  # lazy: torch stays out of audit and sweep
     from securefed.run.simulate import simulate  # lazy: torch stays out of audit and sweep
 
     progress = Progress(Console(stderr=True), enabled=not args.quiet)
+    if cfg is not None:
+        resolve_device(cfg.training.device)  # no CUDA for training.device=cuda: say so first
     run_dir, results = simulate(cfg, out=args.out, resume=args.resume, progress=progress)
     print_summary(results, run_dir, console)
     console.print(f"audit: {write_audit(run_dir)}")

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from importlib import resources
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from securefed.config_yaml import apply_overrides, default_config_path, read_yaml
 from securefed.errors import ConfigError
 from securefed.privacy.distributed.parameters import modclip_stddevs
 from securefed.secagg import STAGES, SecAggParams, check_no_overflow, plan_round
@@ -25,7 +26,9 @@ TASK_NAMES = ("synthetic_finance", "synthetic_medqa", "medqa", "medmcqa", "fpb",
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    # NaN and infinity pass every range check unnoticed (or fail it with a misleading message):
+    # refused as "not a finite number" wherever a float is read.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, allow_inf_nan=False)
 
 
 class SyntheticConfig(_Section):
@@ -366,46 +369,6 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
     return sorted(model.model_fields)
 
 
-def _coerce_scalar(text: str) -> Any:
-    """Parse a ``--set`` value with YAML rules, so ``--set a=1e-4`` is a float and ``null`` None."""
-    return yaml.safe_load(text) if text != "" else ""
-
-
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``dotted.key=value`` overrides to a raw config dict (validation happens later)."""
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(item, None, "overrides look like dotted.key=value")
-        dotted, text = item.split("=", 1)
-        parts = dotted.strip().split(".")
-        node = raw
-        for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(dotted, text, f"{part} is not a section")
-            node = child
-        node[parts[-1]] = _coerce_scalar(text)
-    return raw
-
-
-def default_config_path() -> Path:
-    """The embedded default config, shipped inside the package."""
-    return Path(str(resources.files("securefed") / "default.yaml"))
-
-
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError("config", str(p), "a path to an existing YAML file")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError("config", str(p), f"valid YAML ({exc.__class__.__name__})") from None
-    if not isinstance(data, dict):
-        raise ConfigError("config", str(p), "a YAML mapping at the top level")
-    return data
-
-
 def validate(raw: dict[str, Any]) -> RunConfig:
     """Validate a raw dict into a frozen ``RunConfig`` or raise one ``ConfigError``."""
     try:
@@ -417,8 +380,11 @@ def validate(raw: dict[str, Any]) -> RunConfig:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Load YAML (default: the embedded default), apply ``--set`` overrides, validate."""
-    raw = read_yaml(path or default_config_path())
+    """Load YAML (default: the embedded default), apply ``--set`` overrides, validate. A
+    config that sets no ``name`` is named after its file (``configs/fpb-lora.yaml``: fpb-lora)."""
+    source = Path(path) if path else default_config_path()
+    raw = read_yaml(source)
+    raw.setdefault("name", re.sub(r"[^A-Za-z0-9_.-]", "-", source.stem)[:80] or "run")
     return validate(apply_overrides(raw, list(overrides or [])))
 
 

@@ -45,3 +45,7 @@ class AdapterCorrupted(SecurefedError):
 
 class RunFolderError(SecurefedError):
     """A run folder that is missing, incomplete, or does not match what was asked of it."""
+
+
+class OutputError(SecurefedError):
+    """An output path (``--out``, ``output.dir``) that is not a folder or cannot be written."""

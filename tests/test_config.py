@@ -146,3 +146,15 @@ def test_distributed_dp_bad_settings_are_one_line_errors(overrides, key, fragmen
         load_config(overrides=["privacy.distributed.enabled=true", *overrides])
     message = str(info.value)
     assert "\n" not in message and key in message and fragment in message
+
+
+@pytest.mark.parametrize(
+    ("body", "name"),
+    [("seed: 3\n", "fpb-lora-v2"), ("name: chosen\nseed: 3\n", "chosen")],
+)
+def test_a_run_is_named_after_its_config_file_unless_the_config_names_it(tmp_path, body, name):
+    path = tmp_path / "fpb-lora v2.yaml"  # the space is not allowed in a name: replaced
+    path.write_text(body)
+    assert load_config(path).name == name
+    assert load_config(path, ["name=over"]).name == "over"
+    assert load_config().name == "default"  # the embedded default.yaml

@@ -360,3 +360,44 @@ def test_a_killed_sweep_resumes_skipping_finished_cells_and_yields_the_same_tabl
     for cell_id, before in finished.items():  # skipped, not rerun
         assert (out / "cells" / cell_id / "results.json").read_bytes() == before
     assert _stable(result.table.rows) == _stable(uninterrupted.table.rows)
+
+
+def test_the_terminal_table_is_readable_at_100_columns():
+    import io
+
+    from rich.console import Console
+
+    from securefed.sweep.table import SweepTable
+
+    keys = ("task.name", "model.adapter", "privacy.dp.target_epsilon")
+    rows = []
+    for i, (task, adapter, eps) in enumerate(
+        [("medmcqa", "qlora", None), ("fiqa_sa", "lora", 1.0), ("synthetic_finance", "ia3", 8.0)]
+    ):
+        cell = f"{task}_{adapter}_eps-{eps or 'nonprivate'}-{'3f2a1b9c' * (i + 1)}"
+        rows.append(
+            {"cell": cell, "task.name": task, "model.adapter": adapter, keys[2]: eps,
+             "status": ("done", "incomplete", "failed")[i], "federated": 0.78612 + i,
+             "centralized": 0.80512, "isolated": 0.52544, "majority": 0.41667,
+             "eps_max": math.inf if eps is None else 7.9912, "peak_rss_mb": 1234.5678,
+             "energy_wh": 0.51234}
+        )  # fmt: skip
+    buffer = io.StringIO()
+    SweepTable(keys, rows).print(Console(file=buffer, width=100, color_system=None))
+    lines = buffer.getvalue().splitlines()
+    assert max(len(line) for line in lines) <= 100
+    body = "\n".join(lines)
+    for header in ("fed.", "central.", "isol.", "floor", "eps max", "RSS MiB", "Wh", "status"):
+        assert header in body, header
+    row_lines = [ln for ln in lines if ln.split() and ln.split()[-1] == "0.512"]
+    for row, line in zip(rows, row_lines, strict=True):
+        for value in (
+            f"{row['federated']:.3g}",
+            "0.805",
+            "0.525",
+            "0.417",
+            "1235",
+            row["status"],
+        ):
+            assert value in line.split(), (value, line)  # whole, on the row's own line
+        assert ("inf" if row["eps_max"] == math.inf else "7.99") in line.split()

@@ -19,6 +19,7 @@ from securefed.audit.markdown import render_markdown
 from securefed.audit.plots import Plot, audit_plots
 from securefed.audit.report import CRITICAL, build_audit
 from securefed.audit.verify import Verification, verify_run
+from securefed.errors import OutputError
 from securefed.run.folder import atomic_write_text
 
 EXIT_MISMATCH = 1
@@ -34,9 +35,17 @@ def write_audit(run_dir: Path, out_dir: Path | None = None) -> Path:
     """Build the audit of ``run_dir``; write JSON, Markdown, HTML and plots; return the folder."""
     run_dir = Path(run_dir)
     out = Path(out_dir) if out_dir is not None else default_out_dir(run_dir)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"audit folder {out} is a file; allowed: a folder (new or an audit's)")
     audit = build_audit(run_dir)
     plots = audit_plots(audit)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(
+            f"cannot create the audit folder {out} ({exc.strerror}); allowed: a folder path "
+            "where you can write (securefed audit RUN_DIR --out DIR)"
+        ) from None
     for plot in plots:
         path = out / "plots" / f"{plot.name}.png"
         if plot.png is not None:
@@ -80,6 +89,8 @@ def run_audit_command(args: argparse.Namespace, console: Console) -> int:
         result = verify_run(run_dir)
         print_verification(result, run_dir, console)
         return 0 if result.ok else EXIT_MISMATCH
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise OutputError(f"--out {args.out} is a file; allowed: a folder (new, or an audit's)")
     out = write_audit(run_dir, Path(args.out) if args.out else None)
     audit = json.loads((out / "audit.json").read_text())
     for flag in audit["flags"]:

@@ -13,7 +13,13 @@ import html
 
 from markdown_it import MarkdownIt
 
-from securefed.audit.markdown import body_markdown, flags_markdown, title_markdown
+from securefed.audit.markdown import (
+    body_markdown,
+    flags_markdown,
+    plots_markdown,
+    title_markdown,
+    verdict_markdown,
+)
 from securefed.audit.plots import Plot
 from securefed.audit.report import CRITICAL
 
@@ -35,6 +41,7 @@ img { max-width: 100%; display: block; margin: 1rem 0; }
 .flags.caveats h2, .flags.caveats strong { color: #7d4e00; }
 .flags.clear h2 { color: #1a7f37; }
 .flags strong { color: #cf222e; }
+.institutions { border-left: 6px solid #0550ae; padding: .1rem 0 .1rem 1.2rem; margin: 1.5rem 0; }
 """
 
 
@@ -68,6 +75,9 @@ def render_html(audit: dict, plots: list[Plot]) -> str:
     )
     body = md.render(title_markdown(audit))
     body += f'<section class="{flag_class}">\n{md.render(flags_markdown(audit))}</section>\n'
+    verdict = "\n\n".join(verdict_markdown(audit))
+    body += f'<section id="institutions" class="institutions">\n{md.render(verdict)}</section>\n'
+    body += md.render(plots_markdown(plots, data_uri))
     body += md.render(body_markdown(audit, plots, data_uri))
     return (
         f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'

@@ -1,5 +1,10 @@
 """The audit as Markdown: the record's sections in reading order, tables and plots.
 
+Reading order: the verdict first (flags, the warnings the run printed, one table per
+institution, the plots), then the details, then an appendix with the threat model. A figure
+the run did not record is left out rather than shown as a placeholder; counts are counts
+(rounds trained: 2), while round numbers in per-round tables are the run folder's indices.
+
 ``render_markdown`` takes a function that gives each plot's image address, so the same text
 serves ``audit.md`` (``plots/<name>.png``) and the HTML page (``data:`` URIs).
 """
@@ -19,7 +24,7 @@ from securefed.audit.markdown_details import (
 )
 from securefed.audit.plots import Plot
 from securefed.audit.source import as_float
-from securefed.audit.tables import fmt, table
+from securefed.audit.tables import fmt, present, table
 
 ABSENT = "not recorded"
 STAGE_TITLES = {
@@ -39,49 +44,112 @@ def flags_markdown(audit: dict) -> str:
 
 
 def title_markdown(audit: dict) -> str:
+    return f"# Privacy and accuracy audit: {audit['run']['name']}"
+
+
+def run_markdown(audit: dict) -> str:
+    """What ran: folder, task, model, institutions, rounds, seed, chain head."""
     run = audit["run"]
     task = run["task"]
     synthetic = " (SYNTHETIC)" if task.get("synthetic") else ""
-    lines = [
-        f"# Privacy and accuracy audit: {run['name']}",
-        "",
-        table(
-            ["", ""],
-            [
-                ["run folder", run["folder"]],
-                ["task", f"{task.get('name')}{synthetic}"],
-                [
-                    "model",
-                    f"{run['backbone']} + {run['adapter']} "
-                    f"({fmt(run['trainable_parameters'])} trainable parameters)",
-                ],
-                ["institutions", run["institutions"]],
-                ["rounds", f"{run['rounds_finished']} of {run['rounds_planned']} recorded"],
-                ["seed", run["seed"]],
-                ["chain head", f"`{audit['integrity']['chain_head']}`"],
-                ["audit schema", audit["schema_version"]],
-            ],
-        ),
+    parameters = run["trainable_parameters"]
+    model = f"{run['backbone']} + {run['adapter']}" + (
+        f" ({fmt(parameters)} trainable parameters)" if parameters is not None else ""
+    )
+    rows = [
+        ["run folder", run["folder"]],
+        ["task", f"{task.get('name')}{synthetic}"],
+        ["model", model],
+        ["institutions", run["institutions"]],
+        ["rounds", f"{run['rounds_finished']} of {run['rounds_planned']} recorded"],
+        ["seed", run["seed"]],
+        [
+            "chain head",
+            f"`{audit['integrity']['chain_head']}`" if audit["integrity"]["chain_head"] else None,
+        ],
+        ["audit schema", audit["schema_version"]],
     ]
-    return "\n".join(lines)
+    return "## The run\n\n" + table(["", ""], present(rows))
+
+
+def warnings_markdown(audit: dict) -> str | None:
+    """The warnings the run printed (each once), or None when it printed none."""
+    if not audit["warnings"]:
+        return None
+    items = [f"- {w['message']} ({w['category']})" for w in audit["warnings"]]
+    return "## Warnings the run printed\n\n" + "\n".join(items)
+
+
+def institutions_markdown(audit: dict) -> str:
+    """One table per institution: epsilon and delta, records, and accuracy on its own test
+    split and on the pooled test set, federated against isolated and centralized."""
+    privacy, acc = audit["privacy"], audit["accuracy"]
+    metric = acc["primary_metric"]
+    sizes = {str(c["client"]): c for c in audit["partition"].get("clients", [])}
+    pooled_size = sum(c.get("test_size", 0) for c in sizes.values())
+    trainings = ["federated"] + [
+        t for t in ("isolated", "centralized") if acc["baselines"][t]["present"]
+    ]
+    # The centralized baseline trains one model on the pooled records: its one ledger's
+    # epsilon holds for every record, so for every institution.
+    pooled_ledger = list(privacy["baselines"].get("centralized", {}).values())
+    centralized_epsilon = pooled_ledger[0] if len(pooled_ledger) == 1 else None
+    parts = ["## Per institution: privacy spent and accuracy bought"]
+    for c, p in privacy["clients"].items():
+        size, a = sizes.get(c, {}), acc["clients"].get(c, {})
+        epsilon = {
+            "federated": p["epsilon"],
+            "isolated": privacy["baselines"].get("isolated", {}).get(c),
+            "centralized": centralized_epsilon,
+        }
+        pooled = {
+            "federated": (acc["pooled"]["federated"] or {}).get(metric),
+            "isolated": (a.get("isolated_pooled") or {}).get(metric),
+            "centralized": (acc["pooled"]["centralized"] or {}).get(metric),
+        }
+        rows = [
+            ["epsilon", *(epsilon[t] for t in trainings)],
+            [f"{metric}, own test split", *((a.get(t) or {}).get(metric) for t in trainings)],
+            [f"{metric}, pooled test set", *(pooled[t] for t in trainings)],
+        ]
+        facts = [
+            f"delta {fmt(p['delta'])}" if p["delta"] is not None else None,
+            f"{size['train_size']} training records" if "train_size" in size else None,
+            f"{size['test_size']} test records (pooled: {pooled_size})"
+            if "test_size" in size
+            else None,
+            _count(len(p["rounds_trained"]), "round") + " trained",
+            _count(len(p["rounds_budget_stopped"]), "round") + " stopped by its budget"
+            if p["rounds_budget_stopped"]
+            else None,
+        ]
+        parts.append(
+            f"### Institution {c}\n\n"
+            + ", ".join(f for f in facts if f)
+            + ".\n\n"
+            + table([f"institution {c}", *trainings], present(rows))
+        )
+    return "\n\n".join(parts)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def plots_markdown(plots: list[Plot], image_src: Callable[[Plot], str]) -> str:
+    """Every plot that applies; the others are left out."""
+    shown = [f"**{p.title}**\n\n![{p.title}]({image_src(p)})" for p in plots if p.png is not None]
+    return "## Plots\n\n" + "\n\n".join(shown) if shown else ""
 
 
 def body_markdown(audit: dict, plots: list[Plot], image_src: Callable[[Plot], str]) -> str:
-    """Every section after the title and flags."""
-    by_name = {p.name: p for p in plots}
-
-    def image(name: str) -> str:
-        plot = by_name[name]
-        if plot.png is None:
-            return f"*{plot.title}: not shown. {plot.absent_reason}.*"
-        return f"**{plot.title}**\n\n![{plot.title}]({image_src(plot)})"
-
+    """Every section after the verdict: the details, then the appendix."""
     parts = [
         _glance(audit),
-        _threat_model(audit["threat_model"]),
-        _privacy(audit["privacy"], image),
+        run_markdown(audit),
+        _privacy(audit["privacy"]),
         _secure_aggregation(audit["secure_aggregation"]),
-        _accuracy(audit["accuracy"], image),
+        _accuracy(audit["accuracy"]),
         communication_markdown(audit["communication"]),
         cost_markdown(audit["cost"]),
         partition_markdown(audit["partition"]),
@@ -89,17 +157,25 @@ def body_markdown(audit: dict, plots: list[Plot], image_src: Callable[[Plot], st
         config_markdown(audit["config"]),
         integrity_markdown(audit["integrity"]),
         sources_markdown(audit["sources"]),
+        "# Appendix\n\n" + _threat_model(audit["threat_model"]),
     ]
     return "\n\n".join(parts)
 
 
+def verdict_markdown(audit: dict) -> list[str]:
+    """The first screen after the flags: warnings (if any), then one table per institution."""
+    return [part for part in (warnings_markdown(audit), institutions_markdown(audit)) if part]
+
+
 def render_markdown(audit: dict, plots: list[Plot], image_src: Callable[[Plot], str]) -> str:
-    return (
-        "\n\n".join(
-            [title_markdown(audit), flags_markdown(audit), body_markdown(audit, plots, image_src)]
-        )
-        + "\n"
-    )
+    parts = [
+        title_markdown(audit),
+        flags_markdown(audit),
+        *verdict_markdown(audit),
+        plots_markdown(plots, image_src),
+        body_markdown(audit, plots, image_src),
+    ]
+    return "\n\n".join(p for p in parts if p) + "\n"
 
 
 def _glance(audit: dict) -> str:
@@ -118,17 +194,17 @@ def _glance(audit: dict) -> str:
         ["secure aggregation", "on" if audit["secure_aggregation"]["enabled"] else "OFF"],
         ["verification", "passed" if audit["integrity"]["verified"] else "FAILED"],
     ]
-    return "## At a glance\n\n" + table(["", ""], rows)
+    return "## At a glance\n\n" + table(["", ""], present(rows))
 
 
 def _threat_model(tm: dict) -> str:
     if not tm["present"]:
         return (
-            f"## 1. Threat model\n\n**Absent**: no `{tm['source']}` was found when this "
+            f"## A. Threat model\n\n**Absent**: no `{tm['source']}` was found when this "
             "audit was built; the assumptions behind it are not stated."
         )
     parts = [
-        f"## 1. Threat model\n\nFrom `{tm['source']}` (sha256 `{tm['sha256']}`)"
+        f"## A. Threat model\n\nFrom `{tm['source']}` (sha256 `{tm['sha256']}`)"
         + (f": *{tm['title']}*" if tm["title"] else "")
         + ".",
         tm["summary"] or "",
@@ -141,8 +217,8 @@ def _threat_model(tm: dict) -> str:
     return "\n\n".join(p for p in parts if p)
 
 
-def _privacy(p: dict, image: Callable[[str], str]) -> str:
-    head = "## 2. Differential privacy, per institution\n\n"
+def _privacy(p: dict) -> str:
+    head = "## 1. Differential privacy, per institution\n\n"
     if p["dp_enabled"]:
         head += (
             f"Sample-level DP-SGD: unit of privacy is {p['unit']}. Accountant of record: "
@@ -167,8 +243,8 @@ def _privacy(p: dict, image: Callable[[str], str]) -> str:
             v["clip_norm"],
             v["sample_rates"] or None,
             v["steps"],
-            v["rounds_trained"],
-            v["rounds_budget_stopped"],
+            len(v["rounds_trained"]),
+            len(v["rounds_budget_stopped"]),
             v["within_budget"],
         ]
         for c, v in p["clients"].items()
@@ -193,8 +269,6 @@ def _privacy(p: dict, image: Callable[[str], str]) -> str:
             rows,
         ),
         _cross_check_note(p),
-        image("epsilon_by_client"),
-        image("epsilon_by_round"),
     ]
     if p["epsilon_by_round"]:
         ids = list(p["clients"])
@@ -219,7 +293,7 @@ def _cross_check_note(p: dict) -> str:
 
 
 def _secure_aggregation(sa: dict) -> str:
-    head = "## 3. Secure aggregation\n\n"
+    head = "## 2. Secure aggregation\n\n"
     if not sa["enabled"]:
         head += (
             "**Off.** Rounds were aggregated by plain FedAvg: the server saw every "
@@ -227,7 +301,7 @@ def _secure_aggregation(sa: dict) -> str:
         )
     else:
         configured = [[k, v] for k, v in sa["configured"].items() if k != "dropout"]
-        head += "Configured:\n\n" + table(["parameter", "value"], configured)
+        head += "Configured:\n\n" + table(["parameter", "value"], present(configured))
         head += f"\n\nSimulated dropouts: {fmt(sa['configured'].get('dropout'))}."
         protocol = sa["protocol"]
         if protocol is None:
@@ -268,7 +342,7 @@ def _secure_aggregation(sa: dict) -> str:
     return head + "\n\nPer round (institution ids):\n\n" + table(header, rows)
 
 
-def _accuracy(acc: dict, image: Callable[[str], str]) -> str:
+def _accuracy(acc: dict) -> str:
     metric = acc["primary_metric"]
     trainings = ("federated", "centralized", "isolated")
     pooled = table(
@@ -283,7 +357,7 @@ def _accuracy(acc: dict, image: Callable[[str], str]) -> str:
     majority = (
         f"Majority-class floor (always answering '{floor['label']}'): pooled accuracy "
         f"{fmt(floor['pooled'])}; per institution "
-        + ", ".join(f"{c}: {fmt(v)}" for c, v in floor["clients"].items())
+        + ", ".join(f"{c}: {fmt(v)}" for c, v in floor["clients"].items() if v is not None)
         + "."
         if floor["pooled"] is not None
         else "Majority-class floor: absent (no test label counts in partition.json)."
@@ -299,7 +373,7 @@ def _accuracy(acc: dict, image: Callable[[str], str]) -> str:
     )
     return "\n\n".join(
         [
-            "## 4. Accuracy: federated vs centralized vs isolated\n\nFederated: the final global "
+            "## 3. Accuracy: federated vs centralized vs isolated\n\nFederated: the final global "
             "adapter. Centralized: one model on the pooled data (what the law forbids). Isolated: "
             "each institution alone; per institution on its own test split, pooled as the mean of "
             "the institutions' models on the pooled test set.",
@@ -307,8 +381,6 @@ def _accuracy(acc: dict, image: Callable[[str], str]) -> str:
             majority,
             "Each institution's own test split:\n\n" + clients,
             *absent,
-            image("accuracy"),
-            image("accuracy_by_round"),
             "Federated, by round:\n\n" + by_round,
         ]
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import yaml
 
-from securefed.audit.tables import fmt, table
+from securefed.audit.tables import fmt, present, table
 
 
 def communication_markdown(comm: dict) -> str:
@@ -20,7 +20,7 @@ def communication_markdown(comm: dict) -> str:
         ["total", *(f"{comm['totals'][c]['up']} / {comm['totals'][c]['down']}" for c in ids)]
     )
     return (
-        f"## 5. Bytes sent per client per round\n\n{comm['what']}; up / down, in bytes.\n\n"
+        f"## 4. Bytes sent per client per round\n\n{comm['what']}; up / down, in bytes.\n\n"
         + table(["round", *(f"inst. {c}" for c in ids)], rows)
     )
 
@@ -30,31 +30,34 @@ def cost_markdown(cost: dict) -> str:
     rows.append(["federated total", cost["federated_wall_s"], cost["federated_cpu_s"]])
     inv = cost["invocation"] or {}
     energy = cost["energy"]
-    parts = [
-        f"## 6. Time, compute and energy\n\nDevice: {fmt(cost['device'])}.",
-        table(["round", "wall s", "CPU s"], rows),
-        "Last invocation of `securefed simulate` (federation, baselines, setup): "
-        f"wall {fmt(inv.get('this_invocation_wall_s'))} s, "
-        f"CPU {fmt(inv.get('this_invocation_cpu_s'))} s; resumed: {fmt(inv.get('resumed'))}.",
-    ]
+    device = f"\n\nDevice: {fmt(cost['device'])}." if cost["device"] else ""
+    parts = [f"## 5. Time, compute and energy{device}", table(["round", "wall s", "CPU s"], rows)]
+    if inv.get("this_invocation_wall_s") is not None:
+        parts.append(
+            "Last invocation of `securefed simulate` (federation, baselines, setup): "
+            f"wall {fmt(inv['this_invocation_wall_s'])} s, "
+            f"CPU {fmt(inv.get('this_invocation_cpu_s'))} s; resumed: {fmt(inv.get('resumed'))}."
+        )
     if not energy["recorded"]:
         parts.append(f"Energy: {energy['note']}.")
     else:
         parts.append(
             table(
                 ["", "whole run"],
-                [
-                    ["energy (Wh)", energy["energy_wh"]],
-                    ["kind", energy["kind"]],
-                    ["source", energy["source"]],
-                    ["measured", energy["measured"]],
-                    ["modelled", energy["modelled"]],
-                    ["wall s / CPU s", f"{fmt(energy['wall_s'])} / {fmt(energy['cpu_s'])}"],
-                    ["GPU elapsed s", energy["gpu_elapsed_s"]],
-                    ["peak host memory (MB)", energy["peak_rss_bytes"] / 1e6],
-                    ["peak GPU memory (MB)", _mb(energy["peak_gpu_memory_bytes"])],
-                    ["invocations", energy["invocations"]],
-                ],
+                present(
+                    [
+                        ["energy (Wh)", energy["energy_wh"]],
+                        ["kind", energy["kind"]],
+                        ["source", energy["source"]],
+                        ["measured", energy["measured"]],
+                        ["modelled", energy["modelled"]],
+                        ["wall s / CPU s", f"{fmt(energy['wall_s'])} / {fmt(energy['cpu_s'])}"],
+                        ["GPU elapsed s", energy["gpu_elapsed_s"]],
+                        ["peak host memory (MB)", energy["peak_rss_bytes"] / 1e6],
+                        ["peak GPU memory (MB)", _mb(energy["peak_gpu_memory_bytes"])],
+                        ["invocations", energy["invocations"]],
+                    ]
+                ),
             )
         )
         parts.append("How the energy figure was obtained: " + " ".join(energy["basis"]))
@@ -70,14 +73,22 @@ def partition_markdown(part: dict) -> str:
         [c["client"], c.get("train_size"), c["test_size"], c.get("train_labels"), c.get("groups")]
         for c in part.get("clients", [])
     ]
-    return (
-        f"## 7. Data partition\n\nScheme {fmt(part.get('scheme'))}, "
-        f"alpha {fmt(part.get('alpha'))}, "
-        f"seed {fmt(part.get('seed'))}, {fmt(part.get('num_examples'))} examples, test fraction "
-        f"{fmt(part.get('test_fraction'))}, label skew {fmt(part.get('label_skew'))}."
-        + (f" Training counts {part['training_counts']}." if "training_counts" in part else "")
-        + "\n\n"
-        + table(["institution", "train", "test", "train labels", "groups"], rows)
+    facts = [
+        ("scheme", part.get("scheme")),
+        ("column", part.get("column")),
+        ("alpha", part.get("alpha")),
+        ("seed", part.get("seed")),
+        ("examples", part.get("num_examples")),
+        ("test fraction", part.get("test_fraction")),
+        ("label skew", part.get("label_skew")),
+        ("training counts", part.get("training_counts")),
+    ]
+    said = ", ".join(f"{name} {fmt(value)}" for name, value in facts if value is not None)
+    header = ["institution", "train", "test", "train labels"]
+    if any(c.get("groups") is not None for c in part.get("clients", [])):
+        header.append("groups")
+    return f"## 6. Data partition\n\n{said.capitalize()}.\n\n" + table(
+        header, [row[: len(header)] for row in rows]
     )
 
 
@@ -93,8 +104,8 @@ def environment_markdown(env: dict) -> str:
         ["vector spec hash", env.get("vector_spec_hash")],
     ]
     return (
-        "## 8. Environment and library versions\n\n"
-        + table(["", ""], rows)
+        "## 7. Environment and library versions\n\n"
+        + table(["", ""], present(rows))
         + "\n\n"
         + table(["library", "version"], [[k, v] for k, v in libs.items()])
     )
@@ -102,13 +113,13 @@ def environment_markdown(env: dict) -> str:
 
 def config_markdown(cfg: dict) -> str:
     text = yaml.safe_dump(cfg["values"], sort_keys=False)
-    return f"## 9. Configuration\n\n`config.yaml`, sha256 `{cfg['sha256']}`:\n\n```yaml\n{text}```"
+    return f"## 8. Configuration\n\n`config.yaml`, sha256 `{cfg['sha256']}`:\n\n```yaml\n{text}```"
 
 
 def integrity_markdown(integrity: dict) -> str:
     status = "**passed**" if integrity["verified"] else "**FAILED**"
     parts = [
-        f"## 10. Integrity\n\nVerification {status}: {integrity['checks']} checks over "
+        f"## 9. Integrity\n\nVerification {status}: {integrity['checks']} checks over "
         f"{integrity['records']} hash-chained records; chain head `{integrity['chain_head']}`. "
         "Re-run with `securefed audit --verify RUN_DIR`."
     ]

@@ -32,6 +32,7 @@ def accuracy_section(run: RunSnapshot) -> dict:
             "federated": federated["clients"].get(c) if federated else None,
             "centralized": centralized["clients"].get(c) if centralized else None,
             "isolated": isolated["clients"][c]["own"] if isolated else None,
+            "isolated_pooled": isolated["clients"][c].get("pooled") if isolated else None,
         }
     configured = list(run.config.get("baselines", []))
     return {

@@ -1,7 +1,7 @@
 """The audit record: one JSON document built from a run folder alone (schema ``SCHEMA_VERSION``).
 
     build_audit(run_dir) -> dict
-        run, flags, threat_model, privacy, secure_aggregation, accuracy, communication,
+        run, flags, warnings, threat_model, privacy, secure_aggregation, accuracy, communication,
         cost, partition, environment, config, integrity, sources
 
 The flags at the top name everything that makes the run less private than it may look (DP
@@ -28,6 +28,7 @@ SECTIONS = (
     "schema_version",
     "run",
     "flags",
+    "warnings",
     "threat_model",
     "privacy",
     "secure_aggregation",
@@ -51,6 +52,7 @@ def build_audit(run_dir: str | Path, threat_model: Path | None = None) -> dict:
         "schema_version": SCHEMA_VERSION,
         "run": _run_section(run),
         "flags": [],
+        "warnings": run.warnings,
         "threat_model": threat_model_section(threat_model),
         "privacy": privacy_section(run),
         "secure_aggregation": secure_aggregation_section(run),

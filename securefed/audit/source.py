@@ -25,6 +25,7 @@ from securefed.run.folder import (
     METRICS,
     PARTITION,
     RESULTS,
+    WARNINGS,
     RunFolder,
     baseline_rel,
     sha256_file,
@@ -48,6 +49,7 @@ class RunSnapshot:
     transcripts: dict[int, dict]  # round -> secagg/round-NNNN.json
     baselines: dict[str, dict]
     energy: dict | None  # energy.json: per invocation and total
+    warnings: list[dict]  # warnings.json: each warning the run printed, once
     sources: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
 
     @property
@@ -99,6 +101,7 @@ def read_snapshot(run_dir: str | Path) -> RunSnapshot:
         transcripts=transcripts,
         baselines=baselines,
         energy=load(ENERGY),
+        warnings=load(WARNINGS) or [],
         sources=dict(sorted(sources.items())),
     )
 

@@ -15,7 +15,9 @@ Checks, each against the files as they are now:
    after every round (against ``metrics.jsonl``) and at the end (against ``results.json``),
    plus every cross-check figure ``results.json`` reports; the events' rounds against the
    rounds the institution trained in;
-5. ``results.json`` against the chain (final metrics, rounds, aborted rounds, timing sums)
+5. the files a finished run must have: ``results.json``, each configured baseline's file,
+   ``energy.json`` (its totals against the ones ``results.json`` quotes);
+6. ``results.json`` against the chain (final metrics, rounds, aborted rounds, timing sums)
    and against ``baselines/*.json``.
 
 This detects an edit of any one file, or of several that were not edited consistently. It
@@ -86,6 +88,7 @@ def verify_run(run_dir: str | Path) -> Verification:
     _check_artefacts(run, out)
     _check_checkpoints_and_transcripts(run, out)
     check_epsilons(run, out)
+    _check_finished_run_files(run, out)
     _check_results(run, out)
     return out
 
@@ -146,9 +149,28 @@ def _check_checkpoints_and_transcripts(run: RunSnapshot, out: Verification) -> N
         out.expect("bytes per client", where, rec.get("bytes"), transcript.get("bytes"))
 
 
+def _check_finished_run_files(run: RunSnapshot, out: Verification) -> None:
+    """What a finished run must hold: ``results.json``, every configured baseline's file, and
+    ``energy.json`` when the results quote its totals."""
+    if run.results is None:
+        out.expect("finished run file", "results.json", "present", "missing")
+        out.notes.append(
+            "results.json missing: the run did not finish (continue it with simulate --resume) "
+            "or the file was deleted"
+        )
+        return
+    for name in run.config.get("baselines") or []:
+        if name not in run.baselines:
+            out.expect("finished run file", f"baselines/{name}.json", "present", "missing")
+    if "energy" in run.results:
+        found = run.energy["total"] if run.energy is not None else "missing"
+        out.expect(
+            "energy totals", "results.json energy vs energy.json", run.results["energy"], found
+        )
+
+
 def _check_results(run: RunSnapshot, out: Verification) -> None:
     if run.results is None:
-        out.notes.append("results.json missing: the run did not finish; nothing to compare")
         return
     fed = run.results.get("federated", {})
     last = run.metrics[-1] if run.metrics else None

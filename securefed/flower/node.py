@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from securefed.config import RunConfig, apply_overrides, dump_config, validate
+from securefed.config import RunConfig, dump_config, validate
+from securefed.config_yaml import apply_overrides
 from securefed.errors import ConfigError
 from securefed.run.federation import fedavg_weight
 from securefed.run.folder import RunFolder, read_json, write_json

@@ -160,6 +160,10 @@ def build_adapter_model(
 ) -> AdapterModel:
     """Load the backbone (hub id, local path or embedded), attach the adapter, freeze the base."""
     source = resolve_backbone(cfg.backbone)
+    if source.startswith((".", "/", "~")) and not Path(source).expanduser().is_dir():
+        raise ConfigError(
+            "model.backbone", cfg.backbone, "an existing local model folder, or a hub id (org/name)"
+        )
     try:
         hf_config = AutoConfig.from_pretrained(source)
         tokenizer = AutoTokenizer.from_pretrained(source)

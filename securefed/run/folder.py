@@ -13,6 +13,7 @@ Layout (all paths relative to the run folder)::
     state.json                   last finished round (what --resume continues from)
     results.json                 the summary: federated, centralized, isolated, privacy
     energy.json                  energy and time of every invocation
+    warnings.json                each warning the run printed, once
     flower/progress.jsonl        Flower runs: the server's stage events, as they happen
     nodes/<id>/                  Flower runs: each node's own records, filed for the audit
 
@@ -34,7 +35,7 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from securefed.errors import RunFolderError
+from securefed.errors import OutputError, RunFolderError
 
 GENESIS_HASH = "0" * 64
 
@@ -46,6 +47,7 @@ STATE = "state.json"
 RESULTS = "results.json"
 LEDGERS = "privacy/ledgers.json"
 ENERGY = "energy.json"
+WARNINGS = "warnings.json"
 FLOWER_PROGRESS = "flower/progress.jsonl"
 
 
@@ -127,11 +129,18 @@ class RunFolder:
         self.path = Path(path)
 
     @classmethod
-    def create(cls, path: str | Path, config_yaml: str) -> RunFolder:
-        """A new run folder holding the resolved config (``dump_config``), before any work."""
+    def create(cls, path: str | Path, config_yaml: str, key: str = "--out") -> RunFolder:
+        """A new run folder holding the resolved config (``dump_config``), before any work.
+        ``key`` names the setting that chose ``path`` in the error when it cannot be made."""
         folder = cls(path)
-        folder.path.mkdir(parents=True, exist_ok=True)
-        folder.file(CONFIG).write_text(config_yaml)
+        try:
+            folder.path.mkdir(parents=True, exist_ok=True)
+            folder.file(CONFIG).write_text(config_yaml)
+        except OSError as exc:
+            raise OutputError(
+                f"{key}: cannot create the run folder {folder.path} ({exc.strerror}); "
+                "allowed: a folder path where you can write"
+            ) from None
         return folder
 
     # ---- paths -------------------------------------------------------------------------

@@ -6,6 +6,7 @@ train the same backbone and adapter on the same client shards.
 
 from __future__ import annotations
 
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -14,6 +15,7 @@ import torch
 from torch.utils.data import Subset, TensorDataset
 
 from securefed.config import RunConfig
+from securefed.errors import ConfigError
 from securefed.model.adapters import (
     AdapterModel,
     build_adapter_model,
@@ -30,6 +32,13 @@ from securefed.seeding import derived_seed
 from securefed.tasks import Task, get_task
 from securefed.tasks.base import column_values
 from securefed.tasks.partition import Partition, partition
+
+LABEL_SKEW_OVER_LETTERS = (
+    "partition.scheme=dirichlet skews the answer letters (A-D) of {task} across institutions: "
+    "letters are arbitrary, so this is no meaningful non-IID split and it teaches each "
+    "institution a favourite letter; use quantity (size skew), iid, or natural with "
+    "partition.column set to a column the rows carry (medmcqa: subject_name)"
+)
 
 
 @dataclass
@@ -147,14 +156,22 @@ def task_facts(task: Task) -> TaskFacts:
 
 
 def resolve_device(requested: str) -> str:
+    """The torch device for ``training.device``; cuda on a machine without it is a config
+    error, found before anything is built."""
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "training.device", requested, "auto or cpu: torch finds no CUDA device on this machine"
+        )
     return requested
 
 
 def build_setup(cfg: RunConfig) -> RunSetup:
     """Load the task, partition it, build the adapter model and tokenize every split once."""
     task = get_task(cfg.task.name)
+    if task.kind == "multiple_choice" and cfg.partition.scheme == "dirichlet":
+        warnings.warn(LABEL_SKEW_OVER_LETTERS.format(task=task.name), UserWarning, stacklevel=2)
     examples = task.load(cfg.task, cfg.seed)
     labels = np.array([ex.label for ex in examples], dtype=np.int64)
     groups = None

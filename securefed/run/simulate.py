@@ -11,7 +11,7 @@ import datetime as dt
 from pathlib import Path
 
 from securefed.config import RunConfig, dump_config, load_config
-from securefed.errors import RunFolderError
+from securefed.errors import OutputError, RunFolderError
 from securefed.model.adapters import base_weights_hash
 from securefed.privacy.budget import ClientPrivacy
 from securefed.privacy.planner import InstitutionPlan, format_plan, plan_institutions
@@ -24,6 +24,7 @@ from securefed.run.folder import (
     LEDGERS,
     RESULTS,
     STATE,
+    WARNINGS,
     RunFolder,
     read_json,
     write_json,
@@ -37,12 +38,15 @@ from securefed.run.records import (
     federated_results,
     federated_timing,
 )
+from securefed.run.run_warnings import RunWarnings
 from securefed.run.setup import RunSetup, build_setup, model_facts, task_facts
 
 
 def new_run_dir(cfg: RunConfig, out: str | None) -> Path:
     if out is not None:
         path = Path(out)
+        if path.exists() and not path.is_dir():
+            raise OutputError(f"--out {path} is a file; allowed: a new or empty folder")
         if path.exists() and any(path.iterdir()):
             raise RunFolderError(
                 f"--out {path} exists and is not empty; pick a new folder "
@@ -90,7 +94,8 @@ def simulate(
     """Run (or resume) a simulation; returns the run folder and its results."""
     progress = progress or Progress(enabled=False)
     folder, cfg, saved_state = _open_folder(cfg, out, resume)
-    with EnergyMeter() as meter:
+    earlier = read_json(folder.file(WARNINGS)) if folder.file(WARNINGS).is_file() else []
+    with RunWarnings(progress.console, earlier) as run_warnings, EnergyMeter() as meter:
         setup = build_setup(cfg)
         privacy = client_privacy(setup)
         if cfg.privacy.dp.enabled:
@@ -122,6 +127,7 @@ def simulate(
         "resumed": saved_state is not None,
     }
     results["energy"] = energy["total"]
+    write_json(folder.file(WARNINGS), run_warnings.records)
     write_json(folder.file(RESULTS), results)
     return folder.path, results
 
@@ -135,7 +141,8 @@ def _open_folder(
         return folder, load_config(folder.file(CONFIG)), read_json(folder.file(STATE))
     if cfg is None:
         raise ValueError("simulate needs a config, or resume= a run folder")
-    return RunFolder.create(new_run_dir(cfg, out), dump_config(cfg)), cfg, None
+    key = "--out" if out is not None else "output.dir"
+    return RunFolder.create(new_run_dir(cfg, out), dump_config(cfg), key), cfg, None
 
 
 def _start_or_continue(

@@ -54,6 +54,7 @@ from securefed.sweep.table import SweepTable, write_sweep_outputs
 QUIET_ENV = {
     "TOKENIZERS_PARALLELISM": "false",
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
     "TRANSFORMERS_VERBOSITY": "error",
 }
 EPSILON_KEY, DP_ENABLED_KEY = "privacy.dp.target_epsilon", "privacy.dp.enabled"

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -45,6 +46,15 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("energy_wh", "energy (Wh), see energy_kind"),
     ("energy_kind", "measured | partly measured | estimate (see energy.json basis)"),
 )
+TERMINAL_HEADERS = {
+    "federated": "fed.",
+    "centralized": "central.",
+    "isolated": "isol.",
+    "majority": "floor",
+    "eps_max": "eps max",
+    "peak_rss_mb": "RSS MiB",
+    "energy_wh": "Wh",
+}
 SUMMARY_COLUMNS = (
     "federated",
     "centralized",
@@ -92,15 +102,19 @@ class SweepTable:
         return "\n".join(lines) + "\n"
 
     def print(self, console: Console) -> None:
-        table = Table(title="sweep")
-        for name in ("cell", *self.swept_keys, "status", *SUMMARY_COLUMNS):
-            table.add_column(name, justify="left" if name == "cell" else "right")
+        """The summary on the terminal, readable at 100 columns: the cell id stands for its
+        swept values (their own columns are in ``table.csv`` and ``table.md``), headers are
+        short, numbers never wrap; only a long cell id folds onto a second line."""
+        table = Table(title="sweep", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+        table.add_column("cell", overflow="fold", ratio=1)
+        table.add_column("status", no_wrap=True)
+        for name in SUMMARY_COLUMNS:
+            table.add_column(TERMINAL_HEADERS[name], justify="right", no_wrap=True)
         for row in self.rows:
             table.add_row(
-                *(
-                    _short(row.get(k))
-                    for k in ("cell", *self.swept_keys, "status", *SUMMARY_COLUMNS)
-                )
+                str(row.get("cell")),
+                str(row.get("status")),
+                *(_short(row.get(k), digits=3) for k in SUMMARY_COLUMNS),
             )
         console.print(table)
 
@@ -113,13 +127,15 @@ def _csv_value(value: Any) -> Any:
     return value
 
 
-def _short(value: Any) -> str:
+def _short(value: Any, digits: int = 4) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
         if math.isinf(value):
             return "inf"
-        return f"{value:.4g}"
+        if abs(value) >= 10**digits:  # 1235, not 1.23e+03
+            return f"{value:.0f}"
+        return f"{value:.{digits}g}"
     return str(value)
 
 

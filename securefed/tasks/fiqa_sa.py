@@ -22,11 +22,11 @@ import math
 from typing import ClassVar
 
 from securefed.config import TaskConfig
-from securefed.errors import DataError
 from securefed.tasks.base import ClassificationTask, Example
 from securefed.tasks.fpb import SENTIMENT_INSTRUCTION, SENTIMENTS
-from securefed.tasks.sources import HubSource, open_rows, text_field
+from securefed.tasks.sources import HubSource, is_blank, open_rows, required_text, text_field
 
+SCORE_RANGE = (-1.0, 1.0)  # FiQA 2018 task 1: sentiment scores lie in [-1, 1]
 NEGATIVE_BELOW = -0.1
 POSITIVE_FROM = 0.1
 EXTRA_COLUMNS = ("_id", "target", "aspect", "type")
@@ -52,12 +52,18 @@ class FiQASentiment(ClassificationTask):
         examples = []
         for i, row in enumerate(rows):
             score = row["score"]
-            if not isinstance(score, int | float) or not math.isfinite(score):
-                raise DataError(f"{rows.source}: row {i}: score {score!r} is not a number")
+            if (
+                is_blank(score)
+                or not isinstance(score, int | float)
+                or isinstance(score, bool)
+                or not math.isfinite(score)
+                or not SCORE_RANGE[0] <= score <= SCORE_RANGE[1]
+            ):
+                raise rows.bad_value(i, "score", score, "a number in [-1, 1]")
             columns = {c: text_field(row, c) for c in EXTRA_COLUMNS}
             examples.append(
                 Example(
-                    text=text_field(row, "sentence"),
+                    text=required_text(rows, i, row, "sentence"),
                     choices=SENTIMENTS,
                     label=score_to_label(float(score)),
                     columns={**columns, "score": repr(float(score)), "source": "fiqa_sa"},

@@ -20,9 +20,8 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from securefed.config import TaskConfig
-from securefed.errors import DataError
 from securefed.tasks.base import ClassificationTask, Example
-from securefed.tasks.sources import HubSource, open_rows, text_field
+from securefed.tasks.sources import HubSource, Rows, open_rows, required_text
 
 SENTIMENTS = ("negative", "neutral", "positive")
 SENTIMENT_INSTRUCTION = (
@@ -47,18 +46,20 @@ class FinancialPhraseBank(ClassificationTask):
         rows = open_rows(task_cfg, self.hub, self.required, self.name)
         return [
             Example(
-                text=text_field(row, "sentence"),
+                text=required_text(rows, i, row, "sentence"),
                 choices=SENTIMENTS,
-                label=_sentiment(row["label"], rows.source, i),
+                label=_sentiment(row["label"], rows, i),
                 columns={"source": "fpb"},
             )
             for i, row in enumerate(rows)
         ]
 
 
-def _sentiment(value: Any, source: str, row: int) -> int:
-    if isinstance(value, int) and 0 <= value < len(SENTIMENTS):
-        return value
+def _sentiment(value: Any, rows: Rows, index: int) -> int:
+    """0-2 from an integer (a CSV column with an empty cell holds floats: 2.0) or a name."""
+    number = int(value) if isinstance(value, float) and value.is_integer() else value
+    if isinstance(number, int) and not isinstance(number, bool) and 0 <= number < len(SENTIMENTS):
+        return number
     if isinstance(value, str) and value.strip().lower() in SENTIMENTS:
         return SENTIMENTS.index(value.strip().lower())
-    raise DataError(f"{source}: row {row}: label {value!r} is not 0-2 or one of {SENTIMENTS}")
+    raise rows.bad_value(index, "label", value, "0, 1, 2 or " + ", ".join(SENTIMENTS))

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 from securefed.config import TaskConfig
 from securefed.errors import DataError
 from securefed.tasks.base import OPTION_LETTERS, Example, MultipleChoiceTask
-from securefed.tasks.sources import HubSource, open_rows, text_field
+from securefed.tasks.sources import HubSource, Rows, open_rows, required_text, text_field
 
 OPTION_COLUMNS = ("opa", "opb", "opc", "opd")
 EXTRA_COLUMNS = ("id", "subject_name", "topic_name", "choice_type")
@@ -43,25 +43,29 @@ class MedMCQA(MultipleChoiceTask):
         rows = open_rows(task_cfg, self.hub, self.required, self.name)
         examples = []
         for i, row in enumerate(rows):
-            label = _correct_option(row["cop"], rows.source, i)
+            label = _correct_option(row["cop"], rows, i)
             if label is None:
                 continue
             columns = {c: text_field(row, c) for c in EXTRA_COLUMNS}
             examples.append(
                 Example(
-                    text=text_field(row, "question"),
+                    text=required_text(rows, i, row, "question"),
                     choices=tuple(text_field(row, c) for c in OPTION_COLUMNS),
                     label=label,
                     columns={**columns, "source": "medmcqa"},
                 )
             )
         if not examples:
-            raise DataError(f"{rows.source}: no labelled rows (every cop is -1 or empty)")
+            raise DataError(
+                f"{rows.source}: no labelled rows (every cop is -1 or empty); allowed: at least "
+                "one row whose cop is 0-3 or a-d"
+            )
         return examples
 
 
-def _correct_option(value: Any, source: str, row: int) -> int | None:
+def _correct_option(value: Any, rows: Rows, index: int) -> int | None:
     """0-3 from an integer or a letter; None for an unlabelled row."""
+    original = value
     if isinstance(value, float):  # CSV columns with empty cells are read as floats
         value = None if math.isnan(value) else int(value) if value.is_integer() else value
     if value is None or value == "" or value == -1:
@@ -71,7 +75,9 @@ def _correct_option(value: Any, source: str, row: int) -> int | None:
         if text in ("a", "b", "c", "d"):
             return "abcd".index(text)
         if text.lstrip("-").isdigit():
-            return _correct_option(int(text), source, row)
-    elif isinstance(value, int) and 0 <= value <= 3:
+            value = int(text)
+            if value == -1:
+                return None
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 3:
         return value
-    raise DataError(f"{source}: row {row}: cop {value!r} is not 0-3, a-d or -1")
+    raise rows.bad_value(index, "cop", original, "0-3, a-d, or -1 or empty for an unlabelled row")

@@ -23,9 +23,8 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from securefed.config import TaskConfig
-from securefed.errors import DataError
 from securefed.tasks.base import OPTION_LETTERS, Example, MultipleChoiceTask
-from securefed.tasks.sources import HubSource, open_rows, text_field
+from securefed.tasks.sources import HubSource, Rows, open_rows, required_text, text_field
 
 LETTERS = OPTION_LETTERS[:4]
 
@@ -42,13 +41,13 @@ class MedQA(MultipleChoiceTask):
         rows = open_rows(task_cfg, self.hub, self.required, self.name)
         examples = []
         for i, row in enumerate(rows):
-            options = _options(row["options"], rows.source, i)
+            options = _options(row["options"], rows, i)
             letter = text_field(row, "answer_idx").upper()
             if letter not in LETTERS:
-                raise DataError(f"{rows.source}: row {i}: answer_idx {letter!r} is not A-D")
+                raise rows.bad_value(i, "answer_idx", row["answer_idx"], "one of A, B, C, D")
             examples.append(
                 Example(
-                    text=text_field(row, "question"),
+                    text=required_text(rows, i, row, "question"),
                     choices=tuple(options[k] for k in LETTERS),
                     label=LETTERS.index(letter),
                     columns={"meta_info": text_field(row, "meta_info"), "source": "medqa"},
@@ -57,11 +56,13 @@ class MedQA(MultipleChoiceTask):
         return examples
 
 
-def _options(value: Any, source: str, row: int) -> dict[str, str]:
-    if isinstance(value, str):  # CSV keeps the object as text
-        value = _parse_object(value)
-    if not isinstance(value, Mapping) or any(value.get(k) is None for k in LETTERS):
-        raise DataError(f"{source}: row {row}: options must map each of A, B, C, D to a string")
+def _options(value: Any, rows: Rows, index: int) -> dict[str, str]:
+    parsed = _parse_object(value) if isinstance(value, str) else value  # CSV: the object as text
+    if not isinstance(parsed, Mapping) or any(parsed.get(k) is None for k in LETTERS):
+        raise rows.bad_value(
+            index, "options", value, 'an object mapping each of A, B, C, D to text: {"A": ...}'
+        )
+    value = parsed
     return {k: str(value[k]).strip() for k in LETTERS}
 
 

@@ -62,18 +62,23 @@ def test_markdown_shows_every_section(private_audit_dir):
     text = (private_audit_dir / "audit.md").read_text()
     for heading in (
         "## Flags",
+        "## Per institution",
+        "### Institution 0",
+        "## Plots",
         "## At a glance",
-        "## 1. Threat model",
-        "## 2. Differential",
-        "## 3. Secure aggregation",
-        "## 4. Accuracy",
-        "## 5. Bytes",
-        "## 6. Time",
-        "## 7. Data partition",
-        "## 8. Environment",
-        "## 9. Configuration",
-        "## 10. Integrity",
+        "## The run",
+        "## 1. Differential",
+        "## 2. Secure aggregation",
+        "## 3. Accuracy",
+        "## 4. Bytes",
+        "## 5. Time",
+        "## 6. Data partition",
+        "## 7. Environment",
+        "## 8. Configuration",
+        "## 9. Integrity",
         "## Files this audit was built from",
+        "# Appendix",
+        "## A. Threat model",
     ):
         assert heading in text, heading
     for image in ("accuracy", "accuracy_by_round", "epsilon_by_client", "epsilon_by_round"):
@@ -155,3 +160,33 @@ def test_threat_model_is_embedded_or_flagged_absent(plain_run, tmp_path):
     assert present["summary"] == "Honest-but-curious server."
     assert [s["title"] for s in present["sections"]] == ["Adversaries", "Out of scope"]
     assert "## not a heading" in present["sections"][0]["text"]
+
+
+def test_the_verdict_comes_first_and_holds_one_table_per_institution(private_audit_dir):
+    text = (private_audit_dir / "audit.md").read_text()
+    order = ["## Flags", "## Per institution", "## Plots", "## At a glance", "# Appendix"]
+    assert [text.index(h) for h in order] == sorted(text.index(h) for h in order)
+    audit = json.loads((private_audit_dir / "audit.json").read_text())
+    for c, privacy in audit["privacy"]["clients"].items():
+        block = text.split(f"### Institution {c}\n")[1].split("###")[0].split("## Plots")[0]
+        assert "2 rounds trained" in block  # a count, not the indices [0, 1]
+        assert f"delta {privacy['delta']:.4g}" in block
+        header = f"| institution {c} | federated | isolated | centralized |"
+        assert header in block
+        for row in ("| epsilon |", "| accuracy, own test split |", "| accuracy, pooled test set |"):
+            assert row in block, row
+        (pooled_epsilon,) = audit["privacy"]["baselines"]["centralized"].values()
+        epsilons = f"| epsilon | {privacy['epsilon']:.4g} | "
+        epsilons += f"{audit['privacy']['baselines']['isolated'][c]:.4g} | {pooled_epsilon:.4g} |"
+        assert epsilons in block  # centralized: the pooled model's epsilon covers everyone
+    assert "—" not in text  # a missing figure is left out, not shown as a dash
+
+
+def test_warnings_the_run_printed_are_in_the_audit(private_run, private_audit_dir):
+    recorded = json.loads((private_run / "warnings.json").read_text())
+    messages = [w["message"] for w in recorded]
+    assert len(messages) == len(set(messages))  # each once, though 3 institutions x 2 rounds
+    assert any("secure_mode" in m for m in messages)  # DP-SGD without secure_mode warns
+    audit = json.loads((private_audit_dir / "audit.json").read_text())
+    assert audit["warnings"] == recorded
+    assert "## Warnings the run printed" in (private_audit_dir / "audit.md").read_text()

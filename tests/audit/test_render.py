@@ -111,3 +111,44 @@ def test_chromium_renders_the_page_with_its_plots(kind, request, tmp_path):
         assert count((0x1F, 0x6F, 0xEB)) > 5000, "federated blue (epsilon plots) missing"
         assert count((0x82, 0x50, 0xDF)) > 500, "centralized purple (accuracy plot) missing"
         assert count((0x9A, 0x67, 0x00)) > 500, "isolated ochre (accuracy plot) missing"
+
+
+INSTITUTIONS_BORDER = (0x05, 0x50, 0xAE)  # the verdict section's left border; nowhere else
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")
+@pytest.mark.parametrize("kind", BOTH_RUNS)
+def test_the_per_institution_tables_are_on_the_first_screen(kind, request, tmp_path):
+    """A 1200 x 1200 CSS-pixel screenshot at scale 1: the per-institution section's border
+    must show for most of a table's height, so the tables start within the first 1,200 px."""
+    audit_dir = request.getfixturevalue(f"{kind}_audit_dir")
+    page = (audit_dir / "audit.html").read_text()
+    assert page.count("#0550ae") == 1  # the colour marks that section only
+    from PIL import Image
+
+    shot = tmp_path / "first-screen.png"
+    subprocess.run(
+        [
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            f"--screenshot={shot}",
+            "--force-device-scale-factor=1",
+            "--window-size=1200,1200",
+            (audit_dir / "audit.html").resolve().as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(np.int16)  # (1200, 1200, 3)
+    assert pixels.shape[0] <= 1200
+    border = (np.abs(pixels - INSTITUTIONS_BORDER).sum(axis=2) < 12).any(axis=1)  # (rows,)
+    assert border.sum() >= 200, f"per-institution section visible on {border.sum()} px rows"

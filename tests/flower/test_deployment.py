@@ -22,6 +22,16 @@ from securefed.flower.records import collect_node_records
 from securefed.run.folder import RunFolder, read_json
 
 DP = ["privacy.dp.enabled=true", "privacy.dp.noise_multiplier=1.0"]
+# Timeouts that hold on a loaded 2-core machine. Flower starts a fresh ClientApp process per
+# message, so even a protocol-only stage costs each node a Python start and imports: measured
+# with about seven other jobs on the two cores, 12.6-22.2 s per protocol stage (a 20 s stage
+# timeout dropped live nodes) and 75-85 s for load-and-train. A long timeout costs nothing
+# while every node answers; only the killed-node test waits, at most STAGE_TIMEOUT_S, for its
+# dead node (Flower's heartbeat check finds it within about 60 s). Whole-run waits are
+# ceilings for a hung run, several times the ~330 s measured.
+STAGE_TIMEOUT_S = 90.0
+TRAIN_TIMEOUT_S = 600.0
+RUN_TIMEOUT_S = 1500.0
 KEEP_UPDATES = {i: {"keep-updates": True} for i in INSTITUTIONS}
 
 
@@ -38,7 +48,7 @@ def _launch(
             "overrides": "; ".join(overrides),
             "run-dir": str(run_dir),
             "stage-timeout": stage_timeout,
-            "train-timeout": 300.0,
+            "train-timeout": TRAIN_TIMEOUT_S,
             "poll-interval": 0.1,
             "final-evaluation": final_evaluation,
         }
@@ -52,8 +62,10 @@ def test_two_dp_rounds_over_tls_match_simulate(tmp_path):
     cfg = load_config(None, overrides)
     run_dir = tmp_path / "run"
     with LocalFederation(tmp_path / "fed", INSTITUTIONS, node_config=KEEP_UPDATES) as fed:
-        run_id = _launch(fed, overrides, run_dir, stage_timeout=60.0, final_evaluation=False)
-        fed.wait(run_id, timeout_s=480)
+        run_id = _launch(
+            fed, overrides, run_dir, stage_timeout=STAGE_TIMEOUT_S, final_evaluation=False
+        )
+        fed.wait(run_id, timeout_s=RUN_TIMEOUT_S)
         superlink_log = (fed.workdir / "superlink.log").read_text()
     nodes = node_runs(tmp_path / "fed", run_id)
     privacy = collect_node_records(run_dir, nodes, audit_dir=tmp_path / "audit")
@@ -87,10 +99,12 @@ def test_a_node_killed_after_key_sharing_is_recovered(tmp_path):
     cfg = load_config(None, overrides)
     run_dir = tmp_path / "run"
     with LocalFederation(tmp_path / "fed", INSTITUTIONS, node_config=KEEP_UPDATES) as fed:
-        run_id = _launch(fed, overrides, run_dir, stage_timeout=20.0, final_evaluation=True)
-        wait_for_stage(run_dir, 1, "share_keys", timeout_s=420)
+        run_id = _launch(
+            fed, overrides, run_dir, stage_timeout=STAGE_TIMEOUT_S, final_evaluation=True
+        )
+        wait_for_stage(run_dir, 1, "share_keys", timeout_s=RUN_TIMEOUT_S)
         fed.kill_node(2)
-        fed.wait(run_id, timeout_s=300)
+        fed.wait(run_id, timeout_s=RUN_TIMEOUT_S)
     nodes = node_runs(tmp_path / "fed", run_id)
     collect_node_records(run_dir, nodes, audit_dir=tmp_path / "audit")
 
@@ -100,7 +114,11 @@ def test_a_node_killed_after_key_sharing_is_recovered(tmp_path):
     transcript = read_json(run_dir / "secagg/round-0001.json")
     assert transcript["participants"]["share_keys"] == INSTITUTIONS
     assert transcript["dropouts"]["masked_input"] == [2]
-    assert transcript["failures"]["masked_input"] == {"2": "timed out"}
+    # Dropped by whichever comes first: the stage timeout, or Flower's heartbeat check (two
+    # missed 30 s heartbeats; measured here 52 s after the kill, inside STAGE_TIMEOUT_S).
+    (reason,) = transcript["failures"]["masked_input"].values()
+    assert list(transcript["failures"]["masked_input"]) == ["2"]
+    assert reason == "timed out" or "Node Unavailable" in reason, reason
     assert transcript["participants"]["unmasking"] == [0, 1]
     check_aggregates(cfg, run_dir, nodes)
     stages = {
