@@ -14,7 +14,7 @@ def evaluate_global(setup: RunSetup) -> dict:
     Predicts the pooled test set once and slices it per client (the pooled set is the
     concatenation of the client test splits, in client order).
     """
-    preds = predict(setup.bundle, setup.pooled_test, setup.cfg.training.eval_batch_size)
+    preds = predict(setup.scorer, setup.pooled_test, setup.cfg.training.eval_batch_size)
     labels = labels_of(setup.pooled_test)
     out = {"pooled": setup.task.metrics(labels, preds), "clients": {}}
     start = 0

@@ -15,6 +15,7 @@ from torch.utils.data import Subset, TensorDataset
 from securefed.adapters import AdapterModel, build_adapter_model, get_vector, set_vector
 from securefed.config import RunConfig
 from securefed.partition import Partition, partition
+from securefed.prefix_cache import scorer_and_rows
 from securefed.progress import Progress
 from securefed.seeding import derived_seed
 from securefed.tasks import get_task
@@ -28,7 +29,8 @@ class RunSetup:
     task: object
     partition: Partition
     bundle: AdapterModel
-    data: TensorDataset
+    scorer: AdapterModel  # what trains and predicts: ``bundle``, or its top-N suffix view
+    data: TensorDataset  # rows as ``scorer`` reads them (tokens, or cached prefix activations)
     client_train: list[Subset]
     client_test: list[Subset]
     pooled_test: Subset
@@ -60,11 +62,11 @@ class RunSetup:
         ``securefed.seeding``); ``dp`` is a DP plan or None. The one training call of the
         federation's clients and of both baselines."""
         t = self.cfg.training
-        set_vector(self.bundle.model, start, self.bundle.spec)
+        set_vector(self.scorer.model, start, self.scorer.spec)
         generator = torch.Generator().manual_seed(derived_seed(self.cfg.seed, *seed_parts))
         with progress.task(label, total=steps) as advance:
             return train_local(
-                self.bundle,
+                self.scorer,
                 data,
                 steps=steps,
                 batch_size=t.batch_size,
@@ -102,6 +104,9 @@ def build_setup(cfg: RunConfig) -> RunSetup:
         device=resolve_device(cfg.training.device),
     )
     data = encode_examples(examples, task, bundle, cfg.model.max_length)
+    scorer, data = scorer_and_rows(
+        bundle, data, cfg.model.adapter_layers, cfg.training.eval_batch_size
+    )
     client_train = [Subset(data, s.train.tolist()) for s in shards.clients]
     client_test = [Subset(data, s.test.tolist()) for s in shards.clients]
     pooled_test = Subset(data, np.concatenate([s.test for s in shards.clients]).tolist())
@@ -111,6 +116,7 @@ def build_setup(cfg: RunConfig) -> RunSetup:
         task=task,
         partition=shards,
         bundle=bundle,
+        scorer=scorer,
         data=data,
         client_train=client_train,
         client_test=client_test,
