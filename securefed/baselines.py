@@ -14,7 +14,6 @@ import math
 from securefed.dp_budget import ClientPrivacy
 from securefed.evaluation import evaluate_global, mean_metrics
 from securefed.progress import Progress
-from securefed.run_folder import RunFolder, read_json, write_json
 from securefed.run_setup import RunSetup
 
 
@@ -66,20 +65,3 @@ def run_isolated(setup: RunSetup, progress: Progress) -> dict:
 
 
 RUNNERS = {"centralized": run_centralized, "isolated": run_isolated}
-
-
-def run_baselines(setup: RunSetup, folder: RunFolder, progress: Progress) -> dict[str, dict]:
-    """Run each configured baseline once; a resumed run reuses finished ones from disk."""
-    out: dict[str, dict] = {}
-    for name in setup.cfg.baselines:
-        path = folder.file(f"baselines/{name}.json")
-        if path.is_file():
-            out[name] = read_json(path)
-            continue
-        result = RUNNERS[name](setup, progress)
-        write_json(path, result)
-        out[name] = result
-        progress.log(
-            f"{name}: pooled " + ", ".join(f"{k} {v:.3f}" for k, v in result["pooled"].items())
-        )
-    return out

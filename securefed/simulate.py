@@ -8,12 +8,12 @@ import platform
 from pathlib import Path
 
 from securefed.adapters import base_weights_hash
-from securefed.baselines import run_baselines
 from securefed.config import RunConfig, dump_config, load_config
 from securefed.dp_budget import ClientPrivacy
 from securefed.energy import EnergyMeter, record_energy
 from securefed.errors import RunFolderError
 from securefed.federation import FederationState, run_federation
+from securefed.parallel_baselines import BackgroundBaselines
 from securefed.progress import Progress
 from securefed.run_folder import RunFolder, read_json, write_json
 from securefed.run_setup import RunSetup, build_setup
@@ -78,9 +78,9 @@ def simulate(
         privacy = _privacy(setup)
         base_before = base_weights_hash(setup.bundle.model)
         state = _start_or_continue(setup, folder, saved_state, privacy, base_before)
-        with progress:
+        with BackgroundBaselines(setup, folder, progress) as background, progress:
             state = run_federation(setup, folder, state, privacy, progress)
-            baselines = run_baselines(setup, folder, progress)
+            baselines = background.results()
         base_after = base_weights_hash(setup.bundle.model)
     energy = record_energy(folder.path, meter.report())
     results = _results(setup, state, baselines, privacy, base_before, base_after)
