@@ -148,8 +148,9 @@ def prefix_activations(
     """``(activations, attention_mask, answer_ids, labels)``: each example's hidden states
     entering the first adapted layer, computed once with the frozen prefix in eval mode.
 
-    Rows are right-padded with zeros to the longest example (padding positions are masked out
-    of attention and never read by the head); the mask is trimmed to the same width.
+    Examples run in batches of similar length (each batch trimmed to its longest example),
+    then rows are right-padded with zeros to the longest example overall (padding positions
+    are masked out of attention and never read by the head); the mask is trimmed to match.
     """
     for module in _prefix_modules(bundle, top):
         if any(p.requires_grad for p in module.parameters()):
@@ -169,19 +170,29 @@ def prefix_activations(
     hook = first_adapted.register_forward_pre_hook(capture, with_kwargs=True)
     was_training = bundle.model.training
     bundle.model.eval()
-    rows: list[torch.Tensor] = []
+    lengths = attention_mask.sum(dim=1)  # [N]
+    by_length = torch.argsort(lengths, stable=True)
+    activations: torch.Tensor | None = None  # [N, width, H]
     try:
-        for ids, mask in DataLoader(TensorDataset(input_ids, attention_mask), batch_size):
-            ids, mask = ids[:, :width], mask[:, :width]
+        for batch in DataLoader(by_length, batch_size):
+            trimmed = max(1, int(lengths[batch].max()))
             try:
-                bundle.model(input_ids=ids, attention_mask=mask)
+                bundle.model(
+                    input_ids=input_ids[batch, :trimmed],
+                    attention_mask=attention_mask[batch, :trimmed],
+                )
             except _PrefixDone:
-                rows.append(captured.pop())
+                hidden = captured.pop()  # [B, trimmed, H]
+            if activations is None:
+                activations = hidden.new_zeros((len(lengths), width, hidden.shape[-1]))
+            activations[batch, :trimmed] = hidden
     finally:
         hook.remove()
         bundle.model.train(was_training)
-    activations = torch.cat(rows) * attention_mask[:, :width, None].to(rows[0].dtype)
-    return TensorDataset(activations, attention_mask[:, :width], answer_ids, labels)
+    assert activations is not None, "no examples to cache"
+    mask = attention_mask[:, :width]
+    activations *= mask[:, :, None].to(activations.dtype)  # padding carries nothing
+    return TensorDataset(activations, mask, answer_ids, labels)
 
 
 def scorer_and_rows(
