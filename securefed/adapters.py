@@ -146,7 +146,6 @@ def _peft_config(cfg: ModelConfig, kind: str, heads: list[str], num_layers: int)
             target_modules=targets,
             feedforward_modules=ff,
             modules_to_save=modules_to_save,
-            layers_to_transform=layers,
         )
     return LoraConfig(
         task_type=task_type,
