@@ -68,6 +68,7 @@ class ModelConfig(_Section):
     lora_alpha: float = Field(16.0, gt=0.0)
     lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     max_length: int = Field(96, ge=8, le=8192)
+    adapter_layers: str = Field("all", pattern=r"^(all|top-[1-9][0-9]*)$")
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
 
 

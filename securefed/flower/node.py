@@ -135,7 +135,7 @@ class NodeLocal:
 
         set_vector(self.setup.bundle.model, vector, self.setup.bundle.spec)
         test = self.setup.client_test[self.index]
-        preds = predict(self.setup.bundle, test, self.cfg.training.eval_batch_size)
+        preds = predict(self.setup.scorer, test, self.cfg.training.eval_batch_size)
         return self.setup.task.metrics(labels_of(test), preds)
 
 

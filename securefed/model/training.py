@@ -64,10 +64,16 @@ def encode_examples(
 
 
 def choice_scores(bundle: AdapterModel, input_ids, attention_mask, answer_ids) -> torch.Tensor:
-    """[B, C] scores: head logits (encoder) or answer-token log-likelihoods (causal LM)."""
+    """[B, C] scores: head logits (encoder) or answer-token log-likelihoods (causal LM).
+
+    ``input_ids`` [B, L] are token ids, or [B, L, H] float activations of the frozen prefix
+    (``securefed.prefix_cache``), which a top-N suffix view takes as ``inputs_embeds``.
+    """
+    key = "inputs_embeds" if input_ids.is_floating_point() else "input_ids"
+    out = bundle.model(**{key: input_ids, "attention_mask": attention_mask})
     if bundle.kind == "encoder":
-        return bundle.model(input_ids=input_ids, attention_mask=attention_mask).logits
-    logits = bundle.model(input_ids=input_ids, attention_mask=attention_mask).logits  # [B, L, V]
+        return out.logits
+    logits = out.logits  # [B, L, V]
     last = attention_mask.sum(dim=1) - 1  # [B] index of the last prompt token
     next_token = logits[torch.arange(logits.shape[0]), last]  # [B, V]
     return F.log_softmax(next_token.float(), dim=-1).gather(1, answer_ids)  # [B, C]

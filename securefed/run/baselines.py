@@ -13,7 +13,6 @@ import math
 
 from securefed.model.evaluation import mean_metrics
 from securefed.privacy.budget import ClientPrivacy
-from securefed.run.folder import RunFolder, baseline_rel, read_json, write_json
 from securefed.run.progress import Progress
 from securefed.run.setup import RunSetup
 
@@ -74,18 +73,3 @@ def run_isolated(setup: RunSetup, progress: Progress) -> dict:
 
 
 RUNNERS = {"centralized": run_centralized, "isolated": run_isolated}
-
-
-def run_baselines(setup: RunSetup, folder: RunFolder, progress: Progress) -> dict[str, dict]:
-    """Run each configured baseline once; a resumed run reuses finished ones from disk."""
-    out: dict[str, dict] = {}
-    for name in setup.cfg.baselines:
-        path = folder.file(baseline_rel(name))
-        if path.is_file():
-            out[name] = read_json(path)
-            continue
-        result = RUNNERS[name](setup, progress)
-        write_json(path, result)
-        out[name] = result
-        progress.log(f"{name}: pooled {progress.metrics(result['pooled'])}")
-    return out

@@ -24,6 +24,7 @@ from securefed.model.adapters import (
     set_vector,
 )
 from securefed.model.evaluation import evaluate_splits
+from securefed.model.prefix_cache import scorer_and_rows
 from securefed.model.training import encode_examples, steps_for, train_local
 from securefed.privacy.plan import DPPlan, LocalStats
 from securefed.run.progress import Progress
@@ -47,7 +48,8 @@ class RunSetup:
     task: Task
     partition: Partition
     bundle: AdapterModel
-    data: TensorDataset
+    scorer: AdapterModel  # what trains and predicts: ``bundle``, or its top-N suffix view
+    data: TensorDataset  # rows as ``scorer`` reads them (tokens, or cached prefix activations)
     client_train: list[Subset]
     client_test: list[Subset]
     pooled_test: Subset
@@ -81,13 +83,13 @@ class RunSetup:
         ``securefed.seeding``); ``dp`` is a DP plan or None. The one training call of the
         federation's clients and of both baselines."""
         t = self.cfg.training
-        set_vector(self.bundle.model, start, self.bundle.spec)
+        set_vector(self.scorer.model, start, self.scorer.spec)
         generator = torch.Generator().manual_seed(derived_seed(self.cfg.seed, *seed_parts))
         probe = head_only(self.bundle.model) if head_only_round else nullcontext()
         with probe, progress.task(label, total=steps) as advance:
             knobs = {"batch_size": t.batch_size, "lr": t.lr, "weight_decay": t.weight_decay}
             return train_local(
-                self.bundle,
+                self.scorer,
                 data,
                 steps=steps,
                 generator=generator,
@@ -108,7 +110,7 @@ class RunSetup:
     def evaluate_current(self) -> EvalMetrics:
         """Metrics of the adapter the model holds now (the baselines train it in place)."""
         return evaluate_splits(
-            self.bundle,
+            self.scorer,
             self.task,
             self.pooled_test,
             [len(t) for t in self.client_test],
@@ -185,6 +187,9 @@ def build_setup(cfg: RunConfig) -> RunSetup:
         device=resolve_device(cfg.training.device),
     )
     data = encode_examples(examples, task, bundle, cfg.model.max_length)
+    scorer, data = scorer_and_rows(
+        bundle, data, cfg.model.adapter_layers, cfg.training.eval_batch_size
+    )
     client_train = [Subset(data, s.train.tolist()) for s in shards.clients]
     client_test = [Subset(data, s.test.tolist()) for s in shards.clients]
     pooled_test = Subset(data, np.concatenate([s.test for s in shards.clients]).tolist())
@@ -194,6 +199,7 @@ def build_setup(cfg: RunConfig) -> RunSetup:
         task=task,
         partition=shards,
         bundle=bundle,
+        scorer=scorer,
         data=data,
         client_train=client_train,
         client_test=client_test,

@@ -15,7 +15,6 @@ from securefed.errors import OutputError, RunFolderError
 from securefed.model.adapters import base_weights_hash
 from securefed.privacy.budget import ClientPrivacy
 from securefed.privacy.planner import InstitutionPlan, format_plan, plan_institutions
-from securefed.run.baselines import run_baselines
 from securefed.run.energy import EnergyMeter, record_energy
 from securefed.run.federation import FederationState, run_federation
 from securefed.run.folder import (
@@ -30,6 +29,7 @@ from securefed.run.folder import (
     write_json,
 )
 from securefed.run.inprocess import InProcessTransport
+from securefed.run.parallel_baselines import BackgroundBaselines
 from securefed.run.progress import Progress
 from securefed.run.records import (
     Results,
@@ -103,11 +103,11 @@ def simulate(
         base_before = base_weights_hash(setup.bundle.model)
         state = _start_or_continue(setup, folder, saved_state, privacy, base_before)
         transport = InProcessTransport(setup, privacy, progress)
-        with progress:
+        with BackgroundBaselines(setup, folder, progress) as background, progress:
             state = run_federation(
                 cfg, folder, state, transport, setup.evaluate, setup.bundle.spec.hash, progress
             )
-            baselines = run_baselines(setup, folder, progress)
+            baselines = background.results()
         base_after = base_weights_hash(setup.bundle.model)
     energy = record_energy(folder.path, meter.report())
     results = federated_results(
