@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from securefed.run_folder import RunFolder
 
 from securefed.config import load_config
+from securefed.run.folder import RunFolder
 from securefed.run.simulate import simulate
 
 TINY = [
