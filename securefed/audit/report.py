@@ -219,12 +219,14 @@ def flags(audit: dict) -> list[dict]:
             "DP noise was drawn from a generator seeded for tests: reproducible, hence NOT "
             "private.",
         )
-    if sa["enabled"] and not sa["configured"].get("identity_roster"):
+    protocol = sa.get("protocol") or {}
+    if sa["enabled"] and (protocol.get("adversary") == "curious" or not protocol.get("identities")):
         flag(
             CAVEAT,
-            "no_identity_roster",
-            "Secure aggregation ran without an identity roster: keys are not bound to pinned "
-            "identities, so a malicious server could add clients of its own (Sybils).",
+            "curious_server_only",
+            "HONEST-BUT-CURIOUS SERVER ASSUMED: secure aggregation ran without signed identities "
+            "(adversary: curious), so no consistency check could run. A server that lies in the "
+            "lists it sends, or adds clients of its own, could unmask an institution's update.",
         )
     if sa["aborted_rounds"]:
         flag(

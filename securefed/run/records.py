@@ -163,6 +163,7 @@ def federated_results(
         "privacy": privacy,
         "secure_aggregation": {
             "enabled": secure_aggregation_enabled,
+            "adversary": cfg.secure_aggregation.adversary,
             "aborted_rounds": [r["round"] for r in history if not r["aggregated"]],
         },
     }

@@ -34,7 +34,13 @@ def print_summary(results: dict, run_dir: Path, console: Console) -> None:
     eps = {c: float(v["epsilon"]) for c, v in privacy["clients"].items()}
     worst = max(eps.values()) if eps else float("nan")
     dp = "on" if privacy["dp_enabled"] else "OFF (epsilon = inf)"
-    sa = "on" if results["secure_aggregation"]["enabled"] else "OFF (server sees each update)"
+    secure = results["secure_aggregation"]
+    if not secure["enabled"]:
+        sa = "OFF (server sees each update)"
+    elif secure.get("adversary") == "curious":
+        sa = "on, HONEST-BUT-CURIOUS server only (no signed identities, no consistency check)"
+    else:
+        sa = "on, against a server that lies in its lists (signed identities, consistency check)"
     console.print(
         f"DP-SGD: {dp}; max epsilon over institutions: {worst:.3g} "
         f"({privacy['accountant_of_record']}); secure aggregation: {sa}"

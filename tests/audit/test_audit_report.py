@@ -190,3 +190,16 @@ def test_warnings_the_run_printed_are_in_the_audit(private_run, private_audit_di
     audit = json.loads((private_audit_dir / "audit.json").read_text())
     assert audit["warnings"] == recorded
     assert "## Warnings the run printed" in (private_audit_dir / "audit.md").read_text()
+
+
+def test_a_run_that_assumes_a_curious_server_says_so(private_audit_dir):
+    """The default signs identities (simulate generates them), so no flag; a run configured
+    as ``adversary: curious`` (or one whose transcripts show no identities) is flagged."""
+    audit = json.loads((private_audit_dir / "audit.json").read_text())
+    protocol = audit["secure_aggregation"]["protocol"]
+    assert protocol["identities"] is True and protocol["adversary"] == "semi_malicious"
+    assert "curious_server_only" not in {f["code"] for f in flags(audit)}
+    for change in ({"adversary": "curious", "identities": False}, {"identities": False}):
+        audit["secure_aggregation"]["protocol"] = {**protocol, **change}
+        raised = {f["code"]: f for f in flags(audit)}["curious_server_only"]
+        assert "HONEST-BUT-CURIOUS" in raised["message"]

@@ -1,0 +1,37 @@
+"""The line `securefed simulate` ends with says which server secure aggregation defends against."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from securefed.run.summary import print_summary
+
+
+def _results(enabled: bool, adversary: str) -> dict:
+    return {
+        "task": {"name": "synthetic_finance", "synthetic": True},
+        "backbone": "tiny",
+        "adapter": "lora",
+        "federated": {"pooled": {"accuracy": 0.8}},
+        "privacy": {"clients": {"0": {"epsilon": "inf"}}, "dp_enabled": False,
+                    "accountant_of_record": "pld"},
+        "secure_aggregation": {"enabled": enabled, "adversary": adversary, "aborted_rounds": []},
+        "base_weights": {"unchanged": True},
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("enabled", "adversary", "said"),
+    [
+        (True, "semi_malicious", "a server that lies in its lists"),
+        (True, "curious", "HONEST-BUT-CURIOUS server only"),
+        (False, "semi_malicious", "OFF (server sees each update)"),
+    ],
+)
+def test_the_summary_names_the_server_it_defends_against(enabled, adversary, said):
+    console = Console(record=True, width=200)
+    print_summary(_results(enabled, adversary), Path("run"), console)
+    assert said in console.export_text()
