@@ -200,7 +200,7 @@ def test_linear_probe_rounds_train_the_head_only_then_everything(tokenizer):
 
     bundle = _bundle(tokenizer, "lora")
     spec, names = bundle.spec, list(bundle.spec.names)
-    setup = SimpleNamespace(cfg=load_config(), bundle=bundle)
+    setup = SimpleNamespace(cfg=load_config(), bundle=bundle, scorer=bundle)
     start = get_vector(bundle.model)
     ids, mask, labels = _data(tokenizer).tensors
     data = TensorDataset(ids, mask, torch.zeros((len(ids), LABELS), dtype=torch.long), labels)
@@ -236,5 +236,6 @@ def test_linear_probe_rounds_are_validated():
     from securefed.errors import ConfigError
 
     assert load_config(overrides=["training.linear_probe_rounds=2"]).training.linear_probe_rounds
+    rounds = load_config().training.rounds
     with pytest.raises(ConfigError, match="training.linear_probe_rounds"):
-        load_config(overrides=["training.linear_probe_rounds=9"])  # more than the 5 rounds
+        load_config(overrides=[f"training.linear_probe_rounds={rounds + 1}"])  # more than all

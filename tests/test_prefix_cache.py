@@ -168,5 +168,15 @@ def test_layer_choice_is_checked_against_the_backbone():
         top_layers("top-7", 6)
     with pytest.raises(ConfigError, match="model.adapter_layers"):
         build_adapter_model(ModelConfig(adapter_layers="top-9"), num_labels=3, seed=0)
-    with pytest.raises(ConfigError, match="model.adapter_layers='top-2': all with ia3"):
-        build_adapter_model(ModelConfig(adapter="ia3", adapter_layers="top-2"), 3, seed=0)
+
+
+@pytest.mark.parametrize("targets", [None, ["query", "value", "output.dense"]])
+def test_ia3_sits_on_the_top_layers_and_its_view_scores_like_the_full_model(targets):
+    """PEFT's IA3Config has no layers_to_transform: the top-N placement names each module."""
+    cfg = ModelConfig(adapter="ia3", adapter_layers="top-2", target_modules=targets)
+    bundle = build_adapter_model(cfg, num_labels=3, seed=0)
+    assert _adapted_layers(bundle) == {"4", "5"}
+    everywhere = build_adapter_model(cfg.model_copy(update={"adapter_layers": "all"}), 3, seed=0)
+    assert _adapted_layers(everywhere) == {str(i) for i in range(6)}
+    full, suffix = _full_and_view_scores(bundle, suffix_view(bundle, 2), 3)
+    torch.testing.assert_close(suffix, full, rtol=1e-5, atol=1e-5)

@@ -182,49 +182,31 @@ def secure_round(
         )
         directory = server.close_advertise_keys().to_bytes()
         rnd.closed(server, "advertise_keys")
-        # ---- share keys: sealed Shamir shares for each neighbour ------------------------------
-        u1 = server.participants["advertise_keys"]
-        replies = rnd.send(
-            "share_keys",
-            wire.SHARE_KEYS,
-            {i: _payload(round_index, directory) for i in u1},
-            timeouts.stage_s,
-        )
-        rnd.accept(server, "share_keys", replies, ShareKeys.from_bytes, lambda m: m.sender)
-        deliveries = server.close_share_keys()
-        rnd.closed(server, "share_keys")
-        # ---- masked input: each node's own shares in, its masked vector out -------------------
-        replies = rnd.send(
-            "masked_input",
-            wire.MASKED_INPUT,
-            {i: _payload(round_index, d.to_bytes()) for i, d in deliveries.items()},
-            timeouts.stage_s,
-        )
-        rnd.accept(server, "masked_input", replies, MaskedInput.from_bytes, lambda m: m.sender)
-        survivor_sets = server.close_masked_input()
-        rnd.closed(server, "masked_input")
-        # ---- consistency check: every survivor signs the one survivor set ---------------------
-        replies = rnd.send(
-            "consistency_check",
-            wire.CONSISTENCY,
-            {i: _payload(round_index, s.to_bytes()) for i, s in survivor_sets.items()},
-            timeouts.stage_s,
-        )
-        rnd.accept(
-            server, "consistency_check", replies, SurvivorSignature.from_bytes, lambda m: m.sender
-        )
-        requests = server.close_consistency_check()
-        rnd.closed(server, "consistency_check")
-        # ---- unmask: one kind of share per peer; the server removes the masks ----------------
-        replies = rnd.send(
-            "unmasking",
-            wire.UNMASK,
-            {i: _payload(round_index, q.to_bytes()) for i, q in requests.items()},
-            timeouts.stage_s,
-        )
-        rnd.accept(server, "unmasking", replies, UnmaskResponse.from_bytes, lambda m: m.sender)
-        total = server.close_unmasking()
-        rnd.closed(server, "unmasking")
+        # ---- then, in protocol order, one message to each node still in and one back ----------
+        #   share_keys         the key directory out; sealed Shamir shares for each neighbour in
+        #   masked_input       each node's own shares out; its masked vector in
+        #   consistency_check  the survivor set out; each survivor's signature on it in
+        #   unmasking          the signatures and the lists out; one kind of share per peer in
+        outgoing = {i: directory for i in server.participants["advertise_keys"]}
+        for stage, message_type, parse, close in (
+            ("share_keys", wire.SHARE_KEYS, ShareKeys.from_bytes, server.close_share_keys),
+            ("masked_input", wire.MASKED_INPUT, MaskedInput.from_bytes, server.close_masked_input),
+            (
+                "consistency_check",
+                wire.CONSISTENCY,
+                SurvivorSignature.from_bytes,
+                server.close_consistency_check,
+            ),
+            ("unmasking", wire.UNMASK, UnmaskResponse.from_bytes, server.close_unmasking),
+        ):
+            bodies = {i: _payload(round_index, body) for i, body in outgoing.items()}
+            replies = rnd.send(stage, message_type, bodies, timeouts.stage_s)
+            rnd.accept(server, stage, replies, parse, lambda m: m.sender)
+            closed = close()
+            rnd.closed(server, stage)
+            if stage != "unmasking":
+                outgoing = {i: m.to_bytes() for i, m in closed.items()}
+        total = closed
     except ProtocolAbort as exc:
         transcript = _transcript(server, params, invited, rnd, stopped, None, aborted=str(exc))
         return RoundResult(

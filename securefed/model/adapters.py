@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from peft import IA3Config, LoraConfig, get_peft_model
+from peft.utils.constants import (
+    TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING,
+    TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING,
+)
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -132,17 +137,41 @@ def _head_modules(model: torch.nn.Module) -> list[str]:
     ]
 
 
-def _peft_config(cfg: ModelConfig, kind: str, heads: list[str], num_layers: int):
+_LAYER_INDEX = re.compile(r"\.(\d+)\.")  # the first numbered container: layer.5, h.5, layers.5
+
+
+def _names_in_layers(
+    model: torch.nn.Module, targets: list[str], feedforward: list[str], layers: set[int]
+) -> tuple[list[str], list[str]]:
+    """Full names of the modules matching ``targets`` (PEFT's suffix rule) inside ``layers``,
+    and those of them matching ``feedforward``. PEFT's IA3Config has no
+    ``layers_to_transform``; naming the modules one by one gives IA3 the top-N placement."""
+
+    def matches(name: str, keys: list[str]) -> bool:
+        return any(name == k or name.endswith("." + k) for k in keys)
+
+    chosen = []
+    for name, _ in model.named_modules():
+        index = _LAYER_INDEX.search(name)
+        if index is not None and int(index.group(1)) in layers and matches(name, targets):
+            chosen.append(name)
+    return chosen, [n for n in chosen if matches(n, feedforward)]
+
+
+def _peft_config(cfg: ModelConfig, kind: str, heads: list[str], model: torch.nn.Module):
     task_type = "CAUSAL_LM" if kind == "causal" else "SEQ_CLS"
-    layers = layers_to_transform(cfg.adapter_layers, num_layers)
+    layers = layers_to_transform(cfg.adapter_layers, model.config.num_hidden_layers)
     modules_to_save = None if kind == "causal" else heads
     targets = cfg.target_modules
     if cfg.adapter == "ia3":
-        if layers is not None:  # PEFT's IA3Config has no layers_to_transform
-            raise ConfigError("model.adapter_layers", cfg.adapter_layers, "all with ia3")
-        ff = None
-        if targets is not None:
+        if targets is None:
+            model_type = model.config.model_type
+            targets = TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING.get(model_type)
+            ff = TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING.get(model_type)
+        else:
             ff = [t for t in targets if "output" in t or "mlp" in t or "down" in t or "fc" in t]
+        if layers is not None and targets is not None:
+            targets, ff = _names_in_layers(model, targets, ff or [], set(layers))
         return IA3Config(
             task_type=task_type,
             target_modules=targets,
@@ -219,7 +248,7 @@ def attach_adapter(
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     heads = _head_modules(model) if kind == "encoder" else []
-    peft_config = _peft_config(cfg, kind, heads, model.config.num_hidden_layers)
+    peft_config = _peft_config(cfg, kind, heads, model)
     try:
         model = get_peft_model(model, peft_config)
     except ValueError as exc:
