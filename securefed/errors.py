@@ -49,3 +49,7 @@ class RunFolderError(SecurefedError):
 
 class OutputError(SecurefedError):
     """An output path (``--out``, ``output.dir``) that is not a folder or cannot be written."""
+
+
+class NoInstitutionJoined(SecurefedError):
+    """No node joined a Flower run (each refused the run's settings, or none answered)."""

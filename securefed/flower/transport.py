@@ -21,6 +21,7 @@ import numpy as np
 from flwr.serverapp import Grid
 
 from securefed.config import RunConfig, dump_config
+from securefed.errors import NoInstitutionJoined
 from securefed.flower import wire
 from securefed.flower.exchange import exchange
 from securefed.flower.server_round import Timeouts, secure_round
@@ -142,4 +143,11 @@ def join_nodes(
             "failed": {str(n): r for n, r in joined.failed.items()},
         }
     )
+    if not nodes:  # rounds without a single institution would "complete" and train nothing
+        reasons = {**refused, **{str(n): r for n, r in joined.failed.items()}}
+        raise NoInstitutionJoined(
+            "no node joined the run"
+            + "".join(f"\n  node {n}: {why}" for n, why in sorted(reasons.items()))
+            + ("" if reasons else " (none answered the join message)")
+        )
     return nodes

@@ -11,6 +11,7 @@ import numpy as np
 from safetensors.numpy import load_file
 
 from securefed.config import RunConfig
+from securefed.flower.localhost import LocalFederation
 from securefed.run.folder import RunFolder
 
 TINY = [
@@ -66,15 +67,27 @@ def _node_record(node_dir: Path, round_index: int, stage: str) -> dict:
     raise AssertionError(f"{node_dir} has no {stage} record for round {round_index}")
 
 
-def wait_for_stage(run_dir: Path, round_index: int, stage: str, timeout_s: float) -> dict:
-    """Block until the server reports ``stage`` of ``round_index`` closed."""
+def wait_for_stage(
+    fed: LocalFederation, run_id: int, run_dir: Path, round_index: int, stage: str, timeout_s: float
+) -> dict:
+    """Block until the server reports ``stage`` of ``round_index`` closed; fail at once, with
+    the run's log, if the run finishes first (a run that aborted never gets there)."""
     path = run_dir / "flower" / "progress.jsonl"
     deadline = time.monotonic() + timeout_s
+    next_status = time.monotonic() + 5.0
     while time.monotonic() < deadline:
         if path.is_file():
             for line in path.read_text().splitlines():
                 event = json.loads(line)
                 if event.get("round") == round_index and event.get("stage") == stage:
                     return event
+        if time.monotonic() >= next_status:
+            status = fed.status(run_id)
+            if status.startswith("finished"):
+                raise AssertionError(
+                    f"run {run_id} {status} before stage {stage} of round {round_index}:\n"
+                    f"{fed.log(run_id)}"
+                )
+            next_status = time.monotonic() + 5.0
         time.sleep(0.1)
     raise AssertionError(f"stage {stage} of round {round_index} not reached in {timeout_s} s")

@@ -94,6 +94,22 @@ def test_a_node_speaking_for_another_institution_is_dropped(tmp_path):
     assert "3 of 3" in transcript["aborted"] or "threshold 3" in transcript["aborted"]
 
 
+def test_a_run_every_node_refuses_fails_and_says_why(tmp_path):
+    """Nodes that pinned another threshold refuse the run; rounds without a single
+    institution would "complete" having trained nothing, so the ServerApp fails instead."""
+    from securefed.errors import NoInstitutionJoined
+
+    cfg = load_config(None, [*TINY, "secure_aggregation.threshold=2", CURIOUS_RUN])
+    configs = {
+        NODE_IDS[i]: {"partition-id": i, "state-dir": str(tmp_path / f"node-{i}"), **CURIOUS}
+        for i in INSTITUTIONS
+    }
+    grid = InProcessGrid(client_app, configs, run_id=9)
+    with pytest.raises(NoInstitutionJoined, match="secure_aggregation.threshold: server 2"):
+        run_flower_federation(grid, cfg, _settings(tmp_path / "run"), run_id=9)
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
 @pytest.mark.parametrize("bad", [{"partition-id": -1}, {}])
 def test_node_config_is_checked(bad):
     from securefed.errors import ConfigError

@@ -98,11 +98,12 @@ def test_a_node_killed_after_key_sharing_is_recovered(tmp_path):
     overrides = TINY + ["secure_aggregation.threshold=2"]
     cfg = load_config(None, overrides)
     run_dir = tmp_path / "run"
-    with LocalFederation(tmp_path / "fed", INSTITUTIONS, node_config=KEEP_UPDATES) as fed:
+    pinned = {i: {**KEEP_UPDATES[i], "secagg-threshold": 2} for i in INSTITUTIONS}  # the nodes
+    with LocalFederation(tmp_path / "fed", INSTITUTIONS, node_config=pinned) as fed:  # agree
         run_id = _launch(
             fed, overrides, run_dir, stage_timeout=STAGE_TIMEOUT_S, final_evaluation=True
         )
-        wait_for_stage(run_dir, 1, "share_keys", timeout_s=RUN_TIMEOUT_S)
+        wait_for_stage(fed, run_id, run_dir, 1, "share_keys", timeout_s=RUN_TIMEOUT_S)
         fed.kill_node(2)
         fed.wait(run_id, timeout_s=RUN_TIMEOUT_S)
     nodes = node_runs(tmp_path / "fed", run_id)
