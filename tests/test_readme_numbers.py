@@ -1,0 +1,44 @@
+"""The README's numbers are what the default prints: `securefed simulate`, nothing set.
+
+The default is bit-for-bit repeatable on one machine (client sampling, data order, dropouts
+and the secure-aggregation rounding are seeded; masks cancel exactly; DP is off), so the only
+room left is floating-point summation order across CPUs and BLAS builds: TOLERANCE.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from securefed.cli import main
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+TOLERANCE = 0.02  # stated in the README beside the numbers
+STATED = re.compile(
+    r"federated (?P<federated>0\.\d{3}), centralized (?P<centralized>0\.\d{3}),\s+"
+    r"isolated (?P<isolated>0\.\d{3}) pooled accuracy"
+)
+
+
+def _readme_numbers() -> dict[str, float]:
+    text = " ".join(README.read_text().split())  # the sentence may wrap anywhere
+    match = STATED.search(text)
+    assert match, "the README no longer states the default's numbers in the pinned form"
+    assert f"within {TOLERANCE}" in text, "the README must state the tolerance the test uses"
+    return {k: float(v) for k, v in match.groupdict().items()}
+
+
+def test_the_default_run_prints_the_readme_numbers(tmp_path, monkeypatch, capsys):
+    stated = _readme_numbers()
+    monkeypatch.chdir(tmp_path)  # the audit goes to ./audits, as for a user
+    assert main(["simulate", "--quiet", "--out", str(tmp_path / "run")]) == 0
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    got = {name: results[name]["pooled"]["accuracy"] for name in stated}
+    for name, value in stated.items():
+        assert got[name] == pytest.approx(value, abs=TOLERANCE), (name, got)
+    printed = capsys.readouterr().out
+    for name, value in got.items():  # and the table shows what results.json holds
+        assert re.search(rf"{name}\s*│\s*{value:.3f}", printed), (name, printed)
