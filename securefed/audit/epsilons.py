@@ -3,8 +3,9 @@
 Claims checked, for each institution of ``privacy/ledgers.json``:
 
 - ``metrics.jsonl``: epsilon after every round = the events up to that round, accounted by
-  the accountant of record; exactly one event in each round it trained, none otherwise, and
-  none after the last recorded round (a truncated log);
+  the accountant of record; exactly one event in each round it trained, none otherwise (a
+  round skipped for too small a cohort trained no one), and none after the last recorded
+  round (a truncated log);
 - ``results.json``: the epsilon of record and each cross-check accountant's figure, from the
   report's own events, which must equal the ledger's;
 - ``baselines/*.json``: the same for the baselines' own ledgers (not hash-chained, so this
@@ -59,7 +60,11 @@ def check_epsilons(run: RunSnapshot, out: Verification) -> None:
                 rec.get("epsilon", {}).get(c),
                 epsilon_of(upto, delta, accountant),
             )
-            trained = int(c) in rec["sampled"] and int(c) not in rec.get("budget_stopped", [])
+            trained = (
+                int(c) in rec["sampled"]
+                and int(c) not in rec.get("budget_stopped", [])
+                and "skipped" not in rec  # skipped before anyone trained: no event may exist
+            )
             in_round = sum(1 for e in events if e["round_index"] == rec["round"])
             out.expect("events of round", f"{where}, round {rec['round']}", int(trained), in_round)
         out.expect(
