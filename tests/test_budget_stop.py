@@ -100,6 +100,7 @@ def test_every_epsilon_of_the_stopped_run_recomputes(stopped_run, capsys):
     assert audit["integrity"]["verified"], audit["integrity"]["mismatches"]
     skipped = [r for r in audit["secure_aggregation"]["rounds"] if r["round"] in SKIPPED]
     assert all(r["trained"] == [] and r["aborted"].startswith("skipped:") for r in skipped)
+    assert main(["audit", "--verify", str(run_dir.parent / "audits/run")]) == 0
 
 
 def test_the_baselines_stop_where_their_budget_ends(stopped_run):
