@@ -18,7 +18,7 @@ from securefed.audit.html import render_html
 from securefed.audit.markdown import render_markdown
 from securefed.audit.plots import Plot, audit_plots
 from securefed.audit.report import CRITICAL, build_audit
-from securefed.audit.verify import Verification, verify_run
+from securefed.audit.verify import Verification, is_audit_folder, verify_audit, verify_run
 from securefed.errors import OutputError
 from securefed.run.folder import atomic_write_text
 
@@ -70,14 +70,19 @@ def add_audit_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
         help="build (or --verify) the audit of a run folder, without training",
         description="Build the audit of a run folder from its files alone, or verify them.",
     )
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by simulate")
+    parser.add_argument(
+        "run_dir",
+        metavar="RUN_DIR",
+        help="a run folder written by simulate (or, with --verify, an audit folder)",
+    )
     parser.add_argument(
         "--out", metavar="DIR", help="where to write the audit (default: audits/<run-folder-name>/)"
     )
     parser.add_argument(
         "--verify",
         action="store_true",
-        help="recompute every hash and epsilon; exit 1 on any mismatch",
+        help="recompute every hash and epsilon; exit 1 on any mismatch (given an audit "
+        "folder instead of a run: every epsilon its audit.json shows, from its events)",
     )
     parser.set_defaults(func=run_audit_command)
     return parser
@@ -86,7 +91,7 @@ def add_audit_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
 def run_audit_command(args: argparse.Namespace, console: Console) -> int:
     run_dir = Path(args.run_dir)
     if args.verify:
-        result = verify_run(run_dir)
+        result = verify_audit(run_dir) if is_audit_folder(run_dir) else verify_run(run_dir)
         print_verification(result, run_dir, console)
         return 0 if result.ok else EXIT_MISMATCH
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():

@@ -5,6 +5,11 @@ multiplier), ``results.json`` (the epsilon of record and the cross-check figures
 reported at the end of the run) and ``metrics.jsonl`` (epsilon after every round). The
 figures are shown as the run recorded them; ``verify`` recomputes each one from the events.
 With DP off, every institution that trained has epsilon = infinity, shown as such.
+
+The section carries every event behind every epsilon it shows -- each institution's
+(``recorded_events``) and each baseline's (``baseline_ledgers``: events, sigma, delta, steps
+taken and given) -- so an audit.json alone, once the run folder is gone, still recomputes
+them: ``securefed audit --verify AUDIT_DIR`` (``epsilons.check_audit_epsilons``).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ def privacy_section(run: RunSnapshot) -> dict:
             ],
             "within_budget": _within(epsilon, target),
             "ledger_recorded": ledger is not None,
+            "recorded_events": list((ledger or {}).get("events", [])),
         }
     return {
         "dp_enabled": enabled,
@@ -58,7 +64,39 @@ def privacy_section(run: RunSnapshot) -> dict:
             }
             for name, block in run.baselines.items()
         },
+        "baseline_ledgers": {
+            name: _baseline_ledgers(name, block) for name, block in run.baselines.items()
+        },
     }
+
+
+BASELINE_LEDGER_KEYS = (
+    "epsilon",
+    "delta",
+    "accountant",
+    "cross_checks",
+    "target_epsilon",
+    "noise_multiplier",
+    "sample_rate",
+    "steps",
+)
+
+
+def _baseline_ledgers(name: str, block: dict) -> dict:
+    """Per ledger of one baseline: its figures, its events, and where its budget stopped it
+    (``planned_steps`` / ``stopped_on_budget``: centralized at the top, isolated per client)."""
+    privacy = block.get("privacy") or {}
+    out = {}
+    for c, report in privacy.get("clients", {}).items():
+        training = block["clients"].get(c, {}) if name == "isolated" else block
+        out[c] = {
+            **{k: report.get(k) for k in BASELINE_LEDGER_KEYS},
+            "accountant_of_record": privacy.get("accountant_of_record"),
+            "planned_steps": training.get("planned_steps"),
+            "stopped_on_budget": training.get("stopped_on_budget"),
+            "recorded_events": list(report.get("events", [])),
+        }
+    return out
 
 
 def _from_events(events: list[dict]) -> dict:

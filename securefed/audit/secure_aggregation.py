@@ -54,7 +54,8 @@ def _protocol(transcripts: dict[int, dict]) -> dict | None:
 
 def _round(rec: dict, transcript: dict | None, enabled: bool) -> dict:
     stopped = list(rec.get("budget_stopped", []))
-    trained = [c for c in rec["sampled"] if c not in stopped]
+    skipped = rec.get("skipped")  # too few left to aggregate: skipped before anyone trained
+    trained = [] if skipped else [c for c in rec["sampled"] if c not in stopped]
     out = {
         "round": rec["round"],
         "sampled": list(rec["sampled"]),
@@ -71,7 +72,7 @@ def _round(rec: dict, transcript: dict | None, enabled: bool) -> dict:
         "aborted": None,
     }
     if not trained:
-        out["aborted"] = "no institution trained this round"
+        out["aborted"] = f"skipped: {skipped}" if skipped else "no institution trained this round"
     if not enabled or transcript is None:
         if enabled and trained:
             out["aborted"] = "no transcript recorded for this round"

@@ -20,6 +20,9 @@ Checks, each against the files as they are now:
 6. ``results.json`` against the chain (final metrics, rounds, aborted rounds, timing sums)
    and against ``baselines/*.json``.
 
+``verify_audit`` checks an audit folder instead (its ``audit.json`` alone, as committed): every
+epsilon it shows, the federation's and the baselines', recomputed from the events it carries.
+
 This detects an edit of any one file, or of several that were not edited consistently. It
 cannot detect a folder rewritten consistently from scratch: for that, keep the chain head
 (the last ``record_hash``, printed in the audit) somewhere the run's operator cannot change.
@@ -27,12 +30,14 @@ cannot detect a folder rewritten consistently from scratch: for that, keep the c
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from securefed.audit.epsilons import check_epsilons
+from securefed.audit.epsilons import check_audit_epsilons, check_epsilons
 from securefed.audit.source import BASELINES, RunSnapshot, as_float, read_snapshot
+from securefed.errors import RunFolderError
 from securefed.run.folder import (
     GENESIS_HASH,
     SETUP_FILES,
@@ -90,6 +95,26 @@ def verify_run(run_dir: str | Path) -> Verification:
     check_epsilons(run, out)
     _check_finished_run_files(run, out)
     _check_results(run, out)
+    return out
+
+
+AUDIT_RECORD = "audit.json"
+
+
+def is_audit_folder(path: str | Path) -> bool:
+    """An audit folder (``audit.json``, no run folder's ``config.yaml``) rather than a run."""
+    return (Path(path) / AUDIT_RECORD).is_file() and not (Path(path) / "config.yaml").is_file()
+
+
+def verify_audit(audit_dir: str | Path) -> Verification:
+    """Recompute every epsilon an audit folder's ``audit.json`` shows from its own events."""
+    path = Path(audit_dir) / AUDIT_RECORD
+    try:
+        audit = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise RunFolderError(f"{path} cannot be read as an audit record: {exc}") from None
+    out = Verification()
+    check_audit_epsilons(audit, out)
     return out
 
 

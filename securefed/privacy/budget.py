@@ -69,19 +69,40 @@ class ClientPrivacy:
         """``None`` (no DP), a ``DPPlan``, or ``EXHAUSTED`` if the round would break the budget."""
         if not self.dp.enabled:
             return None
-        sigma, q = self.noise[client], self.sample_rate(client)
-        if self.dp.target_epsilon is not None and not self.ledgers[client].can_afford(
-            noise_multiplier=sigma, sample_rate=q, steps=steps, accountant=self.dp.accountant
-        ):
+        if self.dp.target_epsilon is not None and not self._affords(client, steps):
             return self.EXHAUSTED
         return DPPlan(
-            noise_multiplier=sigma,
+            noise_multiplier=self.noise[client],
             max_grad_norm=self.dp.max_grad_norm,
             secure_mode=self.dp.secure_mode,
             noise_source=self.dp.noise_source,
             optimizer=self.training.dp_optimizer,
             lr=self.training.dp_lr,
             momentum=self.training.dp_momentum,
+        )
+
+    def affordable_steps(self, client: int, steps: int) -> int:
+        """The most of ``steps`` DP-SGD steps that one more event can take within the target.
+
+        All of them with DP off or no target; 0 when not even one step fits. A baseline trains
+        as one event of many steps, so where the federation stops an institution before a round
+        its budget cannot afford, a baseline stops at the step where its budget ends. Epsilon
+        grows with the number of steps, so bisection finds the largest count that fits.
+        """
+        if not self.dp.enabled or self.dp.target_epsilon is None or self._affords(client, steps):
+            return steps
+        fits, breaks = 0, steps  # 0 steps always fit; ``steps`` does not
+        while breaks - fits > 1:
+            mid = (fits + breaks) // 2
+            fits, breaks = (mid, breaks) if self._affords(client, mid) else (fits, mid)
+        return fits
+
+    def _affords(self, client: int, steps: int) -> bool:
+        return self.ledgers[client].can_afford(
+            noise_multiplier=self.noise[client],
+            sample_rate=self.sample_rate(client),
+            steps=steps,
+            accountant=self.dp.accountant,
         )
 
     def record_round(self, client: int, round_index: int, stats: LocalStats) -> None:

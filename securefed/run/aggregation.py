@@ -5,6 +5,11 @@ quantized delta followed by masked extras ``[weight, weight * train_loss]``. The
 only their sums, so the FedAvg denominator and the reported train loss are aggregates too.
 With DP on, the train loss is not sent at all: it is computed from the records without noise,
 so even its aggregate would sit outside the (epsilon, delta) guarantee.
+
+A round whose cohort (the institutions still able to train) is too small to aggregate --
+nobody left, or, under secure aggregation, fewer than 2 or fewer than the threshold the
+protocol needs for that cohort -- is *skipped*, not a run-ending error: see
+``cohort_shortfall``. Budget stops shrink cohorts, so this is an ordinary end of a run.
 """
 
 from __future__ import annotations
@@ -14,13 +19,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from securefed.config import RunConfig
-from securefed.errors import ProtocolAbort
+from securefed.errors import ConfigError, ProtocolAbort
 from securefed.privacy.plan import LocalStats
 from securefed.run.folder import vector_digest
 from securefed.secagg import (
     STAGES,
     ClientInput,
     DropoutSchedule,
+    plan_round,
     simulate_round,
     with_generated_identities,
 )
@@ -35,6 +41,12 @@ class AggregateResult:
     transcript: dict | None
     bytes_per_client: dict[str, dict[str, int]]
     aborted: str | None = None
+    skipped: str | None = None  # why the round aggregated nothing without starting the protocol
+
+    @classmethod
+    def skip(cls, reason: str) -> AggregateResult:
+        """A round that aggregated nothing and started no protocol: the global adapter stays."""
+        return cls(None, (), None, None, {}, aborted=reason, skipped=reason)
 
 
 def global_adapter_hash(vector: np.ndarray) -> bytes:
@@ -65,6 +77,28 @@ def dropout_schedule(cfg: RunConfig, round_index: int) -> DropoutSchedule:
     return DropoutSchedule(rate=d.rate, stages=tuple(d.stages), explicit=explicit)
 
 
+def cohort_shortfall(cfg: RunConfig, cohort: list[int]) -> str | None:
+    """Why a round whose trained institutions are ``cohort`` cannot be aggregated, or None.
+
+    Under secure aggregation the protocol's own round plan decides (``secagg.plan_round``:
+    at least 2 clients, and the threshold for this cohort size must be reachable); plain
+    FedAvg needs one. Asked before anyone trains, so a round that cannot aggregate costs no
+    training and no privacy budget.
+    """
+    if not cohort:
+        return "no institution left to train"
+    if not cfg.secure_aggregation.enabled:
+        return None
+    left = f"{len(cohort)} institution{'s' * (len(cohort) > 1)} left to train {cohort}"
+    if len(cohort) < 2:
+        return f"{left}: secure aggregation needs at least 2"
+    try:
+        plan_round(len(cohort), cfg.secure_aggregation.params())
+    except ConfigError as exc:
+        return f"{left}: too few for secure aggregation ({exc.key}={exc.value!r}: {exc.allowed})"
+    return None
+
+
 def aggregate_round(
     cfg: RunConfig,
     round_index: int,
@@ -73,9 +107,15 @@ def aggregate_round(
     global_vector: np.ndarray,
     spec_hash: str,
 ) -> AggregateResult:
-    """Aggregate this round's updates: the weighted mean delta and what the server saw."""
-    if not updates:
-        return AggregateResult(None, (), None, None, {}, aborted="no client trained")
+    """Aggregate this round's updates: the weighted mean delta and what the server saw.
+
+    A cohort too small to aggregate (``cohort_shortfall``) aborts the round here, after its
+    clients trained: their ledgers keep the round (counted as released, never understated).
+    The in-process transport asks ``cohort_shortfall`` before training, so it never gets here.
+    """
+    shortfall = cohort_shortfall(cfg, sorted(updates))
+    if shortfall is not None:
+        return AggregateResult(None, (), None, None, {}, aborted=shortfall)
     if not cfg.secure_aggregation.enabled:
         return _plain(cfg, updates, weights)
     inputs = {

@@ -5,6 +5,12 @@ take in the federation (rounds x clients_per_round / num_clients x its steps per
 ``isolated`` trains each institution alone for exactly that; ``centralized`` trains one model
 on the pooled data for their sum. With DP on, each baseline calibrates its own noise to the
 same target epsilon over its own steps.
+
+A baseline's budget ends the way an institution's does in the federation: it trains only the
+steps its ledger affords (``ClientPrivacy.affordable_steps``; with ``noise_multiplier`` set
+explicitly the planned steps can overshoot the target) and records the steps it took, the
+steps it was given, and whether it stopped on budget. Its events and sigma go into its own
+report, so ``audit --verify`` recomputes its epsilon like the federation's.
 """
 
 from __future__ import annotations
@@ -12,8 +18,9 @@ from __future__ import annotations
 import math
 
 from securefed.model.evaluation import mean_metrics
-from securefed.privacy.budget import ClientPrivacy
+from securefed.privacy.budget import ClientPrivacy, Exhausted
 from securefed.run.progress import Progress
+from securefed.run.records import EvalMetrics
 from securefed.run.setup import RunSetup
 
 
@@ -31,27 +38,32 @@ def _train(
     who: int,
     tag: str,
     progress: Progress,
-) -> dict:
-    plan = privacy.plan_round(who, steps)
+) -> tuple[dict, EvalMetrics]:
+    """Train ``who`` from the initial adapter for the steps its budget affords; evaluate."""
+    taken = privacy.affordable_steps(who, steps)
+    info = {"steps": taken, "planned_steps": steps, "stopped_on_budget": taken < steps}
+    if taken == 0:  # not one step fits: the initial adapter is this baseline's model
+        return {**info, "train_loss": None}, setup.evaluate(setup.initial_vector)
+    plan = privacy.plan_round(who, taken)
+    assert not isinstance(plan, Exhausted), "affordable_steps promised these steps fit"
     label = f"{tag} {who}" if tag == "isolated" else tag
     stats = setup.train_from(
         setup.initial_vector,
         data,
-        steps=steps,
+        steps=taken,
         seed_parts=(tag, who),
         dp=plan,
         progress=progress,
         label=label,
     )
     privacy.record_round(who, 0, stats)
-    return {"steps": stats.steps, "train_loss": stats.mean_loss}
+    return {**info, "steps": stats.steps, "train_loss": stats.mean_loss}, setup.evaluate_current()
 
 
 def run_centralized(setup: RunSetup, progress: Progress) -> dict:
     steps = sum(baseline_steps(setup))
     privacy = ClientPrivacy(setup.cfg, [len(setup.pooled_train)], [steps], rounds=1)
-    info = _train(setup, setup.pooled_train, steps, privacy, 0, "centralized", progress)
-    metrics = setup.evaluate_current()
+    info, metrics = _train(setup, setup.pooled_train, steps, privacy, 0, "centralized", progress)
     return {**metrics, **info, "privacy": privacy.report()}
 
 
@@ -61,8 +73,8 @@ def run_isolated(setup: RunSetup, progress: Progress) -> dict:
     privacy = ClientPrivacy(setup.cfg, sizes, steps, rounds=1)
     clients: dict[str, dict] = {}
     for c in range(setup.num_clients):
-        info = _train(setup, setup.client_train[c], steps[c], privacy, c, "isolated", progress)
-        metrics = setup.evaluate_current()
+        data = setup.client_train[c]
+        info, metrics = _train(setup, data, steps[c], privacy, c, "isolated", progress)
         clients[str(c)] = {"own": metrics["clients"][str(c)], "pooled": metrics["pooled"], **info}
     return {
         "pooled": mean_metrics({c: m["pooled"] for c, m in clients.items()}),

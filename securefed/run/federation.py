@@ -122,6 +122,7 @@ def run_federation(
             progress.log(
                 f"round {r}: pooled {progress.metrics(metrics['pooled'])}"
                 + (f", budget stopped {outcome.budget_stopped}" if outcome.budget_stopped else "")
+                + (f", skipped: {skipped}" if (skipped := outcome.aggregate.skipped) else "")
             )
     # ---- finally: every client gets the final global adapter ------------------------------
     state.delivery_wall_s = transport.deliver(state.global_vector)
@@ -162,4 +163,6 @@ def _record(
     }
     if outcome.stage_wall_s is not None:
         record["stage_wall_s"] = outcome.stage_wall_s
+    if agg.skipped is not None:
+        record["skipped"] = agg.skipped
     return record

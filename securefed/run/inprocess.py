@@ -5,15 +5,20 @@ it), trains from the global adapter on its own shard, and hands its delta to
 ``securefed.run.aggregation`` -- which runs the secure-aggregation state machines over
 in-memory messages, or a plain weighted sum when secure aggregation is off. The ledgers stay
 with this (simulated) server, so each round's outcome carries them for the record.
+
+Every sampled institution's budget is asked *before* anyone trains. When the ones left
+cannot be aggregated (``cohort_shortfall``: none, or too few for secure aggregation), the
+round is skipped: nobody trains, so no update is computed or released and no ledger is
+charged -- the exact epsilon, not an understated one -- and the run goes on to its end.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from securefed.privacy.budget import ClientPrivacy
+from securefed.privacy.budget import ClientPrivacy, Exhausted
 from securefed.privacy.plan import LocalStats
-from securefed.run.aggregation import aggregate_round
+from securefed.run.aggregation import AggregateResult, aggregate_round, cohort_shortfall
 from securefed.run.federation import RoundOutcome, fedavg_weight
 from securefed.run.progress import Progress
 from securefed.run.setup import RunSetup, client_update
@@ -29,13 +34,21 @@ class InProcessTransport:
         self, round_index: int, sampled: list[int], global_vector: np.ndarray
     ) -> RoundOutcome:
         setup, privacy = self.setup, self.privacy
+        plans = {c: privacy.plan_round(c, setup.local_steps(c)) for c in sampled}
+        stopped = [c for c in sampled if plans[c] is privacy.EXHAUSTED]
+        cohort = [c for c in sampled if c not in stopped]
+        shortfall = cohort_shortfall(setup.cfg, cohort)
+        if shortfall is not None:  # skipped before anyone trains: nothing released or charged
+            return RoundOutcome(
+                AggregateResult.skip(shortfall),
+                budget_stopped=stopped,
+                epsilon=privacy.epsilons(),
+                ledgers=privacy.to_json(),
+            )
         updates: dict[int, tuple[np.ndarray, LocalStats]] = {}
-        stopped: list[int] = []
-        for c in sampled:
-            plan = privacy.plan_round(c, setup.local_steps(c))
-            if plan is privacy.EXHAUSTED:
-                stopped.append(c)
-                continue
+        for c in cohort:
+            plan = plans[c]
+            assert not isinstance(plan, Exhausted)
             updates[c] = client_update(setup, c, global_vector, round_index, plan, self.progress)
             privacy.record_round(c, round_index, updates[c][1])
         largest = max(len(t) for t in setup.client_train)

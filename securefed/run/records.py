@@ -50,6 +50,7 @@ class RoundRecord(TypedDict, total=False):
     epsilon: dict[str, float | str]
     bytes: dict[str, dict[str, int]]
     stage_wall_s: dict[str, float]  # Flower only: per protocol stage
+    skipped: str  # only when the round was skipped before anyone trained: why
     wall_s: float
     cpu_s: float
     artefacts: dict[str, str]
