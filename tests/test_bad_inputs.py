@@ -34,7 +34,6 @@ TINY = [
     "training.clients_per_round=3",
 ]
 SETS = [arg for item in TINY for arg in ("--set", item)]
-NOTHING, PENDING = "nothing", "pending"
 
 
 @dataclass(frozen=True)
@@ -45,7 +44,6 @@ class Case:
     setup: Callable[[Path], list[str]]
     expect: tuple[str, ...]  # fragments of the one error line; "{tmp}" is the case's folder
     code: int = 2
-    left: str = NOTHING  # what it leaves on disk: nothing, or (pending) a run folder
     skip: str | None = None
 
 
@@ -202,25 +200,21 @@ CASES = [
         "backbone_not_found",
         simulate("model.backbone={tmp}/no-such-model"),
         ("model.backbone", "no-such-model", "an existing local model folder"),
-        left=PENDING,
     ),
     Case(
         "path_missing",
         simulate("task.name=fpb", "task.path={tmp}/absent.csv"),
         ("task.path", "absent.csv", "existing file"),
-        left=PENDING,
     ),
     Case(
         "path_bad_suffix",
         data("fpb", "fpb.txt", FPB_OK),
         ("task.path", "fpb.txt", ".jsonl, .json, .csv, .parquet"),
-        left=PENDING,
     ),
     Case(
         "path_for_synthetic",
         data("synthetic_finance", "s.jsonl", FPB_OK),
         ("task.path", "null for the generated task"),
-        left=PENDING,
     ),
     # ---- the run folder and other outputs ----------------------------------------------------
     Case(
@@ -282,103 +276,86 @@ CASES = [
             "column 'label' is blank",
             "allowed: 0, 1, 2 or negative, neutral, positive",
         ),
-        left=PENDING,
     ),
     Case(
         "jsonl_blank_label",
         data("fpb", "fpb.jsonl", FPB_OK + '{"sentence": "Flat.", "label": ""}\n'),
         ("fpb.jsonl line 2", "column 'label' is blank", "allowed: 0, 1, 2"),
-        left=PENDING,
     ),
     Case(
         "jsonl_null_label",
         data("fpb", "fpb.jsonl", FPB_OK + "\n" + '{"sentence": "Flat.", "label": null}\n'),
         ("fpb.jsonl line 3", "column 'label' is blank"),
-        left=PENDING,
     ),
     Case(
         "parquet_label_out_of_range",
         rows("fpb", "fpb.parquet", [*ROWS["fpb"][:2], {"sentence": "Odd.", "label": 7}]),
         ("fpb.parquet row 3", "column 'label' is 7", "allowed: 0, 1, 2"),
-        left=PENDING,
     ),
     Case(
         "label_unknown_word",
         data("fpb", "fpb.jsonl", FPB_OK + '{"sentence": "Up.", "label": "bullish"}\n'),
         ("fpb.jsonl line 2", "column 'label' is 'bullish'", "negative, neutral, positive"),
-        left=PENDING,
     ),
     Case(
         "blank_sentence",
         data("fpb", "fpb.csv", 'sentence,label\nProfit rose.,2\n"  ",1\n'),
         ("fpb.csv line 3", "column 'sentence' is blank", "non-empty text"),
-        left=PENDING,
     ),
     Case(
         "csv_not_utf8",
         data("fpb", "fpb.csv", b"sentence,label\nProfit rose.,2\nCaf\xe9 sales fell.,0\n"),
         ("fpb.csv line 3", "byte 4 (0xe9) is not UTF-8", "allowed: UTF-8 text"),
-        left=PENDING,
     ),
     Case(
         "jsonl_not_utf8",
         data("fpb", "fpb.jsonl", FPB_OK.encode() + b'{"sentence": "Caf\xe9", "label": 1}\n'),
         ("fpb.jsonl line 2", "(0xe9) is not UTF-8"),
-        left=PENDING,
     ),
     Case(
         "jsonl_truncated",
         data("fpb", "fpb.jsonl", FPB_OK * 2 + '{"sentence": "Sales fe'),
         ("fpb.jsonl line 3", "not valid JSON", "truncated", "one JSON object per line"),
-        left=PENDING,
     ),
     Case(
         "jsonl_not_an_object",
         data("fpb", "fpb.jsonl", FPB_OK + "[1, 2]\n"),
         ("fpb.jsonl line 2", "a JSON array", "one JSON object per line"),
-        left=PENDING,
     ),
     Case(
         "csv_wrong_field_count",
         data("fpb", "fpb.csv", "sentence,label\nProfit rose.,2\nUp, a lot,2\n"),
         ("fpb.csv line 3", "3 fields", "allowed: 2"),
-        left=PENDING,
     ),
     Case(
         "empty_file",
         data("fpb", "fpb.jsonl", ""),
         ("fpb.jsonl", "no rows", "sentence, label"),
-        left=PENDING,
     ),
     Case(
         "parquet_garbage",
         data("fpb", "fpb.parquet", b"PAR1 this is not parquet"),
         ("fpb.parquet", "not a readable parquet file"),
-        left=PENDING,
     ),
     Case(
         "missing_column",
         data("fpb", "fpb.csv", "sentence,sentiment\nProfit rose.,2\n"),
         ("fpb.csv", "missing column 'label'", "needs sentence, label"),
-        left=PENDING,
     ),
     Case(
         "fiqa_score_out_of_range",
         rows("fiqa_sa", "fiqa.jsonl", [*FIQA_ROWS[:2], {**FIQA_ROWS[2], "score": 3.5}]),
         ("fiqa.jsonl line 3", "column 'score' is 3.5", "allowed: a number in [-1, 1]"),
-        left=PENDING,
     ),
     Case(
         "fiqa_score_nan_csv",
         data("fiqa_sa", "fiqa.csv", "sentence,score\nUp.,0.5\nHm.,nan\n"),
         ("fiqa.csv line 3", "column 'score' is blank", "[-1, 1]"),
-        left=PENDING,
     ),
     Case(
         "fiqa_score_infinity_csv",
         data("fiqa_sa", "fiqa.csv", "sentence,score\nUp.,0.5\nHm.,inf\n"),
         ("fiqa.csv line 3", "column 'score' is inf", "[-1, 1]"),
-        left=PENDING,
     ),
     Case(
         "fiqa_score_nan_jsonl",
@@ -388,19 +365,16 @@ CASES = [
             '{"sentence": "Up.", "score": 0.5}\n{"sentence": "Hm.", "score": NaN}\n',
         ),
         ("fiqa.jsonl line 2", "NaN is not a JSON number", "allowed: a finite number"),
-        left=PENDING,
     ),
     Case(
         "fiqa_score_infinity_jsonl",
         data("fiqa_sa", "fiqa.jsonl", '{"sentence": "Up.", "score": -Infinity}\n'),
         ("fiqa.jsonl line 1", "-Infinity is not a JSON number"),
-        left=PENDING,
     ),
     Case(
         "fiqa_score_text",
         rows("fiqa_sa", "fiqa.parquet", [{**FIQA_ROWS[0], "score": "high"}]),
         ("fiqa.parquet row 1", "column 'score' is 'high'", "[-1, 1]"),
-        left=PENDING,
     ),
     Case(
         "medqa_answer_not_a_letter",
@@ -410,13 +384,11 @@ CASES = [
             MEDQA_LINE + "\n" + json.dumps({**MEDQA_ROWS[1], "answer_idx": "E"}) + "\n",
         ),
         ("medqa.jsonl line 2", "column 'answer_idx' is 'E'", "one of A, B, C, D"),
-        left=PENDING,
     ),
     Case(
         "medqa_blank_answer",
         rows("medqa", "medqa.csv", [MEDQA_ROWS[0], {**MEDQA_ROWS[1], "answer_idx": ""}]),
         ("medqa.csv line 3", "column 'answer_idx' is blank"),
-        left=PENDING,
     ),
     Case(
         "medqa_options_incomplete",
@@ -426,25 +398,21 @@ CASES = [
             [{**MEDQA_ROWS[0], "options": {"A": "x", "B": "y", "C": "z", "D": None}}],
         ),
         ("medqa.parquet row 1", "column 'options'", "each of A, B, C, D"),
-        left=PENDING,
     ),
     Case(
         "medqa_blank_question",
         rows("medqa", "medqa.jsonl", [MEDQA_ROWS[0], {**MEDQA_ROWS[1], "question": " "}]),
         ("medqa.jsonl line 2", "column 'question' is blank", "non-empty text"),
-        left=PENDING,
     ),
     Case(
         "medmcqa_cop_out_of_range",
         rows("medmcqa", "m.csv", [ROWS["medmcqa"][0], {**ROWS["medmcqa"][1], "cop": 7}]),
         ("m.csv line 3", "column 'cop' is 7", "0-3, a-d"),
-        left=PENDING,
     ),
     Case(
         "medmcqa_no_labelled_rows",
         rows("medmcqa", "m.jsonl", [ROWS["medmcqa"][2]]),
         ("m.jsonl", "no labelled rows", "cop is 0-3 or a-d"),
-        left=PENDING,
     ),
     Case(
         "medqa_dirichlet_over_letters_warns",  # the warning comes first; the backbone then fails
@@ -456,7 +424,6 @@ CASES = [
             "model.backbone={tmp}/none",
         ),
         ("model.backbone",),
-        left=PENDING,
     ),
 ]
 VERIFY_CASES = [
@@ -506,22 +473,14 @@ def invoke(key: str, setup: Callable[[Path], list[str]], tmp: Path, capsys, monk
     return _OUTCOMES[key]
 
 
-PENDING_REASON = (
-    "issue 13, run folder: nothing on disk until the data and the backbone have loaded "
-    "(after the package restructure); today the run folder with config.yaml is left"
-)
-
-
-def _params(disk: bool = False) -> list:
-    """One parameter per case; for the disk check, cases whose folder is still left behind
-    are strict xfails (they turn into failures the day the folder is no longer left)."""
-    params = []
-    for case in CASES:
-        marks = [pytest.mark.skip(reason=case.skip)] if case.skip else []
-        if disk and case.left == PENDING:
-            marks.append(pytest.mark.xfail(strict=True, reason=PENDING_REASON))
-        params.append(pytest.param(case, id=case.id, marks=marks))
-    return params
+def _params() -> list:
+    """One parameter per case; every case must leave the disk as it was."""
+    return [
+        pytest.param(
+            case, id=case.id, marks=[pytest.mark.skip(reason=case.skip)] if case.skip else []
+        )
+        for case in CASES
+    ]
 
 
 def case_folder(tmp_path_factory, case_id: str) -> Path:
@@ -544,7 +503,7 @@ def test_bad_input_is_one_clear_line(case: Case, tmp_path_factory, capsys, monke
         assert fragment.format(tmp=case_dir) in errors[0], (fragment, errors[0])
 
 
-@pytest.mark.parametrize("case", _params(disk=True))
+@pytest.mark.parametrize("case", _params())
 def test_bad_input_leaves_the_disk_as_it_was(case: Case, tmp_path_factory, capsys, monkeypatch):
     case_dir = case_folder(tmp_path_factory, case.id)
     outcome = invoke(case.id, case.setup, case_dir, capsys, monkeypatch)

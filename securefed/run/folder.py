@@ -26,6 +26,7 @@ Files are written to a temporary name and renamed, so a crash leaves the old fil
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -106,9 +107,14 @@ def record_hash(record: dict) -> str:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file, fsync it, rename it over ``path``: a crash or power
+    loss leaves the old file or the new one, never a torn one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
     os.replace(tmp, path)
 
 
@@ -119,7 +125,30 @@ def write_json(path: Path, obj: Any) -> None:
 def read_json(path: Path) -> Any:
     if not path.is_file():
         raise RunFolderError(f"{path} is missing")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunFolderError(f"{path} is not readable JSON ({exc}); the file is damaged") from None
+
+
+def check_creatable(path: Path, key: str) -> None:
+    """Refuse, before any work and without creating anything, an output folder that cannot
+    be made: a file in its place or on its path, or no write permission where it would go."""
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{key} {path} is a file; allowed: a new or empty folder")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    problem = None
+    if not existing.is_dir():
+        problem = f"{existing}: {os.strerror(errno.ENOTDIR)}"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problem = f"{existing}: {os.strerror(errno.EACCES)}"
+    if problem is not None:
+        raise OutputError(
+            f"{key}: cannot create the run folder {path} ({problem}); "
+            "allowed: a folder path where you can write"
+        )
 
 
 class RunFolder:
@@ -127,6 +156,7 @@ class RunFolder:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.setup_sha256: dict[str, str] = {}  # recorded in state.json; --resume checks them
 
     @classmethod
     def create(cls, path: str | Path, config_yaml: str, key: str = "--out") -> RunFolder:
@@ -163,14 +193,19 @@ class RunFolder:
             write_json(self.file(PARTITION), partition)
         write_json(self.file(ENVIRONMENT), environment)
         self.save_adapter(checkpoint_rel(None), initial_vector, spec_hash)
+        self.setup_sha256 = self.artefact_hashes(self.present_setup_files())
         self.write_state(None)
 
     def write_state(self, last_round: int | None) -> None:
-        """Mark ``last_round`` finished (``None``: none yet); ``--resume`` continues after it."""
+        """Mark ``last_round`` finished (``None``: none yet); ``--resume`` continues after it.
+        The one write that commits a round (see ``securefed.run.resume``)."""
         next_round = 0 if last_round is None else last_round + 1
-        write_json(
-            self.file(STATE), {"next_round": next_round, "checkpoint": checkpoint_rel(last_round)}
-        )
+        state = {
+            "next_round": next_round,
+            "checkpoint": checkpoint_rel(last_round),
+            "setup_sha256": self.setup_sha256,
+        }
+        write_json(self.file(STATE), state)
 
     # ---- adapters ----------------------------------------------------------------------
     def save_adapter(self, rel: str, vector: np.ndarray, spec_hash: str) -> str:
@@ -198,6 +233,23 @@ class RunFolder:
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
+    def read_intact_metrics(self) -> tuple[list[dict], str | None]:
+        """The records up to the first that does not parse or whose hash does not match
+        (a torn write), and what was dropped (None: nothing)."""
+        path = self.file(METRICS)
+        lines = path.read_text(errors="replace").splitlines() if path.is_file() else []
+        kept: list[dict] = []
+        for number, line in enumerate(lines, start=1):
+            try:
+                record = json.loads(line)
+                intact = record["record_hash"] == record_hash(record)
+            except (json.JSONDecodeError, KeyError, TypeError):
+                intact = False
+            if not intact:
+                return kept, f"{METRICS} line {number} of {len(lines)} is torn or altered"
+            kept.append(record)
+        return kept, None
+
     def append_metrics(self, record: dict) -> dict:
         """Chain ``record`` to the last one, hash it, append it; returns the stored record."""
         previous = self.read_metrics()
@@ -208,8 +260,9 @@ class RunFolder:
         return record
 
     def truncate_metrics(self, last_round: int) -> None:
-        """Drop records after ``last_round`` (a crash between log and state write)."""
-        kept = [r for r in self.read_metrics() if r["round"] <= last_round]
+        """Drop records after ``last_round`` (a crash between log and state write), and any
+        torn record."""
+        kept = [r for r in self.read_intact_metrics()[0] if r["round"] <= last_round]
         text = "".join(json.dumps(r, sort_keys=True, allow_nan=True) + "\n" for r in kept)
         atomic_write_text(self.file(METRICS), text)
 

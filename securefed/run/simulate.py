@@ -11,7 +11,7 @@ import datetime as dt
 from pathlib import Path
 
 from securefed.config import RunConfig, dump_config, load_config
-from securefed.errors import OutputError, RunFolderError
+from securefed.errors import RunFolderError
 from securefed.model.adapters import base_weights_hash
 from securefed.privacy.budget import ClientPrivacy
 from securefed.privacy.planner import InstitutionPlan, format_plan, plan_institutions
@@ -22,9 +22,9 @@ from securefed.run.folder import (
     ENVIRONMENT,
     LEDGERS,
     RESULTS,
-    STATE,
     WARNINGS,
     RunFolder,
+    check_creatable,
     read_json,
     write_json,
 )
@@ -38,15 +38,17 @@ from securefed.run.records import (
     federated_results,
     federated_timing,
 )
+from securefed.run.resume import ResumePoint, privacy_before, resume_point
 from securefed.run.run_warnings import RunWarnings
 from securefed.run.setup import RunSetup, build_setup, model_facts, task_facts
 
 
 def new_run_dir(cfg: RunConfig, out: str | None) -> Path:
+    """Where a new run will go, checked but not yet created (nothing is written before the
+    config, the data and the backbone have loaded)."""
     if out is not None:
         path = Path(out)
-        if path.exists() and not path.is_dir():
-            raise OutputError(f"--out {path} is a file; allowed: a new or empty folder")
+        check_creatable(path, "--out")
         if path.exists() and any(path.iterdir()):
             raise RunFolderError(
                 f"--out {path} exists and is not empty; pick a new folder "
@@ -54,7 +56,9 @@ def new_run_dir(cfg: RunConfig, out: str | None) -> Path:
             )
         return path
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path(cfg.output.dir) / f"{cfg.name}-{stamp}"
+    path = Path(cfg.output.dir) / f"{cfg.name}-{stamp}"
+    check_creatable(path, "output.dir")
+    return path
 
 
 def client_privacy(setup: RunSetup) -> ClientPrivacy:
@@ -93,15 +97,19 @@ def simulate(
 ) -> tuple[Path, Results]:
     """Run (or resume) a simulation; returns the run folder and its results."""
     progress = progress or Progress(enabled=False)
-    folder, cfg, saved_state = _open_folder(cfg, out, resume)
-    earlier = read_json(folder.file(WARNINGS)) if folder.file(WARNINGS).is_file() else []
+    where, cfg, point = _open(cfg, out, resume)
+    earlier = read_json(where.file(WARNINGS)) if where.file(WARNINGS).is_file() else []
     with RunWarnings(progress.console, earlier) as run_warnings, EnergyMeter() as meter:
+        for repaired in point.repaired if point is not None else []:
+            progress.log(f"resume: {repaired}")
         setup = build_setup(cfg)
         privacy = client_privacy(setup)
         if cfg.privacy.dp.enabled:
             progress.log(format_plan(dp_plan(setup, privacy), setup.bundle.spec.size))
         base_before = base_weights_hash(setup.bundle.model)
-        state = _start_or_continue(setup, folder, saved_state, privacy, base_before)
+        key = "--out" if out is not None else "output.dir"
+        folder = where if point is not None else RunFolder.create(where.path, dump_config(cfg), key)
+        state = _start_or_continue(setup, folder, point, privacy, base_before)
         transport = InProcessTransport(setup, privacy, progress)
         with BackgroundBaselines(setup, folder, progress) as background, progress:
             state = run_federation(
@@ -124,7 +132,7 @@ def simulate(
         **federated_timing(state.history),
         "run_wall_s": energy["total"].get("wall_s"),
         "run_cpu_s": energy["total"].get("cpu_s"),
-        "resumed": saved_state is not None,
+        "resumed": point is not None,
     }
     results["energy"] = energy["total"]
     write_json(folder.file(WARNINGS), run_warnings.records)
@@ -132,28 +140,29 @@ def simulate(
     return folder.path, results
 
 
-def _open_folder(
+def _open(
     cfg: RunConfig | None, out: str | None, resume: str | None
-) -> tuple[RunFolder, RunConfig, dict | None]:
-    """A new run folder holding the resolved config, or the folder of a run to continue."""
+) -> tuple[RunFolder, RunConfig, ResumePoint | None]:
+    """The folder of a run to continue and where it continues, or where a new run will go
+    (not created yet: ``RunFolder.create`` runs once the setup has loaded)."""
     if resume is not None:
         folder = RunFolder(resume)
-        return folder, load_config(folder.file(CONFIG)), read_json(folder.file(STATE))
+        point = resume_point(folder)  # checks the setup files before the config is trusted
+        return folder, load_config(folder.file(CONFIG)), point
     if cfg is None:
         raise ValueError("simulate needs a config, or resume= a run folder")
-    key = "--out" if out is not None else "output.dir"
-    return RunFolder.create(new_run_dir(cfg, out), dump_config(cfg), key), cfg, None
+    return RunFolder(new_run_dir(cfg, out)), cfg, None
 
 
 def _start_or_continue(
     setup: RunSetup,
     folder: RunFolder,
-    saved_state: dict | None,
+    point: ResumePoint | None,
     privacy: ClientPrivacy,
     base_before: str,
 ) -> FederationState:
-    """Write the run's fixed records (new run) or reload its last finished round (resume)."""
-    if saved_state is None:
+    """Write the run's fixed records (new run) or reload its last committed round (resume)."""
+    if point is None:
         folder.write_setup(
             environment(
                 setup.cfg,
@@ -169,12 +178,11 @@ def _start_or_continue(
     env = read_json(folder.file(ENVIRONMENT))
     if env["base_weights_sha256"] != base_before:
         raise RunFolderError("the backbone's weights differ from the ones this run started with")
-    next_round = int(saved_state["next_round"])
-    folder.truncate_metrics(next_round - 1)
-    if next_round > 0:
-        privacy.restore(read_json(folder.file(LEDGERS)))
+    folder.truncate_metrics(point.next_round - 1)
+    if point.next_round > 0:
+        privacy.restore(privacy_before(read_json(folder.file(LEDGERS)), point.next_round))
     return FederationState(
-        global_vector=folder.load_adapter(saved_state["checkpoint"]),
-        next_round=next_round,
+        global_vector=folder.load_adapter(point.checkpoint),
+        next_round=point.next_round,
         history=folder.read_metrics(),
     )
