@@ -1,0 +1,180 @@
+"""A kill at any instant of a round, a torn record, a damaged state file: ``--resume`` ends
+exactly like the run that was never interrupted (secure aggregation and DP off, so the two
+are bit-for-bit comparable; securefed.run.resume explains the commit order)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+import securefed.run.folder as folder_module
+from securefed.cli import main
+from securefed.config import load_config
+from securefed.run.folder import RunFolder
+from securefed.run.simulate import simulate
+
+TINY = [
+    "task.synthetic.num_examples=96",
+    "training.rounds=2",
+    "training.local_steps=2",
+    "training.batch_size=8",
+    "model.max_length=32",
+    "partition.num_clients=3",
+    "training.clients_per_round=2",
+    "secure_aggregation.enabled=false",
+    "baselines=[]",
+]
+NOT_REPEATABLE = {"wall_s", "cpu_s", "timing", "energy", "record_hash", "prev_hash", "resumed"}
+
+
+class Killed(BaseException):
+    """The process dying: nothing catches it."""
+
+
+def _strip(value):
+    if isinstance(value, dict):
+        return {k: _strip(v) for k, v in value.items() if k not in NOT_REPEATABLE}
+    if isinstance(value, list):
+        return [_strip(v) for v in value]
+    return value
+
+
+def _spy_writes(monkeypatch, kill_after: int | None = None) -> list[str]:
+    """Every file write of the run, in order; ``Killed`` right after write ``kill_after``."""
+    writes: list[str] = []
+    text_write, adapter_write = folder_module.atomic_write_text, RunFolder.save_adapter
+
+    def record(name: str) -> None:
+        writes.append(name)
+        if kill_after is not None and len(writes) - 1 == kill_after:
+            raise Killed(name)
+
+    def atomic_write_text(path, text):
+        text_write(path, text)
+        record(f"{path.parent.name}/{path.name}")
+
+    def save_adapter(self, rel, vector, spec_hash):
+        digest = adapter_write(self, rel, vector, spec_hash)
+        record(rel)
+        return digest
+
+    monkeypatch.setattr(folder_module, "atomic_write_text", atomic_write_text)
+    monkeypatch.setattr(RunFolder, "save_adapter", save_adapter)
+    return writes
+
+
+def _outcome(run_dir) -> dict:
+    folder = RunFolder(run_dir)
+    return {
+        "results": _strip(json.loads((run_dir / "results.json").read_text())),
+        "metrics": _strip(folder.read_metrics()),
+        "ledgers": json.loads((run_dir / "privacy/ledgers.json").read_text()),
+        "final": folder.load_adapter("checkpoints/round-0001.safetensors"),
+    }
+
+
+def _assert_same(resumed: dict, reference: dict) -> None:
+    assert resumed["metrics"] == reference["metrics"]
+    assert resumed["ledgers"] == reference["ledgers"]
+    assert resumed["results"] == reference["results"]
+    assert np.array_equal(resumed["final"], reference["final"])
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted run, and the index of every write it made during round 1."""
+    root = tmp_path_factory.mktemp("reference")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        writes = _spy_writes(monkeypatch)
+        run_dir, _ = simulate(load_config(overrides=TINY), out=str(root / "run"))
+    states = [i for i, w in enumerate(writes) if w.endswith("state.json")]  # setup, r0, r1
+    round1 = list(range(states[1], states[2] + 1))  # kill after each of these writes
+    assert writes[states[1] + 1 : states[2] + 1] == [
+        "checkpoints/round-0001.safetensors",
+        "privacy/ledgers.json",
+        "run/metrics.jsonl",
+        "run/state.json",
+    ]
+    return _outcome(run_dir), round1
+
+
+def test_a_kill_between_any_two_writes_of_a_round_resumes_to_the_same_run(
+    reference, tmp_path, monkeypatch
+):
+    expected, round1 = reference
+    for kill_after in round1:  # before round 1's first write, between each pair, after its last
+        out = tmp_path / f"killed-after-{kill_after}"
+        with monkeypatch.context() as patch:
+            _spy_writes(patch, kill_after)
+            with pytest.raises(Killed):
+                simulate(load_config(overrides=TINY), out=str(out))
+        simulate(resume=str(out))
+        _assert_same(_outcome(out), expected)
+
+
+def test_a_torn_metrics_record_is_dropped_and_its_round_trained_again(
+    reference, tmp_path, monkeypatch, capsys
+):
+    expected, round1 = reference
+    out = tmp_path / "torn"
+    with monkeypatch.context() as patch:
+        _spy_writes(patch, round1[-1])  # killed after round 1 committed, before results.json
+        with pytest.raises(Killed):
+            simulate(load_config(overrides=TINY), out=str(out))
+    metrics = out / "metrics.jsonl"
+    *whole, last = metrics.read_text().splitlines()
+    metrics.write_text("\n".join(whole) + "\n" + last[: len(last) // 2])  # half a line
+    monkeypatch.setenv("COLUMNS", "200")  # the note on one line
+    assert main(["simulate", "--resume", str(out)]) == 0
+    assert "metrics.jsonl line 2 of 2 is torn or altered: dropped" in capsys.readouterr().err
+    _assert_same(_outcome(out), expected)
+
+
+def test_a_damaged_state_file_is_rebuilt_from_the_intact_records(reference, tmp_path, monkeypatch):
+    expected, round1 = reference
+    out = tmp_path / "damaged"
+    with monkeypatch.context() as patch:
+        _spy_writes(patch, round1[3])  # round 1's metrics record written, state not yet
+        with pytest.raises(Killed):
+            simulate(load_config(overrides=TINY), out=str(out))
+    state = out / "state.json"
+    state.write_text(state.read_text()[:20])  # a torn JSON file
+    simulate(resume=str(out))
+    _assert_same(_outcome(out), expected)
+
+
+@pytest.mark.parametrize("edit", ["config.yaml", "partition.json"])
+def test_resume_refuses_a_run_whose_setup_files_changed(
+    reference, tmp_path, monkeypatch, capsys, edit
+):
+    _, round1 = reference
+    out = tmp_path / "edited"
+    with monkeypatch.context() as patch:
+        _spy_writes(patch, round1[0])
+        with pytest.raises(Killed):
+            simulate(load_config(overrides=TINY), out=str(out))
+    before = {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    path = out / edit
+    path.write_text(path.read_text().replace("0", "1", 1))
+    assert main(["simulate", "--resume", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{edit} no longer matches the file this run started with" in err
+    assert "Traceback" not in err
+    after = {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after.keys() == before.keys()  # nothing trained, nothing written
+
+
+def test_a_run_killed_before_its_first_round_leaves_a_clear_way_forward(
+    tmp_path, monkeypatch, capsys
+):
+    out = tmp_path / "early"
+    with monkeypatch.context() as patch:
+        _spy_writes(patch, 0)  # the first setup write
+        with pytest.raises(Killed):
+            simulate(load_config(overrides=TINY), out=str(out))
+    assert main(["simulate", "--resume", str(out)]) == 2
+    assert "stopped before its first round was recorded" in capsys.readouterr().err
+    shutil.rmtree(out)
