@@ -31,7 +31,7 @@ from securefed.flower.server_round import Timeouts
 from securefed.flower.transport import FlowerTransport, join_nodes, progress_note
 from securefed.model.adapters import base_weights_hash, build_adapter_model, get_vector
 from securefed.run.federation import FederationState, run_federation
-from securefed.run.folder import FLOWER_PROGRESS, RESULTS, RunFolder, write_json
+from securefed.run.folder import FLOWER_PROGRESS, RESULTS, RunFolder, check_creatable, write_json
 from securefed.run.progress import Progress
 from securefed.run.records import (
     EvalMetrics,
@@ -125,8 +125,9 @@ def run_flower_federation(
         )
     wall0, cpu0 = time.perf_counter(), time.process_time()
     path = settings.run_dir or Path(cfg.output.dir) / f"{cfg.name}-flower-{run_id}"
-    folder = RunFolder.create(path, dump_config(cfg))
-    model = ServerModel(cfg, evaluate=settings.server_evaluation)
+    check_creatable(Path(path), "run-dir")
+    model = ServerModel(cfg, evaluate=settings.server_evaluation)  # before anything is written
+    folder = RunFolder.create(path, dump_config(cfg), "run-dir")
     facts = model_facts(model.bundle)
     base_before = base_weights_hash(model.bundle.model)
     transport_facts = {"engine": "flower", "run_id": run_id}

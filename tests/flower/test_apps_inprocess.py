@@ -197,3 +197,13 @@ def test_without_dp_the_flower_run_is_simulate_bit_for_bit(tmp_path):
         assert np.array_equal(ours, sim.load_adapter(sim.checkpoint_rel(r))), r
         assert previous is None or not np.array_equal(ours, previous)  # each round trained
         previous = ours
+
+
+def test_a_server_whose_setup_fails_leaves_no_run_folder(tmp_path):
+    from securefed.errors import ConfigError
+
+    cfg = load_config(None, [*TINY, CURIOUS_RUN, f"model.backbone={tmp_path}/no-such-model"])
+    grid = InProcessGrid(client_app, {}, run_id=10)
+    with pytest.raises(ConfigError, match="model.backbone"):
+        run_flower_federation(grid, cfg, _settings(tmp_path / "run"), run_id=10)
+    assert not (tmp_path / "run").exists()
