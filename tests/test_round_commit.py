@@ -128,6 +128,7 @@ def test_a_torn_metrics_record_is_dropped_and_its_round_trained_again(
     *whole, last = metrics.read_text().splitlines()
     metrics.write_text("\n".join(whole) + "\n" + last[: len(last) // 2])  # half a line
     monkeypatch.setenv("COLUMNS", "200")  # the note on one line
+    monkeypatch.chdir(tmp_path)  # the audit goes to ./audits, not into the repository
     assert main(["simulate", "--resume", str(out)]) == 0
     assert "metrics.jsonl line 2 of 2 is torn or altered: dropped" in capsys.readouterr().err
     _assert_same(_outcome(out), expected)
