@@ -19,8 +19,10 @@ setup: $(STAMP)
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/securefed simulate
 
+# Two xdist workers, a test file each at a time (module fixtures are built once), one torch
+# thread per worker (tests/conftest.py): the long Flower and sweep files overlap the rest.
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not slow"
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not slow" -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check securefed tests benchmarks

@@ -35,3 +35,14 @@ def tiny_llama_config(offline_tokenizer):
         max_position_embeddings=128,
         architectures=["LlamaForCausalLM"],
     )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread_per_xdist_worker():
+    """Under pytest-xdist (``make test`` runs two workers) each worker computes on one thread:
+    two workers with two threads each oversubscribe a 2-core machine and run slower."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+    yield
