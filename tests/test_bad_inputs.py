@@ -434,6 +434,12 @@ VERIFY_CASES = [
     ("privacy/ledgers.json", ("privacy/ledgers.json", "missing")),
     ("checkpoints/round-0000.safetensors", ("round-0000.safetensors", "missing")),
     ("environment.json", ("not a run folder", "environment.json missing")),
+    ("config.yaml", ("not a run folder", "config.yaml missing")),
+    ("partition.json", ("not a run folder", "partition.json missing")),
+    ("checkpoints/initial.safetensors", ("initial.safetensors", "missing")),
+    ("metrics.jsonl", ("results.json federated.rounds", "rounds")),
+    ("state.json", ("state.json", "missing")),
+    ("warnings.json", ("warnings.json", "missing")),
 ]
 
 

@@ -16,7 +16,8 @@ Checks, each against the files as they are now:
    plus every cross-check figure ``results.json`` reports; the events' rounds against the
    rounds the institution trained in;
 5. the files a finished run must have: ``results.json``, each configured baseline's file,
-   ``energy.json`` (its totals against the ones ``results.json`` quotes);
+   ``energy.json`` (its totals against the ones ``results.json`` quotes), ``warnings.json``
+   (``securefed simulate``), and ``state.json`` committing every round of the chain;
 6. ``results.json`` against the chain (final metrics, rounds, aborted rounds, timing sums)
    and against ``baselines/*.json``.
 
@@ -41,7 +42,11 @@ from securefed.errors import RunFolderError
 from securefed.run.folder import (
     GENESIS_HASH,
     SETUP_FILES,
+    STATE,
+    WARNINGS,
     RunFolder,
+    checkpoint_rel,
+    read_json,
     record_hash,
     sha256_file,
     transcript_rel,
@@ -175,8 +180,9 @@ def _check_checkpoints_and_transcripts(run: RunSnapshot, out: Verification) -> N
 
 
 def _check_finished_run_files(run: RunSnapshot, out: Verification) -> None:
-    """What a finished run must hold: ``results.json``, every configured baseline's file, and
-    ``energy.json`` when the results quote its totals."""
+    """What a finished run must hold: ``results.json``, every configured baseline's file,
+    ``energy.json`` when the results quote its totals, ``warnings.json`` when simulate ran
+    it, and a ``state.json`` that commits every round of the chain."""
     if run.results is None:
         out.expect("finished run file", "results.json", "present", "missing")
         out.notes.append(
@@ -192,6 +198,20 @@ def _check_finished_run_files(run: RunSnapshot, out: Verification) -> None:
         out.expect(
             "energy totals", "results.json energy vs energy.json", run.results["energy"], found
         )
+    if "transport" not in run.results and not (run.path / WARNINGS).is_file():  # in-process
+        out.expect("finished run file", WARNINGS, "present", "missing")
+    state = read_json(run.path / STATE) if (run.path / STATE).is_file() else None
+    if state is None:
+        out.expect("finished run file", STATE, "present", "missing")
+        return
+    last_round = len(run.metrics) - 1 if run.metrics else None
+    out.expect("rounds committed", f"{STATE} next_round", state.get("next_round"), len(run.metrics))
+    out.expect(
+        "last round committed",
+        f"{STATE} checkpoint",
+        state.get("checkpoint"),
+        checkpoint_rel(last_round),
+    )
 
 
 def _check_results(run: RunSnapshot, out: Verification) -> None:
