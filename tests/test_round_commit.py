@@ -179,3 +179,42 @@ def test_a_run_killed_before_its_first_round_leaves_a_clear_way_forward(
     assert main(["simulate", "--resume", str(out)]) == 2
     assert "stopped before its first round was recorded" in capsys.readouterr().err
     shutil.rmtree(out)
+
+
+@pytest.mark.parametrize("out_exists", [False, True], ids=["new_out", "empty_out"])
+def test_a_run_failing_in_its_first_round_leaves_the_disk_as_it_was(
+    out_exists, tmp_path, monkeypatch, capsys
+):
+    from securefed.errors import ConfigError
+    from securefed.run.inprocess import InProcessTransport
+
+    def fail(*args, **kwargs):
+        raise ConfigError("training.clients_per_round", 1, "at least 2 with secure aggregation")
+
+    monkeypatch.setattr(InProcessTransport, "train_and_aggregate", fail)
+    if out_exists:
+        (tmp_path / "run").mkdir()
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    args = [arg for item in TINY for arg in ("--set", item)]
+    code = main(["simulate", "--out", str(tmp_path / "run"), "--quiet", *args])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and "training.clients_per_round" in err, err
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+
+
+def test_a_run_failing_after_a_committed_round_keeps_its_folder_for_resume(tmp_path, monkeypatch):
+    from securefed.run.inprocess import InProcessTransport
+
+    real, calls = InProcessTransport.train_and_aggregate, []
+
+    def fail_in_round_1(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) > 1:
+            raise RuntimeError("round 1 failed")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(InProcessTransport, "train_and_aggregate", fail_in_round_1)
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError):
+        simulate(load_config(overrides=TINY), out=str(out))
+    assert json.loads((out / "state.json").read_text())["next_round"] == 1

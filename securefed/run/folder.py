@@ -30,6 +30,9 @@ import errno
 import hashlib
 import json
 import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -277,3 +280,19 @@ class RunFolder:
     def present_setup_files(self) -> list[str]:
         """The setup files this run wrote (a Flower server without data has no partition)."""
         return [rel for rel in SETUP_FILES if self.file(rel).is_file()]
+
+
+@contextmanager
+def removed_unless_a_round_commits(folder: RunFolder, existed: bool) -> Iterator[None]:
+    """A new run that fails before its first round commits leaves nothing behind: its folder
+    goes (``existed``: the empty folder the user named stays, empty). An interrupt (Ctrl-C)
+    or a kill keeps it, as the command says, for ``--resume``."""
+    try:
+        yield
+    except Exception:
+        state = folder.file(STATE)
+        if not state.is_file() or read_json(state).get("next_round", 0) == 0:
+            shutil.rmtree(folder.path, ignore_errors=True)
+            if existed:
+                folder.path.mkdir(exist_ok=True)
+        raise

@@ -7,6 +7,7 @@ finally   baselines (centralized, isolated) -> energy -> results.json
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from securefed.run.folder import (
     RunFolder,
     check_creatable,
     read_json,
+    removed_unless_a_round_commits,
     write_json,
 )
 from securefed.run.inprocess import InProcessTransport
@@ -108,14 +110,20 @@ def simulate(
             progress.log(format_plan(dp_plan(setup, privacy), setup.bundle.spec.size))
         base_before = base_weights_hash(setup.bundle.model)
         key = "--out" if out is not None else "output.dir"
-        folder = where if point is not None else RunFolder.create(where.path, dump_config(cfg), key)
-        state = _start_or_continue(setup, folder, point, privacy, base_before)
-        transport = InProcessTransport(setup, privacy, progress)
-        with BackgroundBaselines(setup, folder, progress) as background, progress:
-            state = run_federation(
-                cfg, folder, state, transport, setup.evaluate, setup.bundle.spec.hash, progress
-            )
-            baselines = background.results()
+        if point is None:
+            existed = where.path.is_dir()
+            folder = RunFolder.create(where.path, dump_config(cfg), key)
+            guard = removed_unless_a_round_commits(folder, existed)
+        else:
+            folder, guard = where, contextlib.nullcontext()
+        with guard:
+            state = _start_or_continue(setup, folder, point, privacy, base_before)
+            transport = InProcessTransport(setup, privacy, progress)
+            with BackgroundBaselines(setup, folder, progress) as background, progress:
+                state = run_federation(
+                    cfg, folder, state, transport, setup.evaluate, setup.bundle.spec.hash, progress
+                )
+                baselines = background.results()
         base_after = base_weights_hash(setup.bundle.model)
     energy = record_energy(folder.path, meter.report())
     results = federated_results(
