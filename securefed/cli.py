@@ -17,7 +17,6 @@ from rich.console import Console
 from securefed.audit.command import add_audit_parser, write_audit
 from securefed.config import load_config
 from securefed.errors import ConfigError, SecurefedError
-from securefed.privacy.planner import format_plan
 from securefed.run.progress import Progress
 from securefed.run.summary import print_summary
 from securefed.sweep import add_sweep_parser
@@ -68,12 +67,9 @@ def _cmd_plan(args: argparse.Namespace, console: Console) -> int:
         console.print("privacy.dp.enabled is false: no DP noise to plan (--set it to true)")
         return 0
     _quiet_libraries()
-    from securefed.run.setup import build_setup  # lazy: torch stays out of audit and sweep
-    from securefed.run.simulate import client_privacy, dp_plan  # lazy: likewise
+    from securefed.run.simulate import plan_only  # lazy: torch stays out of audit and sweep
 
-    setup = build_setup(cfg)
-    plan = format_plan(dp_plan(setup, client_privacy(setup)), setup.bundle.spec.size)
-    console.print(plan, soft_wrap=True, highlight=False, markup=False)
+    console.print(plan_only(cfg), soft_wrap=True, highlight=False, markup=False)
     return 0
 
 

@@ -169,17 +169,39 @@ def resolve_device(requested: str) -> str:
     return requested
 
 
-def build_setup(cfg: RunConfig) -> RunSetup:
-    """Load the task, partition it, build the adapter model and tokenize every split once."""
+def load_and_partition(cfg: RunConfig) -> tuple[Task, list, Partition]:
+    """The task's examples and their split into institutions (train/test per institution)."""
     task = get_task(cfg.task.name)
     if task.kind == "multiple_choice" and cfg.partition.scheme == "dirichlet":
-        warnings.warn(LABEL_SKEW_OVER_LETTERS.format(task=task.name), UserWarning, stacklevel=2)
+        warnings.warn(LABEL_SKEW_OVER_LETTERS.format(task=task.name), UserWarning, stacklevel=3)
     examples = task.load(cfg.task, cfg.seed)
     labels = np.array([ex.label for ex in examples], dtype=np.int64)
     groups = None
     if cfg.partition.scheme == "natural":
         groups = column_values(examples, cfg.partition.column)
-    shards = partition(labels, cfg.partition, cfg.seed, groups=groups)
+    return task, examples, partition(labels, cfg.partition, cfg.seed, groups=groups)
+
+
+def plan_sizes(cfg: RunConfig) -> tuple[list[int], list[int], int]:
+    """What the DP plan needs, without encoding a record or running the backbone: each
+    institution's training-record count and local steps per round, and the number of
+    trainable parameters d (the adapter is built, the examples are not passed through it)."""
+    task, _, shards = load_and_partition(cfg)
+    bundle = build_adapter_model(
+        cfg.model,
+        num_labels=task.num_choices,
+        seed=cfg.seed,
+        device=resolve_device(cfg.training.device),
+    )
+    t = cfg.training
+    sizes = [len(s.train) for s in shards.clients]
+    steps = [steps_for(n, t.batch_size, t.local_epochs, t.local_steps) for n in sizes]
+    return sizes, steps, bundle.spec.size
+
+
+def build_setup(cfg: RunConfig) -> RunSetup:
+    """Load the task, partition it, build the adapter model and tokenize every split once."""
+    task, examples, shards = load_and_partition(cfg)
     bundle = build_adapter_model(
         cfg.model,
         num_labels=task.num_choices,

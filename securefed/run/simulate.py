@@ -42,7 +42,7 @@ from securefed.run.records import (
 )
 from securefed.run.resume import ResumePoint, privacy_before, resume_point
 from securefed.run.run_warnings import RunWarnings
-from securefed.run.setup import RunSetup, build_setup, model_facts, task_facts
+from securefed.run.setup import RunSetup, build_setup, model_facts, plan_sizes, task_facts
 
 
 def new_run_dir(cfg: RunConfig, out: str | None) -> Path:
@@ -72,16 +72,26 @@ def client_privacy(setup: RunSetup) -> ClientPrivacy:
     )
 
 
-def dp_plan(setup: RunSetup, privacy: ClientPrivacy) -> list[InstitutionPlan]:
+def dp_plan(
+    cfg: RunConfig, privacy: ClientPrivacy, steps_per_round: list[int], dimension: int
+) -> list[InstitutionPlan]:
     """Each institution's calibrated sigma and noise/signal (``securefed plan`` prints it)."""
     return plan_institutions(
         train_sizes=privacy.train_sizes,
-        noise_multipliers=[privacy.noise[c] for c in range(setup.num_clients)],
-        steps_per_round=[setup.local_steps(c) for c in range(setup.num_clients)],
-        rounds=setup.cfg.training.rounds,
-        batch_size=setup.cfg.training.batch_size,
-        trainable_parameters=setup.bundle.spec.size,
+        noise_multipliers=[privacy.noise[c] for c in range(len(privacy.train_sizes))],
+        steps_per_round=steps_per_round,
+        rounds=cfg.training.rounds,
+        batch_size=cfg.training.batch_size,
+        trainable_parameters=dimension,
     )
+
+
+def plan_only(cfg: RunConfig) -> str:
+    """``securefed plan``: the plan ``simulate`` prints, from counts and the adapter's size
+    alone (no record is encoded or run through the backbone, so it takes seconds)."""
+    sizes, steps, dimension = plan_sizes(cfg)
+    privacy = ClientPrivacy(cfg, sizes, steps)
+    return format_plan(dp_plan(cfg, privacy, steps, dimension), dimension)
 
 
 def partition_record(setup: RunSetup) -> dict:
@@ -107,7 +117,9 @@ def simulate(
         setup = build_setup(cfg)
         privacy = client_privacy(setup)
         if cfg.privacy.dp.enabled:
-            progress.log(format_plan(dp_plan(setup, privacy), setup.bundle.spec.size))
+            steps = [setup.local_steps(c) for c in range(setup.num_clients)]
+            plans = dp_plan(cfg, privacy, steps, setup.bundle.spec.size)
+            progress.log(format_plan(plans, setup.bundle.spec.size))
         base_before = base_weights_hash(setup.bundle.model)
         key = "--out" if out is not None else "output.dir"
         if point is None:
