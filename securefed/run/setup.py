@@ -182,17 +182,22 @@ def load_and_partition(cfg: RunConfig) -> tuple[Task, list, Partition]:
     return task, examples, partition(labels, cfg.partition, cfg.seed, groups=groups)
 
 
-def plan_sizes(cfg: RunConfig) -> tuple[list[int], list[int], int]:
-    """What the DP plan needs, without encoding a record or running the backbone: each
-    institution's training-record count and local steps per round, and the number of
-    trainable parameters d (the adapter is built, the examples are not passed through it)."""
-    task, _, shards = load_and_partition(cfg)
-    bundle = build_adapter_model(
+def _adapter_model(cfg: RunConfig, task: Task):
+    """The backbone with the configured adapter, for this task's labels and device."""
+    return build_adapter_model(
         cfg.model,
         num_labels=task.num_choices,
         seed=cfg.seed,
         device=resolve_device(cfg.training.device),
     )
+
+
+def plan_sizes(cfg: RunConfig) -> tuple[list[int], list[int], int]:
+    """What the DP plan needs, without encoding a record or running the backbone: each
+    institution's training-record count and local steps per round, and the number of
+    trainable parameters d (the adapter is built, the examples are not passed through it)."""
+    task, _, shards = load_and_partition(cfg)
+    bundle = _adapter_model(cfg, task)
     t = cfg.training
     sizes = [len(s.train) for s in shards.clients]
     steps = [steps_for(n, t.batch_size, t.local_epochs, t.local_steps) for n in sizes]
@@ -202,12 +207,7 @@ def plan_sizes(cfg: RunConfig) -> tuple[list[int], list[int], int]:
 def build_setup(cfg: RunConfig) -> RunSetup:
     """Load the task, partition it, build the adapter model and tokenize every split once."""
     task, examples, shards = load_and_partition(cfg)
-    bundle = build_adapter_model(
-        cfg.model,
-        num_labels=task.num_choices,
-        seed=cfg.seed,
-        device=resolve_device(cfg.training.device),
-    )
+    bundle = _adapter_model(cfg, task)
     data = encode_examples(examples, task, bundle, cfg.model.max_length)
     scorer, data = scorer_and_rows(
         bundle, data, cfg.model.adapter_layers, cfg.training.eval_batch_size
