@@ -289,8 +289,8 @@ def _check_canaries(run: RunSnapshot, out: Verification) -> None:
     if run.results is not None:
         epsilon, delta = canary_claim(plan, run.results["privacy"])
         out.expect(
-            "canary claim (largest carrier epsilon, delta)",
-            f"{CANARIES} vs results.json privacy",
+            "canary claim",
+            f"{CANARIES} (epsilon, delta) vs the carriers' largest in results.json privacy",
             [run.canaries["claimed_epsilon"], run.canaries["delta"]],
             [epsilon, delta],
         )
