@@ -107,6 +107,8 @@ def test_verify_fails_when_canaries_json_is_edited(canary_run, tmp_path, edit, c
     assert verify_run(copy).ok
     _edit_canaries(copy, edit)
     assert check in [m.check for m in verify_run(copy).mismatches]
+    audit = build_audit(copy)  # an edited file never stops the audit: it flags it
+    assert "verification_failed" in [f["code"] for f in audit["flags"]]
 
 
 def test_verify_fails_when_canaries_json_is_missing(canary_run, tmp_path):
