@@ -129,8 +129,8 @@ def train_local(
     Without DP: uniformly shuffled mini-batches (seeded by ``generator``). With ``dp`` (a
     ``DPPlan``): Opacus DP-SGD with Poisson sampling. ``canaries`` = (plan, institution):
     that institution's included gradient canaries join each step, Poisson-sampled at
-    q = B / len(data) (``dp_canary_rows``): under DP before clipping, without DP added to the
-    batch-mean gradient with the norm DP-SGD would clip them to (``canary_clip_norm``).
+    q = B / len(data) (``dp_canary_rows``): under DP before clipping, without DP added unclipped
+    to the batch-mean gradient (norm ``GRADIENT_NORM_FACTOR`` x ``canary_clip_norm``).
     They are not records of ``data``: no count or loss reported here includes them.
     """
     bundle.model.train()

@@ -138,8 +138,9 @@ def client_update(
     A canary carrier trains with its included canaries, except in head-only rounds: their
     directions span the whole adapter, of which only the head trains then."""
     head_only_round = round_index < setup.cfg.training.linear_probe_rounds
-    plan = setup.canaries
-    carries = plan is not None and client in plan.institutions and not head_only_round
+    plan, carried = setup.canaries, None
+    if plan is not None and client in plan.institutions and not head_only_round:
+        carried = (plan, client)
     stats = setup.train_from(
         global_vector,
         setup.client_train[client],
@@ -149,7 +150,7 @@ def client_update(
         progress=progress,
         label=f"client {client}",
         head_only_round=head_only_round,
-        canaries=(plan, client) if carries else None,
+        canaries=carried,
     )
     delta = get_vector(setup.bundle.model) - global_vector  # (d,) float32
     return delta, stats
