@@ -3,13 +3,16 @@
 source       read a run folder once (files + their sha256)
 report       the record: sections, flags, schema version           -> audit.json
 verify       recompute every hash and epsilon, list mismatches
+empirical    the one-run lower bound and the one-shot estimate of epsilon from canary scores
+empirical_report  audit.json's ``empirical`` section from canaries.json: flags, verification
 plots        matplotlib figures (PNG) from the record
 markdown     Markdown view                                          -> audit.md
 html         self-contained HTML view                               -> audit.html
 command      `securefed audit RUN_DIR [--out DIR] [--verify]`, write_audit
 
 May import: ``run.folder`` (the run folder's layout), ``secagg`` (stage names),
-``privacy.accounting`` (to recompute epsilon), matplotlib, ``errors`` -- never torch.
+``privacy.accounting`` (to recompute epsilon), ``privacy.canaries`` (numpy: the canaries'
+coins and scores), numpy, scipy, matplotlib, ``errors`` -- never torch.
 Exports: ``build_audit``, ``write_audit``, ``verify_run``, ``Verification``,
 ``add_audit_parser``, ``SCHEMA_VERSION``.
 """

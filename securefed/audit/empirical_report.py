@@ -7,12 +7,12 @@ model, and the claim it is audited against: the largest final epsilon among the 
 that carried canaries, at the largest of their deltas (every canary is protected by at least
 that claim, so a bound above it contradicts the run's privacy claim).
 
-``empirical_section`` turns scores and coins into the section (``canary_record`` stores it
-under ``empirical``, for the audit to copy); ``empirical_flags`` raises the
-critical flag when the lower bound exceeds the claim; ``verify_empirical`` recomputes the
-scores of gradient canaries from the initial and final global adapters (checkpoints) and both
-figures from the scores, and lists what does not match. Input canaries' scores need the model
-(losses), so for them only the figures are recomputed, from the recorded scores.
+``section_from_record`` turns that record into the section (figures, and the record's own
+plan and scores, so an audit folder can recompute its figures alone); ``empirical_flags``
+raises the critical flag when the lower bound exceeds the claim; ``verify_scores`` recomputes
+the scores of gradient canaries from the initial and final global adapters (checkpoints),
+``verify_figures`` both figures from the scores and coins; each lists what does not match.
+Input canaries' scores need the model (losses), so for them only the figures are recomputed.
 """
 
 from __future__ import annotations
@@ -28,31 +28,11 @@ from securefed.audit.empirical import (
     one_shot_estimate,
 )
 from securefed.privacy.canaries import CanaryPlan, gradient_scores
+from securefed.run.folder import CANARIES
 
-CANARIES_FILE = "canaries.json"
 BOOTSTRAP_SEED = 0  # the interval is a bootstrap: a fixed seed makes it recomputable
 SCORE_REL_TOL = 1e-6  # float32 checkpoints: scores recomputed in float64 from the same bytes
 FIGURE_REL_TOL = 1e-6
-
-
-def canary_record(
-    plan: CanaryPlan, scores: np.ndarray, *, delta: float, claimed_epsilon: float
-) -> dict:
-    """What the run writes to ``canaries.json`` when it ends (after the last round): the
-    inputs of the audit and, under ``empirical``, the section it computed from them."""
-    scores = np.asarray(scores, dtype=np.float64)
-    if scores.shape != (plan.count,):
-        raise ValueError(f"need one score per canary ({plan.count}), got shape {scores.shape}")
-    section = empirical_section(
-        scores, plan.included, kind=plan.kind, delta=delta, claimed_epsilon=claimed_epsilon
-    )
-    return {
-        "plan": plan.to_json(),
-        "scores": scores.tolist(),
-        "delta": delta,
-        "claimed_epsilon": claimed_epsilon,
-        "empirical": section,
-    }
 
 
 def empirical_section(
@@ -97,15 +77,18 @@ def empirical_section(
 
 
 def section_from_record(record: dict, scores: np.ndarray | None = None) -> dict:
-    """``empirical_section`` of a ``canaries.json`` record (``scores`` overrides its own)."""
+    """The section of a ``canaries.json`` record (``scores`` overrides its own), carrying the
+    record's plan and scores."""
     plan = CanaryPlan.from_json(record["plan"])
-    return empirical_section(
-        np.asarray(record["scores"] if scores is None else scores, dtype=np.float64),
+    scores = np.asarray(record["scores"] if scores is None else scores, dtype=np.float64)
+    section = empirical_section(
+        scores,
         plan.included,
         kind=plan.kind,
         delta=float(record["delta"]),
         claimed_epsilon=float(record["claimed_epsilon"]),
     )
+    return {**section, "plan": plan.to_json(), "scores": scores.tolist()}
 
 
 def empirical_flags(section: dict | None) -> list[dict]:
@@ -154,23 +137,40 @@ def verify_empirical(
     initial: np.ndarray | None = None,
     final: np.ndarray | None = None,
 ) -> list[str]:
-    """Recompute the section from ``canaries.json`` (and, for gradient canaries, the initial
-    and final global adapters); one line per figure that does not match."""
+    """``verify_scores`` then ``verify_figures`` against the recomputed scores."""
+    problems, scores = verify_scores(record, initial, final)
+    return problems + verify_figures(section, {**record, "scores": scores.tolist()})
+
+
+def verify_scores(
+    record: dict, initial: np.ndarray | None, final: np.ndarray | None
+) -> tuple[list[str], np.ndarray]:
+    """Gradient canaries' scores recomputed from the initial and final global adapters; one
+    line per mismatch with the record, and the scores to recompute the figures from (the
+    recorded ones for input canaries, whose scores need the model)."""
     plan = CanaryPlan.from_json(record["plan"])
-    recorded_scores = np.asarray(record["scores"], dtype=np.float64)
+    recorded = np.asarray(record["scores"], dtype=np.float64)
+    if plan.kind != "gradient":
+        return [], recorded
+    if initial is None or final is None:
+        return [f"{CANARIES}: gradient canaries need the initial and final checkpoints"], recorded
+    scores = gradient_scores(plan, initial, final)
+    if recorded.shape != scores.shape:
+        return [f"{CANARIES} scores: {recorded.size} recorded for {plan.count} canaries"], scores
+    if not np.allclose(scores, recorded, rtol=SCORE_REL_TOL, atol=1e-12):
+        worst = int(np.argmax(np.abs(scores - recorded)))
+        return [
+            f"{CANARIES} scores: canary {worst} recorded {recorded[worst]!r}, "
+            f"the checkpoints give {scores[worst]!r}"
+        ], scores
+    return [], scores
+
+
+def verify_figures(section: dict, record: dict) -> list[str]:
+    """Both figures (and the counts, claim and verdicts) recomputed from ``record``'s plan,
+    scores and claim; one line per figure of ``section`` that does not match."""
     problems: list[str] = []
-    scores = recorded_scores
-    if plan.kind == "gradient":
-        if initial is None or final is None:
-            return [f"{CANARIES_FILE}: gradient canaries need the initial and final checkpoints"]
-        scores = gradient_scores(plan, initial, final)
-        if not np.allclose(scores, recorded_scores, rtol=SCORE_REL_TOL, atol=1e-12):
-            worst = int(np.argmax(np.abs(scores - recorded_scores)))
-            problems.append(
-                f"{CANARIES_FILE} scores: canary {worst} recorded {recorded_scores[worst]!r}, "
-                f"the checkpoints give {scores[worst]!r}"
-            )
-    found = section_from_record(record, scores)
+    found = section_from_record(record)
     for key in (
         "canaries",
         "canary_kind",
@@ -212,3 +212,42 @@ def _close(recorded: object, found: float) -> bool:
     if math.isinf(found) or math.isinf(value):
         return value == found
     return math.isclose(value, found, rel_tol=FIGURE_REL_TOL, abs_tol=1e-9)
+
+
+def audit_section(canaries: dict | None, configured: int) -> dict:
+    """audit.json's ``empirical``: the figures of the run's ``canaries.json``, or why there
+    are none (``configured``: the ``audit.canaries`` of the run's config)."""
+    if canaries is None:
+        return {
+            "canaries": 0,
+            "configured": configured,
+            "note": (
+                f"{CANARIES} missing: the run did not finish, so its {configured} canaries "
+                "were never scored"
+                if configured
+                else "this run carried no canaries (audit.canaries: 0)"
+            ),
+        }
+    try:
+        return {**section_from_record(canaries), "configured": configured}
+    except (KeyError, TypeError, ValueError) as exc:  # an edited file: verification says so
+        return {"canaries": 0, "configured": configured, "note": f"{CANARIES} is damaged ({exc})"}
+
+
+def carried_flags(section: dict) -> list[dict]:
+    """A caveat that the run carried canaries (they are in the released model), then
+    ``empirical_flags``."""
+    if "epsilon_lower_bound" not in section:
+        return []
+    carriers = ", ".join(str(c) for c in section["plan"]["institutions"])
+    carried = {
+        "severity": "caveat",
+        "code": "canaries_carried",
+        "message": (
+            f"CANARIES: this run carried {section['canaries']} {section['canary_kind']} "
+            f"canaries ({section['included']} included by their secret coins) in institution(s) "
+            f"{carriers}, for the empirical privacy audit. The released adapter was trained on "
+            "them; no count, loss or accuracy the run reports includes them."
+        ),
+    }
+    return [*empirical_flags(section), carried]

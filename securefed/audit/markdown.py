@@ -17,6 +17,7 @@ from securefed.audit.markdown_details import (
     communication_markdown,
     config_markdown,
     cost_markdown,
+    empirical_markdown,
     environment_markdown,
     integrity_markdown,
     partition_markdown,
@@ -148,6 +149,7 @@ def body_markdown(audit: dict, plots: list[Plot], image_src: Callable[[Plot], st
         _glance(audit),
         run_markdown(audit),
         _privacy(audit["privacy"]),
+        empirical_markdown(audit["empirical"], _image(plots, "canary_scores", image_src)),
         _secure_aggregation(audit["secure_aggregation"]),
         _accuracy(audit["accuracy"]),
         communication_markdown(audit["communication"]),
@@ -160,6 +162,10 @@ def body_markdown(audit: dict, plots: list[Plot], image_src: Callable[[Plot], st
         "# Appendix\n\n" + _threat_model(audit["threat_model"]),
     ]
     return "\n\n".join(parts)
+
+
+def _image(plots: list[Plot], name: str, image_src: Callable[[Plot], str]) -> str | None:
+    return next((image_src(p) for p in plots if p.name == name and p.png is not None), None)
 
 
 def verdict_markdown(audit: dict) -> list[str]:
@@ -190,6 +196,7 @@ def _glance(audit: dict) -> str:
     rows += [
         ["DP-SGD", "on" if privacy["dp_enabled"] else "OFF"],
         ["largest epsilon over institutions", worst],
+        ["empirical epsilon: lower bound", audit["empirical"].get("epsilon_lower_bound")],
         ["budget (target epsilon)", privacy["target_epsilon"]],
         ["secure aggregation", "on" if audit["secure_aggregation"]["enabled"] else "OFF"],
         ["verification", "passed" if audit["integrity"]["verified"] else "FAILED"],

@@ -142,3 +142,38 @@ def sources_markdown(sources: dict) -> str:
     return "## Files this audit was built from\n\n" + table(
         ["file", "sha256"], [[k, f"`{v}`"] for k, v in sources.items()]
     )
+
+
+def empirical_markdown(empirical: dict, scores_plot: str | None) -> str:
+    """The leak measured by the run's canaries beside the epsilon claimed for them;
+    ``scores_plot``: the image of the canary scores (None: not drawn)."""
+    head = "## 1b. Empirical privacy: the leak measured beside the claim\n\n"
+    if "epsilon_lower_bound" not in empirical:
+        return head + f"No canaries: {empirical['note']}."
+    low, high = empirical["epsilon_estimate_interval"]
+    guesses = empirical["lower_bound_guesses"]
+    carriers = ", ".join(str(c) for c in empirical["plan"]["institutions"])
+    rows = [
+        ["claimed epsilon (largest among the carriers)", empirical["claimed_epsilon"]],
+        ["delta", empirical["delta"]],
+        [
+            f"one-run lower bound ({100 * empirical['confidence']:.0f}% confidence)",
+            empirical["epsilon_lower_bound"],
+        ],
+        ["lower bound's ceiling with this many canaries", empirical["lower_bound_ceiling"]],
+        ["one-shot estimate", empirical["epsilon_estimate"]],
+        [f"estimate interval ({100 * empirical['confidence']:.0f}%)", f"{fmt(low)} - {fmt(high)}"],
+        [
+            "lower bound exceeds the claim",
+            "YES" if empirical["lower_bound_exceeds_claim"] else "no",
+        ],
+    ]
+    text = (
+        f"{empirical['canaries']} {empirical['canary_kind']} canaries in institution(s) "
+        f"{carriers}, {empirical['included']} included by their secret coins. The lower bound "
+        "(Steinke, Nasr and Jagielski 2023) holds at the stated confidence for any "
+        f"implementation: it guessed {guesses['in']} in and {guesses['out']} out, "
+        f"{guesses['correct']} right. The estimate (Andrew et al. 2024) fits one Gaussian to "
+        "each group of scores; it is no bound.\n\n" + table(["", ""], present(rows))
+    )
+    return head + text + (f"\n\n![canary scores]({scores_plot})" if scores_plot else "")

@@ -12,11 +12,13 @@ import math
 from dataclasses import dataclass
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
 from securefed.audit.source import as_float  # noqa: E402
+from securefed.privacy.canaries import CanaryPlan  # noqa: E402
 
 TRAININGS = ("federated", "centralized", "isolated")
 COLOURS = {"federated": "#1f6feb", "centralized": "#8250df", "isolated": "#9a6700"}
@@ -25,6 +27,7 @@ PLOTS = {
     "accuracy_by_round": "Accuracy over rounds",
     "epsilon_by_client": "Epsilon spent per institution",
     "epsilon_by_round": "Epsilon over rounds against the budget",
+    "canary_scores": "Canary scores: included vs excluded (empirical privacy audit)",
 }
 
 
@@ -52,6 +55,7 @@ def audit_plots(audit: dict) -> list[Plot]:
         "accuracy_by_round": _accuracy_by_round,
         "epsilon_by_client": _epsilon_by_client,
         "epsilon_by_round": _epsilon_by_round,
+        "canary_scores": _canary_scores,
     }
     plots = []
     for name, title in PLOTS.items():
@@ -181,6 +185,33 @@ def _epsilon_by_round(audit: dict) -> plt.Figure | str:
     ax.set_xticks(rounds)
     ax.set_ylim(bottom=0)
     ax.legend(fontsize="x-small")
+    return fig
+
+
+def _canary_scores(audit: dict) -> plt.Figure | str:
+    """Histograms of the canaries' scores by secret coin: the further apart, the larger the
+    measured leak."""
+    empirical = audit["empirical"]
+    if "scores" not in empirical:
+        return empirical["note"]
+    scores = [as_float(s) for s in empirical["scores"]]
+    coins = CanaryPlan.from_json(empirical["plan"]).included
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
+    bins = min(60, max(10, len(scores) // 10))
+    edges = np.histogram_bin_edges(scores, bins=bins)
+    for chosen, label, colour in ((True, "included", "#cf222e"), (False, "excluded", "#1f6feb")):
+        picked = [s for s, c in zip(scores, coins, strict=True) if c == chosen]
+        ax.hist(picked, bins=edges, alpha=0.6, color=colour, label=f"{label} ({len(picked)})")
+    claimed = as_float(empirical["claimed_epsilon"])
+    ax.set_title(
+        f"lower bound {empirical['epsilon_lower_bound']:.2f}, estimate "
+        f"{empirical['epsilon_estimate']:.3g}, claimed "
+        + (f"{claimed:.2f}" if claimed is not None and math.isfinite(claimed) else "inf"),
+        fontsize="small",
+    )
+    ax.set_xlabel(f"score ({empirical['canary_kind']} canaries)")
+    ax.set_ylabel("canaries")
+    ax.legend(fontsize="small")
     return fig
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from securefed.audit.empirical_report import audit_section, carried_flags
 from securefed.audit.performance import accuracy_section, communication_section, cost_section
 from securefed.audit.privacy import privacy_section
 from securefed.audit.secure_aggregation import secure_aggregation_section
@@ -31,6 +32,7 @@ SECTIONS = (
     "warnings",
     "threat_model",
     "privacy",
+    "empirical",
     "secure_aggregation",
     "accuracy",
     "communication",
@@ -55,6 +57,9 @@ def build_audit(run_dir: str | Path, threat_model: Path | None = None) -> dict:
         "warnings": run.warnings,
         "threat_model": threat_model_section(threat_model),
         "privacy": privacy_section(run),
+        "empirical": audit_section(
+            run.canaries, int((run.config.get("audit") or {}).get("canaries") or 0)
+        ),
         "secure_aggregation": secure_aggregation_section(run),
         "accuracy": accuracy_section(run),
         "communication": communication_section(run),
@@ -182,6 +187,7 @@ def flags(audit: dict) -> list[dict]:
             "base_weights_changed",
             "BASE WEIGHTS CHANGED during the run: more than the adapter was trained.",
         )
+    out.extend(carried_flags(audit["empirical"]))  # the measured leak: critical when above
     learned = _not_above_majority(audit["accuracy"])
     if learned:
         flag(CAVEAT, "not_above_majority", learned)

@@ -18,6 +18,7 @@ import yaml
 
 from securefed.errors import RunFolderError
 from securefed.run.folder import (
+    CANARIES,
     CONFIG,
     ENERGY,
     ENVIRONMENT,
@@ -50,6 +51,7 @@ class RunSnapshot:
     baselines: dict[str, dict]
     energy: dict | None  # energy.json: per invocation and total
     warnings: list[dict]  # warnings.json: each warning the run printed, once
+    canaries: dict | None  # canaries.json: written when a run with canaries ends
     sources: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
 
     @property
@@ -102,6 +104,7 @@ def read_snapshot(run_dir: str | Path) -> RunSnapshot:
         baselines=baselines,
         energy=load(ENERGY),
         warnings=load(WARNINGS) or [],
+        canaries=load(CANARIES),
         sources=dict(sorted(sources.items())),
     )
 

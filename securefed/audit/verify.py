@@ -19,10 +19,14 @@ Checks, each against the files as they are now:
    ``energy.json`` (its totals against the ones ``results.json`` quotes), ``warnings.json``
    (``securefed simulate``), and ``state.json`` committing every round of the chain;
 6. ``results.json`` against the chain (final metrics, rounds, aborted rounds, timing sums)
-   and against ``baselines/*.json``.
+   and against ``baselines/*.json``;
+7. a run with canaries: ``canaries.json``'s scores recomputed from the initial and final
+   checkpoints (hashed in the chain), its claim from the epsilons ``results.json`` reports
+   (checked in 4), its count and kind against the config.
 
 ``verify_audit`` checks an audit folder instead (its ``audit.json`` alone, as committed): every
-epsilon it shows, the federation's and the baselines', recomputed from the events it carries.
+epsilon it shows, the federation's and the baselines', recomputed from the events it carries,
+and the empirical lower bound and estimate recomputed from the canary scores and coins.
 
 This detects an edit of any one file, or of several that were not edited consistently. It
 cannot detect a folder rewritten consistently from scratch: for that, keep the chain head
@@ -36,10 +40,13 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from securefed.audit.empirical_report import verify_figures, verify_scores
 from securefed.audit.epsilons import check_audit_epsilons, check_epsilons
 from securefed.audit.source import BASELINES, RunSnapshot, as_float, read_snapshot
 from securefed.errors import RunFolderError
+from securefed.privacy.canaries import CanaryPlan, canary_claim
 from securefed.run.folder import (
+    CANARIES,
     GENESIS_HASH,
     SETUP_FILES,
     STATE,
@@ -100,6 +107,7 @@ def verify_run(run_dir: str | Path) -> Verification:
     check_epsilons(run, out)
     _check_finished_run_files(run, out)
     _check_results(run, out)
+    _check_canaries(run, out)
     return out
 
 
@@ -120,6 +128,10 @@ def verify_audit(audit_dir: str | Path) -> Verification:
         raise RunFolderError(f"{path} cannot be read as an audit record: {exc}") from None
     out = Verification()
     check_audit_epsilons(audit, out)
+    empirical = audit.get("empirical") or {}
+    if "scores" in empirical:
+        problems = verify_figures(empirical, empirical)
+        out.expect("empirical lower bound and estimate", "audit.json empirical", problems, [])
     return out
 
 
@@ -272,6 +284,36 @@ def _check_results(run: RunSnapshot, out: Verification) -> None:
                 run.results.get(name),
                 run.baselines.get(name),
             )
+
+
+def _check_canaries(run: RunSnapshot, out: Verification) -> None:
+    """``canaries.json`` against the checkpoints, the reported epsilons and the config."""
+    configured = int((run.config.get("audit") or {}).get("canaries") or 0)
+    if run.canaries is None:
+        if configured and run.results is not None:
+            out.expect("finished run file", CANARIES, "present", "missing")
+        return
+    plan = CanaryPlan.from_json(run.canaries["plan"])
+    kind = (run.config.get("audit") or {}).get("canary_kind")
+    out.expect("canaries", f"{CANARIES} plan", [plan.count, plan.kind], [configured, kind])
+    folder = RunFolder(run.path)
+    checkpoints = [folder.checkpoint_rel(None)]
+    if run.metrics:
+        checkpoints.append(folder.checkpoint_rel(run.metrics[-1]["round"]))
+    if len(checkpoints) < 2 or not all(folder.file(rel).is_file() for rel in checkpoints):
+        out.expect("canary scores", CANARIES, "initial and final checkpoints", "missing")
+        return
+    initial, final = (folder.load_adapter(rel) for rel in checkpoints)
+    problems, _ = verify_scores(run.canaries, initial, final)
+    out.expect("canary scores", f"{CANARIES} vs {checkpoints[1]}", problems, [])
+    if run.results is not None:
+        epsilon, delta = canary_claim(plan, run.results["privacy"])
+        out.expect(
+            "canary claim",
+            f"{CANARIES} (epsilon, delta) vs the carriers' largest in results.json privacy",
+            [run.canaries["claimed_epsilon"], run.canaries["delta"]],
+            [epsilon, delta],
+        )
 
 
 def _same(a: object, b: object) -> bool:

@@ -9,6 +9,7 @@ when a ``DPStep`` plan is given.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -18,6 +19,8 @@ from torch.utils.data import DataLoader, Subset, TensorDataset
 
 from securefed.errors import DataError
 from securefed.model.adapters import AdapterModel, trainable_parameters
+from securefed.privacy.canaries import CanaryPlan
+from securefed.privacy.dp_canary_rows import GradientCanaryRows
 from securefed.privacy.dp_optimizers import make_dp_optimizer
 from securefed.privacy.dp_sgd import train_private
 from securefed.privacy.plan import DPPlan, LocalStats
@@ -118,11 +121,17 @@ def train_local(
     generator: torch.Generator,
     dp: DPPlan | None = None,
     on_step: Callable[[], None] | None = None,
+    canaries: tuple[CanaryPlan, int] | None = None,
+    canary_clip_norm: float = 1.0,
 ) -> LocalStats:
     """Train the adapter in place for ``steps`` optimizer steps on ``data``.
 
     Without DP: uniformly shuffled mini-batches (seeded by ``generator``). With ``dp`` (a
-    ``DPPlan``): Opacus DP-SGD with Poisson sampling.
+    ``DPPlan``): Opacus DP-SGD with Poisson sampling. ``canaries`` = (plan, institution):
+    that institution's included gradient canaries join each step, Poisson-sampled at
+    q = B / len(data) (``dp_canary_rows``): under DP before clipping, without DP added unclipped
+    to the batch-mean gradient (norm ``GRADIENT_NORM_FACTOR`` x ``canary_clip_norm``).
+    They are not records of ``data``: no count or loss reported here includes them.
     """
     bundle.model.train()
     # Dropout inside the backbone draws from torch's global RNG: seed it from this client's
@@ -149,8 +158,18 @@ def train_local(
             plan=dp,
             loss_fn=batch_loss,
             on_step=on_step,
+            canaries=canaries,
         )
     optimizer = _optimizer(bundle, lr, weight_decay)
+    canary_rows = None
+    if canaries is not None:
+        canary_rows = GradientCanaryRows(
+            *canaries,
+            [p for _, p in trainable_parameters(bundle.model)],
+            min(1.0, batch_size / len(data)),
+            canary_clip_norm,
+            torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little")),
+        )
     loader = DataLoader(data, batch_size=batch_size, shuffle=True, generator=generator)
     losses: list[float] = []
     seen = 0
@@ -159,6 +178,10 @@ def train_local(
             optimizer.zero_grad(set_to_none=True)
             loss = batch_loss(bundle, batch)
             loss.backward()
+            if canary_rows is not None:
+                rows = int(batch[0].shape[0])
+                for p, canary in canary_rows().items():
+                    p.grad += canary.to(p.grad).sum(0) / rows  # the batch mean's scale
             optimizer.step()
             losses.append(float(loss.detach()))
             seen += int(batch[0].shape[0])

@@ -129,6 +129,33 @@ def _dot(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.einsum("i,i->", a, b, dtype=np.float64))
 
 
+def canary_claim(plan: CanaryPlan, privacy_report: dict) -> tuple[float, float]:
+    """(epsilon, delta) every canary is protected by, from a run's privacy report (per
+    institution ``epsilon`` and ``delta``): the largest final epsilon among the carriers
+    (infinity where DP was off), at the largest of their deltas."""
+    clients = privacy_report["clients"]
+    epsilon = max(float(clients[str(c)]["epsilon"]) for c in plan.institutions)
+    delta = max(float(clients[str(c)]["delta"]) for c in plan.institutions)
+    return epsilon, delta
+
+
+def canary_record(
+    plan: CanaryPlan, scores: np.ndarray, *, delta: float, claimed_epsilon: float
+) -> dict:
+    """What a run writes to ``canaries.json`` when it ends: the plan with its seed (the coins
+    and contents derive from it, and stop being secret once the run is over), one score per
+    canary under the released model, and the (epsilon, delta) claim they are audited against."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.shape != (plan.count,):
+        raise ValueError(f"need one score per canary ({plan.count}), got shape {scores.shape}")
+    return {
+        "plan": plan.to_json(),
+        "scores": scores.tolist(),
+        "delta": delta,
+        "claimed_epsilon": claimed_epsilon if math.isfinite(claimed_epsilon) else "inf",
+    }
+
+
 def input_canary_records(
     plan: CanaryPlan, *, vocab_size: int, length: int, num_labels: int
 ) -> tuple[np.ndarray, np.ndarray]:

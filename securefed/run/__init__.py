@@ -9,6 +9,8 @@ setup        data, partition, model and encoded splits, built once per run
 baselines    centralized and isolated references on the same budget of local steps
 folder       the run folder's layout (the only module that knows file names), hash chain,
              the adapter-vector hash
+canaries     the empirical audit's canaries: planned before round 0, scored and recorded
+             (canaries.json) when the run ends
 records      metrics records, environment.json and results.json, typed; library versions
 energy, progress, summary   energy meter, progress bars, the closing table
 

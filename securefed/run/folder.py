@@ -14,6 +14,7 @@ Layout (all paths relative to the run folder)::
     results.json                 the summary: federated, centralized, isolated, privacy
     energy.json                  energy and time of every invocation
     warnings.json                each warning the run printed, once
+    canaries.json                audit.canaries > 0: the canaries' seed and scores (at the end)
     flower/progress.jsonl        Flower runs: the server's stage events, as they happen
     nodes/<id>/                  Flower runs: each node's own records, filed for the audit
 
@@ -53,6 +54,7 @@ LEDGERS = "privacy/ledgers.json"
 ENERGY = "energy.json"
 WARNINGS = "warnings.json"
 FLOWER_PROGRESS = "flower/progress.jsonl"
+CANARIES = "canaries.json"
 
 
 def checkpoint_rel(round_index: int | None) -> str:

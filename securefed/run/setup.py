@@ -26,6 +26,7 @@ from securefed.model.adapters import (
 from securefed.model.evaluation import evaluate_splits
 from securefed.model.prefix_cache import scorer_and_rows
 from securefed.model.training import encode_examples, steps_for, train_local
+from securefed.privacy.canaries import CanaryPlan
 from securefed.privacy.plan import DPPlan, LocalStats
 from securefed.run.progress import Progress
 from securefed.run.records import EvalMetrics, ModelFacts, TaskFacts
@@ -55,6 +56,7 @@ class RunSetup:
     pooled_test: Subset
     pooled_train: Subset
     initial_vector: np.ndarray  # (d,) float32: the adapter every run starts from
+    canaries: CanaryPlan | None = None  # the empirical audit's canaries (``simulate`` sets it)
 
     @property
     def num_clients(self) -> int:
@@ -77,11 +79,13 @@ class RunSetup:
         progress: Progress,
         label: str,
         head_only_round: bool = False,
+        canaries: tuple[CanaryPlan, int] | None = None,
     ) -> LocalStats:
         """Load ``start`` into the adapter and train it in place for ``steps`` steps on
         ``data``, batches drawn from a generator seeded by ``seed_parts`` (see
-        ``securefed.seeding``); ``dp`` is a DP plan or None. The one training call of the
-        federation's clients and of both baselines."""
+        ``securefed.seeding``); ``dp`` is a DP plan or None; ``canaries`` (plan,
+        institution) join its steps. The one training call of the federation's clients and of
+        both baselines."""
         t = self.cfg.training
         set_vector(self.scorer.model, start, self.scorer.spec)
         generator = torch.Generator().manual_seed(derived_seed(self.cfg.seed, *seed_parts))
@@ -95,6 +99,8 @@ class RunSetup:
                 generator=generator,
                 dp=dp,
                 on_step=advance,
+                canaries=canaries,
+                canary_clip_norm=self.cfg.privacy.dp.max_grad_norm,
                 **knobs,
             )
 
@@ -127,7 +133,14 @@ def client_update(
     progress: Progress,
 ) -> tuple[np.ndarray, LocalStats]:
     """What one client does in one round, in-process or on a Flower node: train from the
-    global adapter on its own shard; return (delta, stats)."""
+    global adapter on its own shard; return (delta, stats).
+
+    A canary carrier trains with its included canaries, except in head-only rounds: their
+    directions span the whole adapter, of which only the head trains then."""
+    head_only_round = round_index < setup.cfg.training.linear_probe_rounds
+    plan, carried = setup.canaries, None
+    if plan is not None and client in plan.institutions and not head_only_round:
+        carried = (plan, client)
     stats = setup.train_from(
         global_vector,
         setup.client_train[client],
@@ -136,7 +149,8 @@ def client_update(
         dp=dp_plan,
         progress=progress,
         label=f"client {client}",
-        head_only_round=round_index < setup.cfg.training.linear_probe_rounds,
+        head_only_round=head_only_round,
+        canaries=carried,
     )
     delta = get_vector(setup.bundle.model) - global_vector  # (d,) float32
     return delta, stats

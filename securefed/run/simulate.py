@@ -16,6 +16,7 @@ from securefed.errors import RunFolderError
 from securefed.model.adapters import base_weights_hash
 from securefed.privacy.budget import ClientPrivacy
 from securefed.privacy.planner import InstitutionPlan, format_plan, plan_institutions
+from securefed.run.canaries import canary_plan, record_canaries
 from securefed.run.energy import EnergyMeter, record_energy
 from securefed.run.federation import FederationState, run_federation
 from securefed.run.folder import (
@@ -115,6 +116,7 @@ def simulate(
         for repaired in point.repaired if point is not None else []:
             progress.log(f"resume: {repaired}")
         setup = build_setup(cfg)
+        setup.canaries = canary_plan(cfg)
         privacy = client_privacy(setup)
         if cfg.privacy.dp.enabled:
             steps = [setup.local_steps(c) for c in range(setup.num_clients)]
@@ -136,6 +138,10 @@ def simulate(
                     cfg, folder, state, transport, setup.evaluate, setup.bundle.spec.hash, progress
                 )
                 baselines = background.results()
+        if setup.canaries is not None:  # the released adapters are final: score the canaries
+            record_canaries(
+                folder, setup.canaries, setup.initial_vector, state.global_vector, privacy.report()
+            )
         base_after = base_weights_hash(setup.bundle.model)
     energy = record_energy(folder.path, meter.report())
     results = federated_results(
@@ -168,7 +174,13 @@ def _open(
     if resume is not None:
         folder = RunFolder(resume)
         point = resume_point(folder)  # checks the setup files before the config is trusted
-        return folder, load_config(folder.file(CONFIG)), point
+        cfg = load_config(folder.file(CONFIG))
+        if cfg.audit.canaries:
+            raise RunFolderError(
+                f"{resume} carries {cfg.audit.canaries} canaries whose secret coins lived only "
+                "in the interrupted process: it cannot be resumed; start it again"
+            )
+        return folder, cfg, point
     if cfg is None:
         raise ValueError("simulate needs a config, or resume= a run folder")
     return RunFolder(new_run_dir(cfg, out)), cfg, None

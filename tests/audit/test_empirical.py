@@ -202,6 +202,21 @@ def test_one_shot_interval_covers_the_truth_at_a_thousand_canaries():
     assert covered >= 17  # nominal 95%: 19 of 20 (a percentile interval covers 14-15)
 
 
+def test_near_no_leak_the_interval_still_holds_the_estimate():
+    """Two groups of equal mean and spread but a hair apart (true epsilon about 0): every
+    bootstrap copy lies above the plug-in estimate, and the reflected interval alone would
+    end below it (it did, before the interval was widened to hold the estimate)."""
+    rng = np.random.default_rng(8)
+    for trial in range(10):
+        scores, coins = rng.normal(size=1000), rng.random(1000) < 0.5
+        for group in (coins, ~coins):
+            scores[group] = (scores[group] - scores[group].mean()) / scores[group].std(ddof=1)
+        scores[coins] += 0.01
+        est = one_shot_estimate(scores, coins, DELTA, resamples=200, seed=trial)
+        assert 0 < est.epsilon < 0.1
+        assert est.interval[0] <= est.epsilon <= est.interval[1]
+
+
 def test_inputs_are_checked():
     with pytest.raises(ValueError, match="one length"):
         one_run_lower_bound(np.zeros(3), np.zeros(4, bool), DELTA)

@@ -9,15 +9,20 @@ import numpy as np
 import pytest
 
 from securefed.audit.empirical_report import (
-    canary_record,
     empirical_flags,
     section_from_record,
     verify_empirical,
+    verify_figures,
 )
 from securefed.audit.source import json_safe
 from securefed.config import validate
 from securefed.errors import ConfigError
-from securefed.privacy.canaries import CanaryPlan, canary_direction, gradient_scores
+from securefed.privacy.canaries import (
+    CanaryPlan,
+    canary_direction,
+    canary_record,
+    gradient_scores,
+)
 
 DIM = 2048
 
@@ -43,8 +48,8 @@ def _run(strength: float = 0.05, claimed: float = 1.0, kind: str = "gradient"):
     record = canary_record(plan, scores, delta=1e-5, claimed_epsilon=claimed)
     # What the run and the audit write: strict JSON (infinity as the string "inf").
     record = json.loads(json.dumps(json_safe(record)))
-    section = record["empirical"]  # what build_audit copies into audit.json
-    assert section == json.loads(json.dumps(json_safe(section_from_record(record))))
+    section = json.loads(json.dumps(json_safe(section_from_record(record))))  # as in audit.json
+    assert section["scores"] == record["scores"] and section["plan"] == record["plan"]
     return section, record, initial, final
 
 
@@ -77,6 +82,16 @@ def test_a_changed_checkpoint_score_or_figure_is_reported():
     assert "checkpoints" in verify_empirical(section, record)[0]
 
 
+def test_an_audit_folder_recomputes_its_figures_from_its_own_scores():
+    section, *_ = _run()
+    assert verify_figures(section, section) == []
+    edited = json.loads(json.dumps(section))
+    edited["scores"][int(np.argmax(edited["scores"]))] = -1.0  # the top guess, now wrong
+    assert verify_figures(edited, edited) != []
+    reseeded = {**section, "plan": {**section["plan"], "seed": "43"}}  # other coins
+    assert verify_figures(reseeded, reseeded) != []
+
+
 def test_input_canaries_are_verified_from_their_recorded_scores():
     section, record, _, _ = _run(kind="input")
     assert verify_empirical(section, record) == []
@@ -100,11 +115,12 @@ def test_the_flag_is_critical_only_when_the_bound_exceeds_the_claim():
 
 def test_audit_config_keys():
     cfg = validate(
-        {"audit": {"canaries": 1000, "canary_kind": "input", "canary_institutions": [0, 2]}}
+        {"audit": {"canaries": 1000, "canary_kind": "gradient", "canary_institutions": [0, 2]}}
     )
-    assert (cfg.audit.canaries, cfg.audit.canary_kind) == (1000, "input")
+    assert (cfg.audit.canaries, cfg.audit.canary_kind) == (1000, "gradient")
     assert validate({}).audit.canaries == 0  # off by default
     for bad, key in [
+        ({"canaries": 1000, "canary_kind": "input"}, "audit.canary_kind"),
         ({"canaries": 5}, "audit.canaries"),
         ({"canary_kind": "label"}, "audit.canary_kind"),
         ({"canary_institutions": [0, 0]}, "audit.canary_institutions"),

@@ -1,0 +1,65 @@
+"""What 1000 gradient canaries cost a run: wall time with and without them (target <= 1.2x).
+
+Runs ``securefed simulate`` on one small DP config (fixed sigma: no calibration to time),
+alternating without and with canaries, and prints each run's time and the ratio of the
+fastest of each (the least disturbed by other work on the machine). The time with canaries
+includes scoring every canary against the released adapter at the end.
+
+    PYTHONPATH=. HF_HUB_OFFLINE=1 python benchmarks/canary_cost.py [--repeats 2] [--canaries 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+CONFIG = [
+    "task.synthetic.num_examples=240",
+    "training.rounds=3",
+    "training.local_steps=4",
+    "training.batch_size=8",
+    "model.max_length=32",
+    "partition.num_clients=3",
+    "training.clients_per_round=3",
+    "privacy.dp.enabled=true",
+    "privacy.dp.noise_multiplier=1.0",
+    "secure_aggregation.enabled=true",
+    "secure_aggregation.threshold=2",
+    "baselines=[]",
+]
+
+
+def timed_run(canaries: int, out: Path) -> float:
+    from securefed.config import load_config
+    from securefed.run.simulate import simulate
+
+    cfg = load_config(overrides=["name=cost", *CONFIG, f"audit.canaries={canaries}"])
+    started = time.perf_counter()
+    simulate(cfg, out=str(out))
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--canaries", type=int, default=1000)
+    args = parser.parse_args()
+    times: dict[int, list[float]] = {0: [], args.canaries: []}
+    with tempfile.TemporaryDirectory() as tmp:
+        timed_run(0, Path(tmp) / "warm-up")  # imports, the backbone from disk
+        for i in range(args.repeats):
+            for m in times:
+                seconds = timed_run(m, Path(tmp) / f"m{m}-{i}")
+                times[m].append(seconds)
+                print(f"canaries {m:5d}: {seconds:6.1f} s", flush=True)
+    without, with_canaries = min(times[0]), min(times[args.canaries])
+    print(
+        f"fastest without {without:.1f} s, with {args.canaries} canaries {with_canaries:.1f} s: "
+        f"ratio {with_canaries / without:.3f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
