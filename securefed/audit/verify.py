@@ -14,7 +14,9 @@ Checks, each against the files as they are now:
 4. epsilon: for every institution, from its recorded events with the accountant of record,
    after every round (against ``metrics.jsonl``) and at the end (against ``results.json``),
    plus every cross-check figure ``results.json`` reports; the events' rounds against the
-   rounds the institution trained in;
+   rounds the institution trained in; and the institution-level epsilon of distributed DP
+   (``institution.check_institution``: its events against the rounds released and the
+   institutions aggregated in each);
 5. the files a finished run must have: ``results.json``, each configured baseline's file,
    ``energy.json`` (its totals against the ones ``results.json`` quotes);
 6. ``results.json`` against the chain (final metrics, rounds, aborted rounds, timing sums)
@@ -36,6 +38,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from securefed.audit.epsilons import check_audit_epsilons, check_epsilons
+from securefed.audit.institution import check_audit_institution, check_institution
 from securefed.audit.source import BASELINES, RunSnapshot, as_float, read_snapshot
 from securefed.errors import RunFolderError
 from securefed.run.folder import (
@@ -93,6 +96,7 @@ def verify_run(run_dir: str | Path) -> Verification:
     _check_artefacts(run, out)
     _check_checkpoints_and_transcripts(run, out)
     check_epsilons(run, out)
+    check_institution(run, out)
     _check_finished_run_files(run, out)
     _check_results(run, out)
     return out
@@ -115,6 +119,7 @@ def verify_audit(audit_dir: str | Path) -> Verification:
         raise RunFolderError(f"{path} cannot be read as an audit record: {exc}") from None
     out = Verification()
     check_audit_epsilons(audit, out)
+    check_audit_institution(audit, out)
     return out
 
 

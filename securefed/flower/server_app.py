@@ -123,6 +123,12 @@ def run_flower_federation(
             False,
             "true on Flower: across machines the server only gets masked sums",
         )
+    if cfg.privacy.distributed.enabled:
+        raise ConfigError(
+            "privacy.distributed.enabled",
+            True,
+            "false on Flower for now: distributed DP runs in securefed simulate only",
+        )
     wall0, cpu0 = time.perf_counter(), time.process_time()
     path = settings.run_dir or Path(cfg.output.dir) / f"{cfg.name}-flower-{run_id}"
     check_creatable(Path(path), "run-dir")

@@ -51,7 +51,7 @@ def test_noisy_sum_survives_dropouts_at_every_stage(mechanism):
         round_rotation_seed(GLOBAL_ADAPTER_HASH, 0),
     )
     updates = np.random.default_rng(1).normal(size=(COHORT, D)) * 0.02  # norms ~2.6: clipped
-    inputs = {u: codec.encode(updates[u], np.array([1.0])) for u in range(COHORT)}  # OS noise
+    inputs = {u: codec.encode(updates[u], 1.0, np.array([1.0])) for u in range(COHORT)}  # OS noise
     context = make_context(COHORT, dimension=codec.encoded_dimension, extras_count=1, params=params)
     run = ManualRound(range(COHORT), context)
     total = run.run(inputs, drops={"masked_input": [2], "unmasking": [5]})
