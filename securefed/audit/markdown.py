@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from securefed.audit.institution import institution_markdown
 from securefed.audit.markdown_details import (
     communication_markdown,
     config_markdown,
@@ -198,6 +199,10 @@ def _glance(audit: dict) -> str:
         ["largest epsilon over institutions", worst],
         ["empirical epsilon: lower bound", audit["empirical"].get("epsilon_lower_bound")],
         ["budget (target epsilon)", privacy["target_epsilon"]],
+        [
+            "institution-level epsilon (a whole institution)",
+            (privacy.get("institution") or {}).get("epsilon"),
+        ],
         ["secure aggregation", "on" if audit["secure_aggregation"]["enabled"] else "OFF"],
         ["verification", "passed" if audit["integrity"]["verified"] else "FAILED"],
     ]
@@ -289,7 +294,8 @@ def _privacy(p: dict) -> str:
     for name, eps in p["baselines"].items():
         spent = ", ".join(f"institution {c}: {fmt(e)}" for c, e in eps.items()) or "nothing"
         parts.append(f"The {name} baseline's own training spent epsilon {spent}.")
-    return "\n\n".join(parts)
+    parts.append(institution_markdown(p.get("institution")))
+    return "\n\n".join(part for part in parts if part)
 
 
 def _cross_check_note(p: dict) -> str:

@@ -5,6 +5,8 @@ multiplier), ``results.json`` (the epsilon of record and the cross-check figures
 reported at the end of the run) and ``metrics.jsonl`` (epsilon after every round). The
 figures are shown as the run recorded them; ``verify`` recomputes each one from the events.
 With DP off, every institution that trained has epsilon = infinity, shown as such.
+Beside them, where ``privacy.distributed`` was on, the federation's institution-level epsilon
+(``institution``: one institution as the unit; ``securefed.audit.institution``).
 
 The section carries every event behind every epsilon it shows -- each institution's
 (``recorded_events``) and each baseline's (``baseline_ledgers``: events, sigma, delta, steps
@@ -14,7 +16,8 @@ them: ``securefed audit --verify AUDIT_DIR`` (``epsilons.check_audit_epsilons``)
 
 from __future__ import annotations
 
-from securefed.audit.source import RunSnapshot, as_float
+from securefed.audit.institution import institution_section, within_budget
+from securefed.audit.source import RunSnapshot
 
 
 def privacy_section(run: RunSnapshot) -> dict:
@@ -41,7 +44,7 @@ def privacy_section(run: RunSnapshot) -> dict:
             "rounds_budget_stopped": [
                 r["round"] for r in run.metrics if int(c) in r.get("budget_stopped", [])
             ],
-            "within_budget": _within(epsilon, target),
+            "within_budget": within_budget(epsilon, target),
             "ledger_recorded": ledger is not None,
             "recorded_events": list((ledger or {}).get("events", [])),
         }
@@ -67,6 +70,7 @@ def privacy_section(run: RunSnapshot) -> dict:
         "baseline_ledgers": {
             name: _baseline_ledgers(name, block) for name, block in run.baselines.items()
         },
+        "institution": institution_section(run),
     }
 
 
@@ -111,10 +115,3 @@ def _from_events(events: list[dict]) -> dict:
         "event_noise_multipliers": sorted({float(e["noise_multiplier"]) for e in private}),
         "events": len(events),
     }
-
-
-def _within(epsilon, target) -> bool | None:
-    eps, budget = as_float(epsilon), as_float(target)
-    if eps is None or budget is None:
-        return None
-    return eps <= budget

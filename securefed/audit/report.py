@@ -142,13 +142,27 @@ def flags(audit: dict) -> list[dict]:
             f"VERIFICATION FAILED: {len(integrity['mismatches'])} recorded figure(s) or hash(es) "
             "do not match the run folder; see the integrity section. Do not rely on this audit.",
         )
+    institution = privacy.get("institution")
     if not privacy["dp_enabled"]:
         flag(
             CRITICAL,
             "dp_off",
             "DIFFERENTIAL PRIVACY OFF: institutions trained on their records without DP-SGD; "
             "epsilon is infinity for every institution that trained. The released adapter may "
-            "memorise individual records.",
+            "memorise individual records."
+            + (
+                " (Institution-level DP was on: it bounds what the sums reveal about a whole "
+                "institution, at its own epsilon; see the privacy section.)"
+                if institution
+                else ""
+            ),
+        )
+    if institution and institution["within_budget"] is False:
+        flag(
+            CRITICAL,
+            "institution_over_budget",
+            f"OVER BUDGET: institution-level epsilon {institution['epsilon']} exceeds its "
+            f"target {institution['target_epsilon']}.",
         )
     if not sa["enabled"]:
         flag(

@@ -14,7 +14,9 @@ Checks, each against the files as they are now:
 4. epsilon: for every institution, from its recorded events with the accountant of record,
    after every round (against ``metrics.jsonl``) and at the end (against ``results.json``),
    plus every cross-check figure ``results.json`` reports; the events' rounds against the
-   rounds the institution trained in;
+   rounds the institution trained in; and the institution-level epsilon of distributed DP
+   (``institution.check_institution``: its events against the rounds released and the
+   institutions aggregated in each);
 5. the files a finished run must have: ``results.json``, each configured baseline's file,
    ``energy.json`` (its totals against the ones ``results.json`` quotes), ``warnings.json``
    (``securefed simulate``), and ``state.json`` committing every round of the chain;
@@ -42,6 +44,7 @@ from pathlib import Path
 
 from securefed.audit.empirical_report import verify_figures, verify_scores
 from securefed.audit.epsilons import check_audit_epsilons, check_epsilons
+from securefed.audit.institution import check_audit_institution, check_institution
 from securefed.audit.source import BASELINES, RunSnapshot, as_float, read_snapshot
 from securefed.errors import RunFolderError
 from securefed.privacy.canaries import CanaryPlan, canary_claim
@@ -105,6 +108,7 @@ def verify_run(run_dir: str | Path) -> Verification:
     _check_artefacts(run, out)
     _check_checkpoints_and_transcripts(run, out)
     check_epsilons(run, out)
+    check_institution(run, out)
     _check_finished_run_files(run, out)
     _check_results(run, out)
     _check_canaries(run, out)
@@ -132,6 +136,7 @@ def verify_audit(audit_dir: str | Path) -> Verification:
     if "scores" in empirical:
         problems = verify_figures(empirical, empirical)
         out.expect("empirical lower bound and estimate", "audit.json empirical", problems, [])
+    check_audit_institution(audit, out)
     return out
 
 

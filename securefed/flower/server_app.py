@@ -129,6 +129,12 @@ def run_flower_federation(
             cfg.audit.canaries,
             "0 on Flower (canaries run in securefed simulate only, for now)",
         )
+    if cfg.privacy.distributed.enabled:
+        raise ConfigError(
+            "privacy.distributed.enabled",
+            True,
+            "false on Flower for now: distributed DP runs in securefed simulate only",
+        )
     wall0, cpu0 = time.perf_counter(), time.process_time()
     path = settings.run_dir or Path(cfg.output.dir) / f"{cfg.name}-flower-{run_id}"
     check_creatable(Path(path), "run-dir")

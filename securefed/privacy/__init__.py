@@ -4,6 +4,8 @@
 - ``accounting``: events to (epsilon, delta) by dp-accounting PLD (of record), RDP and Opacus
   PRV (cross-checks); noise calibration; default delta. Sample-level use of dp_accounting.
 - ``ledger``: one institution's ledger across rounds and resumed runs; budget checks.
+- ``event_ledger``: what every ledger shares (round order, delta, target, JSON round trip).
+- ``institution``: one run's institution-level DP: its plan, each round's codec, its ledger.
 - ``budget``: each institution's noise plan across the run, its ledger, and when it stops.
 - ``plan``: the torch-free types of one local round: ``DPPlan`` in, ``LocalStats`` out.
 - ``dp_sgd``: Opacus DP-SGD on the adapter parameters (Poisson sampling, per-example clipping,

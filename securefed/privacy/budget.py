@@ -13,6 +13,7 @@ import math
 
 from securefed.config import RunConfig
 from securefed.privacy.accounting import calibrate_noise_multiplier, default_delta
+from securefed.privacy.institution import InstitutionPrivacy
 from securefed.privacy.ledger import PrivacyLedger
 from securefed.privacy.plan import DPPlan, LocalStats
 
@@ -25,7 +26,12 @@ class Exhausted:
 
 
 class ClientPrivacy:
-    """The per-institution ledgers of one run, and the DP plan each round trains under."""
+    """The per-institution ledgers of one run, and the DP plan each round trains under.
+
+    ``institution``: the federation's institution-level DP (``privacy.distributed``), where
+    this party keeps it (the simulation's server); its ledger is saved and restored with
+    the institutions' ledgers, in the same file, so a round commits both together.
+    """
 
     EXHAUSTED = Exhausted()
 
@@ -35,8 +41,10 @@ class ClientPrivacy:
         train_sizes: list[int],
         steps_per_round: list[int],
         rounds: int | None = None,
+        institution: InstitutionPrivacy | None = None,
     ) -> None:
         self.dp = cfg.privacy.dp
+        self.institution = institution
         self.batch_size = cfg.training.batch_size
         self.training = cfg.training
         self.rounds = rounds if rounds is not None else cfg.training.rounds
@@ -127,13 +135,16 @@ class ClientPrivacy:
         }
 
     def to_json(self) -> dict:
-        return {
+        out = {
             "dp_enabled": self.dp.enabled,
             "accountant": self.dp.accountant,
             "noise_multipliers": {str(c): s for c, s in self.noise.items()},
             "noise_sources": sorted(self.noise_sources),
             "ledgers": {str(c): ledger.to_json() for c, ledger in self.ledgers.items()},
         }
+        if self.institution is not None:
+            out["institution"] = self.institution.to_json()
+        return out
 
     def restore(self, saved: dict) -> None:
         """Continue from a resumed run's ledgers (a fresh run must not reset them)."""
@@ -141,10 +152,13 @@ class ClientPrivacy:
             self.ledgers[int(key)] = PrivacyLedger.from_json(obj)
         self.noise = {int(k): float(v) for k, v in saved["noise_multipliers"].items()}
         self.noise_sources = set(saved.get("noise_sources", []))  # absent before this key
+        if self.institution is not None:
+            self.institution.restore(saved["institution"])
 
     def report(self) -> dict:
-        """Per institution: epsilon by the accountant of record, cross-checks, the events."""
-        return {
+        """Per institution: epsilon by the accountant of record, cross-checks, the events;
+        and the federation's institution-level report where distributed DP is on."""
+        out = {
             "dp_enabled": self.dp.enabled,
             "accountant_of_record": self.dp.accountant,
             "noise_sources": sorted(self.noise_sources),
@@ -152,6 +166,9 @@ class ClientPrivacy:
                 str(c): ledger.report(self.dp.accountant) for c, ledger in self.ledgers.items()
             },
         }
+        if self.institution is not None:
+            out["institution"] = self.institution.report()
+        return out
 
 
 def _json_safe(value: float) -> float | str:

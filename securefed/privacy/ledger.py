@@ -15,10 +15,9 @@ without DP is recorded as non-private, and epsilon is infinite from then on.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from securefed.errors import RunFolderError
 from securefed.privacy.accounting import (
     ACCOUNTANTS,
     NEIGHBOURING_RELATION,
@@ -28,6 +27,7 @@ from securefed.privacy.accounting import (
     default_delta,
     recompute_epsilon,
 )
+from securefed.privacy.event_ledger import EventLedger
 from securefed.privacy.events import (
     NonPrivateEvent,
     PoissonGaussianEvent,
@@ -73,8 +73,15 @@ def would_exceed(
     return recompute_epsilon([*events, next_event], delta, accountant) > target_epsilon
 
 
-class PrivacyLedger:
+class PrivacyLedger(EventLedger[PrivacyEvent]):
     """The privacy events of one client (institution) and the (epsilon, delta) they add up to."""
+
+    FORMAT = LEDGER_FORMAT
+    RELATION = NEIGHBOURING_RELATION
+    LABEL = "privacy ledger"
+    HEADER_KEYS = ("client_id",)
+    event_to_json = staticmethod(event_to_json)
+    event_from_json = staticmethod(event_from_json)
 
     def __init__(
         self,
@@ -83,24 +90,8 @@ class PrivacyLedger:
         target_epsilon: float | None = None,
         events: Sequence[PrivacyEvent] = (),
     ) -> None:
-        if not 0.0 < delta < 1.0:
-            raise ValueError(f"delta must be in (0, 1), got {delta!r}")
-        if target_epsilon is not None and not (
-            math.isfinite(target_epsilon) and target_epsilon > 0
-        ):
-            raise ValueError(
-                f"target_epsilon must be finite and > 0 or None, got {target_epsilon!r}"
-            )
         self.client_id = client_id
-        self.delta = float(delta)
-        self.target_epsilon = None if target_epsilon is None else float(target_epsilon)
-        self._events: list[PrivacyEvent] = []
-        for event in events:
-            self._append(event)
-
-    @property
-    def events(self) -> tuple[PrivacyEvent, ...]:
-        return tuple(self._events)
+        super().__init__(delta, target_epsilon, events)
 
     def record(
         self, *, noise_multiplier: float, sample_rate: float, steps: int, round_index: int
@@ -189,57 +180,15 @@ class PrivacyLedger:
             "caveats": list(CAVEATS),
         }
 
-    def to_json(self) -> dict[str, Any]:
-        """Everything needed to continue this ledger or recompute its epsilon: events as data."""
-        return {
-            "format": LEDGER_FORMAT,
-            "client_id": self.client_id,
-            "delta": self.delta,
-            "target_epsilon": self.target_epsilon,
-            "neighbouring_relation": NEIGHBOURING_RELATION,
-            "events": [event_to_json(e) for e in self._events],
-        }
+    def _owner(self) -> str:
+        return f"client {self.client_id}"
 
-    @classmethod
-    def from_json(cls, obj: Mapping[str, Any]) -> PrivacyLedger:
-        """Continue a ledger written by ``to_json`` (a resumed run); malformed input is refused."""
-        expected = {
-            "format",
-            "client_id",
-            "delta",
-            "target_epsilon",
-            "neighbouring_relation",
-            "events",
-        }
-        if not isinstance(obj, Mapping) or set(obj) != expected:
-            raise RunFolderError(f"privacy ledger: keys must be exactly {sorted(expected)}")
-        if obj["format"] != LEDGER_FORMAT or obj["neighbouring_relation"] != NEIGHBOURING_RELATION:
-            raise RunFolderError(
-                f"privacy ledger: format {obj['format']!r} / relation "
-                f"{obj['neighbouring_relation']!r}; this version reads {LEDGER_FORMAT!r} / "
-                f"{NEIGHBOURING_RELATION!r}"
-            )
-        try:
-            return cls(
-                client_id=obj["client_id"],
-                delta=obj["delta"],
-                target_epsilon=obj["target_epsilon"],
-                events=[event_from_json(e) for e in obj["events"]],
-            )
-        except (TypeError, ValueError) as exc:
-            raise RunFolderError(f"privacy ledger of client {obj['client_id']!r}: {exc}") from None
+    def _header(self) -> dict[str, Any]:
+        return {"client_id": self.client_id}
 
     def _next_event(self, noise_multiplier: float, sample_rate: float, steps: int) -> PrivacyEvent:
         last = self._events[-1].round_index + 1 if self._events else 0
         return PoissonGaussianEvent(float(noise_multiplier), float(sample_rate), steps, last)
-
-    def _append(self, event: PrivacyEvent) -> None:
-        if self._events and event.round_index <= self._events[-1].round_index:
-            raise ValueError(
-                f"client {self.client_id}: round {event.round_index} recorded after round "
-                f"{self._events[-1].round_index}; rounds must be recorded once, in order"
-            )
-        self._events.append(event)
 
     def __repr__(self) -> str:
         return (

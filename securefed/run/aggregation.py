@@ -6,6 +6,12 @@ only their sums, so the FedAvg denominator and the reported train loss are aggre
 With DP on, the train loss is not sent at all: it is computed from the records without noise,
 so even its aggregate would sit outside the (epsilon, delta) guarantee.
 
+With institution-level DP (``privacy.distributed``) each client encodes with the round's
+``DistributedDpCodec`` instead: rotated, scaled, rounded, its noise share added, reduced mod
+2^bits; the server descales and rotates the unmasked sum back, and the round's ledger event
+records the noise shares in that sum (the survivors of masked input), never the planned ones.
+Rounding and noise then come from the OS CSPRNG, not the seeded rounding generator.
+
 A round whose cohort (the institutions still able to train) is too small to aggregate --
 nobody left, or, under secure aggregation, fewer than 2 or fewer than the threshold the
 protocol needs for that cohort -- is *skipped*, not a run-ending error: see
@@ -20,6 +26,8 @@ import numpy as np
 
 from securefed.config import RunConfig
 from securefed.errors import ConfigError, ProtocolAbort
+from securefed.privacy.distributed.parameters import central_noise_std
+from securefed.privacy.institution import InstitutionPrivacy
 from securefed.privacy.plan import LocalStats
 from securefed.run.folder import vector_digest
 from securefed.secagg import (
@@ -30,6 +38,7 @@ from securefed.secagg import (
     simulate_round,
     with_generated_identities,
 )
+from securefed.secagg import RoundOutcome as SecAggOutcome
 from securefed.seeding import derived_seed
 
 
@@ -55,9 +64,10 @@ def global_adapter_hash(vector: np.ndarray) -> bytes:
 
 
 def client_extras(cfg: RunConfig, weight: float, mean_loss: float) -> np.ndarray:
-    """The masked scalars a client appends: ``[w, w * loss]``, or ``[w]`` under DP (the loss is
-    computed without noise, so even its sum would sit outside the DP guarantee)."""
-    values = [weight] if cfg.privacy.dp.enabled else [weight, weight * mean_loss]
+    """The masked scalars a client appends: ``[w, w * loss]``, or ``[w]`` under either DP (the
+    loss is computed without noise, so even its sum would sit outside the DP guarantee)."""
+    private = cfg.privacy.dp.enabled or cfg.privacy.distributed.enabled
+    values = [weight] if private else [weight, weight * mean_loss]
     return np.array(values, dtype=np.float64)  # (m,)
 
 
@@ -106,8 +116,12 @@ def aggregate_round(
     weights: dict[int, float],
     global_vector: np.ndarray,
     spec_hash: str,
+    institution: InstitutionPrivacy | None = None,
 ) -> AggregateResult:
     """Aggregate this round's updates: the weighted mean delta and what the server saw.
+
+    ``institution``: distributed DP's plan and ledger (None: plain quantization); a round
+    that completes records its noise shares there.
 
     A cohort too small to aggregate (``cohort_shortfall``) aborts the round here, after its
     clients trained: their ledgers keep the round (counted as released, never understated).
@@ -118,12 +132,14 @@ def aggregate_round(
         return AggregateResult(None, (), None, None, {}, aborted=shortfall)
     if not cfg.secure_aggregation.enabled:
         return _plain(cfg, updates, weights)
+    adapter_hash, vector_spec_hash = global_adapter_hash(global_vector), bytes.fromhex(spec_hash)
+    codec = None if institution is None else institution.codec(round_index, adapter_hash)
     inputs = {
         c: ClientInput(
             delta=delta.astype(np.float32),
             weight=weights[c],
             extras=client_extras(cfg, weights[c], stats.mean_loss),
-            rounding=rounding_rng(cfg, round_index, c),
+            rounding=None if codec is not None else rounding_rng(cfg, round_index, c),
         )
         for c, (delta, stats) in updates.items()
     }
@@ -133,19 +149,39 @@ def aggregate_round(
             round_index=round_index,
             inputs=inputs,
             params=with_generated_identities(cfg.secure_aggregation.params(), sorted(inputs)),
-            global_adapter_hash=global_adapter_hash(global_vector),
-            vector_spec_hash=bytes.fromhex(spec_hash),
+            global_adapter_hash=adapter_hash,
+            vector_spec_hash=vector_spec_hash if codec is None else codec.bind(vector_spec_hash),
             dropout=dropout_schedule(cfg, round_index),
             rng=rng,
+            codec=codec,
         )
     except ProtocolAbort as exc:
         return AggregateResult(None, (), None, {"aborted": str(exc)}, {}, aborted=str(exc))
+    transcript = outcome.transcript
+    if institution is not None:
+        institution.record(round_index, len(outcome.survivors))
+        transcript = {**transcript, "distributed_dp": _noise_record(institution, outcome)}
     total_w = float(outcome.extras_sum[0])
     mean_loss = float(outcome.extras_sum[1]) / total_w if len(outcome.extras_sum) > 1 else None
     mean = (outcome.delta_sum / total_w).astype(np.float32)
     return AggregateResult(
-        mean, tuple(outcome.survivors), mean_loss, outcome.transcript, _bytes(outcome.transcript)
+        mean, tuple(outcome.survivors), mean_loss, transcript, _bytes(transcript)
     )
+
+
+def _noise_record(institution: InstitutionPrivacy, outcome: SecAggOutcome) -> dict:
+    """What the transcript states about the round's distributed noise."""
+    plan = institution.plan
+    return {
+        "mechanism": plan.mechanism,
+        "bits": plan.bits,
+        "scale": plan.scale,
+        "padded_dimension": plan.padded_dimension,
+        "noise_contributors": len(outcome.survivors),
+        "calibrated_for": plan.min_survivors,
+        "central_noise_std": central_noise_std(plan, len(outcome.survivors)),
+        "headroom_used": outcome.decoded.headroom_used,
+    }
 
 
 def _plain(

@@ -57,7 +57,13 @@ class InProcessTransport:
         }
         return RoundOutcome(
             aggregate_round(
-                setup.cfg, round_index, updates, weights, global_vector, setup.bundle.spec.hash
+                setup.cfg,
+                round_index,
+                updates,
+                weights,
+                global_vector,
+                setup.bundle.spec.hash,
+                privacy.institution,
             ),
             budget_stopped=stopped,
             epsilon=privacy.epsilons(),

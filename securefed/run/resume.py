@@ -92,9 +92,17 @@ def _check_setup(folder: RunFolder, recorded: dict[str, str]) -> None:
 
 def privacy_before(saved_ledgers: dict, next_round: int) -> dict:
     """``privacy/ledgers.json`` without the events of rounds from ``next_round`` on (the
-    uncommitted round's; see the module docstring)."""
-    ledgers = {
-        key: {**obj, "events": [e for e in obj["events"] if e["round_index"] < next_round]}
-        for key, obj in saved_ledgers["ledgers"].items()
+    uncommitted round's; see the module docstring): the institutions' ledgers and the
+    federation's institution-level one alike."""
+
+    def before(ledger: dict) -> dict:
+        return {**ledger, "events": [e for e in ledger["events"] if e["round_index"] < next_round]}
+
+    out = {
+        **saved_ledgers,
+        "ledgers": {key: before(obj) for key, obj in saved_ledgers["ledgers"].items()},
     }
-    return {**saved_ledgers, "ledgers": ledgers}
+    if "institution" in saved_ledgers:
+        institution = saved_ledgers["institution"]
+        out["institution"] = {**institution, "ledger": before(institution["ledger"])}
+    return out

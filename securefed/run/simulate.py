@@ -15,6 +15,7 @@ from securefed.config import RunConfig, dump_config, load_config
 from securefed.errors import RunFolderError
 from securefed.model.adapters import base_weights_hash
 from securefed.privacy.budget import ClientPrivacy
+from securefed.privacy.institution import InstitutionPrivacy
 from securefed.privacy.planner import InstitutionPlan, format_plan, plan_institutions
 from securefed.run.canaries import canary_plan, record_canaries
 from securefed.run.energy import EnergyMeter, record_energy
@@ -65,11 +66,14 @@ def new_run_dir(cfg: RunConfig, out: str | None) -> Path:
 
 
 def client_privacy(setup: RunSetup) -> ClientPrivacy:
-    """Every institution's noise plan and ledger for this run."""
+    """Every institution's noise plan and ledger for this run, and the federation's
+    institution-level plan and ledger where ``privacy.distributed`` is on."""
+    distributed = setup.cfg.privacy.distributed.enabled
     return ClientPrivacy(
         setup.cfg,
         [len(d) for d in setup.client_train],
         [setup.local_steps(c) for c in range(setup.num_clients)],
+        institution=InstitutionPrivacy(setup.cfg, setup.bundle.spec.size) if distributed else None,
     )
 
 

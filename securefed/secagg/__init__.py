@@ -13,7 +13,8 @@ labelled derivations), ``graph``, ``roster``, ``wire``, ``entropy`` (the randomn
 
 May import: numpy, cryptography, the standard library and ``securefed.errors`` -- never
 torch, transformers, peft, opacus or flwr (tests/test_architecture.py checks it).
-Exports: the state machines, the round parameters, the quantization, and every message type a
+Exports: the state machines, the round parameters, the quantization (and the codec seam
+another encoding plugs into), and every message type a
 transport carries (a new stage adds its messages to the imports and ``__all__``).
 """
 
@@ -31,6 +32,8 @@ from securefed.secagg.entropy import Entropy
 from securefed.secagg.masked_input import MaskedInput, ShareDelivery
 from securefed.secagg.params import RoundContext, RoundPlan, SecAggParams, plan_round
 from securefed.secagg.quantize import (
+    FixedPointCodec,
+    InputCodec,
     QuantizationParams,
     check_no_overflow,
     decode_sum,
@@ -55,6 +58,8 @@ __all__ = [
     "ClientInput",
     "DropoutSchedule",
     "Entropy",
+    "FixedPointCodec",
+    "InputCodec",
     "KeyDirectory",
     "MaskedInput",
     "QuantizationParams",

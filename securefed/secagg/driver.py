@@ -21,7 +21,7 @@ from securefed.errors import ConfigError
 from securefed.secagg.client import SecAggClient
 from securefed.secagg.entropy import Entropy, entropy_source, os_entropy
 from securefed.secagg.params import RoundContext, SecAggParams, check_identities
-from securefed.secagg.quantize import decode_sum, encode_input
+from securefed.secagg.quantize import Decoded, FixedPointCodec, InputCodec
 from securefed.secagg.roster import (
     Roster,
     default_keys_path,
@@ -79,6 +79,7 @@ class RoundOutcome:
     survivors: tuple[int, ...]  # U3: clients whose input is in the sum
     transcript: dict[str, Any]  # JSON-serializable audit record of the round
     wrap_count: int
+    decoded: Decoded  # the codec's own reading of the total (distributed DP: headroom used)
 
 
 def with_generated_identities(params: SecAggParams, client_ids: Sequence[int]) -> SecAggParams:
@@ -145,6 +146,7 @@ def simulate_round(
     dropout: DropoutSchedule | None = None,
     rng: np.random.Generator | None = None,
     entropy: Entropy = os_entropy,
+    codec: InputCodec | None = None,
 ) -> RoundOutcome:
     """Run one round; raise ``ProtocolAbort`` when fewer than t clients remain at any stage.
 
@@ -152,7 +154,8 @@ def simulate_round(
     ``params.identity_keys``) or a ``Roster`` with ``identity_keys`` a mapping (see
     ``roster.generate_identities``); without one only ``adversary="curious"`` is allowed.
     ``rng`` draws the simulated dropouts; ``entropy`` (tests only) pins keys and seeds. Both
-    default to OS entropy.
+    default to OS entropy. ``codec`` encodes each client's input and decodes the unmasked total
+    (default: ``FixedPointCodec`` of ``params.quantization``).
     """
     ids = sorted(inputs)
     shapes = {inputs[u].delta.shape for u in ids}
@@ -160,13 +163,14 @@ def simulate_round(
     if len(shapes) != 1 or len(extras_shapes) != 1 or len(next(iter(shapes))) != 1:
         raise ValueError("every client needs a 1-D delta and extras of the same shapes")
     (dimension,), (extras_count,) = next(iter(shapes)), next(iter(extras_shapes))
+    codec = codec if codec is not None else FixedPointCodec(params.quantization, dimension)
     context = RoundContext(
         round_index,
         len(ids),
         params,
         global_adapter_hash,
         vector_spec_hash,
-        dimension,
+        codec.encoded_dimension,
         extras_count,
     )
     roster, identity_keys = _identities(params, ids)
@@ -198,10 +202,9 @@ def simulate_round(
         wire.up(u, clients[u].share_keys(wire.down(u, directory)))
     deliveries = server.close_share_keys()
     # -- stage 2: masked_input --------------------------------------------------------------
-    quantization = params.quantization
     for u in survivors_of("masked_input", server.participants["share_keys"]):
         x = inputs[u]
-        encoded = encode_input(x.delta, x.weight, x.extras, quantization, x.rounding)
+        encoded = codec.encode(x.delta, x.weight, x.extras, x.rounding)
         wire.up(u, clients[u].masked_input(wire.down(u, deliveries[u]), encoded))
     survivor_sets = server.close_masked_input()
     # -- stage 3: consistency_check ---------------------------------------------------------
@@ -214,10 +217,15 @@ def simulate_round(
     total = server.close_unmasking()
 
     survivors = server.participants["masked_input"]
-    decoded = decode_sum(total, dimension, len(survivors), quantization)
+    decoded = codec.decode(total, len(survivors))
     transcript = round_transcript(
         server, params, ids, dropped, wire.traffic, decoded.wrap_count, entropy_source(entropy)
     )
     return RoundOutcome(
-        decoded.delta_sum, decoded.extras_sum, tuple(survivors), transcript, decoded.wrap_count
+        decoded.delta_sum,
+        decoded.extras_sum,
+        tuple(survivors),
+        transcript,
+        decoded.wrap_count,
+        decoded,
     )

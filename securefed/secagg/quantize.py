@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -184,3 +185,56 @@ def check_no_overflow(clients: int, bits: int, noise_headroom: int = 0) -> None:
         f"{allowed} for {clients} clients per round (clients * (2^(bits-1) - 1) + headroom "
         f"{noise_headroom} must stay below 2^31 to rule out modular overflow)",
     )
+
+
+class Decoded(Protocol):
+    """What a codec recovers from an unmasked total (``DecodedSum`` is one)."""
+
+    delta_sum: np.ndarray  # float64 (d,)
+    extras_sum: np.ndarray  # float64 (m,)
+    wrap_count: int
+
+
+class InputCodec(Protocol):
+    """How a client's input becomes the uint32 vector it masks, and how the server reads the
+    unmasked total. ``FixedPointCodec`` is the default; distributed DP brings its own
+    (``securefed.privacy.distributed.encoding``), with noise shares inside the encoding."""
+
+    @property
+    def encoded_dimension(self) -> int:
+        """Coordinates of the update's part of the encoded vector (extras excluded)."""
+        ...
+
+    def encode(
+        self,
+        delta: np.ndarray,
+        weight: float,
+        extras: np.ndarray,
+        rng: np.random.Generator | None,
+    ) -> np.ndarray: ...
+
+    def decode(self, total: np.ndarray, contributors: int) -> Decoded: ...
+
+
+@dataclass(frozen=True)
+class FixedPointCodec:
+    """The plain fixed-point encoding of this module, as an ``InputCodec``."""
+
+    params: QuantizationParams
+    dimension: int
+
+    @property
+    def encoded_dimension(self) -> int:
+        return self.dimension
+
+    def encode(
+        self,
+        delta: np.ndarray,
+        weight: float,
+        extras: np.ndarray,
+        rng: np.random.Generator | None,
+    ) -> np.ndarray:
+        return encode_input(delta, weight, extras, self.params, rng)
+
+    def decode(self, total: np.ndarray, contributors: int) -> DecodedSum:
+        return decode_sum(total, self.dimension, contributors, self.params)

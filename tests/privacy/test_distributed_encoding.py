@@ -170,7 +170,7 @@ def test_extras_and_update_share_one_uint32_vector():
     assert {v.dtype for v in inputs} == {np.dtype(np.uint32)}
     decoded = decode_noisy_sum(_secure_sum(inputs), plan, EXTRAS, SEED, n)
     np.testing.assert_allclose(decoded.extras_sum, [5.0, 2.5], atol=1e-6)
-    assert decoded.extras_wrap_count == 0
+    assert decoded.wrap_count == 0
     assert decoded.delta_sum.shape == (d,)
     assert 0.0 < decoded.headroom_used < 1.0
 

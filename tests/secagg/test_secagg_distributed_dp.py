@@ -1,9 +1,9 @@
 """Distributed DP through the real secure-aggregation state machines, with dropouts.
 
-``simulate_round`` encodes its inputs itself (``quantize.encode_input``), so this drives the
-client and server state machines with ``ManualRound`` and the distributed-DP encoder's
+``ManualRound`` drives the client and server state machines with the distributed-DP encoder's
 uint32 vectors: the protocol carries them unchanged, the masks cancel, and the decoded sum
-holds exactly the noise shares of the clients whose input is in it.
+holds exactly the noise shares of the clients whose input is in it. ``simulate_round`` does
+the same through its codec seam, as the simulation runs it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from secagg_harness import ManualRound, make_context
 from securefed.privacy.distributed.accounting import institution_epsilon
 from securefed.privacy.distributed.encoding import DistributedDpCodec, round_rotation_seed
 from securefed.privacy.distributed.parameters import central_noise_std, plan_distributed_dp
-from securefed.secagg import SecAggParams
+from securefed.secagg import ClientInput, DropoutSchedule, SecAggParams, simulate_round
 from securefed.secagg.params import plan_round
 from securefed.secagg.quantize import QuantizationParams
 
@@ -51,7 +51,7 @@ def test_noisy_sum_survives_dropouts_at_every_stage(mechanism):
         round_rotation_seed(GLOBAL_ADAPTER_HASH, 0),
     )
     updates = np.random.default_rng(1).normal(size=(COHORT, D)) * 0.02  # norms ~2.6: clipped
-    inputs = {u: codec.encode(updates[u], np.array([1.0])) for u in range(COHORT)}  # OS noise
+    inputs = {u: codec.encode(updates[u], 1.0, np.array([1.0])) for u in range(COHORT)}  # OS noise
     context = make_context(COHORT, dimension=codec.encoded_dimension, extras_count=1, params=params)
     run = ManualRound(range(COHORT), context)
     total = run.run(inputs, drops={"masked_input": [2], "unmasking": [5]})
@@ -75,3 +75,39 @@ def test_noisy_sum_survives_dropouts_at_every_stage(mechanism):
     assert institution_epsilon(events, plan.delta) <= plan.target_epsilon
     short = [dataclasses.replace(e, noise_contributors=min_survivors - 1) for e in events]
     assert institution_epsilon(short, plan.delta) > plan.target_epsilon
+
+
+def test_simulate_round_carries_the_codec_and_the_survivors_noise():
+    """The simulation's own path: ``simulate_round`` encodes with the codec it is given."""
+    params = SecAggParams(adversary="curious", corrupt_fraction=0.0)
+    plan = plan_distributed_dp(
+        mechanism="skellam",
+        target_epsilon=5.0,
+        delta=1e-4,
+        clip_norm=1.0,
+        bits=20,
+        dimension=D,
+        cohort_size=COHORT,
+        min_survivors=plan_round(COHORT, params).threshold,
+        sample_rate=1.0,
+        rounds=30,
+    )
+    codec = DistributedDpCodec(
+        plan, QuantizationParams(1.0, 20), round_rotation_seed(GLOBAL_ADAPTER_HASH, 0)
+    )
+    updates = np.random.default_rng(2).normal(size=(COHORT, D)) * 0.002  # norms ~0.26
+    outcome = simulate_round(
+        round_index=0,
+        inputs={u: ClientInput(updates[u], 1.0, np.array([1.0])) for u in range(COHORT)},
+        params=params,
+        global_adapter_hash=GLOBAL_ADAPTER_HASH,
+        vector_spec_hash=codec.bind(b"spec".ljust(32, b".")),
+        dropout=DropoutSchedule(explicit={"share_keys": {1}, "unmasking": {6}}),
+        codec=codec,
+    )
+    assert outcome.survivors == (0, 2, 3, 4, 5, 6, 7)
+    assert outcome.extras_sum[0] == pytest.approx(7.0, abs=1e-6)
+    residual = outcome.delta_sum - updates[list(outcome.survivors)].sum(axis=0)
+    tolerance = 5 * np.sqrt(2 / D)
+    assert abs(_variance_ratio(residual, central_noise_std(plan, 7) ** 2) - 1) < tolerance
+    assert abs(_variance_ratio(residual, central_noise_std(plan, COHORT) ** 2) - 1) > tolerance

@@ -12,6 +12,7 @@ the server included, sees a less noisy value. numpy only (no torch).
 - ``events`` / ``accounting``: the institution-level ledger event and its RDP -> epsilon.
 - ``ledger``: the federation's institution-level ledger (JSON in the run folder, recomputable).
 
-May import: numpy, scipy, dp_accounting, ``securefed.errors`` -- never torch or flwr.
+May import: numpy, scipy, dp_accounting, ``securefed.errors``, ``securefed.privacy.event_ledger``
+(the ledger base it shares with the sample-level ledger) -- never torch or flwr.
 Exports nothing here: import the submodule you need.
 """

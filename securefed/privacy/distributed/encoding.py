@@ -100,7 +100,8 @@ class NoisySum:
 
     delta_sum: np.ndarray  # float64 (d,): sum of clipped updates plus the survivors' noise
     extras_sum: np.ndarray  # float64 (m,)
-    extras_wrap_count: int  # extras limbs no honest cohort of this size can give
+    wrap_count: int  # extras limbs no honest cohort of this size can give (noisy coordinates
+    # wrap undetectably: their rate is bounded by the plan's modclip_probability instead)
     headroom_used: float  # max |centred coordinate| / 2^(bits-1): near 1 means wraps are likely
 
 
@@ -134,11 +135,13 @@ def round_rotation_seed(global_adapter_hash: bytes, round_index: int) -> bytes:
 
 @dataclass(frozen=True, eq=False)
 class DistributedDpCodec:
-    """The round's encode/decode pair, for the secure-aggregation input path.
+    """The round's encode/decode pair: a ``securefed.secagg.InputCodec``.
 
     ``encoded_dimension`` replaces the update's dimension in the round's ``RoundContext``;
     ``encode`` runs on each client (noise from the OS CSPRNG unless a generator is given),
-    ``decode`` on the server after unmasking, with the number of inputs in the sum.
+    ``decode`` on the server after unmasking, with the number of inputs in the sum;
+    ``bind`` folds the plan into the vector-spec hash the session id covers, so clients
+    holding different plans cannot complete a round together.
     """
 
     plan: DistributedDpPlan
@@ -150,8 +153,14 @@ class DistributedDpCodec:
         return self.plan.padded_dimension
 
     def encode(
-        self, delta: np.ndarray, extras: np.ndarray, rng: np.random.Generator | None = None
+        self,
+        delta: np.ndarray,
+        weight: float,
+        extras: np.ndarray,
+        rng: np.random.Generator | None = None,
     ) -> np.ndarray:
+        if weight != 1.0:
+            raise ValueError(f"distributed DP weighs every client 1 (uniform), got {weight}")
         rng = rng if rng is not None else os_noise_generator()
         return encode_client(delta, extras, self.plan, self.extras_params, self.rotation_seed, rng)
 
@@ -159,3 +168,8 @@ class DistributedDpCodec:
         return decode_noisy_sum(
             total, self.plan, self.extras_params, self.rotation_seed, contributors
         )
+
+    def bind(self, vector_spec_hash: bytes) -> bytes:
+        """The vector-spec hash of a round run with this plan."""
+        label = b"securefed/distributed-dp/vector-spec/v1"
+        return hashlib.sha256(label + vector_spec_hash + self.plan.to_bytes()).digest()

@@ -10,18 +10,17 @@ recomputes the epsilon from ``to_json()["events"]`` with ``accounting.institutio
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import dp_accounting as dpa
 
-from securefed.errors import RunFolderError
 from securefed.privacy.distributed.accounting import RDP_ORDERS, institution_epsilon
 from securefed.privacy.distributed.events import (
     DistributedNoiseEvent,
     event_from_json,
     event_to_json,
 )
+from securefed.privacy.event_ledger import EventLedger
 
 INSTITUTION_LEDGER_FORMAT = "securefed.institution-ledger/1"
 INSTITUTION_RELATION = "add or remove one institution (its whole clipped update)"
@@ -36,41 +35,18 @@ INSTITUTION_CAVEATS = (
 )
 
 
-class InstitutionLedger:
+class InstitutionLedger(EventLedger[DistributedNoiseEvent]):
     """The institution-level events of one federation and the (epsilon, delta) they add up to."""
 
-    def __init__(
-        self,
-        delta: float,
-        target_epsilon: float | None = None,
-        events: Sequence[DistributedNoiseEvent] = (),
-    ) -> None:
-        if not 0.0 < delta < 1.0:
-            raise ValueError(f"delta must be in (0, 1), got {delta!r}")
-        if target_epsilon is not None and not (
-            math.isfinite(target_epsilon) and target_epsilon > 0
-        ):
-            raise ValueError(
-                f"target_epsilon must be finite and > 0 or None, got {target_epsilon!r}"
-            )
-        self.delta = float(delta)
-        self.target_epsilon = None if target_epsilon is None else float(target_epsilon)
-        self._events: list[DistributedNoiseEvent] = []
-        for event in events:
-            self.record(event)
-
-    @property
-    def events(self) -> tuple[DistributedNoiseEvent, ...]:
-        return tuple(self._events)
+    FORMAT = INSTITUTION_LEDGER_FORMAT
+    RELATION = INSTITUTION_RELATION
+    LABEL = "institution ledger"
+    event_to_json = staticmethod(event_to_json)
+    event_from_json = staticmethod(event_from_json)
 
     def record(self, event: DistributedNoiseEvent) -> None:
         """Record one round; rounds are recorded once each, in order."""
-        if self._events and event.round_index <= self._events[-1].round_index:
-            raise ValueError(
-                f"round {event.round_index} recorded after round "
-                f"{self._events[-1].round_index}; rounds must be recorded once, in order"
-            )
-        self._events.append(event)
+        self._append(event)
 
     def epsilon(self) -> float:
         """Epsilon at this ledger's delta of every recorded round (RDP, Zhu-Wang subsampling)."""
@@ -104,36 +80,3 @@ class InstitutionLedger:
             "events": [event_to_json(e) for e in self._events],
             "caveats": list(INSTITUTION_CAVEATS),
         }
-
-    def to_json(self) -> dict[str, Any]:
-        """Everything needed to continue this ledger or recompute its epsilon."""
-        return {
-            "format": INSTITUTION_LEDGER_FORMAT,
-            "delta": self.delta,
-            "target_epsilon": self.target_epsilon,
-            "neighbouring_relation": INSTITUTION_RELATION,
-            "events": [event_to_json(e) for e in self._events],
-        }
-
-    @classmethod
-    def from_json(cls, obj: Mapping[str, Any]) -> InstitutionLedger:
-        """Continue a ledger written by ``to_json``; malformed input is refused."""
-        expected = {"format", "delta", "target_epsilon", "neighbouring_relation", "events"}
-        if not isinstance(obj, Mapping) or set(obj) != expected:
-            raise RunFolderError(f"institution ledger: keys must be exactly {sorted(expected)}")
-        if (
-            obj["format"] != INSTITUTION_LEDGER_FORMAT
-            or obj["neighbouring_relation"] != INSTITUTION_RELATION
-        ):
-            raise RunFolderError(
-                f"institution ledger: format {obj['format']!r}; this version reads "
-                f"{INSTITUTION_LEDGER_FORMAT!r} with relation {INSTITUTION_RELATION!r}"
-            )
-        try:
-            return cls(
-                delta=obj["delta"],
-                target_epsilon=obj["target_epsilon"],
-                events=[event_from_json(e) for e in obj["events"]],
-            )
-        except (TypeError, ValueError) as exc:
-            raise RunFolderError(f"institution ledger: {exc}") from None

@@ -1,0 +1,168 @@
+"""The audit's institution-level DP (``privacy.distributed``): the federation's epsilon for a
+whole institution, beside each institution's sample-level epsilon, and its verification.
+
+Source: ``privacy/ledgers.json`` ``institution`` (the plan and the ledger: one event per round
+whose noisy sum was released, with the noise shares that reached it) and ``results.json``
+``privacy.institution`` (the epsilon the run reported). The section carries the events, so
+``check_audit_institution`` recomputes the epsilon from an ``audit.json`` alone.
+
+Verified (``check_institution``): the epsilon in ``results.json`` from the ledger's events;
+exactly one event in each round whose sum was released (none in a skipped or aborted round);
+each event's noise contributors = the institutions aggregated that round (the survivors'
+shares, not the planned ones); each event's noise and sensitivities = the plan's.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING
+
+from securefed.audit.source import RunSnapshot, as_float
+from securefed.audit.tables import fmt, table
+from securefed.run.folder import LEDGERS, RESULTS
+
+if TYPE_CHECKING:
+    from securefed.audit.verify import Verification
+
+
+def within_budget(epsilon: object, target: object) -> bool | None:
+    """epsilon <= target, or None where either is not a number."""
+    eps, budget = as_float(epsilon), as_float(target)
+    if eps is None or budget is None:
+        return None
+    return eps <= budget
+
+
+PROTECTS = (
+    "whether one institution took part and everything its update carried (add or remove "
+    "one institution), against anyone who sees the released sums, the server included"
+)
+_PLAN_FIELDS = ("mechanism", "l2_sensitivity", "l1_sensitivity", "local_variance")
+
+
+def institution_section(run: RunSnapshot) -> dict | None:
+    """The institution-level block of the privacy section; None when it was off."""
+    saved = (run.ledgers or {}).get("institution")
+    if saved is None:
+        return None
+    reported = ((run.results or {}).get("privacy") or {}).get("institution") or {}
+    ledger, plan = saved["ledger"], saved["plan"]
+    epsilon = reported.get("epsilon")
+    target = ledger.get("target_epsilon")
+    return {
+        "protects": PROTECTS,
+        "unit": "one institution",
+        "neighbouring_relation": ledger["neighbouring_relation"],
+        "mechanism": plan["mechanism"],
+        "bits": plan["bits"],
+        "clip_norm": plan["clip_norm"],
+        "calibrated_for_survivors": plan["min_survivors"],
+        "invitation_rate": saved.get("invitation_rate"),
+        "claimed_sample_rate": reported.get("claimed_sample_rate"),
+        "epsilon": epsilon,
+        "delta": ledger["delta"],
+        "target_epsilon": target,
+        "within_budget": within_budget(epsilon, target),
+        "gaussian_reference_epsilon": reported.get("gaussian_reference_epsilon"),
+        "accountant": reported.get("accountant"),
+        "noise_contributors_by_round": {
+            str(e["round_index"]): e["noise_contributors"] for e in ledger["events"]
+        },
+        "plan": plan,
+        "recorded_events": list(ledger["events"]),
+        "caveats": reported.get("caveats", []),
+    }
+
+
+@functools.lru_cache(maxsize=256)
+def _epsilon(events: tuple[tuple, ...], delta: float) -> float:
+    from securefed.privacy.distributed.accounting import institution_epsilon  # lazy: scipy
+    from securefed.privacy.distributed.events import event_from_json  # lazy: with it
+
+    return institution_epsilon([event_from_json(dict(e)) for e in events], delta)
+
+
+def epsilon_of(events: list[dict], delta: float) -> float:
+    """The institution-level epsilon of recorded events (cached: equal lists account once)."""
+    return _epsilon(tuple(tuple(sorted(e.items())) for e in events), float(delta))
+
+
+def check_institution(run: RunSnapshot, out: Verification) -> None:
+    """The run folder's institution-level claims against its ledger and its metrics."""
+    saved = (run.ledgers or {}).get("institution")
+    enabled = bool(((run.config.get("privacy") or {}).get("distributed") or {}).get("enabled"))
+    if saved is None:
+        if enabled and run.ledgers is not None:
+            out.expect("institution-level ledger", LEDGERS, "present", "missing")
+        return
+    ledger, plan = saved["ledger"], saved["plan"]
+    events = ledger["events"]
+    for e in events:
+        for key in _PLAN_FIELDS:
+            where = f"{LEDGERS} institution round {e['round_index']}"
+            out.expect(f"event {key} = plan", where, plan[key], e[key])
+    by_round = {e["round_index"]: e for e in events}
+    for rec in run.metrics:
+        released = bool(rec["aggregated"]) and "skipped" not in rec
+        event = by_round.get(rec["round"])
+        where = f"institution-level ledger, round {rec['round']}"
+        out.expect("event for a released sum", where, released, event is not None)
+        if event is not None:
+            out.expect(
+                "noise contributors = institutions aggregated",
+                where,
+                len(rec["aggregated"]),
+                event["noise_contributors"],
+            )
+    last_round = run.metrics[-1]["round"] if run.metrics else -1
+    out.expect(
+        "institution-level events after the last recorded round",
+        LEDGERS,
+        0,
+        sum(1 for e in events if e["round_index"] > last_round),
+    )
+    reported = ((run.results or {}).get("privacy") or {}).get("institution")
+    if reported is not None:
+        out.expect("institution-level events in results.json", RESULTS, events, reported["events"])
+        out.expect(
+            "institution-level epsilon",
+            RESULTS,
+            reported["epsilon"],
+            epsilon_of(events, ledger["delta"]),
+        )
+
+
+def check_audit_institution(audit: dict, out: Verification) -> None:
+    """The institution-level epsilon an ``audit.json`` shows, from the events it carries."""
+    shown = (audit.get("privacy") or {}).get("institution")
+    if shown is None:
+        return
+    out.expect(
+        "institution-level epsilon",
+        "audit.json privacy.institution",
+        shown["epsilon"],
+        epsilon_of(shown["recorded_events"], shown["delta"]),
+    )
+
+
+def institution_markdown(section: dict | None) -> str:
+    """The audit's paragraph and table on institution-level DP ('' when it was off)."""
+    if section is None:
+        return ""
+    s = section
+    head = (
+        "### Institution-level DP (distributed noise inside the secure sum)\n\n"
+        f"Protects {s['protects']}. Mechanism **{s['mechanism']}**, aggregate width "
+        f"{s['bits']} bits, clip norm {fmt(s['clip_norm'])} per institution update; noise "
+        f"calibrated for {s['calibrated_for_survivors']} surviving institutions and accounted "
+        f"with the shares that reached each sum. **Epsilon {fmt(s['epsilon'])}** at delta "
+        f"{fmt(s['delta'])} (target {fmt(s['target_epsilon'])}; a continuous Gaussian of the "
+        f"same variance: {fmt(s['gaussian_reference_epsilon'])}). Institutions were invited at "
+        f"rate {fmt(s['invitation_rate'])} as fixed-size cohorts; amplification claimed: "
+        f"sampling rate {fmt(s['claimed_sample_rate'])}. Accountant: {s['accountant']}."
+    )
+    rows = [[r, n] for r, n in s["noise_contributors_by_round"].items()]
+    caveats = "\n".join(f"- {c}" for c in s["caveats"])
+    return "\n\n".join(
+        p for p in (head, table(["round", "noise shares in the sum"], rows), caveats) if p
+    )

@@ -1,0 +1,45 @@
+"""A run's distributed-DP plan: calibrated for the threshold's smallest survivor set, no
+amplification claimed, and an unreachable target refused as a config error naming the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from securefed.config import load_config
+from securefed.errors import ConfigError
+from securefed.privacy.institution import InstitutionPrivacy, plan_for_run
+from securefed.secagg import plan_round
+
+ON = [
+    "privacy.distributed.enabled=true",
+    "partition.num_clients=50",
+    "training.clients_per_round=15",
+    "training.rounds=20",
+]
+
+
+def test_the_plan_is_calibrated_for_the_threshold_and_claims_no_amplification():
+    cfg = load_config(overrides=ON)
+    plan = plan_for_run(cfg, 7_000)
+    assert plan.min_survivors == plan_round(15, cfg.secure_aggregation.params()).threshold == 11
+    assert plan.sample_rate == 1.0 and plan.rounds == 20 and plan.delta == 1e-5
+    privacy = InstitutionPrivacy(cfg, 7_000)
+    assert privacy.invitation_rate == pytest.approx(0.3)
+    for r in range(20):  # the worst run the plan allows still meets the target
+        privacy.record(r, plan.min_survivors)
+    assert privacy.ledger.epsilon() <= plan.target_epsilon
+    assert privacy.ledger.epsilon() == pytest.approx(plan.target_epsilon, rel=0.01)
+
+
+def test_an_unreachable_target_is_a_config_error():
+    cfg = load_config(overrides=[*ON, "secure_aggregation.bits=12"])
+    with pytest.raises(ConfigError) as err:
+        plan_for_run(cfg, 1_000_000)
+    assert err.value.key == "privacy.distributed.target_epsilon"
+
+
+def test_a_resumed_run_with_another_plan_is_refused():
+    saved = InstitutionPrivacy(load_config(overrides=ON), 7_000).to_json()
+    other = InstitutionPrivacy(load_config(overrides=[*ON, "secure_aggregation.bits=18"]), 7_000)
+    with pytest.raises(ConfigError, match="plan the run started with"):
+        other.restore(saved)
