@@ -88,6 +88,7 @@ def dp_plan(
         rounds=cfg.training.rounds,
         batch_size=cfg.training.batch_size,
         trainable_parameters=dimension,
+        dp_optimizer=cfg.training.dp_optimizer,
     )
 
 
