@@ -16,9 +16,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from torch.utils.data import TensorDataset
 
 from securefed.config import RunConfig, load_config
-from securefed.model.adapters import set_vector
+from securefed.model.adapters import AdapterModel, set_vector
 from securefed.model.input_canaries import canary_losses, input_canary_rows
 from securefed.privacy.canaries import (
     CanaryPlan,
@@ -63,9 +64,8 @@ def record_canaries(
     plan = setup.canaries
     assert plan is not None, "a run without canaries has nothing to record"
     if plan.kind == "input":
-        set_vector(setup.scorer.model, final, setup.scorer.spec)
         batch = setup.cfg.training.eval_batch_size
-        scores = input_scores(canary_losses(setup.scorer, setup.canary_rows, batch))
+        scores = _scored(setup.scorer, setup.canary_rows, final, batch)
     else:
         scores = gradient_scores(plan, setup.initial_vector, final)
     epsilon, delta = canary_claim(plan, privacy_report)
@@ -83,5 +83,10 @@ def rescore_input_canaries(run_dir: str | Path, plan: CanaryPlan, final: np.ndar
     bundle = adapter_model(cfg, task)
     batch = cfg.training.eval_batch_size
     scorer, rows = input_canary_rows(plan, bundle, task, cfg.model, batch)
+    return _scored(scorer, rows, final, batch)
+
+
+def _scored(scorer: AdapterModel, rows: TensorDataset, final: np.ndarray, batch: int) -> np.ndarray:
+    """Input canaries' scores: minus each one's loss with ``final`` loaded into ``scorer``."""
     set_vector(scorer.model, final, scorer.spec)
     return input_scores(canary_losses(scorer, rows, batch))
