@@ -1,13 +1,16 @@
 """The empirical privacy audit on real (small) runs: DP off, DP on at epsilon 8 and 2, and DP
 with a tenth of the noise while the ledger keeps the claimed sigma (a broken implementation).
 
-Each run is ``securefed simulate`` on a small synthetic config with gradient canaries in every
-institution; the figures are the audit's own (``build_audit``'s ``empirical`` section). The
-broken case scales DP-SGD's noise through ``dp_training``'s test-only ``noise_scale_for_testing``
-(patched in this process only). Prints one line per run and a summary.
+Each run is ``securefed simulate`` on a small synthetic config with canaries (gradient by
+default, ``--kind input`` for black-box ones) in every institution; ``--set`` adds config
+overrides (e.g. more training). The figures are the audit's own (``build_audit``'s
+``empirical`` section). The broken case scales DP-SGD's noise through ``dp_training``'s
+test-only ``noise_scale_for_testing`` (patched in this process only). Prints one line per
+run and a summary.
 
     PYTHONPATH=. HF_HUB_OFFLINE=1 python benchmarks/canary_audit.py [--seeds 0 1 2]
-        [--scenarios dp_off eps8 eps2 broken_eps2] [--canaries 1000] [--out DIR]
+        [--scenarios dp_off eps8 eps2 broken_eps2] [--canaries 1000] [--kind input]
+        [--set KEY=VALUE ...] [--out DIR]
 
 On the 2-core reference machine a DP run takes 1-3 minutes (most of it calibration and
 1000 canaries' directions), the DP-off run under one.
@@ -42,7 +45,9 @@ SCENARIOS = {
 }
 
 
-def run_one(scenario: str, seed: int, canaries: int, out: Path) -> dict:
+def run_one(
+    scenario: str, seed: int, canaries: int, out: Path, kind: str = "gradient", extra=()
+) -> dict:
     """One run and its audit; the empirical figures and whether the critical flag fired."""
     import securefed.privacy.dp_sgd as dp_sgd
     from securefed.audit import build_audit
@@ -62,6 +67,8 @@ def run_one(scenario: str, seed: int, canaries: int, out: Path) -> dict:
                 *SMALL,
                 *overrides,
                 f"audit.canaries={canaries}",
+                f"audit.canary_kind={kind}",
+                *extra,
             ]
         )
         run_dir, _ = simulate(cfg, out=str(out / f"{scenario}-s{seed}"))
@@ -71,6 +78,7 @@ def run_one(scenario: str, seed: int, canaries: int, out: Path) -> dict:
     e = audit["empirical"]
     return {
         "scenario": scenario,
+        "kind": kind,
         "seed": seed,
         "claimed": e["claimed_epsilon"],
         "lower_bound": e["epsilon_lower_bound"],
@@ -87,6 +95,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--scenarios", nargs="+", choices=list(SCENARIOS), default=list(SCENARIOS))
     parser.add_argument("--canaries", type=int, default=1000)
+    parser.add_argument("--kind", choices=["gradient", "input"], default="gradient")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", help="keep the run folders here (default: a temporary folder)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -94,7 +104,8 @@ def main() -> None:
         for scenario in args.scenarios:
             seeds = args.seeds[:1] if scenario == "dp_off" else args.seeds
             for seed in seeds:
-                print(json.dumps(run_one(scenario, seed, args.canaries, out)), flush=True)
+                row = run_one(scenario, seed, args.canaries, out, args.kind, args.set)
+                print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":

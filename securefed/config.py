@@ -207,12 +207,6 @@ class AuditConfig(_Section):
             raise ConfigError(
                 "audit.canaries", self.canaries, f"0 (off) or at least {MIN_CANARIES}"
             )
-        if self.canaries and self.canary_kind == "input":
-            raise ConfigError(
-                "audit.canary_kind",
-                "input",
-                "gradient (input canaries are not wired into the run yet: a run would carry none)",
-            )
         institutions = self.canary_institutions
         if institutions is not None and (
             not institutions or len(set(institutions)) != len(institutions)

@@ -12,7 +12,8 @@ command      `securefed audit RUN_DIR [--out DIR] [--verify]`, write_audit
 
 May import: ``run.folder`` (the run folder's layout), ``secagg`` (stage names),
 ``privacy.accounting`` (to recompute epsilon), ``privacy.canaries`` (numpy: the canaries'
-coins and scores), numpy, scipy, matplotlib, ``errors`` -- never torch.
+coins and scores), numpy, scipy, matplotlib, ``errors`` -- never torch, except that
+``--verify`` of a run with input canaries imports ``run.canaries`` to recompute their losses.
 Exports: ``build_audit``, ``write_audit``, ``verify_run``, ``Verification``,
 ``add_audit_parser``, ``SCHEMA_VERSION``.
 """

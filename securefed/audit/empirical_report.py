@@ -10,14 +10,17 @@ that claim, so a bound above it contradicts the run's privacy claim).
 ``section_from_record`` turns that record into the section (figures, and the record's own
 plan and scores, so an audit folder can recompute its figures alone); ``empirical_flags``
 raises the critical flag when the lower bound exceeds the claim; ``verify_scores`` recomputes
-the scores of gradient canaries from the initial and final global adapters (checkpoints),
-``verify_figures`` both figures from the scores and coins; each lists what does not match.
-Input canaries' scores need the model (losses), so for them only the figures are recomputed.
+the scores from the global adapters (checkpoints): of gradient canaries from the initial and
+final ones (numpy), of input canaries from the final one's losses on the canaries regenerated
+from the seed, which needs the backbone (``securefed.run.canaries``, imported then: torch);
+``verify_figures`` recomputes both figures from the scores and coins; each lists what does not
+match.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 
@@ -32,6 +35,9 @@ from securefed.run.folder import CANARIES
 
 BOOTSTRAP_SEED = 0  # the interval is a bootstrap: a fixed seed makes it recomputable
 SCORE_REL_TOL = 1e-6  # float32 checkpoints: scores recomputed in float64 from the same bytes
+# Input canaries' losses come from a float32 forward pass: the same on one machine, within
+# ~1e-6 across thread counts or devices (the audit recomputes them on the CPU).
+INPUT_SCORE_TOL = 1e-5
 FIGURE_REL_TOL = 1e-6
 
 
@@ -136,28 +142,39 @@ def verify_empirical(
     record: dict,
     initial: np.ndarray | None = None,
     final: np.ndarray | None = None,
+    run_dir: Path | None = None,
 ) -> list[str]:
     """``verify_scores`` then ``verify_figures`` against the recomputed scores."""
-    problems, scores = verify_scores(record, initial, final)
+    problems, scores = verify_scores(record, initial, final, run_dir)
     return problems + verify_figures(section, {**record, "scores": scores.tolist()})
 
 
 def verify_scores(
-    record: dict, initial: np.ndarray | None, final: np.ndarray | None
+    record: dict,
+    initial: np.ndarray | None,
+    final: np.ndarray | None,
+    run_dir: Path | None = None,
 ) -> tuple[list[str], np.ndarray]:
-    """Gradient canaries' scores recomputed from the initial and final global adapters; one
-    line per mismatch with the record, and the scores to recompute the figures from (the
-    recorded ones for input canaries, whose scores need the model)."""
+    """The canaries' scores recomputed from the global adapters: gradient canaries' from the
+    initial and final ones, input canaries' from the final one and the run folder ``run_dir``
+    (its config names the backbone); one line per mismatch with the record, and the scores to
+    recompute the figures from."""
     plan = CanaryPlan.from_json(record["plan"])
     recorded = np.asarray(record["scores"], dtype=np.float64)
-    if plan.kind != "gradient":
-        return [], recorded
     if initial is None or final is None:
-        return [f"{CANARIES}: gradient canaries need the initial and final checkpoints"], recorded
-    scores = gradient_scores(plan, initial, final)
+        return [f"{CANARIES}: the scores need the initial and final checkpoints"], recorded
+    if plan.kind == "input":
+        if run_dir is None:
+            return [f"{CANARIES}: input canaries are rescored from their run folder"], recorded
+        from securefed.run.canaries import rescore_input_canaries  # torch: input canaries only
+
+        scores, tolerance = rescore_input_canaries(run_dir, plan, final), INPUT_SCORE_TOL
+    else:
+        scores, tolerance = gradient_scores(plan, initial, final), SCORE_REL_TOL
     if recorded.shape != scores.shape:
         return [f"{CANARIES} scores: {recorded.size} recorded for {plan.count} canaries"], scores
-    if not np.allclose(scores, recorded, rtol=SCORE_REL_TOL, atol=1e-12):
+    atol = tolerance if plan.kind == "input" else 1e-12
+    if not np.allclose(scores, recorded, rtol=tolerance, atol=atol):
         worst = int(np.argmax(np.abs(scores - recorded)))
         return [
             f"{CANARIES} scores: canary {worst} recorded {recorded[worst]!r}, "

@@ -23,7 +23,8 @@ Checks, each against the files as they are now:
 6. ``results.json`` against the chain (final metrics, rounds, aborted rounds, timing sums)
    and against ``baselines/*.json``;
 7. a run with canaries: ``canaries.json``'s scores recomputed from the initial and final
-   checkpoints (hashed in the chain), its claim from the epsilons ``results.json`` reports
+   checkpoints (hashed in the chain; input canaries: their losses under the final adapter,
+   on the backbone the config names), its claim from the epsilons ``results.json`` reports
    (checked in 4), its count and kind against the config.
 
 ``verify_audit`` checks an audit folder instead (its ``audit.json`` alone, as committed): every
@@ -309,7 +310,7 @@ def _check_canaries(run: RunSnapshot, out: Verification) -> None:
         out.expect("canary scores", CANARIES, "initial and final checkpoints", "missing")
         return
     initial, final = (folder.load_adapter(rel) for rel in checkpoints)
-    problems, _ = verify_scores(run.canaries, initial, final)
+    problems, _ = verify_scores(run.canaries, initial, final, run.path)
     out.expect("canary scores", f"{CANARIES} vs {checkpoints[1]}", problems, [])
     if run.results is not None:
         epsilon, delta = canary_claim(plan, run.results["privacy"])

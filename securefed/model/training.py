@@ -8,6 +8,7 @@ when a ``DPStep`` plan is given.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -15,10 +16,11 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Subset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from securefed.errors import DataError
 from securefed.model.adapters import AdapterModel, trainable_parameters
+from securefed.model.carried_rows import CarriedRows, RecordLoss
 from securefed.privacy.canaries import CanaryPlan
 from securefed.privacy.dp_canary_rows import GradientCanaryRows
 from securefed.privacy.dp_optimizers import make_dp_optimizer
@@ -96,6 +98,14 @@ def batch_loss(bundle: AdapterModel, batch) -> torch.Tensor:
     return F.cross_entropy(scores.float(), labels)
 
 
+def example_losses(bundle: AdapterModel, batch) -> torch.Tensor:
+    """[B] each example's loss (``batch_loss`` is their mean)."""
+    input_ids, attention_mask, answer_ids, labels = batch
+    input_ids, attention_mask = trim_padding(input_ids, attention_mask)
+    scores = choice_scores(bundle, input_ids, attention_mask, answer_ids)
+    return F.cross_entropy(scores.float(), labels.to(scores.device), reduction="none")
+
+
 def steps_for(
     num_examples: int, batch_size: int, local_epochs: float, local_steps: int | None
 ) -> int:
@@ -123,6 +133,7 @@ def train_local(
     on_step: Callable[[], None] | None = None,
     canaries: tuple[CanaryPlan, int] | None = None,
     canary_clip_norm: float = 1.0,
+    input_canaries: Dataset | None = None,
 ) -> LocalStats:
     """Train the adapter in place for ``steps`` optimizer steps on ``data``.
 
@@ -132,11 +143,18 @@ def train_local(
     q = B / len(data) (``dp_canary_rows``): under DP before clipping, without DP added unclipped
     to the batch-mean gradient (norm ``GRADIENT_NORM_FACTOR`` x ``canary_clip_norm``).
     They are not records of ``data``: no count or loss reported here includes them.
+    ``input_canaries``: this institution's included input canaries, which join ``data`` as
+    records (``carried_rows``): shuffled or Poisson-sampled with them, at q = B / len(data),
+    and left out of the reported ``examples`` and ``mean_loss``.
     """
     bundle.model.train()
     # Dropout inside the backbone draws from torch's global RNG: seed it from this client's
     # generator so a client's update does not depend on who trained before it (or on resume).
     torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+    records, loss_fn, tally = len(data), batch_loss, None
+    if input_canaries is not None:
+        data, loss_fn = CarriedRows(data, input_canaries), RecordLoss(example_losses)
+        tally = loss_fn
     if dp is not None:
         optimizer = make_dp_optimizer(
             [p for _, p in trainable_parameters(bundle.model)],
@@ -146,27 +164,28 @@ def train_local(
             momentum=dp.momentum,
             noise_multiplier=dp.noise_multiplier,
             max_grad_norm=dp.max_grad_norm,
-            expected_batch=min(batch_size, len(data)),
+            expected_batch=min(batch_size, records),
         )
-
-        return train_private(
+        stats = train_private(
             bundle,
             data,
             optimizer,
             steps=steps,
             batch_size=batch_size,
             plan=dp,
-            loss_fn=batch_loss,
+            loss_fn=loss_fn,
             on_step=on_step,
             canaries=canaries,
+            real_records=records,
         )
+        return stats if tally is None else _records_only(stats, tally)
     optimizer = _optimizer(bundle, lr, weight_decay)
     canary_rows = None
     if canaries is not None:
         canary_rows = GradientCanaryRows(
             *canaries,
             [p for _, p in trainable_parameters(bundle.model)],
-            min(1.0, batch_size / len(data)),
+            min(1.0, batch_size / records),
             canary_clip_norm,
             torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little")),
         )
@@ -176,7 +195,7 @@ def train_local(
     while len(losses) < steps:
         for batch in loader:
             optimizer.zero_grad(set_to_none=True)
-            loss = batch_loss(bundle, batch)
+            loss = loss_fn(bundle, batch)
             loss.backward()
             if canary_rows is not None:
                 rows = int(batch[0].shape[0])
@@ -189,7 +208,13 @@ def train_local(
                 on_step()
             if len(losses) == steps:
                 break
-    return LocalStats(steps=steps, examples=seen, mean_loss=float(np.mean(losses)))
+    stats = LocalStats(steps=steps, examples=seen, mean_loss=float(np.mean(losses)))
+    return stats if tally is None else _records_only(stats, tally)
+
+
+def _records_only(stats: LocalStats, tally: RecordLoss) -> LocalStats:
+    """``stats`` with the records' count and mean loss (``RecordLoss``), canaries left out."""
+    return dataclasses.replace(stats, examples=tally.records, mean_loss=tally.mean)
 
 
 @torch.no_grad()

@@ -17,7 +17,10 @@ records.
   step the released adapter took against it (initial minus final global adapter: descent
   moves against the gradient), ``gradient_scores``.
 - input canaries (black box): canary i is a record of uniformly random tokens and a uniformly
-  random label (``input_canary_records``); score: minus its loss under the released model.
+  random label (``input_canary_records``), encoded and cached like the task's records
+  (``securefed.model.input_canaries``); an included one joins its carrier's shard as a record
+  (``securefed.model.carried_rows``). Score: minus its loss under the released (final global)
+  model.
 
 This module is numpy-only, so the audit can recompute gradient scores without torch; the
 injection itself (torch) lives in ``dp_sgd``.

@@ -57,6 +57,7 @@ class RunSetup:
     pooled_train: Subset
     initial_vector: np.ndarray  # (d,) float32: the adapter every run starts from
     canaries: CanaryPlan | None = None  # the empirical audit's canaries (``simulate`` sets it)
+    canary_rows: TensorDataset | None = None  # input canaries only: every one, as ``data``'s rows
 
     @property
     def num_clients(self) -> int:
@@ -80,12 +81,13 @@ class RunSetup:
         label: str,
         head_only_round: bool = False,
         canaries: tuple[CanaryPlan, int] | None = None,
+        input_canaries: Subset | None = None,
     ) -> LocalStats:
         """Load ``start`` into the adapter and train it in place for ``steps`` steps on
         ``data``, batches drawn from a generator seeded by ``seed_parts`` (see
-        ``securefed.seeding``); ``dp`` is a DP plan or None; ``canaries`` (plan,
-        institution) join its steps. The one training call of the federation's clients and of
-        both baselines."""
+        ``securefed.seeding``); ``dp`` is a DP plan or None; gradient ``canaries`` (plan,
+        institution) join its steps, ``input_canaries`` (rows) its records. The one training
+        call of the federation's clients and of both baselines."""
         t = self.cfg.training
         set_vector(self.scorer.model, start, self.scorer.spec)
         generator = torch.Generator().manual_seed(derived_seed(self.cfg.seed, *seed_parts))
@@ -101,6 +103,7 @@ class RunSetup:
                 on_step=advance,
                 canaries=canaries,
                 canary_clip_norm=self.cfg.privacy.dp.max_grad_norm,
+                input_canaries=input_canaries,
                 **knobs,
             )
 
@@ -135,12 +138,17 @@ def client_update(
     """What one client does in one round, in-process or on a Flower node: train from the
     global adapter on its own shard; return (delta, stats).
 
-    A canary carrier trains with its included canaries, except in head-only rounds: their
-    directions span the whole adapter, of which only the head trains then."""
+    A canary carrier trains with its included canaries. Input canaries are records of its
+    shard in every round; gradient canaries skip head-only rounds: their directions span the
+    whole adapter, of which only the head trains then."""
     head_only_round = round_index < setup.cfg.training.linear_probe_rounds
-    plan, carried = setup.canaries, None
-    if plan is not None and client in plan.institutions and not head_only_round:
-        carried = (plan, client)
+    plan, carried, rows = setup.canaries, None, None
+    if plan is not None and client in plan.institutions:
+        if plan.kind == "input":
+            included = plan.included_at(client).tolist()
+            rows = Subset(setup.canary_rows, included) if included else None
+        elif not head_only_round:
+            carried = (plan, client)
     stats = setup.train_from(
         global_vector,
         setup.client_train[client],
@@ -151,6 +159,7 @@ def client_update(
         label=f"client {client}",
         head_only_round=head_only_round,
         canaries=carried,
+        input_canaries=rows,
     )
     delta = get_vector(setup.bundle.model) - global_vector  # (d,) float32
     return delta, stats
@@ -196,7 +205,7 @@ def load_and_partition(cfg: RunConfig) -> tuple[Task, list, Partition]:
     return task, examples, partition(labels, cfg.partition, cfg.seed, groups=groups)
 
 
-def _adapter_model(cfg: RunConfig, task: Task):
+def adapter_model(cfg: RunConfig, task: Task) -> AdapterModel:
     """The backbone with the configured adapter, for this task's labels and device."""
     return build_adapter_model(
         cfg.model,
@@ -211,7 +220,7 @@ def plan_sizes(cfg: RunConfig) -> tuple[list[int], list[int], int]:
     institution's training-record count and local steps per round, and the number of
     trainable parameters d (the adapter is built, the examples are not passed through it)."""
     task, _, shards = load_and_partition(cfg)
-    bundle = _adapter_model(cfg, task)
+    bundle = adapter_model(cfg, task)
     t = cfg.training
     sizes = [len(s.train) for s in shards.clients]
     steps = [steps_for(n, t.batch_size, t.local_epochs, t.local_steps) for n in sizes]
@@ -221,7 +230,7 @@ def plan_sizes(cfg: RunConfig) -> tuple[list[int], list[int], int]:
 def build_setup(cfg: RunConfig) -> RunSetup:
     """Load the task, partition it, build the adapter model and tokenize every split once."""
     task, examples, shards = load_and_partition(cfg)
-    bundle = _adapter_model(cfg, task)
+    bundle = adapter_model(cfg, task)
     data = encode_examples(examples, task, bundle, cfg.model.max_length)
     scorer, data = scorer_and_rows(
         bundle, data, cfg.model.adapter_layers, cfg.training.eval_batch_size

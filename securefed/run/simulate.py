@@ -17,7 +17,7 @@ from securefed.model.adapters import base_weights_hash
 from securefed.privacy.budget import ClientPrivacy
 from securefed.privacy.institution import InstitutionPrivacy
 from securefed.privacy.planner import InstitutionPlan, format_plan, plan_institutions
-from securefed.run.canaries import canary_plan, record_canaries
+from securefed.run.canaries import attach_canaries, record_canaries
 from securefed.run.energy import EnergyMeter, record_energy
 from securefed.run.federation import FederationState, run_federation
 from securefed.run.folder import (
@@ -121,7 +121,7 @@ def simulate(
         for repaired in point.repaired if point is not None else []:
             progress.log(f"resume: {repaired}")
         setup = build_setup(cfg)
-        setup.canaries = canary_plan(cfg)
+        attach_canaries(setup)
         privacy = client_privacy(setup)
         if cfg.privacy.dp.enabled:
             steps = [setup.local_steps(c) for c in range(setup.num_clients)]
@@ -144,9 +144,7 @@ def simulate(
                 )
                 baselines = background.results()
         if setup.canaries is not None:  # the released adapters are final: score the canaries
-            record_canaries(
-                folder, setup.canaries, setup.initial_vector, state.global_vector, privacy.report()
-            )
+            record_canaries(folder, setup, state.global_vector, privacy.report())
         base_after = base_weights_hash(setup.bundle.model)
     energy = record_energy(folder.path, meter.report())
     results = federated_results(
