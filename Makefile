@@ -19,10 +19,11 @@ setup: $(STAMP)
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/securefed simulate
 
-# Two xdist workers, a test file each at a time (module fixtures are built once), one torch
-# thread per worker (tests/conftest.py): the long Flower and sweep files overlap the rest.
+# Three xdist workers, a test file each at a time (module fixtures are built once), one torch
+# thread per worker, the long files handed out first (tests/conftest.py). Three on two cores:
+# the Flower deployment tests mostly wait on their nodes, and the third worker uses that time.
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not slow" -n 2 --dist loadfile
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not slow" -n 3 --dist loadfile --no-loadscope-reorder
 
 lint: $(STAMP)
 	$(BIN)/ruff check securefed tests benchmarks

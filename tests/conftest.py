@@ -39,10 +39,35 @@ def tiny_llama_config(offline_tokenizer):
 
 @pytest.fixture(scope="session", autouse=True)
 def one_torch_thread_per_xdist_worker():
-    """Under pytest-xdist (``make test`` runs two workers) each worker computes on one thread:
-    two workers with two threads each oversubscribe a 2-core machine and run slower."""
+    """Under pytest-xdist (``make test`` runs three workers) each worker computes on one
+    thread: workers with two threads each oversubscribe a 2-core machine and run slower."""
     if os.environ.get("PYTEST_XDIST_WORKER"):
         import torch
 
         torch.set_num_threads(1)
     yield
+
+
+# Test files that take minutes each (``--durations``, 2-core machine under load: the Flower
+# deployment 451 s, the sweep 337 s, the README run 151 s, the budget stop 143 s, the HTML
+# render 117 s, the round commit 81 s). ``make test`` passes ``--no-loadscope-reorder``, so
+# pytest-xdist hands files out in collection order; these go first, and the many short files
+# fill the workers' gaps after them instead of a long file starting last and running alone.
+LONG_FILES = (
+    "tests/flower/test_deployment.py",
+    "tests/test_sweep.py",
+    "tests/test_readme_numbers.py",
+    "tests/test_budget_stop.py",
+    "tests/audit/test_render.py",
+    "tests/test_round_commit.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    """Long files first, in LONG_FILES order; every file keeps its own test order."""
+
+    def rank(item) -> int:
+        path = item.nodeid.split("::", 1)[0]
+        return LONG_FILES.index(path) if path in LONG_FILES else len(LONG_FILES)
+
+    items.sort(key=rank)

@@ -166,7 +166,9 @@ def verify_scores(
     if plan.kind == "input":
         if run_dir is None:
             return [f"{CANARIES}: input canaries are rescored from their run folder"], recorded
-        from securefed.run.canaries import rescore_input_canaries  # torch: input canaries only
+        from securefed.run.canaries import (
+            rescore_input_canaries,  # lazy: imports torch, needed for input canaries only
+        )
 
         scores, tolerance = rescore_input_canaries(run_dir, plan, final), INPUT_SCORE_TOL
     else:
