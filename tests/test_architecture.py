@@ -105,7 +105,8 @@ def _graph() -> dict[str, Module]:
                 continue
             for name in names:
                 mod.imports |= _targets(name, modules, mod.name)
-            if in_function and LAZY_MARK not in lines[node.lineno - 1]:
+            statement = "\n".join(lines[node.lineno - 1 : node.end_lineno])  # formatters wrap
+            if in_function and LAZY_MARK not in statement:
                 mod.unmarked_lazy.append(f"line {node.lineno}: {names[0]}")
     return modules
 
