@@ -30,8 +30,8 @@ from dataclasses import dataclass
 
 LEARNS_NOTHING_ABOVE = {"sgd": 2.0, "adam_bc": 1.0, "adamw": 0.5}
 
+SWITCH_TO_SGD = "training.dp_optimizer sgd with dp_momentum (noise averages out over steps)"
 FIXES = (
-    "training.dp_optimizer sgd with dp_momentum (noise averages out over steps)",
     "more records per institution (at fixed epsilon sigma/B falls roughly as 1/N)",
     "a larger expected batch (training.batch_size) with fewer local steps",
     "fewer trainable parameters: model.adapter ffa_lora, a smaller model.lora_r",
@@ -50,7 +50,8 @@ class InstitutionPlan:
     steps: int  # noised steps over the whole run if it trains every round
     noise_multiplier: float
     noise_to_signal: float
-    threshold: float  # LEARNS_NOTHING_ABOVE for the run's DP optimizer
+    dp_optimizer: str
+    threshold: float  # LEARNS_NOTHING_ABOVE[dp_optimizer]
 
     @property
     def learns_nothing(self) -> bool:
@@ -91,6 +92,7 @@ def plan_institutions(
                 steps=rounds * steps,
                 noise_multiplier=sigma,
                 noise_to_signal=noise_to_signal(sigma, batch, trainable_parameters),
+                dp_optimizer=dp_optimizer,
                 threshold=threshold,
             )
         )
@@ -122,8 +124,9 @@ def learns_nothing_warning(plans: Sequence[InstitutionPlan]) -> str | None:
     if not bad:
         return None
     worst = max(bad, key=lambda p: p.noise_to_signal)
+    fixes = FIXES if worst.dp_optimizer == "sgd" else (SWITCH_TO_SGD, *FIXES)
     return (
         f"WARNING: institutions {[p.client for p in bad]} are predicted to learn nothing "
         f"under DP (noise/signal up to {worst.noise_to_signal:.3g} > {worst.threshold:g}; "
-        "the model would stay at the majority-class floor). Fixes: " + "; ".join(FIXES) + "."
+        "the model would stay at the majority-class floor). Fixes: " + "; ".join(fixes) + "."
     )

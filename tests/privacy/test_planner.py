@@ -64,6 +64,12 @@ def test_warning_names_exactly_the_institutions_above_the_threshold():
     assert "LEARNS NOTHING" in format_plan(plans, 10_000).splitlines()[3]
 
 
+@pytest.mark.parametrize("dp_optimizer", ["adamw", "adam_bc"])
+def test_warning_suggests_sgd_only_to_a_run_not_already_on_it(dp_optimizer):
+    assert "dp_optimizer sgd" not in learns_nothing_warning(_two_institutions("sgd"))
+    assert "dp_optimizer sgd" in learns_nothing_warning(_two_institutions(dp_optimizer))
+
+
 @pytest.mark.parametrize(
     ("dp_optimizer", "learned", "did_not"),
     # measured (planner docstring): SGD momentum learned at 1.55 and not at 2.77; AdamW did
