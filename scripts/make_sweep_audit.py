@@ -57,17 +57,24 @@ def findings(table: SweepTable, shrunk: dict) -> str:
         "",
         f"## Federated pooled {metric} by target epsilon",
         "",
+        "Mean over the seeds that ran, with the lowest and highest seed in brackets.",
+        "",
         "| adapter | "
         + " | ".join(f"eps {_fmt(e)}" if math.isfinite(e) else "non-private" for e in targets)
         + " | non-private minus best private (points) |",
         "|---" * (len(targets) + 2) + "|",
     ]
     for adapter, mine in sorted(by_adapter.items()):
-        values = [_mean([r for r in mine if _eps_order(r) == e], "federated") for e in targets]
+        cells = [[r for r in mine if _eps_order(r) == e] for e in targets]
         public = _mean([r for r in mine if math.isinf(_eps_order(r))], "federated")
-        private = [r["federated"] for r in mine if not math.isinf(_eps_order(r))]
+        private = [
+            _mean(c, "federated") for c, e in zip(cells, targets, strict=True) if math.isfinite(e)
+        ]
+        private = [v for v in private if v is not None]
         drop = 100 * (public - max(private)) if public is not None and private else None
-        lines.append(f"| {adapter} | " + " | ".join(_fmt(v) for v in values) + f" | {_fmt(drop)} |")
+        lines.append(
+            f"| {adapter} | " + " | ".join(_spread(c) for c in cells) + f" | {_fmt(drop)} |"
+        )
     floors = sorted({r["majority"] for r in rows if r.get("majority") is not None})
     at_floor = [
         r["cell"]
@@ -105,7 +112,7 @@ def findings(table: SweepTable, shrunk: dict) -> str:
             f"| {_fmt(_mean(public, 'peak_rss_mb'), 4)} "
             f"| {_fmt(_mean(private, 'peak_rss_mb'), 4)} | {_fmt(_mean(public, 'cpu_s'), 4)} "
             f"| {_fmt(_mean(private, 'cpu_s'), 4)} | {_fmt(energy)} | {_fmt(gain)} "
-            f"| {_fmt(per_point) if per_point is not None else 'no gain'} |"
+            f"| {_fmt(per_point) if per_point is not None else _no_gain(gain)} |"
         )
     kinds = sorted({r.get("energy_kind") or "not recorded" for r in rows})
     lines += ["", f"Energy kind: {', '.join(kinds)} (the basis is in each cell's energy.json)."]
@@ -119,6 +126,18 @@ def findings(table: SweepTable, shrunk: dict) -> str:
         )
     lines.append("")
     return "\n".join(lines)
+
+
+def _spread(cells: list[dict]) -> str:
+    """Mean federated metric over a cell's seeds, with their range when there are several."""
+    values = [r["federated"] for r in cells if r.get("federated") is not None]
+    if len(values) < 2:
+        return _fmt(values[0]) if values else "-"
+    return f"{_fmt(sum(values) / len(values))} ({_fmt(min(values))}-{_fmt(max(values))})"
+
+
+def _no_gain(gain: float | None) -> str:
+    return "no isolated baseline" if gain is None else "no gain"
 
 
 def _targets(rows: list[dict]) -> list[float]:

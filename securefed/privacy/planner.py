@@ -11,9 +11,11 @@ Above ``LEARNS_NOTHING_ABOVE[training.dp_optimizer]`` the run is predicted to le
 The thresholds are heuristics from one task and backbone (the embedded synthetic task on
 all-MiniLM-L6-v2), each placed between measured outcomes, stated as such:
 
-- ``sgd`` (momentum 0.9, ``configs/dp.yaml``: FFA-LoRA top-2, batch 256, 6 rounds, seed 0):
-  ratios 0.555 (0.731 pooled accuracy), 1.54 (0.571) and 1.55 (rank 2: 0.481) learned above
-  the 0.40 floor; 2.77 (epsilon 1, dp_lr 2.0) stayed at it. Threshold 2.0.
+- ``sgd`` (momentum 0.9, ``configs/dp.yaml``'s recipe: FFA-LoRA, batch 256, 6 rounds, seed 0):
+  ratios 0.555 (top-2 layers, 0.731 pooled accuracy), 1.54 (0.571), 1.55 (rank 2: 0.481) and
+  2.04 (top-1 layer, 4,000 records, epsilon 1: 0.545 at dp_lr 4.0, 0.554 at 8.0) learned above
+  the 0.40 floor; 2.77 (top-2, epsilon 1, dp_lr 2.0) stayed at it. Threshold 2.5. The edge is
+  soft: the same 2.77 reached 0.49 at dp_lr 4.0 with two head-only rounds first.
 - ``adam_bc``: 0.555 learned (0.650); nothing above it was measured. Threshold 1.0.
 - ``adamw``: 0.555 stayed at the floor in that federation (AdamW's per-coordinate scaling
   turns noise-dominated coordinates into full-size steps), while 0.64 learned centrally on a
@@ -28,7 +30,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-LEARNS_NOTHING_ABOVE = {"sgd": 2.0, "adam_bc": 1.0, "adamw": 0.5}
+LEARNS_NOTHING_ABOVE = {"sgd": 2.5, "adam_bc": 1.0, "adamw": 0.5}
 
 SWITCH_TO_SGD = "training.dp_optimizer sgd with dp_momentum (noise averages out over steps)"
 FIXES = (

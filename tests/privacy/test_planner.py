@@ -72,9 +72,9 @@ def test_warning_suggests_sgd_only_to_a_run_not_already_on_it(dp_optimizer):
 
 @pytest.mark.parametrize(
     ("dp_optimizer", "learned", "did_not"),
-    # measured (planner docstring): SGD momentum learned at 1.55 and not at 2.77; AdamW did
+    # measured (planner docstring): SGD momentum learned at 2.04 and not at 2.77; AdamW did
     # not learn at 0.555; DP-AdamBC learned at 0.555
-    [("sgd", 1.55, 2.77), ("adamw", None, 0.555), ("adam_bc", 0.555, None)],
+    [("sgd", 2.04, 2.77), ("adamw", None, 0.555), ("adam_bc", 0.555, None)],
 )
 def test_each_optimizers_threshold_sits_between_its_measured_outcomes(
     dp_optimizer, learned, did_not

@@ -1,0 +1,58 @@
+"""scripts/make_sweep_audit.py's FINDINGS.md: every figure read off the sweep table."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from securefed.sweep.table import SweepTable
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "make_sweep_audit.py"
+EPS = "privacy.dp.target_epsilon"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("make_sweep_audit", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _row(adapter: str, eps: float | None, seed: int, federated: float) -> dict:
+    return {
+        "cell": f"{adapter}-{eps}-{seed}",
+        "status": "done",
+        EPS: eps,
+        "seed": seed,
+        "adapter": adapter,
+        "metric": "accuracy",
+        "federated": federated,
+        "isolated": None,
+        "majority": 0.4,
+        "trainable_params": 7299,
+        "cpu_s": 100.0,
+        "wall_s": 110.0,
+    }
+
+
+def test_findings_show_each_cells_mean_and_seed_range_and_the_floor_cells():
+    rows = [
+        _row("ffa_lora", None, 0, 0.78),
+        _row("ffa_lora", None, 1, 0.76),
+        _row("ffa_lora", 8, 0, 0.74),
+        _row("ffa_lora", 8, 1, 0.70),
+        _row("ffa_lora", 1, 0, 0.41),  # within 2 points of the 0.40 floor
+        _row("ffa_lora", 1, 1, 0.52),
+    ]
+    text = _script().findings(SweepTable(("model.adapter", EPS, "seed"), rows), {})
+    line = next(x for x in text.splitlines() if x.startswith("| ffa_lora | 0.77"))
+    assert "| 0.77 (0.76-0.78) | 0.72 (0.7-0.74) | 0.465 (0.41-0.52) |" in line
+    assert line.endswith("| 5 |")  # non-private 0.77 minus the best private mean 0.72
+    assert "`ffa_lora-1-0`" in text and "`ffa_lora-1-1`" not in text
+    assert "no isolated baseline" in text  # the gain column needs the isolated run
+
+
+def test_a_single_seed_shows_its_value_alone():
+    module = _script()
+    assert module._spread([_row("lora", 8, 0, 0.5)]) == "0.5"
+    assert module._spread([]) == "-"
