@@ -63,8 +63,12 @@ def _cmd_simulate(args: argparse.Namespace, console: Console) -> int:
 
 def _cmd_plan(args: argparse.Namespace, console: Console) -> int:
     cfg = load_config(args.config, args.set)
-    if not cfg.privacy.dp.enabled:
-        console.print("privacy.dp.enabled is false: no DP noise to plan (--set it to true)")
+    if not (cfg.privacy.dp.enabled or cfg.privacy.distributed.enabled):
+        console.print(
+            "privacy.dp.enabled and privacy.distributed.enabled are false: no DP noise to plan "
+            "(--set either to true)",
+            soft_wrap=True,
+        )
         return 0
     _quiet_libraries()
     from securefed.run.simulate import plan_only  # lazy: torch stays out of audit and sweep

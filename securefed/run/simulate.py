@@ -15,8 +15,15 @@ from securefed.config import RunConfig, dump_config, load_config
 from securefed.errors import RunFolderError
 from securefed.model.adapters import base_weights_hash
 from securefed.privacy.budget import ClientPrivacy
+from securefed.privacy.distributed.parameters import DistributedDpPlan, central_noise_std
 from securefed.privacy.institution import InstitutionPrivacy
-from securefed.privacy.planner import InstitutionPlan, format_plan, plan_institutions
+from securefed.privacy.planner import (
+    InstitutionPlan,
+    format_federation_plan,
+    format_plan,
+    plan_federation,
+    plan_institutions,
+)
 from securefed.run.canaries import attach_canaries, record_canaries
 from securefed.run.energy import EnergyMeter, record_energy
 from securefed.run.federation import FederationState, run_federation
@@ -92,12 +99,29 @@ def dp_plan(
     )
 
 
+def federation_plan(plan: DistributedDpPlan) -> str:
+    """The distributed-DP noise of the federation's update and whether it can learn."""
+    facts = plan_federation(
+        noise_multiplier=central_noise_std(plan, plan.min_survivors) / plan.clip_norm,
+        min_survivors=plan.min_survivors,
+        cohort=plan.cohort_size,
+        rounds=plan.rounds,
+        dimension=plan.dimension,
+    )
+    return format_federation_plan(facts, plan.dimension)
+
+
 def plan_only(cfg: RunConfig) -> str:
     """``securefed plan``: the plan ``simulate`` prints, from counts and the adapter's size
     alone (no record is encoded or run through the backbone, so it takes seconds)."""
     sizes, steps, dimension = plan_sizes(cfg)
-    privacy = ClientPrivacy(cfg, sizes, steps)
-    return format_plan(dp_plan(cfg, privacy, steps, dimension), dimension)
+    parts = []
+    if cfg.privacy.dp.enabled:
+        privacy = ClientPrivacy(cfg, sizes, steps)
+        parts.append(format_plan(dp_plan(cfg, privacy, steps, dimension), dimension))
+    if cfg.privacy.distributed.enabled:
+        parts.append(federation_plan(InstitutionPrivacy(cfg, dimension).plan))
+    return "\n".join(parts)
 
 
 def partition_record(setup: RunSetup) -> dict:
@@ -127,6 +151,8 @@ def simulate(
             steps = [setup.local_steps(c) for c in range(setup.num_clients)]
             plans = dp_plan(cfg, privacy, steps, setup.bundle.spec.size)
             progress.log(format_plan(plans, setup.bundle.spec.size))
+        if privacy.institution is not None:
+            progress.log(federation_plan(privacy.institution.plan))
         base_before = base_weights_hash(setup.bundle.model)
         key = "--out" if out is not None else "output.dir"
         if point is None:

@@ -5,14 +5,19 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from securefed.cli import main
+from securefed.privacy.distributed.encoding import noise_share
+from securefed.privacy.distributed.parameters import central_noise_std, plan_distributed_dp
 from securefed.privacy.planner import (
     LEARNS_NOTHING_ABOVE,
+    format_federation_plan,
     format_plan,
     learns_nothing_warning,
     noise_to_signal,
+    plan_federation,
     plan_institutions,
 )
 
@@ -105,4 +110,54 @@ def test_warning_fires_on_the_default_with_dp_and_not_on_the_dp_config(capsys):
 
 def test_plan_says_so_when_dp_is_off(capsys):
     assert main(["plan"]) == 0
+    assert "no DP noise to plan" in capsys.readouterr().out
+
+
+DISTRIBUTED_CONFIG = DP_CONFIG.parent / "distributed_dp.yaml"
+
+
+def test_federation_plan_is_the_averaged_sums_noise_over_one_clipped_update():
+    plan = plan_federation(
+        noise_multiplier=2.0, min_survivors=10, cohort=15, rounds=5, dimension=400
+    )
+    assert plan.noise_to_signal == pytest.approx((2.0 / 10) / (1 / math.sqrt(400)))
+    assert plan.learns_nothing and plan.threshold == LEARNS_NOTHING_ABOVE["sgd"]
+    calm = plan_federation(
+        noise_multiplier=0.5, min_survivors=20, cohort=25, rounds=5, dimension=400
+    )
+    assert not calm.learns_nothing
+    assert "WARNING" not in format_federation_plan(calm, 400)
+    assert "clients_per_round" in format_federation_plan(plan, 400)
+
+
+def test_federation_plans_multiplier_is_the_noise_the_survivors_sum_carries():
+    # the figure the planner prints is the one the encoder's noise shares add up to: the
+    # descaled std of n_min shares (tests/privacy/test_distributed_encoding.py measures it)
+    ddp = plan_distributed_dp(
+        mechanism="skellam",
+        target_epsilon=8.0,
+        delta=1e-5,
+        clip_norm=0.5,
+        bits=20,
+        dimension=1000,
+        cohort_size=15,
+        min_survivors=11,
+        sample_rate=1.0,
+        rounds=20,
+    )
+    rng = np.random.default_rng(0)
+    shares = [noise_share(ddp, rng) for _ in range(ddp.min_survivors)]
+    measured = float(np.std(np.sum(shares, axis=0) / ddp.scale)) / ddp.clip_norm
+    expected = central_noise_std(ddp, ddp.min_survivors) / ddp.clip_norm
+    assert measured == pytest.approx(expected, rel=0.05)
+
+
+def test_plan_warns_before_the_distributed_config_that_stayed_at_the_floor(capsys):
+    # configs/distributed_dp.yaml: 22 minutes, final pooled accuracy 0.345, the floor
+    assert main(["plan", str(DISTRIBUTED_CONFIG)]) == 0
+    out = capsys.readouterr().out
+    assert "Distributed DP plan" in out and "WARNING: the federation" in out, out
+    assert (
+        main(["plan", str(DISTRIBUTED_CONFIG), "--set", "privacy.distributed.enabled=false"]) == 0
+    )
     assert "no DP noise to plan" in capsys.readouterr().out
