@@ -52,6 +52,19 @@ def test_findings_show_each_cells_mean_and_seed_range_and_the_floor_cells():
     assert "no isolated baseline" in text  # the gain column needs the isolated run
 
 
+def test_findings_name_the_best_adapter_at_each_epsilon():
+    rows = [
+        _row("ffa_lora", None, 0, 0.78),
+        _row("lora", None, 0, 0.80),
+        _row("ffa_lora", 1, 0, 0.60),
+        _row("ffa_lora", 1, 1, 0.56),
+        _row("lora", 1, 0, 0.45),
+    ]
+    text = _script().findings(SweepTable(("model.adapter", EPS, "seed"), rows), {})
+    assert "- non-private: lora (0.8), 2.0 points above ffa_lora" in text
+    assert "- epsilon 1: ffa_lora (0.58), 13.0 points above lora" in text
+
+
 def test_a_single_seed_shows_its_value_alone():
     module = _script()
     assert module._spread([_row("lora", 8, 0, 0.5)]) == "0.5"
