@@ -198,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copy2(work / name, out / name)
     for png in sorted((work / "plots").glob("*.png")):
         shutil.copy2(png, out / "plots" / png.name)
-    (out / "FINDINGS.md").write_text(findings(result.table, spec.set, _base_name(Path(args.sweep), spec.base))
+    base = _base_name(Path(args.sweep), spec.base)
+    (out / "FINDINGS.md").write_text(findings(result.table, spec.set, base))
     print(f"wrote {out}; {len(result.failed)} cells failed", file=sys.stderr)
     return 1 if result.failed else 0
 
