@@ -64,18 +64,22 @@ def findings(table: SweepTable, shrunk: dict, base: str | None = None) -> str:
         + " | non-private minus best private (points) |",
         "|---" * (len(targets) + 2) + "|",
     ]
-    for adapter, mine in sorted(by_adapter.items()):
-        cells = [[r for r in mine if _eps_order(r) == e] for e in targets]
-        public = _mean([r for r in mine if math.isinf(_eps_order(r))], "federated")
-        private = [
-            _mean(c, "federated") for c, e in zip(cells, targets, strict=True) if math.isfinite(e)
-        ]
-        private = [v for v in private if v is not None]
+    # each adapter's rows at each target epsilon (its seeds), and their mean
+    cells = {
+        a: {e: [r for r in mine if _eps_order(r) == e] for e in targets}
+        for a, mine in by_adapter.items()
+    }
+    means = {a: {e: _mean(c, "federated") for e, c in at.items()} for a, at in cells.items()}
+    for adapter in sorted(cells):
+        public = means[adapter].get(math.inf)
+        private = [v for e, v in means[adapter].items() if math.isfinite(e) and v is not None]
         drop = 100 * (public - max(private)) if public is not None and private else None
         lines.append(
-            f"| {adapter} | " + " | ".join(_spread(c) for c in cells) + f" | {_fmt(drop)} |"
+            f"| {adapter} | "
+            + " | ".join(_spread(cells[adapter][e]) for e in targets)
+            + f" | {_fmt(drop)} |"
         )
-    lines += ["", *_best_adapters(by_adapter, targets, metric)]
+    lines += ["", *_best_adapters(means, targets, metric)]
     floors = sorted({r["majority"] for r in rows if r.get("majority") is not None})
     at_floor = [
         r["cell"]
@@ -131,23 +135,22 @@ def findings(table: SweepTable, shrunk: dict, base: str | None = None) -> str:
 
 def _base_name(sweep_file: Path, base: str | dict | None) -> str | None:
     """The sweep's base config as the findings name it: its path in the repository, or inline."""
-    if base is None or isinstance(base, dict):
-        return None if base is None else "an inline base config"
+    if base is None:
+        return None
+    if isinstance(base, dict):
+        return "an inline base config"
     path = (sweep_file.parent / base).resolve()
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
-def _best_adapters(by_adapter: dict[str, list[dict]], targets: list[float], metric: str):
+def _best_adapters(means: dict[str, dict[float, float | None]], targets: list[float], metric: str):
     """Which adapter to pick at each epsilon: the highest mean, and its lead over the next."""
-    if len(by_adapter) < 2:
+    if len(means) < 2:
         return []
     lines = [f"Which adapter at which epsilon (highest mean federated {metric}):", ""]
     for e in targets:
-        means = {
-            adapter: _mean([r for r in mine if _eps_order(r) == e], "federated")
-            for adapter, mine in by_adapter.items()
-        }
-        ranked = sorted(((v, a) for a, v in means.items() if v is not None), reverse=True)
+        at_e = ((at[e], adapter) for adapter, at in means.items() if at[e] is not None)
+        ranked = sorted(at_e, reverse=True)
         if len(ranked) < 2:
             continue
         (best, name), (second, other) = ranked[0], ranked[1]
@@ -163,7 +166,7 @@ def _spread(cells: list[dict]) -> str:
     values = [r["federated"] for r in cells if r.get("federated") is not None]
     if len(values) < 2:
         return _fmt(values[0]) if values else "-"
-    return f"{_fmt(sum(values) / len(values))} ({_fmt(min(values))}-{_fmt(max(values))})"
+    return f"{_fmt(_mean(cells, 'federated'))} ({_fmt(min(values))}-{_fmt(max(values))})"
 
 
 def _no_gain(gain: float | None) -> str:

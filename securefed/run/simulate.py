@@ -16,7 +16,7 @@ from securefed.errors import RunFolderError
 from securefed.model.adapters import base_weights_hash
 from securefed.privacy.budget import ClientPrivacy
 from securefed.privacy.distributed.parameters import DistributedDpPlan, central_noise_std
-from securefed.privacy.institution import InstitutionPrivacy
+from securefed.privacy.institution import InstitutionPrivacy, plan_for_run
 from securefed.privacy.planner import (
     InstitutionPlan,
     format_federation_plan,
@@ -120,7 +120,7 @@ def plan_only(cfg: RunConfig) -> str:
         privacy = ClientPrivacy(cfg, sizes, steps)
         parts.append(format_plan(dp_plan(cfg, privacy, steps, dimension), dimension))
     if cfg.privacy.distributed.enabled:
-        parts.append(federation_plan(InstitutionPrivacy(cfg, dimension).plan))
+        parts.append(federation_plan(plan_for_run(cfg, dimension)))
     return "\n".join(parts)
 
 
