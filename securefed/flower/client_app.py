@@ -34,11 +34,12 @@ from securefed.flower.protocol import (
     client_extras,
     extras_count,
     global_adapter_hash,
+    round_encoding,
     rounding_rng,
 )
 from securefed.run.federation import sample_clients
 from securefed.run.progress import Progress
-from securefed.secagg import encode_input, plan_round
+from securefed.secagg import InputCodec, plan_round
 
 app = ClientApp()
 JOIN_LOG = "join.jsonl"
@@ -134,6 +135,9 @@ def advertise(msg: Message, context: Context) -> Message:
     refuse = functools.partial(_abort, msg, context, identity, round_index, "advertise_keys")
     if invited != sample_clients(cfg, cfg.partition.num_clients, round_index):
         return refuse("the invited institutions are not the seeded sample of this round")
+    if not 0 <= round_index < cfg.training.rounds:
+        # the noise plans (this node's and the federation's) cover the run's planned rounds
+        return refuse(f"round {round_index} is outside the run's {cfg.training.rounds} rounds")
     node_round = _node_round(context, cfg, identity)
     try:
         node_round.check_new(round_index)
@@ -163,20 +167,25 @@ def advertise(msg: Message, context: Context) -> Message:
             f"updates/round-{round_index:04d}.safetensors", delta, local.setup.bundle.spec.hash
         )
     weight = local.weight()
-    extras = client_extras(cfg, weight, stats.mean_loss)
-    encoded = encode_input(
-        delta,
-        weight,
-        extras,
+    global_hash = global_adapter_hash(vector)
+    codec, spec_hash = round_encoding(
+        _distributed_plan(context, identity),
         node_round.params.quantization,
-        rounding_rng(cfg, round_index, local.index),
+        local.setup.bundle.spec.size,
+        global_hash,
+        bytes.fromhex(local.setup.bundle.spec.hash),
+        round_index,
     )
+    # stochastic rounding: seeded without distributed DP (the sum is all anyone sees), from
+    # the OS CSPRNG with it (rounding is then part of the mechanism, beside the noise share)
+    rounding = None if _distributed(cfg) else rounding_rng(cfg, round_index, local.index)
+    encoded = codec.encode(delta, weight, client_extras(cfg, weight, stats.mean_loss), rounding)
     keys = node_round.advertise(
         round_index,
         encoded,
-        global_adapter_hash(vector),
-        bytes.fromhex(local.setup.bundle.spec.hash),
-        local.setup.bundle.spec.size,
+        global_hash,
+        spec_hash,
+        codec.encoded_dimension,
         extras_count(cfg),
     )
     answer = wire.reply(msg, {"payload": keys.to_bytes()})
@@ -194,6 +203,7 @@ def advertise(msg: Message, context: Context) -> Message:
                 "weight": weight,
             },
             "secagg": _plan_record(node_round),
+            **_distributed_record(codec),
             "epsilon": ledger.epsilon(),
             "delta_l2": float(np.linalg.norm(delta)),
             **_traffic(msg, answer, started),
@@ -250,6 +260,45 @@ def _protocol_step(msg: Message, context: Context, stage: str, step) -> Message:
         context, identity, {"round": round_index, "stage": stage, **_traffic(msg, answer, started)}
     )
     return answer
+
+
+def _distributed(cfg: RunConfig) -> bool:
+    return cfg.privacy.distributed.enabled
+
+
+def _distributed_plan(context: Context, identity: NodeIdentity):
+    """The institution-level noise plan this node calibrates its share from (None: off),
+    from the run config it accepted, whose ``privacy.distributed`` and secure-aggregation
+    settings equal the ones it pinned (``join``)."""
+    cfg = _run_config(context)
+    if not _distributed(cfg):
+        return None
+    local = _local(_config_text(context), identity)
+    return _plan_for(_config_text(context), local.setup.bundle.spec.size)
+
+
+@functools.lru_cache(maxsize=8)
+def _plan_for(config_text: str, dimension: int):
+    from securefed.privacy.institution import plan_for_run  # lazy: scipy, dp_accounting
+
+    return plan_for_run(validate(yaml.safe_load(config_text)), dimension)
+
+
+def _distributed_record(codec: InputCodec) -> dict:
+    """What the node's record states about the noise share it added (nothing when off)."""
+    plan = getattr(codec, "plan", None)
+    if plan is None:
+        return {}
+    return {
+        "distributed_dp": {
+            "mechanism": plan.mechanism,
+            "local_variance": plan.local_variance,
+            "scale": plan.scale,
+            "bits": plan.bits,
+            "calibrated_for": plan.min_survivors,
+            "noise_source": "os",
+        }
+    }
 
 
 def _plan_record(node_round: NodeRound) -> dict:

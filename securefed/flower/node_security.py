@@ -15,7 +15,15 @@ own node config (``flower-supernode --node-config``), all optional::
     secagg-adversary        = "semi_malicious"   # or "curious" (then no roster is needed)
     roster                  = "/etc/securefed/roster.json"    # the pinned identity roster
     identity-keys           = "/etc/securefed/me.keys.json"   # this institution's private key
+    ddp-enabled             = true               # institution-level DP (privacy.distributed)
+    ddp-mechanism           = "skellam"
+    ddp-target-epsilon      = 8.0
+    ddp-delta               = "auto"
+    ddp-clip-norm           = 1.0
+    ddp-modclip-probability = 0.0001
 
+The ``ddp-`` keys pin the node's institution-level DP: its noise share is calibrated from
+them, so a server that could set them could shrink the noise that protects the institution.
 A key left out takes securefed's own default (the package the node runs), never the
 server's value. At ``join`` the node compares the run config the server sends with what it
 pinned and refuses the run, saying which keys differ, if any does. A node with identity keys
@@ -36,7 +44,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from securefed.config import RunConfig, SecureAggregationConfig
+from securefed.config import DistributedDPConfig, RunConfig, SecureAggregationConfig
 from securefed.errors import ConfigError
 from securefed.flower.node_round import Identity
 from securefed.secagg import SecAggParams
@@ -52,12 +60,14 @@ PINNED_FIELDS = (
     "corrupt_fraction",
     "dropout_budget",
 )
+DISTRIBUTED_FIELDS = tuple(DistributedDPConfig.model_fields)
 ADVERSARIES = ("semi_malicious", "curious")
 _PREFIX = "secagg-"
+_DDP_PREFIX = "ddp-"
 
 
-def _node_key(field: str) -> str:
-    return _PREFIX + field.replace("_", "-")
+def _node_key(field: str, prefix: str = _PREFIX) -> str:
+    return prefix + field.replace("_", "-")
 
 
 @dataclass(frozen=True)
@@ -68,6 +78,7 @@ class NodeSecurity:
     adversary: str
     identity: Identity
     roster_path: str | None
+    distributed: DistributedDPConfig = DistributedDPConfig()  # the pinned privacy.distributed
 
     def params(self) -> SecAggParams:
         """The protocol parameters, with the pinned roster (never the server's)."""
@@ -87,30 +98,15 @@ class NodeSecurity:
             "adversary": self.adversary,
             "identities": self.identity.roster is not None,
             "roster_sha256": roster,
+            "distributed_dp": self.distributed.model_dump(),
             "source": "node-config",
         }
 
 
 def node_security(node_config: dict, institution: int) -> NodeSecurity:
     """Read and check this node's pinned settings; ``ConfigError`` naming the node-config key."""
-    known = {_node_key(f): f for f in PINNED_FIELDS}
-    unknown = sorted(
-        k
-        for k in node_config
-        if k.startswith(_PREFIX) and k not in known and k != "secagg-adversary"
-    )
-    if unknown:
-        allowed = ", ".join([*known, "secagg-adversary"])
-        raise ConfigError(f"node-config.{unknown[0]}", node_config[unknown[0]], f"one of {allowed}")
-    values = {field: node_config[key] for key, field in known.items() if key in node_config}
-    try:
-        section = SecureAggregationConfig(**values)
-    except ValidationError as err:
-        first = err.errors()[0]
-        field = str(first["loc"][0])
-        raise ConfigError(
-            f"node-config.{_node_key(field)}", first.get("input"), first["msg"]
-        ) from None
+    section = _pinned(node_config, SecureAggregationConfig, PINNED_FIELDS, _PREFIX, "adversary")
+    distributed = _pinned(node_config, DistributedDPConfig, DISTRIBUTED_FIELDS, _DDP_PREFIX)
     adversary = str(node_config.get("secagg-adversary", "semi_malicious"))
     if adversary not in ADVERSARIES:
         raise ConfigError("node-config.secagg-adversary", adversary, f"one of {ADVERSARIES}")
@@ -131,7 +127,7 @@ def node_security(node_config: dict, institution: int) -> NodeSecurity:
                 "'curious' for a node without a roster; 'semi_malicious' needs roster and "
                 "identity-keys in the node config",
             )
-        return NodeSecurity(section, adversary, Identity(), None)
+        return NodeSecurity(section, adversary, Identity(), None, distributed)
     if keys_path is None:
         raise ConfigError(
             "node-config.identity-keys", None, "this institution's key file, beside its roster"
@@ -140,16 +136,46 @@ def node_security(node_config: dict, institution: int) -> NodeSecurity:
     if institution not in keys:
         raise ConfigError("node-config.identity-keys", str(keys_path), f"a key for {institution}")
     roster = load_roster(str(roster_path))
-    return NodeSecurity(section, adversary, Identity(keys[institution], roster), str(roster_path))
+    identity = Identity(keys[institution], roster)
+    return NodeSecurity(section, adversary, identity, str(roster_path), distributed)
+
+
+def _pinned(node_config: dict, section_type, fields: tuple[str, ...], prefix: str, *other: str):
+    """One config section from the node config's ``prefix`` keys (the rest at their defaults);
+    ``ConfigError`` naming the node-config key that is unknown or invalid."""
+    known = {_node_key(f, prefix): f for f in fields}
+    allowed = [*known, *(_node_key(o, prefix) for o in other)]
+    unknown = sorted(k for k in node_config if k.startswith(prefix) and k not in allowed)
+    if unknown:
+        raise ConfigError(
+            f"node-config.{unknown[0]}", node_config[unknown[0]], f"one of {', '.join(allowed)}"
+        )
+    values = {field: node_config[key] for key, field in known.items() if key in node_config}
+    try:
+        return section_type(**values)
+    except ValidationError as err:
+        first = err.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else fields[0]
+        raise ConfigError(
+            f"node-config.{_node_key(field, prefix)}", first.get("input"), first["msg"]
+        ) from None
 
 
 def disagreements(cfg: RunConfig, pinned: NodeSecurity) -> list[str]:
-    """The server's secure_aggregation settings that differ from what this node pinned."""
+    """The server's secure_aggregation and privacy.distributed settings that differ from what
+    this node pinned."""
     sent = cfg.secure_aggregation
     out = [
         f"secure_aggregation.{f}: server {getattr(sent, f)!r}, node {getattr(pinned.section, f)!r}"
         for f in PINNED_FIELDS
         if getattr(sent, f) != getattr(pinned.section, f)
+    ]
+    ddp = cfg.privacy.distributed
+    out += [
+        f"privacy.distributed.{f}: server {getattr(ddp, f)!r}, "
+        f"node {getattr(pinned.distributed, f)!r}"
+        for f in DISTRIBUTED_FIELDS
+        if getattr(ddp, f) != getattr(pinned.distributed, f)
     ]
     server_adversary = getattr(sent, "adversary", None)
     if server_adversary is not None and server_adversary != pinned.adversary:

@@ -30,6 +30,7 @@ from securefed.errors import ConfigError
 from securefed.flower.server_round import Timeouts
 from securefed.flower.transport import FlowerTransport, join_nodes, progress_note
 from securefed.model.adapters import base_weights_hash, build_adapter_model, get_vector
+from securefed.privacy.institution import InstitutionPrivacy
 from securefed.run.federation import FederationState, run_federation
 from securefed.run.folder import FLOWER_PROGRESS, RESULTS, RunFolder, check_creatable, write_json
 from securefed.run.progress import Progress
@@ -129,16 +130,13 @@ def run_flower_federation(
             cfg.audit.canaries,
             "0 on Flower (canaries run in securefed simulate only, for now)",
         )
-    if cfg.privacy.distributed.enabled:
-        raise ConfigError(
-            "privacy.distributed.enabled",
-            True,
-            "false on Flower for now: distributed DP runs in securefed simulate only",
-        )
     wall0, cpu0 = time.perf_counter(), time.process_time()
     path = settings.run_dir or Path(cfg.output.dir) / f"{cfg.name}-flower-{run_id}"
     check_creatable(Path(path), "run-dir")
     model = ServerModel(cfg, evaluate=settings.server_evaluation)  # before anything is written
+    institution = (  # distributed DP's plan, also before anything is written (it may not exist)
+        InstitutionPrivacy(cfg, model.bundle.spec.size) if cfg.privacy.distributed.enabled else None
+    )
     folder = RunFolder.create(path, dump_config(cfg), "run-dir")
     facts = model_facts(model.bundle)
     base_before = base_weights_hash(model.bundle.model)
@@ -158,7 +156,14 @@ def run_flower_federation(
     poll_s = settings.timeouts.poll_s
     nodes = join_nodes(grid, cfg, settings.min_nodes, settings.join_timeout_s, poll_s, note)
     transport = FlowerTransport(
-        grid, cfg, nodes, settings.timeouts, note, facts.vector_spec_hash, settings.final_evaluation
+        grid,
+        cfg,
+        nodes,
+        settings.timeouts,
+        note,
+        facts.vector_spec_hash,
+        settings.final_evaluation,
+        institution,
     )
     state = run_federation(
         cfg,
@@ -178,6 +183,7 @@ def run_flower_federation(
             "kept_by_nodes": True,
             "dp_enabled": cfg.privacy.dp.enabled,
             "accountant_of_record": cfg.privacy.dp.accountant,
+            **({} if institution is None else {"institution": institution.report()}),
         },
         secure_aggregation_enabled=True,
     )

@@ -25,7 +25,9 @@ from securefed.config import RunConfig
 from securefed.errors import InvalidMessage, ProtocolAbort
 from securefed.flower import wire
 from securefed.flower.exchange import Exchange, exchange
-from securefed.flower.protocol import extras_count, global_adapter_hash
+from securefed.flower.protocol import extras_count, global_adapter_hash, round_encoding
+from securefed.privacy.institution import InstitutionPrivacy
+from securefed.run.aggregation import noise_record
 from securefed.secagg import (
     AdvertiseKeys,
     MaskedInput,
@@ -34,7 +36,6 @@ from securefed.secagg import (
     ShareKeys,
     SurvivorSignature,
     UnmaskResponse,
-    decode_sum,
     dropouts_by_stage,
     load_roster,
     round_transcript,
@@ -151,18 +152,32 @@ def secure_round(
     spec_hash: str,
     timeouts: Timeouts,
     on_stage: Callable[[dict], None],
+    institution: InstitutionPrivacy | None = None,
 ) -> RoundResult:
-    """Run one round with the institutions ``invited``; ``nodes`` maps institution -> node id."""
+    """Run one round with the institutions ``invited``; ``nodes`` maps institution -> node id.
+
+    ``institution``: distributed DP's plan and ledger (None: off). Each node adds its noise
+    share inside its masked input; a round whose sum is released records the shares that
+    reached it (the survivors of masked input) in the ledger."""
     params = cfg.secure_aggregation.params()
     roster = load_roster(params.roster) if params.roster is not None else None
     dimension = int(global_vector.shape[0])
+    global_hash = global_adapter_hash(global_vector)
+    codec, bound_spec = round_encoding(
+        None if institution is None else institution.plan,
+        params.quantization,
+        dimension,
+        global_hash,
+        bytes.fromhex(spec_hash),
+        round_index,
+    )
     context = RoundContext(
         round_index,
         len(invited),
         params,
-        global_adapter_hash(global_vector),
-        bytes.fromhex(spec_hash),
-        dimension,
+        global_hash,
+        bound_spec,
+        codec.encoded_dimension,
         extras_count(cfg),
     )
     server = SecAggServer(context, invited=frozenset(invited), roster=roster)
@@ -221,10 +236,14 @@ def secure_round(
             aborted=str(exc),
         )
     survivors = tuple(server.participants["masked_input"])
-    decoded = decode_sum(total, dimension, len(survivors), params.quantization)
+    decoded = codec.decode(total, len(survivors))
     total_weight = float(decoded.extras_sum[0])
     mean_loss = float(decoded.extras_sum[1]) / total_weight if len(decoded.extras_sum) > 1 else None
     transcript = _transcript(server, params, invited, rnd, stopped, decoded)
+    if institution is not None:
+        institution.record(round_index, len(survivors))
+        noise = noise_record(institution, len(survivors), decoded.headroom_used)
+        transcript["distributed_dp"] = noise
     return RoundResult(
         (decoded.delta_sum / total_weight).astype(np.float32),
         survivors,

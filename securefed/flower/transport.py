@@ -25,6 +25,7 @@ from securefed.errors import NoInstitutionJoined
 from securefed.flower import wire
 from securefed.flower.exchange import exchange
 from securefed.flower.server_round import Timeouts, secure_round
+from securefed.privacy.institution import InstitutionPrivacy
 from securefed.run.aggregation import AggregateResult
 from securefed.run.federation import RoundOutcome
 
@@ -53,6 +54,7 @@ class FlowerTransport:
     note: Note
     spec_hash: str  # the vector spec every node's adapter must have
     final_evaluation: bool = True  # deliver: each node evaluates the final adapter
+    institution: InstitutionPrivacy | None = None  # distributed DP's plan and ledger
     unresponsive: frozenset[int] = frozenset()  # timed out or failed in the last round
 
     def train_and_aggregate(
@@ -68,6 +70,7 @@ class FlowerTransport:
             self.spec_hash,
             self.timeouts,
             self.note,
+            self.institution,
         )
         self.unresponsive = result.unresponsive
         self.note({"round": round_index, "stage": "done", "aborted": result.aborted})
@@ -79,8 +82,10 @@ class FlowerTransport:
             result.bytes_per_client,
             result.aborted,
         )
-        # the server sees no ledger: each node keeps its own
-        return RoundOutcome(aggregate, result.budget_stopped, {}, None, result.stage_wall_s)
+        # each node keeps its own sample-level ledger; the server keeps only the
+        # institution-level one (distributed DP), which counts the noise shares it summed
+        ledgers = None if self.institution is None else {"institution": self.institution.to_json()}
+        return RoundOutcome(aggregate, result.budget_stopped, {}, ledgers, result.stage_wall_s)
 
     def deliver(self, global_vector: np.ndarray) -> float:
         if not self.final_evaluation:

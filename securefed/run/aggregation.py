@@ -38,7 +38,6 @@ from securefed.secagg import (
     simulate_round,
     with_generated_identities,
 )
-from securefed.secagg import RoundOutcome as SecAggOutcome
 from securefed.seeding import derived_seed
 
 
@@ -160,7 +159,8 @@ def aggregate_round(
     transcript = outcome.transcript
     if institution is not None:
         institution.record(round_index, len(outcome.survivors))
-        transcript = {**transcript, "distributed_dp": _noise_record(institution, outcome)}
+        noise = noise_record(institution, len(outcome.survivors), outcome.decoded.headroom_used)
+        transcript = {**transcript, "distributed_dp": noise}
     total_w = float(outcome.extras_sum[0])
     mean_loss = float(outcome.extras_sum[1]) / total_w if len(outcome.extras_sum) > 1 else None
     mean = (outcome.delta_sum / total_w).astype(np.float32)
@@ -169,18 +169,18 @@ def aggregate_round(
     )
 
 
-def _noise_record(institution: InstitutionPrivacy, outcome: SecAggOutcome) -> dict:
-    """What the transcript states about the round's distributed noise."""
+def noise_record(institution: InstitutionPrivacy, contributors: int, headroom_used: float) -> dict:
+    """What the transcript states about a round's distributed noise (both transports)."""
     plan = institution.plan
     return {
         "mechanism": plan.mechanism,
         "bits": plan.bits,
         "scale": plan.scale,
         "padded_dimension": plan.padded_dimension,
-        "noise_contributors": len(outcome.survivors),
+        "noise_contributors": contributors,
         "calibrated_for": plan.min_survivors,
-        "central_noise_std": central_noise_std(plan, len(outcome.survivors)),
-        "headroom_used": outcome.decoded.headroom_used,
+        "central_noise_std": central_noise_std(plan, contributors),
+        "headroom_used": headroom_used,
     }
 
 

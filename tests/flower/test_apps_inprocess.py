@@ -4,6 +4,7 @@ another institution's id."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from deployment_checks import INSTITUTIONS, TINY, check_aggregates
 from inprocess_grid import InProcessGrid
@@ -178,8 +179,6 @@ def test_without_dp_the_flower_run_is_simulate_bit_for_bit(tmp_path):
     equals ``securefed simulate``'s exactly. Training is seeded per (round, institution) and
     so is each node's stochastic rounding, and the masked sum is exact modular arithmetic, so
     any difference would be a transport that changed what is trained or summed."""
-    import numpy as np
-
     from securefed.run.simulate import simulate
 
     cfg = load_config(None, [*TINY, CURIOUS_RUN])
@@ -207,3 +206,106 @@ def test_a_server_whose_setup_fails_leaves_no_run_folder(tmp_path):
     with pytest.raises(ConfigError, match="model.backbone"):
         run_flower_federation(grid, cfg, _settings(tmp_path / "run"), run_id=10)
     assert not (tmp_path / "run").exists()
+
+
+DDP_RUN = [
+    "privacy.distributed.enabled=true",
+    "privacy.distributed.target_epsilon=20.0",
+    "secure_aggregation.corrupt_fraction=0.0",
+    "secure_aggregation.threshold=2",
+    "model.adapter_layers=top-1",
+    "model.lora_r=2",
+]
+DDP_NODE = {  # what each node pins for itself: the run above must match it
+    "ddp-enabled": True,
+    "ddp-target-epsilon": 20.0,
+    "secagg-corrupt-fraction": 0.0,
+    "secagg-threshold": 2,
+}
+
+
+def test_distributed_dp_over_flower_accounts_the_noise_that_reached_the_sum(tmp_path):
+    """Institution-level DP on Flower: each node adds its own noise share (drawn on the node
+    from OS entropy) inside its masked input; node 2 goes silent before masking in round 1,
+    so that round's sum carries 2 shares, and the server's ledger, results and audit say so."""
+    from securefed.audit.verify import verify_run
+    from securefed.privacy.distributed.accounting import institution_epsilon
+    from securefed.privacy.distributed.parameters import DistributedDpPlan, central_noise_std
+
+    cfg = load_config(None, [*TINY, CURIOUS_RUN, *DDP_RUN])
+    configs = {
+        NODE_IDS[i]: {
+            "partition-id": i,
+            "state-dir": str(tmp_path / f"node-{i}"),
+            "keep-updates": True,
+            **CURIOUS,
+            **DDP_NODE,
+        }
+        for i in INSTITUTIONS
+    }
+    grid = InProcessGrid(
+        client_app, configs, run_id=12, silent_from={NODE_IDS[2]: ("1", "train.masked_input")}
+    )
+    run_dir = run_flower_federation(grid, cfg, _settings(tmp_path / "run"), run_id=12)
+
+    records = RunFolder(run_dir).read_metrics()
+    assert [r["aggregated"] for r in records] == [INSTITUTIONS, [0, 1]]
+    saved = read_json(run_dir / "privacy/ledgers.json")["institution"]
+    plan = DistributedDpPlan(**saved["plan"])
+    assert plan.min_survivors == 2
+    assert [e["noise_contributors"] for e in saved["ledger"]["events"]] == [3, 2]
+    reported = read_json(run_dir / "results.json")["privacy"]["institution"]
+    survivors = institution_epsilon([plan.event(0, 3), plan.event(1, 2)], plan.delta)
+    assert reported["epsilon"] == pytest.approx(survivors, rel=1e-12)
+    assert (
+        read_json(run_dir / "secagg/round-0001.json")["distributed_dp"]["noise_contributors"] == 2
+    )
+    for i in INSTITUTIONS:  # each node states the share it added, from its own plan
+        node_records = RunFolder(tmp_path / f"node-{i}" / "run-12").read_metrics()
+        shares = [r["distributed_dp"] for r in node_records if r.get("stage") == "advertise_keys"]
+        assert shares and all(s["noise_source"] == "os" for s in shares)
+        assert all(s["local_variance"] == plan.local_variance for s in shares)
+    verification = verify_run(run_dir)
+    assert verification.ok, verification.mismatches
+
+    # The noise is in the sum: round 0's step minus the mean of the clipped updates the nodes
+    # kept has the variance of 3 shares (not 2, not none).
+    folder = RunFolder(run_dir)
+    step = folder.load_adapter(folder.checkpoint_rel(0)) - folder.load_adapter(
+        folder.checkpoint_rel(None)
+    )
+    updates = np.stack(
+        [
+            RunFolder(tmp_path / f"node-{i}" / "run-12").load_adapter(
+                "updates/round-0000.safetensors"
+            )
+            for i in INSTITUTIONS
+        ]
+    ).astype(np.float64)
+    norms = np.linalg.norm(updates, axis=1, keepdims=True)
+    clipped = updates * np.minimum(1.0, plan.clip_norm / norms)
+    residual = 3 * step / cfg.training.server_lr - clipped.sum(axis=0)
+    tolerance = 5 * np.sqrt(2 / residual.shape[0])
+    for shares, expected in ((3, True), (2, False)):
+        ratio = float(np.mean(residual**2)) / central_noise_std(plan, shares) ** 2
+        assert bool(abs(ratio - 1) < tolerance) is expected, (shares, ratio)
+
+
+def test_a_node_that_pinned_no_distributed_dp_refuses_a_run_with_it(tmp_path):
+    """The noise share protects the institution, so its size is the node's to pin: a server
+    that turns distributed DP on (or sets its epsilon) against the node's pins is refused."""
+    from securefed.errors import NoInstitutionJoined
+
+    cfg = load_config(None, [*TINY, CURIOUS_RUN, *DDP_RUN])
+    pinned = {k: v for k, v in DDP_NODE.items() if not k.startswith("ddp-")}
+    configs = {
+        NODE_IDS[i]: {"partition-id": i, "state-dir": str(tmp_path / f"node-{i}"), **CURIOUS}
+        | pinned
+        | ({"ddp-enabled": True, "ddp-target-epsilon": 8.0} if i == 0 else {})
+        for i in INSTITUTIONS
+    }
+    grid = InProcessGrid(client_app, configs, run_id=13)
+    with pytest.raises(NoInstitutionJoined, match="privacy.distributed.enabled: server True"):
+        run_flower_federation(grid, cfg, _settings(tmp_path / "run"), run_id=13)
+    refusal = (tmp_path / "node-0" / "run-13" / "join.jsonl").read_text()
+    assert "privacy.distributed.target_epsilon: server 20.0, node 8.0" in refusal

@@ -113,3 +113,21 @@ def test_pinned_roster_and_key_are_what_the_node_uses(tmp_path):
         node_security(
             {"roster": str(roster), "identity-keys": str(tmp_path / "roster.keys.json")}, 7
         )
+
+
+def test_distributed_dp_is_pinned_by_the_node(tmp_path):
+    """The node's noise share comes from its own ddp- keys: a server that sends a larger
+    epsilon (a smaller share) is refused, and a bad or unknown ddp- key names itself."""
+    pinned = {"secagg-adversary": "curious", "ddp-enabled": True, "ddp-target-epsilon": 4.0}
+    security = node_security(pinned, 0)
+    assert security.distributed.enabled and security.distributed.target_epsilon == 4.0
+    assert security.record()["distributed_dp"]["target_epsilon"] == 4.0
+    on = ["privacy.distributed.enabled=true"]
+    reply = _join(_grid(tmp_path, **pinned), [*on, "privacy.distributed.target_epsilon=16.0"])
+    assert "privacy.distributed.target_epsilon: server 16.0, node 4.0" in reply["refused"]
+    with pytest.raises(ConfigError, match="node-config.ddp-target-epsilon"):
+        node_security({"secagg-adversary": "curious", "ddp-target-epsilon": -1.0}, 0)
+    with pytest.raises(ConfigError, match="node-config.ddp-epsilon"):
+        node_security({"secagg-adversary": "curious", "ddp-epsilon": 4.0}, 0)
+    with pytest.raises(ConfigError, match="node-config.ddp-mechanism"):
+        node_security({"secagg-adversary": "curious", "ddp-mechanism": "laplace"}, 0)
