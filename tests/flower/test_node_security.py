@@ -131,3 +131,27 @@ def test_distributed_dp_is_pinned_by_the_node(tmp_path):
         node_security({"secagg-adversary": "curious", "ddp-epsilon": 4.0}, 0)
     with pytest.raises(ConfigError, match="node-config.ddp-mechanism"):
         node_security({"secagg-adversary": "curious", "ddp-mechanism": "laplace"}, 0)
+
+
+def test_a_round_beyond_the_planned_rounds_is_refused(tmp_path):
+    """Every noise plan covers the run's planned rounds; a server asking for one more round
+    (with the right invitation) gets a refusal before the node trains or releases anything."""
+    import numpy as np
+
+    from securefed.run.federation import sample_clients
+
+    grid = _grid(tmp_path, **{"secagg-adversary": "curious"})
+    assert _join(grid, []) == {"institution": 0}
+    cfg = _run_config(grid.contexts[NODE])
+    beyond = cfg.training.rounds
+    msg = Message(
+        wire.content(
+            {"round": beyond, "invited": sample_clients(cfg, cfg.partition.num_clients, beyond)},
+            np.zeros(4, dtype=np.float32),
+        ),
+        dst_node_id=NODE,
+        message_type=wire.ADVERTISE,
+        group_id=str(beyond),
+    )
+    (reply,) = grid.pull_messages(grid.push_messages([msg]))
+    assert f"outside the run's {beyond} rounds" in wire.fields_of(reply)["aborted"]
