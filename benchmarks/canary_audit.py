@@ -10,7 +10,7 @@ run and a summary.
 
     PYTHONPATH=. HF_HUB_OFFLINE=1 python benchmarks/canary_audit.py [--seeds 0 1 2]
         [--scenarios dp_off eps8 eps2 broken_eps2] [--canaries 1000] [--kind input]
-        [--set KEY=VALUE ...] [--out DIR]
+        [--set KEY=VALUE ...] [--out DIR] [--config configs/dp.yaml]
 
 On the 2-core reference machine a DP run takes 1-3 minutes (most of it calibration and
 1000 canaries' directions), the DP-off run under one.
@@ -46,7 +46,13 @@ SCENARIOS = {
 
 
 def run_one(
-    scenario: str, seed: int, canaries: int, out: Path, kind: str = "gradient", extra=()
+    scenario: str,
+    seed: int,
+    canaries: int,
+    out: Path,
+    kind: str = "gradient",
+    extra=(),
+    config: str | None = None,
 ) -> dict:
     """One run and its audit; the empirical figures and whether the critical flag fired."""
     import securefed.privacy.dp_sgd as dp_sgd
@@ -61,15 +67,16 @@ def run_one(
     started = time.perf_counter()
     try:
         cfg = load_config(
+            config,
             overrides=[
                 f"name={scenario}-s{seed}",
                 f"seed={seed}",
-                *SMALL,
+                *(SMALL if config is None else ()),
                 *overrides,
                 f"audit.canaries={canaries}",
                 f"audit.canary_kind={kind}",
                 *extra,
-            ]
+            ],
         )
         run_dir, _ = simulate(cfg, out=str(out / f"{scenario}-s{seed}"))
     finally:
@@ -97,6 +104,7 @@ def main() -> None:
     parser.add_argument("--canaries", type=int, default=1000)
     parser.add_argument("--kind", choices=["gradient", "input"], default="gradient")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--config", help="a config file instead of the small default")
     parser.add_argument("--out", help="keep the run folders here (default: a temporary folder)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -104,7 +112,7 @@ def main() -> None:
         for scenario in args.scenarios:
             seeds = args.seeds[:1] if scenario == "dp_off" else args.seeds
             for seed in seeds:
-                row = run_one(scenario, seed, args.canaries, out, args.kind, args.set)
+                row = run_one(scenario, seed, args.canaries, out, args.kind, args.set, args.config)
                 print(json.dumps(row), flush=True)
 
 

@@ -8,7 +8,11 @@ at the end (and, for input canaries, encoding and caching them and training on t
 ones as records).
 
     PYTHONPATH=. HF_HUB_OFFLINE=1 python benchmarks/canary_cost.py [--repeats 2] [--canaries 1000]
-        [--kind gradient|input]
+        [--kind gradient|input] [--config configs/dp.yaml]
+
+The canaries' cost is fixed (m directions, or m records to encode and score) while the run's
+grows with its data and rounds, so the ratio depends on the run: ``--config configs/dp.yaml``
+measures it on the DP config of record.
 """
 
 from __future__ import annotations
@@ -34,13 +38,22 @@ CONFIG = [
 ]
 
 
-def timed_run(canaries: int, out: Path, kind: str = "gradient") -> tuple[float, float]:
-    """(wall seconds, CPU seconds of this process) of one run."""
+def timed_run(
+    canaries: int, out: Path, kind: str = "gradient", config: str | None = None
+) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of one run: ``config`` (None: the small
+    DP config above)."""
     from securefed.config import load_config
     from securefed.run.simulate import simulate
 
     cfg = load_config(
-        overrides=["name=cost", *CONFIG, f"audit.canaries={canaries}", f"audit.canary_kind={kind}"]
+        config,
+        overrides=[
+            "name=cost",
+            *(CONFIG if config is None else ()),
+            f"audit.canaries={canaries}",
+            f"audit.canary_kind={kind}",
+        ],
     )
     started, cpu = time.perf_counter(), time.process_time()
     simulate(cfg, out=str(out))
@@ -52,13 +65,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--canaries", type=int, default=1000)
     parser.add_argument("--kind", choices=["gradient", "input"], default="gradient")
+    parser.add_argument("--config", help="a config file instead of the small DP config")
     args = parser.parse_args()
     times: dict[int, list[tuple[float, float]]] = {0: [], args.canaries: []}
     with tempfile.TemporaryDirectory() as tmp:
-        timed_run(0, Path(tmp) / "warm-up")  # imports, the backbone from disk
+        timed_run(0, Path(tmp) / "warm-up", config=args.config)  # imports, backbone from disk
         for i in range(args.repeats):
             for m in times:
-                wall, cpu = timed_run(m, Path(tmp) / f"m{m}-{i}", args.kind)
+                wall, cpu = timed_run(m, Path(tmp) / f"m{m}-{i}", args.kind, args.config)
                 times[m].append((wall, cpu))
                 print(f"canaries {m:5d}: {wall:6.1f} s wall, {cpu:6.1f} CPU-s", flush=True)
     for what, column in (("wall", 0), ("CPU", 1)):  # CPU time: less disturbed by other work

@@ -10,6 +10,8 @@ the same initial adapter over the same sampled cohorts and dropouts:
   continuous Gaussian of std z * clip added by the server after unmasking, z calibrated for
   the same (epsilon, delta) over the same rounds (dp-accounting RDP, no amplification, as the
   distributed arm claims none). It protects nothing against the server: the reference only.
+- ``clipped, no noise``: the same clipped updates summed exactly, no noise: what the
+  federation reaches without institution-level DP, so the cost of either noise shows.
 
 Noise comes from the OS, so each arm is one draw; ``--repeats`` runs each arm again and
 prints every final accuracy and the mean. Rounds are not evaluated (only the final adapter
@@ -123,7 +125,8 @@ def main() -> None:
     initial = setup.evaluate(setup.initial_vector)["pooled"]["accuracy"]
     print(f"initial adapter: pooled accuracy {initial:.4f}")
     arms: list[tuple[str, list[str], float | None]] = [
-        ("central (server-added Gaussian)", [], z * ddp.clip_norm)
+        ("central (server-added Gaussian)", [], z * ddp.clip_norm),
+        ("clipped, no noise (reference)", [], 0.0),
     ]
     arms += [(f"distributed, {b} bits", [f"secure_aggregation.bits={b}"], None) for b in args.bits]
     results: dict[str, float] = {}
@@ -144,6 +147,7 @@ def main() -> None:
             flush=True,
         )
     central = results.pop(arms[0][0], None)
+    results.pop(arms[1][0], None)
     for label, accuracy in results.items():
         if central is not None:
             print(f"gap, {label} vs central: {100 * (accuracy - central):+.1f} points")

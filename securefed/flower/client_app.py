@@ -39,7 +39,7 @@ from securefed.flower.protocol import (
 )
 from securefed.run.federation import sample_clients
 from securefed.run.progress import Progress
-from securefed.secagg import InputCodec, plan_round
+from securefed.secagg import plan_round
 
 app = ClientApp()
 JOIN_LOG = "join.jsonl"
@@ -168,8 +168,9 @@ def advertise(msg: Message, context: Context) -> Message:
         )
     weight = local.weight()
     global_hash = global_adapter_hash(vector)
+    plan = _distributed_plan(_config_text(context), local.setup.bundle.spec.size)
     codec, spec_hash = round_encoding(
-        _distributed_plan(context, identity),
+        plan,
         node_round.params.quantization,
         local.setup.bundle.spec.size,
         global_hash,
@@ -178,7 +179,7 @@ def advertise(msg: Message, context: Context) -> Message:
     )
     # stochastic rounding: seeded without distributed DP (the sum is all anyone sees), from
     # the OS CSPRNG with it (rounding is then part of the mechanism, beside the noise share)
-    rounding = None if _distributed(cfg) else rounding_rng(cfg, round_index, local.index)
+    rounding = None if plan is not None else rounding_rng(cfg, round_index, local.index)
     encoded = codec.encode(delta, weight, client_extras(cfg, weight, stats.mean_loss), rounding)
     keys = node_round.advertise(
         round_index,
@@ -203,7 +204,7 @@ def advertise(msg: Message, context: Context) -> Message:
                 "weight": weight,
             },
             "secagg": _plan_record(node_round),
-            **_distributed_record(codec),
+            **_distributed_record(plan),
             "epsilon": ledger.epsilon(),
             "delta_l2": float(np.linalg.norm(delta)),
             **_traffic(msg, answer, started),
@@ -262,31 +263,21 @@ def _protocol_step(msg: Message, context: Context, stage: str, step) -> Message:
     return answer
 
 
-def _distributed(cfg: RunConfig) -> bool:
-    return cfg.privacy.distributed.enabled
-
-
-def _distributed_plan(context: Context, identity: NodeIdentity):
-    """The institution-level noise plan this node calibrates its share from (None: off),
-    from the run config it accepted, whose ``privacy.distributed`` and secure-aggregation
-    settings equal the ones it pinned (``join``)."""
-    cfg = _run_config(context)
-    if not _distributed(cfg):
-        return None
-    local = _local(_config_text(context), identity)
-    return _plan_for(_config_text(context), local.setup.bundle.spec.size)
-
-
 @functools.lru_cache(maxsize=8)
-def _plan_for(config_text: str, dimension: int):
+def _distributed_plan(config_text: str, dimension: int):
+    """The institution-level noise plan this node calibrates its share from (None: off), from
+    the run config it accepted, whose ``privacy.distributed`` and secure-aggregation settings
+    equal the ones it pinned (``join``)."""
+    cfg = validate(yaml.safe_load(config_text))
+    if not cfg.privacy.distributed.enabled:
+        return None
     from securefed.privacy.institution import plan_for_run  # lazy: scipy, dp_accounting
 
-    return plan_for_run(validate(yaml.safe_load(config_text)), dimension)
+    return plan_for_run(cfg, dimension)
 
 
-def _distributed_record(codec: InputCodec) -> dict:
+def _distributed_record(plan) -> dict:
     """What the node's record states about the noise share it added (nothing when off)."""
-    plan = getattr(codec, "plan", None)
     if plan is None:
         return {}
     return {
