@@ -138,7 +138,8 @@ def main() -> None:
             print(f"{label:34} infeasible: {exc}")
             continue
         started = time.perf_counter()
-        accuracies = [final_accuracy(setup, arm_cfg, central_std) for _ in range(args.repeats)]
+        repeats = 1 if central_std == 0.0 else args.repeats  # no noise: nothing to redraw
+        accuracies = [final_accuracy(setup, arm_cfg, central_std) for _ in range(repeats)]
         results[label] = statistics.mean(accuracies)
         shown = ", ".join(f"{a:.4f}" for a in accuracies)
         print(

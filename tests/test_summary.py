@@ -35,3 +35,21 @@ def test_the_summary_names_the_server_it_defends_against(enabled, adversary, sai
     console = Console(record=True, width=200)
     print_summary(_results(enabled, adversary), Path("run"), console)
     assert said in console.export_text()
+
+
+def test_the_summary_states_the_institution_level_epsilon_where_distributed_dp_is_on():
+    results = _results(True, "semi_malicious")
+    results["privacy"]["institution"] = {
+        "epsilon": 15.87,
+        "target_epsilon": 16.0,
+        "delta": 1e-5,
+        "plan": {"mechanism": "skellam"},
+    }
+    console = Console(record=True, width=200)
+    print_summary(results, Path("run"), console)
+    text = console.export_text()
+    assert "institution-level DP (skellam noise inside the secure sum): epsilon 15.9" in text
+    assert "(target 16, delta 1e-05)" in text
+    console = Console(record=True, width=200)
+    print_summary(_results(True, "semi_malicious"), Path("run"), console)
+    assert "institution-level" not in console.export_text()

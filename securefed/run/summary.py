@@ -45,5 +45,13 @@ def print_summary(results: dict, run_dir: Path, console: Console) -> None:
         f"DP-SGD: {dp}; max epsilon over institutions: {worst:.3g} "
         f"({privacy['accountant_of_record']}); secure aggregation: {sa}"
     )
+    institution = privacy.get("institution")
+    if institution is not None:  # privacy.distributed: the other unit of protection
+        plan = institution["plan"]
+        console.print(
+            f"institution-level DP ({plan['mechanism']} noise inside the secure sum): epsilon "
+            f"{float(institution['epsilon']):.3g} for each institution as a whole (target "
+            f"{institution['target_epsilon']:.3g}, delta {institution['delta']:.3g})"
+        )
     console.print(f"base weights unchanged: {results['base_weights']['unchanged']}")
     console.print(f"run folder: {run_dir}")
