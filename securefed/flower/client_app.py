@@ -37,6 +37,7 @@ from securefed.flower.protocol import (
     round_encoding,
     rounding_rng,
 )
+from securefed.privacy.institution import distributed_codec, plan_for_run
 from securefed.run.federation import sample_clients
 from securefed.run.progress import Progress
 from securefed.secagg import plan_round
@@ -169,13 +170,15 @@ def advertise(msg: Message, context: Context) -> Message:
     weight = local.weight()
     global_hash = global_adapter_hash(vector)
     plan = _distributed_plan(_config_text(context), local.setup.bundle.spec.size)
+    quantization = node_round.params.quantization
+    distributed = (
+        None if plan is None else distributed_codec(plan, quantization, global_hash, round_index)
+    )
     codec, spec_hash = round_encoding(
-        plan,
-        node_round.params.quantization,
+        distributed,
+        quantization,
         local.setup.bundle.spec.size,
-        global_hash,
         bytes.fromhex(local.setup.bundle.spec.hash),
-        round_index,
     )
     # stochastic rounding: seeded without distributed DP (the sum is all anyone sees), from
     # the OS CSPRNG with it (rounding is then part of the mechanism, beside the noise share)
@@ -269,11 +272,7 @@ def _distributed_plan(config_text: str, dimension: int):
     the run config it accepted, whose ``privacy.distributed`` and secure-aggregation settings
     equal the ones it pinned (``join``)."""
     cfg = validate(yaml.safe_load(config_text))
-    if not cfg.privacy.distributed.enabled:
-        return None
-    from securefed.privacy.institution import plan_for_run  # lazy: scipy, dp_accounting
-
-    return plan_for_run(cfg, dimension)
+    return plan_for_run(cfg, dimension) if cfg.privacy.distributed.enabled else None
 
 
 def _distributed_record(plan) -> dict:

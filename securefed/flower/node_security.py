@@ -164,18 +164,15 @@ def _pinned(node_config: dict, section_type, fields: tuple[str, ...], prefix: st
 def disagreements(cfg: RunConfig, pinned: NodeSecurity) -> list[str]:
     """The server's secure_aggregation and privacy.distributed settings that differ from what
     this node pinned."""
-    sent = cfg.secure_aggregation
+    sent, ddp = cfg.secure_aggregation, cfg.privacy.distributed
     out = [
-        f"secure_aggregation.{f}: server {getattr(sent, f)!r}, node {getattr(pinned.section, f)!r}"
-        for f in PINNED_FIELDS
-        if getattr(sent, f) != getattr(pinned.section, f)
-    ]
-    ddp = cfg.privacy.distributed
-    out += [
-        f"privacy.distributed.{f}: server {getattr(ddp, f)!r}, "
-        f"node {getattr(pinned.distributed, f)!r}"
-        for f in DISTRIBUTED_FIELDS
-        if getattr(ddp, f) != getattr(pinned.distributed, f)
+        f"{key}.{f}: server {getattr(server, f)!r}, node {getattr(node, f)!r}"
+        for key, server, node, fields in (
+            ("secure_aggregation", sent, pinned.section, PINNED_FIELDS),
+            ("privacy.distributed", ddp, pinned.distributed, DISTRIBUTED_FIELDS),
+        )
+        for f in fields
+        if getattr(server, f) != getattr(node, f)
     ]
     server_adversary = getattr(sent, "adversary", None)
     if server_adversary is not None and server_adversary != pinned.adversary:

@@ -163,13 +163,9 @@ def secure_round(
     roster = load_roster(params.roster) if params.roster is not None else None
     dimension = int(global_vector.shape[0])
     global_hash = global_adapter_hash(global_vector)
+    distributed = None if institution is None else institution.codec(round_index, global_hash)
     codec, bound_spec = round_encoding(
-        None if institution is None else institution.plan,
-        params.quantization,
-        dimension,
-        global_hash,
-        bytes.fromhex(spec_hash),
-        round_index,
+        distributed, params.quantization, dimension, bytes.fromhex(spec_hash)
     )
     context = RoundContext(
         round_index,

@@ -29,7 +29,7 @@ from securefed.privacy.distributed.parameters import (
     institution_delta,
     plan_distributed_dp,
 )
-from securefed.secagg import plan_round
+from securefed.secagg import QuantizationParams, plan_round
 
 CLAIMED_SAMPLE_RATE = 1.0  # fixed-size cohorts are not Poisson samples: no amplification
 
@@ -60,6 +60,18 @@ def plan_for_run(cfg: RunConfig, dimension: int) -> DistributedDpPlan:
         ) from None
 
 
+def distributed_codec(
+    plan: DistributedDpPlan,
+    extras_params: QuantizationParams,
+    global_adapter_hash: bytes,
+    round_index: int,
+) -> DistributedDpCodec:
+    """A round's encoder and decoder under ``plan``: the server's (``InstitutionPrivacy``) and
+    each Flower node's, which holds only the plan (its rotation seed is public, per round)."""
+    seed = round_rotation_seed(global_adapter_hash, round_index)
+    return DistributedDpCodec(plan, extras_params, seed)
+
+
 class InstitutionPrivacy:
     """The federation's institution-level plan and ledger (kept by the server)."""
 
@@ -71,8 +83,7 @@ class InstitutionPrivacy:
 
     def codec(self, round_index: int, global_adapter_hash: bytes) -> DistributedDpCodec:
         """This round's encoder and decoder (its rotation seed is public and per round)."""
-        seed = round_rotation_seed(global_adapter_hash, round_index)
-        return DistributedDpCodec(self.plan, self.extras_params, seed)
+        return distributed_codec(self.plan, self.extras_params, global_adapter_hash, round_index)
 
     def record(self, round_index: int, noise_contributors: int) -> None:
         """Record a round whose sum carries ``noise_contributors`` noise shares."""

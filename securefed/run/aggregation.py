@@ -26,6 +26,7 @@ import numpy as np
 
 from securefed.config import RunConfig
 from securefed.errors import ConfigError, ProtocolAbort
+from securefed.privacy.distributed.encoding import DistributedDpCodec
 from securefed.privacy.distributed.parameters import central_noise_std
 from securefed.privacy.institution import InstitutionPrivacy
 from securefed.privacy.plan import LocalStats
@@ -34,6 +35,9 @@ from securefed.secagg import (
     STAGES,
     ClientInput,
     DropoutSchedule,
+    FixedPointCodec,
+    InputCodec,
+    QuantizationParams,
     plan_round,
     simulate_round,
     with_generated_identities,
@@ -76,6 +80,21 @@ def rounding_rng(cfg: RunConfig, round_index: int, client: int) -> np.random.Gen
     seeded like the other "what happens" randomness: a resumed run, and the same run over
     Flower, then repeat the very same sums."""
     return np.random.default_rng(derived_seed(cfg.seed, "rounding", round_index, client))
+
+
+def round_encoding(
+    distributed: DistributedDpCodec | None,
+    quantization: QuantizationParams,
+    dimension: int,
+    spec_hash: bytes,
+) -> tuple[InputCodec, bytes]:
+    """A round's input codec and the vector-spec hash its session id binds (in-process, on
+    the Flower server and on each node): plain fixed point, or distributed DP's codec, whose
+    plan is folded into the hash so that parties holding different plans cannot complete a
+    round together."""
+    if distributed is None:
+        return FixedPointCodec(quantization, dimension), spec_hash
+    return distributed, distributed.bind(spec_hash)
 
 
 def dropout_schedule(cfg: RunConfig, round_index: int) -> DropoutSchedule:
@@ -131,14 +150,18 @@ def aggregate_round(
         return AggregateResult(None, (), None, None, {}, aborted=shortfall)
     if not cfg.secure_aggregation.enabled:
         return _plain(cfg, updates, weights)
-    adapter_hash, vector_spec_hash = global_adapter_hash(global_vector), bytes.fromhex(spec_hash)
-    codec = None if institution is None else institution.codec(round_index, adapter_hash)
+    adapter_hash = global_adapter_hash(global_vector)
+    params = cfg.secure_aggregation.params()
+    distributed = None if institution is None else institution.codec(round_index, adapter_hash)
+    codec, bound_spec = round_encoding(
+        distributed, params.quantization, int(global_vector.shape[0]), bytes.fromhex(spec_hash)
+    )
     inputs = {
         c: ClientInput(
             delta=delta.astype(np.float32),
             weight=weights[c],
             extras=client_extras(cfg, weights[c], stats.mean_loss),
-            rounding=None if codec is not None else rounding_rng(cfg, round_index, c),
+            rounding=None if distributed is not None else rounding_rng(cfg, round_index, c),
         )
         for c, (delta, stats) in updates.items()
     }
@@ -147,9 +170,9 @@ def aggregate_round(
         outcome = simulate_round(
             round_index=round_index,
             inputs=inputs,
-            params=with_generated_identities(cfg.secure_aggregation.params(), sorted(inputs)),
+            params=with_generated_identities(params, sorted(inputs)),
             global_adapter_hash=adapter_hash,
-            vector_spec_hash=vector_spec_hash if codec is None else codec.bind(vector_spec_hash),
+            vector_spec_hash=bound_spec,
             dropout=dropout_schedule(cfg, round_index),
             rng=rng,
             codec=codec,
