@@ -19,6 +19,14 @@ CURIOUS = {"secagg-adversary": "curious"}  # a node that pins no roster must say
 CURIOUS_RUN = "secure_aggregation.adversary=curious"  # ... and so must the run it joins
 
 
+def _node_configs(tmp_path, **pinned) -> dict[int, dict]:
+    """Each institution's node config: its id, its own state folder, and ``pinned``."""
+    return {
+        NODE_IDS[i]: {"partition-id": i, "state-dir": str(tmp_path / f"node-{i}"), **pinned}
+        for i in INSTITUTIONS
+    }
+
+
 def _settings(run_dir) -> ServerSettings:
     return ServerSettings.from_run_config(
         {
@@ -41,17 +49,15 @@ def test_silent_node_is_recovered_and_the_aggregate_is_the_mean_of_the_rest(tmp_
         None,
         [*TINY, "secure_aggregation.threshold=2", f"secure_aggregation.identity_roster={roster}"],
     )
-    configs = {
-        NODE_IDS[i]: {
-            "partition-id": i,
-            "state-dir": str(tmp_path / f"node-{i}"),
+    configs = _node_configs(
+        tmp_path,
+        **{
             "keep-updates": True,
             "secagg-threshold": 2,
             "roster": str(roster),
             "identity-keys": str(tmp_path / "roster.keys.json"),
-        }
-        for i in INSTITUTIONS
-    }
+        },
+    )
     grid = InProcessGrid(
         client_app, configs, run_id=7, silent_from={NODE_IDS[2]: ("1", "train.masked_input")}
     )
@@ -76,10 +82,7 @@ def test_silent_node_is_recovered_and_the_aggregate_is_the_mean_of_the_rest(tmp_
 
 def test_a_node_speaking_for_another_institution_is_dropped(tmp_path):
     cfg = load_config(None, [*TINY, "training.rounds=1", CURIOUS_RUN])
-    configs = {
-        NODE_IDS[i]: {"partition-id": i, "state-dir": str(tmp_path / f"node-{i}"), **CURIOUS}
-        for i in INSTITUTIONS
-    }
+    configs = _node_configs(tmp_path, **CURIOUS)
 
     def impersonating(message, context):
         """Node 1 joins as institution 1, then answers as if it were institution 2."""
@@ -101,10 +104,7 @@ def test_a_run_every_node_refuses_fails_and_says_why(tmp_path):
     from securefed.errors import NoInstitutionJoined
 
     cfg = load_config(None, [*TINY, "secure_aggregation.threshold=2", CURIOUS_RUN])
-    configs = {
-        NODE_IDS[i]: {"partition-id": i, "state-dir": str(tmp_path / f"node-{i}"), **CURIOUS}
-        for i in INSTITUTIONS
-    }
+    configs = _node_configs(tmp_path, **CURIOUS)
     grid = InProcessGrid(client_app, configs, run_id=9)
     with pytest.raises(NoInstitutionJoined, match="secure_aggregation.threshold: server 2"):
         run_flower_federation(grid, cfg, _settings(tmp_path / "run"), run_id=9)
@@ -182,10 +182,7 @@ def test_without_dp_the_flower_run_is_simulate_bit_for_bit(tmp_path):
     from securefed.run.simulate import simulate
 
     cfg = load_config(None, [*TINY, CURIOUS_RUN])
-    configs = {
-        NODE_IDS[i]: {"partition-id": i, "state-dir": str(tmp_path / f"node-{i}"), **CURIOUS}
-        for i in INSTITUTIONS
-    }
+    configs = _node_configs(tmp_path, **CURIOUS)
     grid = InProcessGrid(client_app, configs, run_id=11)
     flower = RunFolder(run_flower_federation(grid, cfg, _settings(tmp_path / "run"), run_id=11))
     sim = RunFolder(simulate(cfg, out=str(tmp_path / "sim"))[0])
@@ -233,16 +230,7 @@ def test_distributed_dp_over_flower_accounts_the_noise_that_reached_the_sum(tmp_
     from securefed.privacy.distributed.parameters import DistributedDpPlan, central_noise_std
 
     cfg = load_config(None, [*TINY, CURIOUS_RUN, *DDP_RUN])
-    configs = {
-        NODE_IDS[i]: {
-            "partition-id": i,
-            "state-dir": str(tmp_path / f"node-{i}"),
-            "keep-updates": True,
-            **CURIOUS,
-            **DDP_NODE,
-        }
-        for i in INSTITUTIONS
-    }
+    configs = _node_configs(tmp_path, **{"keep-updates": True}, **CURIOUS, **DDP_NODE)
     grid = InProcessGrid(
         client_app, configs, run_id=12, silent_from={NODE_IDS[2]: ("1", "train.masked_input")}
     )
@@ -298,12 +286,8 @@ def test_a_node_that_pinned_no_distributed_dp_refuses_a_run_with_it(tmp_path):
 
     cfg = load_config(None, [*TINY, CURIOUS_RUN, *DDP_RUN])
     pinned = {k: v for k, v in DDP_NODE.items() if not k.startswith("ddp-")}
-    configs = {
-        NODE_IDS[i]: {"partition-id": i, "state-dir": str(tmp_path / f"node-{i}"), **CURIOUS}
-        | pinned
-        | ({"ddp-enabled": True, "ddp-target-epsilon": 8.0} if i == 0 else {})
-        for i in INSTITUTIONS
-    }
+    configs = _node_configs(tmp_path, **CURIOUS, **pinned)
+    configs[NODE_IDS[0]] |= {"ddp-enabled": True, "ddp-target-epsilon": 8.0}
     grid = InProcessGrid(client_app, configs, run_id=13)
     with pytest.raises(NoInstitutionJoined, match="privacy.distributed.enabled: server True"):
         run_flower_federation(grid, cfg, _settings(tmp_path / "run"), run_id=13)
