@@ -10,6 +10,11 @@ the same initial adapter over the same sampled cohorts and dropouts:
   continuous Gaussian of std z * clip added by the server after unmasking, z calibrated for
   the same (epsilon, delta) over the same rounds (dp-accounting RDP, no amplification, as the
   distributed arm claims none). It protects nothing against the server: the reference only.
+- ``central at the spent epsilon``: the same, z calibrated for the epsilon the first
+  distributed arm's ledger reports. The distributed noise is planned for the smallest
+  survivor set the threshold allows, so when more survive its sum carries more noise and
+  spends less than the target; at the spent epsilon both arms carry the same noise, and what
+  remains between them is the discrete mechanism (rotation, rounding, Skellam's bounds, wraps).
 - ``clipped, no noise``: the same clipped updates summed exactly, no noise: what the
   federation reaches without institution-level DP, so the cost of either noise shows.
 
@@ -81,8 +86,11 @@ class CentralGaussianCodec:
         return vector_spec_hash
 
 
-def final_accuracy(setup: RunSetup, cfg: RunConfig, central_std: float | None) -> float:
-    """Run the federation of ``cfg`` on ``setup``'s data; pooled accuracy of the result."""
+def final_accuracy(
+    setup: RunSetup, cfg: RunConfig, central_std: float | None
+) -> tuple[float, float | None]:
+    """Run the federation of ``cfg`` on ``setup``'s data: pooled accuracy of the result, and
+    the institution-level epsilon its ledger reports (None for a central arm)."""
     setup.cfg = cfg
     privacy = client_privacy(setup)
     if central_std is not None:  # the server's noise replaces the clients' shares
@@ -102,7 +110,8 @@ def final_accuracy(setup: RunSetup, cfg: RunConfig, central_std: float | None) -
             setup.bundle.spec.hash,
             Progress(enabled=False),
         )
-    return setup.evaluate(state.global_vector)["pooled"]["accuracy"]
+    spent = privacy.institution.ledger.epsilon() if central_std is None else None
+    return setup.evaluate(state.global_vector)["pooled"]["accuracy"], spent
 
 
 def main() -> None:
@@ -111,6 +120,12 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--bits", type=int, nargs="+", default=[20, 16, 12])
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument(
+        "--central",
+        choices=["target", "spent", "both"],
+        default="both",
+        help="central arms: at the target epsilon, at the epsilon the distributed arm spent",
+    )
     args = parser.parse_args()
     cfg = load_config(args.config, args.overrides)
     assert cfg.privacy.distributed.enabled, "the config must turn privacy.distributed on"
@@ -124,13 +139,15 @@ def main() -> None:
     )
     initial = setup.evaluate(setup.initial_vector)["pooled"]["accuracy"]
     print(f"initial adapter: pooled accuracy {initial:.4f}")
-    arms: list[tuple[str, list[str], float | None]] = [
-        ("central (server-added Gaussian)", [], z * ddp.clip_norm),
-        ("clipped, no noise (reference)", [], 0.0),
-    ]
+    arms: list[tuple[str, list[str], float | None]] = []
+    if args.central != "spent":
+        arms.append(("central (server-added Gaussian)", [], z * ddp.clip_norm))
+    arms.append(("clipped, no noise (reference)", [], 0.0))
     arms += [(f"distributed, {b} bits", [f"secure_aggregation.bits={b}"], None) for b in args.bits]
     results: dict[str, float] = {}
-    for label, extra, central_std in arms:
+    spent: float | None = None
+    while arms:
+        label, extra, central_std = arms.pop(0)
         arm_cfg = load_config(args.config, [*args.overrides, *extra])
         try:
             InstitutionPrivacy(arm_cfg, setup.bundle.spec.size)
@@ -139,7 +156,8 @@ def main() -> None:
             continue
         started = time.perf_counter()
         repeats = 1 if central_std == 0.0 else args.repeats  # no noise: nothing to redraw
-        accuracies = [final_accuracy(setup, arm_cfg, central_std) for _ in range(repeats)]
+        runs = [final_accuracy(setup, arm_cfg, central_std) for _ in range(repeats)]
+        accuracies = [accuracy for accuracy, _ in runs]
         results[label] = statistics.mean(accuracies)
         shown = ", ".join(f"{a:.4f}" for a in accuracies)
         print(
@@ -147,11 +165,19 @@ def main() -> None:
             f"{time.perf_counter() - started:.0f} s",
             flush=True,
         )
-    central = results.pop(arms[0][0], None)
-    results.pop(arms[1][0], None)
-    for label, accuracy in results.items():
-        if central is not None:
-            print(f"gap, {label} vs central: {100 * (accuracy - central):+.1f} points")
+        if spent is None and central_std is None and args.central != "target":
+            spent = runs[0][1]  # the same survivors every draw: the same ledger
+            z_spent = central_multiplier(spent, ddp.delta, cfg.training.rounds)
+            print(f"{label} spent epsilon {spent:.3f}: central z={z_spent:.4f}")
+            arms.append(("central at the spent epsilon", [], z_spent * ddp.clip_norm))
+    results.pop("clipped, no noise (reference)", None)
+    for reference in ("central (server-added Gaussian)", "central at the spent epsilon"):
+        if reference not in results:
+            continue
+        for label, accuracy in results.items():
+            if label.startswith("distributed,"):
+                gap = 100 * (accuracy - results[reference])
+                print(f"gap, {label} vs {reference}: {gap:+.1f} points")
 
 
 if __name__ == "__main__":
