@@ -69,7 +69,7 @@ def main() -> None:
     args = parser.parse_args()
     times: dict[int, list[tuple[float, float]]] = {0: [], args.canaries: []}
     with tempfile.TemporaryDirectory() as tmp:
-        timed_run(0, Path(tmp) / "warm-up", config=args.config)  # imports, backbone from disk
+        timed_run(0, Path(tmp) / "warm-up")  # imports, backbone from disk: the small config
         for i in range(args.repeats):
             for m in times:
                 wall, cpu = timed_run(m, Path(tmp) / f"m{m}-{i}", args.kind, args.config)
