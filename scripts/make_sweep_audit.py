@@ -14,6 +14,7 @@ import math
 import shutil
 import sys
 from collections import defaultdict
+from itertools import pairwise
 from pathlib import Path
 
 from rich.console import Console
@@ -79,7 +80,7 @@ def findings(table: SweepTable, shrunk: dict, base: str | None = None) -> str:
             + " | ".join(_spread(cells[adapter][e]) for e in targets)
             + f" | {_fmt(drop)} |"
         )
-    lines += ["", *_best_adapters(means, targets, metric)]
+    lines += ["", *_curves(means, targets), "", *_best_adapters(means, targets, metric)]
     floors = sorted({r["majority"] for r in rows if r.get("majority") is not None})
     at_floor = [
         r["cell"]
@@ -143,6 +144,25 @@ def _base_name(sweep_file: Path, base: str | dict | None) -> str | None:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
+def _label(epsilon: float) -> str:
+    return f"epsilon {_fmt(epsilon)}" if math.isfinite(epsilon) else "non-private"
+
+
+def _curves(means: dict[str, dict[float, float | None]], targets: list[float]) -> list[str]:
+    """Whether each adapter's mean falls as epsilon falls, and where it does not."""
+    lines = ["Does each curve fall with epsilon (means, from non-private down)?", ""]
+    for adapter in sorted(means):
+        points = [(e, means[adapter][e]) for e in targets if means[adapter].get(e) is not None]
+        rises = [
+            f"rises {100 * (v2 - v1):.1f} points from {_label(e1)} to {_label(e2)}"
+            for (e1, v1), (e2, v2) in pairwise(points)
+            if v2 > v1
+        ]
+        path = " > ".join(_fmt(v) for _, v in points)
+        lines.append(f"- {adapter}: {path}: " + ("; ".join(rises) or "falls at every step"))
+    return lines
+
+
 def _best_adapters(means: dict[str, dict[float, float | None]], targets: list[float], metric: str):
     """Which adapter to pick at each epsilon: the highest mean, and its lead over the next."""
     if len(means) < 2:
@@ -154,9 +174,9 @@ def _best_adapters(means: dict[str, dict[float, float | None]], targets: list[fl
         if len(ranked) < 2:
             continue
         (best, name), (second, other) = ranked[0], ranked[1]
-        label = f"epsilon {_fmt(e)}" if math.isfinite(e) else "non-private"
         lines.append(
-            f"- {label}: {name} ({_fmt(best)}), {100 * (best - second):.1f} points above {other}"
+            f"- {_label(e)}: {name} ({_fmt(best)}), "
+            f"{100 * (best - second):.1f} points above {other}"
         )
     return lines
 

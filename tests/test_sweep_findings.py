@@ -65,6 +65,21 @@ def test_findings_name_the_best_adapter_at_each_epsilon():
     assert "- epsilon 1: ffa_lora (0.58), 13.0 points above lora" in text
 
 
+def test_findings_say_whether_each_curve_falls_and_where_it_rises():
+    rows = [
+        _row("ffa_lora", None, 0, 0.80),
+        _row("ffa_lora", 8, 0, 0.75),
+        _row("ffa_lora", 1, 0, 0.60),
+        _row("lora", None, 0, 0.80),
+        _row("lora", 8, 0, 0.70),
+        _row("lora", 4, 0, 0.72),
+        _row("lora", 1, 0, 0.50),
+    ]
+    text = _script().findings(SweepTable(("model.adapter", EPS, "seed"), rows), {})
+    assert "- ffa_lora: 0.8 > 0.75 > 0.6: falls at every step" in text
+    assert "- lora: 0.8 > 0.7 > 0.72 > 0.5: rises 2.0 points from epsilon 8 to epsilon 4" in text
+
+
 def test_a_single_seed_shows_its_value_alone():
     module = _script()
     assert module._spread([_row("lora", 8, 0, 0.5)]) == "0.5"
