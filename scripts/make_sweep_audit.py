@@ -4,7 +4,15 @@
 
 The sweep runs in ``runs/sweeps/<name>`` (resumable: rerun after an interruption and
 finished cells are kept); the table, plots, plan and a findings page computed from the
-table are copied to ``audits/sweeps/``. Run folders (checkpoints) are not copied.
+table are copied to ``audits/sweeps/``, with each finished cell's record under
+``audits/sweeps/cells/<id>/`` (its config, results, per-round metrics, partition, energy and
+privacy ledgers: what the table is read from, and what recomputes each epsilon). Checkpoints
+and secure-aggregation transcripts are not copied.
+
+A sweep longer than one sitting resumes on another machine from what was committed: cells
+recorded under ``audits/sweeps/cells/`` and missing from the work folder are copied back into
+it before the sweep runs, and count as done. ``--collect`` runs nothing and writes the outputs
+of the cells done so far (the findings say which are missing).
 """
 
 from __future__ import annotations
@@ -20,11 +28,47 @@ from pathlib import Path
 from rich.console import Console
 
 from securefed.audit.report import MAJORITY_MARGIN, at_majority_floor
-from securefed.sweep import load_spec, run_sweep
+from securefed.run.folder import RESULTS
+from securefed.sweep import load_spec, plan_cells, run_sweep
 from securefed.sweep.table import SweepTable
 
 ROOT = Path(__file__).resolve().parent.parent
 EPS_KEY = "privacy.dp.target_epsilon"
+# What a finished cell's row and epsilons are read from (securefed.sweep.table.cell_row).
+CELL_RECORD = (
+    "config.yaml",
+    "results.json",
+    "metrics.jsonl",
+    "partition.json",
+    "energy.json",
+    "privacy/ledgers.json",
+)
+
+
+def restore_cells(recorded: Path, work: Path, cell_ids: list[str]) -> list[str]:
+    """Copy each of ``cell_ids`` recorded as finished under ``recorded`` (an earlier
+    ``audits/sweeps/cells``) and not finished in ``work/cells`` into it; the ids restored."""
+    restored = []
+    for cell in (recorded / i for i in cell_ids if (recorded / i / RESULTS).is_file()):
+        target = work / "cells" / cell.name
+        if (target / RESULTS).is_file():
+            continue
+        for name in CELL_RECORD:
+            if (cell / name).is_file():
+                (target / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(cell / name, target / name)
+        restored.append(cell.name)
+    return restored
+
+
+def publish_cells(work: Path, out: Path, cell_ids: list[str]) -> None:
+    """Copy each finished cell's record (``CELL_RECORD``) to ``out/<id>/``."""
+    for cell_id in cell_ids:
+        for name in CELL_RECORD:
+            source = work / "cells" / cell_id / name
+            if source.is_file():
+                (out / cell_id / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, out / cell_id / name)
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -46,6 +90,7 @@ def findings(table: SweepTable, shrunk: dict, base: str | None = None) -> str:
         by_adapter[row["adapter"]].append(row)
     metric = rows[0]["metric"] if rows else "accuracy"
     targets = _targets(rows)
+    missing = [r["cell"] for r in table.rows if r["status"] != "done"]
     lines = [
         "# CPU privacy-utility sweep: findings",
         "",
@@ -56,6 +101,16 @@ def findings(table: SweepTable, shrunk: dict, base: str | None = None) -> str:
         + (", and " + ", ".join(f"`{k}={v}`" for k, v in shrunk.items()) if shrunk else "")
         + ".",
         "",
+        *(
+            [
+                f"**Incomplete: {len(rows)} of {len(table.rows)} cells done.** Not yet run: "
+                + ", ".join(f"`{c}`" for c in missing)
+                + ". Rerun the script to finish them.",
+                "",
+            ]
+            if missing
+            else []
+        ),
         f"## Federated pooled {metric} by target epsilon",
         "",
         "Mean over the seeds that ran, with the lowest and highest seed in brackets.",
@@ -208,15 +263,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="parallel cells (1 thread each)")
     parser.add_argument("--work-dir", help="sweep folder (default runs/sweeps/<name>)")
     parser.add_argument("--out", default=str(ROOT / "audits/sweeps"))
+    parser.add_argument(
+        "--collect", action="store_true", help="run nothing: the outputs of the cells done so far"
+    )
     args = parser.parse_args(argv)
 
-    spec, _ = load_spec(args.sweep)
+    spec, base = load_spec(args.sweep)
     work = Path(args.work_dir) if args.work_dir else ROOT / "runs/sweeps" / spec.name
-    result = run_sweep(args.sweep, out=work, workers=args.workers, console=Console(stderr=True))
     out = Path(args.out)
+    restored = restore_cells(out / "cells", work, [c.id for c in plan_cells(spec, base)])
+    if restored:
+        print(f"{len(restored)} finished cells restored from {out / 'cells'}", file=sys.stderr)
+    result = run_sweep(
+        args.sweep,
+        out=work,
+        workers=args.workers,
+        console=Console(stderr=True),
+        run=not args.collect,
+    )
     if out.exists():
         shutil.rmtree(out)
     (out / "plots").mkdir(parents=True)
+    publish_cells(work, out / "cells", [r["cell"] for r in result.table.done_rows()])
     for name in ("table.csv", "table.md", "sweep.json"):
         shutil.copy2(work / name, out / name)
     for png in sorted((work / "plots").glob("*.png")):

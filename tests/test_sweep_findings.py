@@ -84,3 +84,34 @@ def test_a_single_seed_shows_its_value_alone():
     module = _script()
     assert module._spread([_row("lora", 8, 0, 0.5)]) == "0.5"
     assert module._spread([]) == "-"
+
+
+def test_findings_of_an_unfinished_sweep_name_the_cells_not_yet_run():
+    pending = {"cell": "lora-1-2", "status": "pending", EPS: 1, "seed": 2}
+    rows = [_row("ffa_lora", None, 0, 0.78), _row("ffa_lora", 1, 0, 0.6), pending]
+    text = _script().findings(SweepTable(("model.adapter", EPS, "seed"), rows), {})
+    assert "**Incomplete: 2 of 3 cells done.** Not yet run: `lora-1-2`." in text
+    done = [_row("ffa_lora", None, 0, 0.78)]
+    assert "Incomplete" not in _script().findings(
+        SweepTable(("model.adapter", EPS, "seed"), done), {}
+    )
+
+
+def test_cell_records_published_then_restored_count_as_done_and_keep_their_row(tmp_path):
+    module = _script()
+    work = tmp_path / "work"
+    cell = work / "cells" / "a"
+    (cell / "privacy").mkdir(parents=True)
+    for name in module.CELL_RECORD:
+        (cell / name).write_text(name)
+    (cell / "checkpoints").mkdir()
+    (cell / "checkpoints" / "round-0000.safetensors").write_text("weights")
+    published = tmp_path / "audits" / "cells"
+    module.publish_cells(work, published, ["a"])
+    assert sorted(
+        p.relative_to(published / "a").as_posix() for p in (published / "a").rglob("*.*")
+    ) == sorted(module.CELL_RECORD)  # the record, no checkpoint
+    fresh = tmp_path / "fresh"
+    assert module.restore_cells(published, fresh, ["a", "b"]) == ["a"]
+    assert (fresh / "cells" / "a" / "results.json").read_text() == "results.json"
+    assert module.restore_cells(published, fresh, ["a"]) == []  # already finished there

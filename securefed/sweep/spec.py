@@ -204,8 +204,10 @@ def run_sweep(
     out: str | Path | None = None,
     workers: int = 1,
     console: Console | None = None,
+    run: bool = True,
 ) -> SweepResult:
-    """Plan, validate, run the unfinished cells, then write ``table.csv``, ``table.md``, plots."""
+    """Plan, validate, run the unfinished cells (none when ``run`` is false: the outputs then
+    show the cells done so far), then write ``table.csv``, ``table.md``, plots."""
     spec, base = load_spec(spec_path)
     cells = plan_cells(spec, base)
     sweep_dir = Path(out) if out is not None else Path("runs/sweeps") / spec.name
@@ -219,7 +221,7 @@ def run_sweep(
     (sweep_dir / "sweep.json").write_text(json.dumps(plan, indent=2) + "\n")
 
     jobs = [CellJob(c.id, str(sweep_dir / "cells" / c.id), dump_config(c.config)) for c in cells]
-    failed = run_cells(jobs, workers, console or Console(stderr=True, quiet=True))
+    failed = run_cells(jobs, workers, console or Console(stderr=True, quiet=True)) if run else []
     table = write_sweep_outputs(sweep_dir, [(c.id, c.swept) for c in cells])
     return SweepResult(sweep_dir, table, failed)
 
