@@ -156,7 +156,10 @@ def main() -> None:
             continue
         started = time.perf_counter()
         repeats = 1 if central_std == 0.0 else args.repeats  # no noise: nothing to redraw
-        runs = [final_accuracy(setup, arm_cfg, central_std) for _ in range(repeats)]
+        runs = []
+        for draw in range(repeats):  # each draw printed as it ends: a killed run keeps them
+            runs.append(final_accuracy(setup, arm_cfg, central_std))
+            print(f"  {label} draw {draw}: {runs[-1][0]:.4f}", flush=True)
         accuracies = [accuracy for accuracy, _ in runs]
         results[label] = statistics.mean(accuracies)
         shown = ", ".join(f"{a:.4f}" for a in accuracies)
