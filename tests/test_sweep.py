@@ -268,6 +268,14 @@ def test_sweep_command_dry_run_lists_the_validated_cells(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_sweep_asked_not_to_run_tabulates_its_cells_as_pending_and_runs_nothing(tmp_path):
+    path = _spec(tmp_path, grid={"model.adapter": ["lora", "ia3"]})
+    result = run_sweep(path, out=tmp_path / "s", run=False)
+    assert [row["status"] for row in result.table.rows] == ["pending", "pending"]
+    assert result.failed == [] and not list((tmp_path / "s" / "cells").iterdir())
+    assert "0 of 2 cells done" in (tmp_path / "s" / "table.md").read_text()
+
+
 # ---- tiny sweeps end to end (each cell is a real run: about a minute each on 2 cores) --------
 E2E_CELLS = [
     {"model.adapter": "lora"},
