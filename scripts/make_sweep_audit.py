@@ -214,6 +214,9 @@ def _curves(means: dict[str, dict[float, float | None]], targets: list[float]) -
             if v2 > v1
         ]
         path = " > ".join(_fmt(v) for _, v in points)
+        if len(points) < 2:
+            lines.append(f"- {adapter}: {path}: one epsilon done, no curve yet")
+            continue
         lines.append(f"- {adapter}: {path}: " + ("; ".join(rises) or "falls at every step"))
     return lines
 

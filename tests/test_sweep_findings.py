@@ -78,6 +78,8 @@ def test_findings_say_whether_each_curve_falls_and_where_it_rises():
     text = _script().findings(SweepTable(("model.adapter", EPS, "seed"), rows), {})
     assert "- ffa_lora: 0.8 > 0.75 > 0.6: falls at every step" in text
     assert "- lora: 0.8 > 0.7 > 0.72 > 0.5: rises 2.0 points from epsilon 8 to epsilon 4" in text
+    one = _script().findings(SweepTable(("model.adapter", EPS, "seed"), rows[:1]), {})
+    assert "- ffa_lora: 0.8: one epsilon done, no curve yet" in one
 
 
 def test_a_single_seed_shows_its_value_alone():
