@@ -45,30 +45,30 @@ CELL_RECORD = (
 )
 
 
+def _copy_record(source: Path, target: Path) -> None:
+    """Copy one cell's record (``CELL_RECORD``, the files it has) from ``source`` to ``target``."""
+    for name in CELL_RECORD:
+        if (source / name).is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source / name, target / name)
+
+
 def restore_cells(recorded: Path, work: Path, cell_ids: list[str]) -> list[str]:
     """Copy each of ``cell_ids`` recorded as finished under ``recorded`` (an earlier
     ``audits/sweeps/cells``) and not finished in ``work/cells`` into it; the ids restored."""
     restored = []
-    for cell in (recorded / i for i in cell_ids if (recorded / i / RESULTS).is_file()):
-        target = work / "cells" / cell.name
-        if (target / RESULTS).is_file():
-            continue
-        for name in CELL_RECORD:
-            if (cell / name).is_file():
-                (target / name).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(cell / name, target / name)
-        restored.append(cell.name)
+    for cell_id in cell_ids:
+        target = work / "cells" / cell_id
+        if (recorded / cell_id / RESULTS).is_file() and not (target / RESULTS).is_file():
+            _copy_record(recorded / cell_id, target)
+            restored.append(cell_id)
     return restored
 
 
 def publish_cells(work: Path, out: Path, cell_ids: list[str]) -> None:
     """Copy each finished cell's record (``CELL_RECORD``) to ``out/<id>/``."""
     for cell_id in cell_ids:
-        for name in CELL_RECORD:
-            source = work / "cells" / cell_id / name
-            if source.is_file():
-                (out / cell_id / name).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(source, out / cell_id / name)
+        _copy_record(work / "cells" / cell_id, out / cell_id)
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:

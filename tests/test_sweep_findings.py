@@ -99,7 +99,7 @@ def test_findings_of_an_unfinished_sweep_name_the_cells_not_yet_run():
     )
 
 
-def test_cell_records_published_then_restored_count_as_done_and_keep_their_row(tmp_path):
+def test_cell_records_are_published_without_checkpoints_and_restored_where_unfinished(tmp_path):
     module = _script()
     work = tmp_path / "work"
     cell = work / "cells" / "a"
