@@ -135,7 +135,13 @@ def findings(table: SweepTable, shrunk: dict, base: str | None = None) -> str:
             + " | ".join(_spread(cells[adapter][e]) for e in targets)
             + f" | {_fmt(drop)} |"
         )
-    lines += ["", *_curves(means, targets), "", *_best_adapters(means, targets, metric)]
+    seeds = {a: {e: _values(c) for e, c in at.items()} for a, at in cells.items()}
+    lines += [
+        "",
+        *_curves(means, seeds, targets),
+        "",
+        *_best_adapters(means, seeds, targets, metric),
+    ]
     floors = sorted({r["majority"] for r in rows if r.get("majority") is not None})
     at_floor = [
         r["cell"]
@@ -203,13 +209,18 @@ def _label(epsilon: float) -> str:
     return f"epsilon {_fmt(epsilon)}" if math.isfinite(epsilon) else "non-private"
 
 
-def _curves(means: dict[str, dict[float, float | None]], targets: list[float]) -> list[str]:
+def _curves(
+    means: dict[str, dict[float, float | None]],
+    seeds: dict[str, dict[float, list[float]]],
+    targets: list[float],
+) -> list[str]:
     """Whether each adapter's mean falls as epsilon falls, and where it does not."""
     lines = ["Does each curve fall with epsilon (means, from non-private down)?", ""]
     for adapter in sorted(means):
         points = [(e, means[adapter][e]) for e in targets if means[adapter].get(e) is not None]
         rises = [
             f"rises {100 * (v2 - v1):.1f} points from {_label(e1)} to {_label(e2)}"
+            + _beside(seeds[adapter][e1], seeds[adapter][e2])
             for (e1, v1), (e2, v2) in pairwise(points)
             if v2 > v1
         ]
@@ -221,7 +232,12 @@ def _curves(means: dict[str, dict[float, float | None]], targets: list[float]) -
     return lines
 
 
-def _best_adapters(means: dict[str, dict[float, float | None]], targets: list[float], metric: str):
+def _best_adapters(
+    means: dict[str, dict[float, float | None]],
+    seeds: dict[str, dict[float, list[float]]],
+    targets: list[float],
+    metric: str,
+):
     """Which adapter to pick at each epsilon: the highest mean, and its lead over the next."""
     if len(means) < 2:
         return []
@@ -235,13 +251,32 @@ def _best_adapters(means: dict[str, dict[float, float | None]], targets: list[fl
         lines.append(
             f"- {_label(e)}: {name} ({_fmt(best)}), "
             f"{100 * (best - second):.1f} points above {other}"
+            + _beside(seeds[other][e], seeds[name][e])
         )
     return lines
 
 
+def _beside(lower: list[float], higher: list[float]) -> str:
+    """Whether a higher mean stands clear of the seeds' spread: the two seed ranges overlap or
+    not. Says nothing when either side has a single seed (no spread to judge by)."""
+    if len(lower) < 2 or len(higher) < 2:
+        return ""
+    ranges = (
+        f"{_fmt(min(higher))}-{_fmt(max(higher))} against {_fmt(min(lower))}-{_fmt(max(lower))}"
+    )
+    if min(higher) <= max(lower):
+        return f", within the seeds' spread ({ranges})"
+    return f", beyond the seeds' spread ({ranges})"
+
+
+def _values(cells: list[dict]) -> list[float]:
+    """The federated metric of each seed of a cell that has one."""
+    return [r["federated"] for r in cells if r.get("federated") is not None]
+
+
 def _spread(cells: list[dict]) -> str:
     """Mean federated metric over a cell's seeds, with their range when there are several."""
-    values = [r["federated"] for r in cells if r.get("federated") is not None]
+    values = _values(cells)
     if len(values) < 2:
         return _fmt(values[0]) if values else "-"
     return f"{_fmt(_mean(cells, 'federated'))} ({_fmt(min(values))}-{_fmt(max(values))})"

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import csv
 import importlib.util
+import math
+import re
+import statistics
 from pathlib import Path
 
-from securefed.sweep.table import SweepTable
+from securefed.sweep import load_spec, plan_cells
+from securefed.sweep.table import SweepTable, collect_table
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "make_sweep_audit.py"
 EPS = "privacy.dp.target_epsilon"
@@ -82,6 +87,39 @@ def test_findings_say_whether_each_curve_falls_and_where_it_rises():
     assert "- ffa_lora: 0.8: one epsilon done, no curve yet" in one
 
 
+def test_a_rise_or_a_lead_says_whether_it_stands_clear_of_the_seeds_spread():
+    rows = [
+        _row("ia3", None, 0, 0.78),
+        _row("ia3", None, 1, 0.76),
+        _row("ia3", 8, 0, 0.72),
+        _row("ia3", 8, 1, 0.74),
+        _row("ia3", 4, 0, 0.735),  # above epsilon 8's mean, inside its range
+        _row("ia3", 4, 1, 0.745),
+        _row("lora", None, 0, 0.70),
+        _row("lora", None, 1, 0.71),
+        _row("lora", 8, 0, 0.75),  # above non-private's range: a rise beyond the spread
+        _row("lora", 8, 1, 0.76),
+    ]
+    text = _script().findings(SweepTable(("model.adapter", EPS, "seed"), rows), {})
+    assert (
+        "- ia3: 0.77 > 0.73 > 0.74: rises 1.0 points from epsilon 8 to epsilon 4, "
+        "within the seeds' spread (0.735-0.745 against 0.72-0.74)"
+    ) in text
+    assert (
+        "- lora: 0.705 > 0.755: rises 5.0 points from non-private to epsilon 8, "
+        "beyond the seeds' spread (0.75-0.76 against 0.7-0.71)"
+    ) in text
+    assert (
+        "- non-private: ia3 (0.77), 6.5 points above lora, "
+        "beyond the seeds' spread (0.76-0.78 against 0.7-0.71)"
+    ) in text
+    assert (
+        "- epsilon 8: lora (0.755), 2.5 points above ia3, "
+        "beyond the seeds' spread (0.75-0.76 against 0.72-0.74)"
+    ) in text
+    assert "- epsilon 4: " not in text  # one adapter there: nothing to rank
+
+
 def test_a_single_seed_shows_its_value_alone():
     module = _script()
     assert module._spread([_row("lora", 8, 0, 0.5)]) == "0.5"
@@ -117,3 +155,33 @@ def test_cell_records_are_published_without_checkpoints_and_restored_where_unfin
     assert module.restore_cells(published, fresh, ["a", "b"]) == ["a"]
     assert (fresh / "cells" / "a" / "results.json").read_text() == "results.json"
     assert module.restore_cells(published, fresh, ["a"]) == []  # already finished there
+
+
+ROOT = SCRIPT.parents[1]
+README_MEANS = re.compile(
+    r"(?<![-\w])(FFA-LoRA|LoRA|IA3) (0\.\d{3})(?: non-private)?, then "
+    r"(0\.\d{3}), (0\.\d{3}), (0\.\d{3}), (0\.\d{3})"
+)
+
+
+def test_the_committed_sweep_recomputes_from_its_cells_and_the_readme_states_its_means():
+    spec, base = load_spec(ROOT / "configs/sweeps/dp_curve.yaml")
+    planned = [(c.id, c.swept) for c in plan_cells(spec, base)]
+    table = collect_table(ROOT / "audits/sweeps", planned)  # from the committed cell records
+    committed = {r["cell"]: r for r in csv.DictReader((ROOT / "audits/sweeps/table.csv").open())}
+    assert len(table.done_rows()) == len(planned) == len(committed) == 45
+    means: dict[str, dict[float, list[float]]] = {}
+    for row in table.rows:
+        assert float(committed[row["cell"]]["federated"]) == row["federated"], row["cell"]
+        target = row[EPS] if row[EPS] is not None else math.inf
+        assert row["eps_max"] <= target  # no cell spent more than its target
+        means.setdefault(row["adapter"], {}).setdefault(target, []).append(row["federated"])
+    text = " ".join((ROOT / "README.md").read_text().split())
+    stated = {m.group(1): [float(v) for v in m.groups()[1:]] for m in README_MEANS.finditer(text)}
+    names = {"FFA-LoRA": "ffa_lora", "LoRA": "lora", "IA3": "ia3"}
+    assert sorted(stated) == sorted(names)
+    for name, values in stated.items():
+        by_eps = means[names[name]]
+        got = [statistics.mean(by_eps[e]) for e in (math.inf, 8, 4, 2, 1)]
+        # three digits, a tie (0.6105) rounding either way
+        assert all(abs(v - g) <= 5e-4 + 1e-12 for v, g in zip(values, got, strict=True)), name
