@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -71,23 +72,34 @@ def wait_for_stage(
     fed: LocalFederation, run_id: int, run_dir: Path, round_index: int, stage: str, timeout_s: float
 ) -> dict:
     """Block until the server reports ``stage`` of ``round_index`` closed; fail at once, with
-    the run's log, if the run finishes first (a run that aborted never gets there)."""
+    the run's log, if the run finishes first (a run that aborted never gets there).
+
+    The run's status comes from the ``flwr`` CLI, a fresh Python process that takes seconds on
+    a loaded machine, so it is asked in a background thread: the progress file is read every
+    0.1 s throughout, and a caller that acts on the stage (kills a node before the next one)
+    acts within that, not after a CLI call that let the next stage finish unseen."""
     path = run_dir / "flower" / "progress.jsonl"
     deadline = time.monotonic() + timeout_s
-    next_status = time.monotonic() + 5.0
-    while time.monotonic() < deadline:
-        if path.is_file():
-            for line in path.read_text().splitlines():
-                event = json.loads(line)
-                if event.get("round") == round_index and event.get("stage") == stage:
-                    return event
-        if time.monotonic() >= next_status:
-            status = fed.status(run_id)
-            if status.startswith("finished"):
-                raise AssertionError(
-                    f"run {run_id} {status} before stage {stage} of round {round_index}:\n"
-                    f"{fed.log(run_id)}"
-                )
-            next_status = time.monotonic() + 5.0
-        time.sleep(0.1)
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        status = pool.submit(fed.status, run_id)
+        next_status = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            if path.is_file():
+                for line in path.read_text().splitlines():
+                    event = json.loads(line)
+                    if event.get("round") == round_index and event.get("stage") == stage:
+                        return event
+            if status.done():
+                if status.result().startswith("finished"):
+                    raise AssertionError(
+                        f"run {run_id} {status.result()} before stage {stage} of round "
+                        f"{round_index}:\n{fed.log(run_id)}"
+                    )
+                if time.monotonic() >= next_status:
+                    status = pool.submit(fed.status, run_id)
+                    next_status = time.monotonic() + 5.0
+            time.sleep(0.1)
+    finally:
+        pool.shutdown(wait=False)  # a status call still running must not delay the caller
     raise AssertionError(f"stage {stage} of round {round_index} not reached in {timeout_s} s")
