@@ -120,12 +120,15 @@ def findings(table: SweepTable, shrunk: dict, base: str | None = None) -> str:
         + " | non-private minus best private (points) |",
         "|---" * (len(targets) + 2) + "|",
     ]
-    # each adapter's rows at each target epsilon (its seeds), and their mean
+    # each adapter's rows at each target epsilon (its seeds), their metric values, and the mean
     cells = {
         a: {e: [r for r in mine if _eps_order(r) == e] for e in targets}
         for a, mine in by_adapter.items()
     }
-    means = {a: {e: _mean(c, "federated") for e, c in at.items()} for a, at in cells.items()}
+    seeds = {a: {e: _values(c) for e, c in at.items()} for a, at in cells.items()}
+    means = {
+        a: {e: sum(v) / len(v) if v else None for e, v in at.items()} for a, at in seeds.items()
+    }
     for adapter in sorted(cells):
         public = means[adapter].get(math.inf)
         private = [v for e, v in means[adapter].items() if math.isfinite(e) and v is not None]
@@ -135,7 +138,6 @@ def findings(table: SweepTable, shrunk: dict, base: str | None = None) -> str:
             + " | ".join(_spread(cells[adapter][e]) for e in targets)
             + f" | {_fmt(drop)} |"
         )
-    seeds = {a: {e: _values(c) for e, c in at.items()} for a, at in cells.items()}
     lines += [
         "",
         *_curves(means, seeds, targets),
