@@ -90,6 +90,18 @@ def encode_client(
     Weights are uniform under distributed DP (sensitivity is one clipped update).
     """
     integers = discretize(delta, plan, rotation_seed, rng) + noise_share(plan, rng)
+    return pack_client_input(integers, extras, plan, extras_params, rng)
+
+
+def pack_client_input(
+    integers: np.ndarray,
+    extras: np.ndarray,
+    plan: DistributedDpPlan,
+    extras_params: QuantizationParams,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """A client's rounded update plus noise share, reduced mod 2^bits, with its extras limbs:
+    the uint32 input ``encode_client`` returns (separate so a simulation can keep the parts)."""
     limbs = encode_input(np.zeros(0), 1.0, extras, extras_params, rng)
     return np.concatenate([modular_clip(integers, plan.bits), limbs])
 
