@@ -24,22 +24,27 @@ EXTRAS = QuantizationParams(clip_norm=1.0, bits=20)
 CLIENTS, DIMENSION = 20, 300
 
 
+def _plan(**overrides):
+    """configs/distributed_dp.yaml's plan (epsilon 16 over 5 rounds, 18 of 20), smaller."""
+    kwargs = {
+        "mechanism": "skellam",
+        "target_epsilon": 16.0,
+        "delta": 1e-5,
+        "clip_norm": 1.0,
+        "bits": 20,
+        "dimension": DIMENSION,
+        "cohort_size": CLIENTS,
+        "min_survivors": 18,
+        "sample_rate": 1.0,
+        "rounds": 5,
+    }
+    return plan_distributed_dp(**{**kwargs, **overrides})
+
+
 def _round(modclip_probability: float, seed: int = 0):
     """One round of 20 clipped updates through the capturing codec, and the same updates
     summed exactly by the plain codec: (decoded, capture, exact plain total, clipped sum)."""
-    plan = plan_distributed_dp(
-        mechanism="skellam",
-        target_epsilon=16.0,
-        delta=1e-5,
-        clip_norm=1.0,
-        bits=20,
-        dimension=DIMENSION,
-        cohort_size=CLIENTS,
-        min_survivors=18,
-        sample_rate=1.0,
-        rounds=5,
-        modclip_probability=modclip_probability,
-    )
+    plan = _plan(modclip_probability=modclip_probability)
     captured: dict = {}
     codec = utility.CapturingCodec(DistributedDpCodec(plan, EXTRAS, b"seed"), 3, captured)
     plain = FixedPointCodec(QuantizationParams(1.0, 20), DIMENSION)
@@ -76,18 +81,7 @@ def test_wraps_are_counted_where_the_exact_sum_left_the_modulus():
 
 
 def test_a_dropout_after_encoding_is_refused():
-    plan = plan_distributed_dp(
-        mechanism="skellam",
-        target_epsilon=16.0,
-        delta=1e-5,
-        clip_norm=1.0,
-        bits=20,
-        dimension=8,
-        cohort_size=3,
-        min_survivors=2,
-        sample_rate=1.0,
-        rounds=1,
-    )
+    plan = _plan(dimension=8, cohort_size=3, min_survivors=2)
     codec = utility.CapturingCodec(DistributedDpCodec(plan, EXTRAS, b"seed"), 1, {})
     inputs = [codec.encode(np.ones(8), 1.0, np.array([1.0])) for _ in range(3)]
     with pytest.raises(RuntimeError, match="no dropouts"):
