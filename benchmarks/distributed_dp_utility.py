@@ -73,6 +73,7 @@ from securefed.run.progress import Progress
 from securefed.run.setup import RunSetup, build_setup
 from securefed.run.simulate import client_privacy
 from securefed.secagg import FixedPointCodec, InputCodec, QuantizationParams
+from securefed.secagg.quantize import l2_clip_factor
 
 CodecFactory = Callable[[int, bytes], InputCodec]  # (round, global adapter hash) -> codec
 
@@ -147,8 +148,7 @@ class CapturingCodec:
             raise ValueError(f"distributed DP weighs every client 1 (uniform), got {weight}")
         plan, seed, rng = self.codec.plan, self.codec.rotation_seed, os_noise_generator()
         x = np.asarray(delta, dtype=np.float64)
-        norm = float(np.linalg.norm(x))
-        clipped = x * min(1.0, plan.clip_norm / norm if norm else 1.0)
+        clipped = x * l2_clip_factor(float(np.linalg.norm(x)), plan.clip_norm)
         rounded, share = discretize(x, plan, seed, rng), noise_share(plan, rng)
         self.parts.append((clipped, rounded, share))
         return pack_client_input(rounded + share, extras, plan, self.codec.extras_params, rng)

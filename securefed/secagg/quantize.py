@@ -72,6 +72,11 @@ class QuantizationParams:
         return struct.pack(">dId", self.clip_norm, self.bits, self.extras_bound)
 
 
+def l2_clip_factor(norm: float, clip_norm: float) -> float:
+    """What a vector of L2 norm ``norm`` is multiplied by to clip it to ``clip_norm``."""
+    return min(1.0, clip_norm / norm if norm else 1.0)
+
+
 def encoded_length(dimension: int, extras_count: int) -> int:
     """Number of uint32 coordinates a client uploads."""
     return dimension + 2 * extras_count
@@ -110,7 +115,7 @@ def encode_input(
     if np.any(np.abs(extras) > params.extras_bound):
         raise ValueError(f"extras must lie in [-{params.extras_bound}, {params.extras_bound}]")
     d, q_max = delta.shape[0], params.q_max
-    factor = weight * params.delta_scale * min(1.0, params.clip_norm / norm if norm else 1.0)
+    factor = weight * params.delta_scale * l2_clip_factor(norm, params.clip_norm)
     out = np.empty(encoded_length(d, extras.shape[0]), dtype=np.uint32)
     signed = out.view(np.int32)
     scratch = np.empty(min(d, _CHUNK), dtype=np.float64)

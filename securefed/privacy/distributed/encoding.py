@@ -30,7 +30,12 @@ from securefed.privacy.distributed.noise import (
 )
 from securefed.privacy.distributed.parameters import DistributedDpPlan
 from securefed.privacy.distributed.rotation import rotate, unrotate
-from securefed.secagg.quantize import QuantizationParams, decode_sum, encode_input
+from securefed.secagg.quantize import (
+    QuantizationParams,
+    decode_sum,
+    encode_input,
+    l2_clip_factor,
+)
 
 _MAX_ROUNDING_TRIES = 100  # each try fails with probability <= beta (~0.61): 1e-21 for 100
 
@@ -45,7 +50,7 @@ def discretize(
     norm = float(np.linalg.norm(x))
     if not np.isfinite(norm):
         raise ValueError("update must be finite")
-    factor = plan.scale * min(1.0, plan.clip_norm / norm if norm else 1.0)
+    factor = plan.scale * l2_clip_factor(norm, plan.clip_norm)
     y = rotate(x, rotation_seed)
     y *= factor
     floor = np.floor(y)
