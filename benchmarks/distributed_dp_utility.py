@@ -53,6 +53,7 @@ import dp_accounting as dpa
 import numpy as np
 
 from securefed.config import RunConfig, dump_config, load_config
+from securefed.plan_inputs import plan_inputs
 from securefed.privacy.distributed.accounting import RDP_ORDERS
 from securefed.privacy.distributed.encoding import (
     DistributedDpCodec,
@@ -302,7 +303,7 @@ def main() -> None:
     assert cfg.privacy.distributed.enabled, "the config must turn privacy.distributed on"
     setup = build_setup(cfg)
     dimension = setup.bundle.spec.size
-    ddp = plan_for_run(cfg, dimension)
+    ddp = plan_for_run(plan_inputs(cfg), dimension)
     z = central_multiplier(ddp.target_epsilon, ddp.delta, cfg.training.rounds)
     print(
         f"{cfg.name}: {cfg.training.rounds} rounds, {cfg.training.clients_per_round} of "
@@ -315,7 +316,7 @@ def main() -> None:
         bits_cfg = load_config(
             args.config, [*args.overrides, f"secure_aggregation.bits={args.bits[0]}"]
         )
-        run_paired(setup, bits_cfg, plan_for_run(bits_cfg, dimension), z, args.repeats)
+        run_paired(setup, bits_cfg, plan_for_run(plan_inputs(bits_cfg), dimension), z, args.repeats)
         return
 
     def gaussian(std: float) -> CodecFactory:

@@ -32,6 +32,7 @@ from securefed.cli import EXIT_USER_ERROR
 from securefed.config import load_config
 from securefed.errors import SecurefedError
 from securefed.flower.localhost import LocalFederation
+from securefed.flower.node_security import pinned_node_config
 from securefed.flower.records import collect_node_records
 
 
@@ -70,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = workdir / "run"
     institutions = list(range(cfg.partition.num_clients))
     started = time.perf_counter()
-    with LocalFederation(workdir, institutions) as fed:
+    pinned = {i: pinned_node_config(cfg) for i in institutions}  # each operator agrees to cfg
+    with LocalFederation(workdir, institutions, node_config=pinned) as fed:
         print(
             f"SuperLink on 127.0.0.1:{fed.port} (TLS), {len(institutions)} SuperNodes; "
             f"logs in {workdir}"

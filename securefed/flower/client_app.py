@@ -37,6 +37,7 @@ from securefed.flower.protocol import (
     round_encoding,
     rounding_rng,
 )
+from securefed.plan_inputs import PlanInputs
 from securefed.privacy.institution import distributed_codec, plan_for_run
 from securefed.run.federation import sample_clients
 from securefed.run.progress import Progress
@@ -72,12 +73,12 @@ def _security(context: Context, identity: NodeIdentity) -> NodeSecurity:
     return node_security(dict(context.node_config), identity.institution)
 
 
-def _node_round(context: Context, cfg: RunConfig, identity: NodeIdentity) -> NodeRound:
-    security = _security(context, identity)
+def _node_round(context: Context, identity: NodeIdentity, security: NodeSecurity) -> NodeRound:
+    """This round's state machine, planned from the node's pinned inputs only."""
     return NodeRound(
         context.state,
         security.params(),
-        cfg.training.clients_per_round,
+        security.inputs.cohort_size,
         identity.institution,
         security.identity,
     )
@@ -118,7 +119,7 @@ def join(msg: Message, context: Context) -> Message:
         return refuse("the server's settings differ from this node's: " + "; ".join(differ))
     context.state[_RUN] = ConfigRecord({"config_yaml": text})
     save_run_config(identity.records(context.run_id), cfg)
-    _log_join(context, identity, {"accepted": True, "secure_aggregation": security.record()})
+    _log_join(context, identity, {"accepted": True, "pinned": security.record()})
     return wire.reply(msg, {"institution": identity.institution})
 
 
@@ -139,7 +140,8 @@ def advertise(msg: Message, context: Context) -> Message:
     if not 0 <= round_index < cfg.training.rounds:
         # the noise plans (this node's and the federation's) cover the run's planned rounds
         return refuse(f"round {round_index} is outside the run's {cfg.training.rounds} rounds")
-    node_round = _node_round(context, cfg, identity)
+    security = _security(context, identity)
+    node_round = _node_round(context, identity, security)
     try:
         node_round.check_new(round_index)
     except ProtocolAbort as exc:
@@ -169,7 +171,7 @@ def advertise(msg: Message, context: Context) -> Message:
         )
     weight = local.weight()
     global_hash = global_adapter_hash(vector)
-    plan = _distributed_plan(_config_text(context), local.setup.bundle.spec.size)
+    plan = _distributed_plan(security.inputs, local.setup.bundle.spec.size)
     quantization = node_round.params.quantization
     distributed = (
         None if plan is None else distributed_codec(plan, quantization, global_hash, round_index)
@@ -183,14 +185,16 @@ def advertise(msg: Message, context: Context) -> Message:
     # stochastic rounding: seeded without distributed DP (the sum is all anyone sees), from
     # the OS CSPRNG with it (rounding is then part of the mechanism, beside the noise share)
     rounding = None if plan is not None else rounding_rng(cfg, round_index, local.index)
-    encoded = codec.encode(delta, weight, client_extras(cfg, weight, stats.mean_loss), rounding)
+    encoded = codec.encode(
+        delta, weight, client_extras(security.inputs, weight, stats.mean_loss), rounding
+    )
     keys = node_round.advertise(
         round_index,
         encoded,
         global_hash,
         spec_hash,
         codec.encoded_dimension,
-        extras_count(cfg),
+        extras_count(security.inputs),
     )
     answer = wire.reply(msg, {"payload": keys.to_bytes()})
     _log(
@@ -254,7 +258,8 @@ def _protocol_step(msg: Message, context: Context, stage: str, step) -> Message:
     fields = wire.fields_of(msg)
     round_index = int(fields["round"])
     try:
-        node_round = _node_round(context, _run_config(context), identity)
+        _run_config(context)  # this node joined the run
+        node_round = _node_round(context, identity, _security(context, identity))
         payload = step(node_round, round_index, wire.payload_of(msg)).to_bytes()
     except Exception as exc:  # noqa: BLE001 - the round is void on this node (secrets dropped)
         reason = str(exc) if isinstance(exc, SecurefedError) else f"{type(exc).__name__}: {exc}"
@@ -267,12 +272,10 @@ def _protocol_step(msg: Message, context: Context, stage: str, step) -> Message:
 
 
 @functools.lru_cache(maxsize=8)
-def _distributed_plan(config_text: str, dimension: int):
-    """The institution-level noise plan this node calibrates its share from (None: off), from
-    the run config it accepted, whose ``privacy.distributed`` and secure-aggregation settings
-    equal the ones it pinned (``join``)."""
-    cfg = validate(yaml.safe_load(config_text))
-    return plan_for_run(cfg, dimension) if cfg.privacy.distributed.enabled else None
+def _distributed_plan(inputs: PlanInputs, dimension: int):
+    """The institution-level noise plan this node calibrates its share from (None: off),
+    from the plan inputs it pinned, never from the server's config."""
+    return plan_for_run(inputs, dimension) if inputs.distributed.enabled else None
 
 
 def _distributed_record(plan) -> dict:

@@ -1,10 +1,17 @@
-"""What a node pins for itself: its secure-aggregation settings and its identity.
+"""What a node pins for itself: everything that shapes its rounds' plan, and its identity.
 
-A server that could set a node's threshold, graph or roster could weaken every protection in
-``securefed.secagg``, so a node takes none of them from a server message. They come from its
-own node config (``flower-supernode --node-config``), all optional::
+A server that could set a node's cohort size, threshold, graph, roster or noise could weaken
+every protection in ``securefed.secagg`` (a 2-client round, say, where one colluder and the
+released sum give the victim's update), so a node takes none of them from a server message.
+Every field of ``securefed.plan_inputs.PlanInputs`` -- what the round planners read --
+comes from the node's own node config (``flower-supernode --node-config``), under a key
+derived from the field's name (``pinned_fields``), all optional::
 
-    secagg-threshold        = "auto"             # as in the config's secure_aggregation section
+    cohort-size             = 4                  # training.clients_per_round
+    institutions            = 4                  # partition.num_clients
+    rounds                  = 10                 # training.rounds
+    dp-sgd                  = false              # privacy.dp.enabled
+    secagg-threshold        = "auto"             # secure_aggregation.<field>, each of them
     secagg-graph            = "auto"
     secagg-degree           = "auto"
     secagg-clip-norm        = 10.0
@@ -13,22 +20,25 @@ own node config (``flower-supernode --node-config``), all optional::
     secagg-corrupt-fraction = 0.05
     secagg-dropout-budget   = 0.33
     secagg-adversary        = "semi_malicious"   # or "curious" (then no roster is needed)
-    roster                  = "/etc/securefed/roster.json"    # the pinned identity roster
-    identity-keys           = "/etc/securefed/me.keys.json"   # this institution's private key
-    ddp-enabled             = true               # institution-level DP (privacy.distributed)
+    ddp-enabled             = true               # privacy.distributed.<field>, each of them
     ddp-mechanism           = "skellam"
     ddp-target-epsilon      = 8.0
     ddp-delta               = "auto"
     ddp-clip-norm           = 1.0
     ddp-modclip-probability = 0.0001
+    roster                  = "/etc/securefed/roster.json"    # the pinned identity roster
+    identity-keys           = "/etc/securefed/me.keys.json"   # this institution's private key
 
-The ``ddp-`` keys pin the node's institution-level DP: its noise share is calibrated from
-them, so a server that could set them could shrink the noise that protects the institution.
-A key left out takes securefed's own default (the package the node runs), never the
-server's value. At ``join`` the node compares the run config the server sends with what it
-pinned and refuses the run, saying which keys differ, if any does. A node with identity keys
-needs its own pinned roster: it never falls back to a roster the server names. Without a
-roster only ``secagg-adversary = "curious"`` is allowed (``secagg.params.check_identities``).
+A key left out takes the value of securefed's embedded default config (the package the
+node runs; what ``securefed simulate`` runs without a config), never the server's value;
+the node's values are validated as a run config is, so a node config that could not plan a
+round is refused at once, naming its key. The node plans every round from these values
+(cohort size, threshold, graph, its noise share), not from the server's, and at ``join``
+refuses the run, naming each key that differs, if the server's config states anything
+else. ``pinned_node_config`` writes these keys for a given run config (what an operator who
+agrees to that config pins). A node with identity keys needs its own pinned roster: it
+never falls back to a roster the server names. Without a roster only
+``secagg-adversary = "curious"`` is allowed (``secagg.params.check_identities``).
 
 Entropy: the node's identity key is the institution's own (``identity-keys``, made with
 ``python -m securefed.secagg.roster`` from OS entropy); every per-round key, seed and share
@@ -37,56 +47,35 @@ coefficient comes from a 32-byte seed the node draws with ``os.urandom`` (``node
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from securefed.config import DistributedDPConfig, RunConfig, SecureAggregationConfig
+from securefed.config import RunConfig, validate
+from securefed.config_yaml import default_config_path, read_yaml
 from securefed.errors import ConfigError
 from securefed.flower.node_round import Identity
+from securefed.plan_inputs import PlanInputs, pinned_fields, plan_inputs
 from securefed.secagg import SecAggParams
 from securefed.secagg.roster import load_identity_keys, load_roster
 
-PINNED_FIELDS = (
-    "threshold",
-    "graph",
-    "degree",
-    "clip_norm",
-    "bits",
-    "security_bits",
-    "corrupt_fraction",
-    "dropout_budget",
-)
-DISTRIBUTED_FIELDS = tuple(DistributedDPConfig.model_fields)
-ADVERSARIES = ("semi_malicious", "curious")
-_PREFIX = "secagg-"
-_DDP_PREFIX = "ddp-"
-
-
-def _node_key(field: str, prefix: str = _PREFIX) -> str:
-    return prefix + field.replace("_", "-")
+PINNED = pinned_fields()
+_SECTION_PREFIXES = ("secagg-", "ddp-")  # a misspelt key under these is an error
 
 
 @dataclass(frozen=True)
 class NodeSecurity:
-    """The settings this node runs secure aggregation with, whatever the server says."""
+    """The settings this node plans and runs its rounds with, whatever the server says."""
 
-    section: SecureAggregationConfig  # the pinned secure_aggregation settings
-    adversary: str
+    inputs: PlanInputs  # every input of the round plan, from the node config
     identity: Identity
     roster_path: str | None
-    distributed: DistributedDPConfig = DistributedDPConfig()  # the pinned privacy.distributed
 
     def params(self) -> SecAggParams:
         """The protocol parameters, with the pinned roster (never the server's)."""
-        return SecAggParams(
-            **{f: getattr(self.section, f) for f in PINNED_FIELDS},
-            roster=self.identity.roster,
-            adversary=self.adversary,  # type: ignore[arg-type]
-        )
+        return dataclasses.replace(self.inputs.secure_aggregation, roster=self.identity.roster)
 
     def record(self) -> dict[str, Any]:
         """What the node's own record states it used."""
@@ -94,22 +83,17 @@ class NodeSecurity:
         if self.roster_path is not None:
             roster = hashlib.sha256(Path(self.roster_path).read_bytes()).hexdigest()
         return {
-            **{f: getattr(self.section, f) for f in PINNED_FIELDS},
-            "adversary": self.adversary,
+            **{p.config_key: p.of(self.inputs) for p in PINNED},
             "identities": self.identity.roster is not None,
             "roster_sha256": roster,
-            "distributed_dp": self.distributed.model_dump(),
             "source": "node-config",
         }
 
 
 def node_security(node_config: dict, institution: int) -> NodeSecurity:
     """Read and check this node's pinned settings; ``ConfigError`` naming the node-config key."""
-    section = _pinned(node_config, SecureAggregationConfig, PINNED_FIELDS, _PREFIX, "adversary")
-    distributed = _pinned(node_config, DistributedDPConfig, DISTRIBUTED_FIELDS, _DDP_PREFIX)
-    adversary = str(node_config.get("secagg-adversary", "semi_malicious"))
-    if adversary not in ADVERSARIES:
-        raise ConfigError("node-config.secagg-adversary", adversary, f"one of {ADVERSARIES}")
+    inputs = _pinned_inputs(node_config)
+    adversary = inputs.secure_aggregation.adversary
     roster_path = node_config.get("roster")
     keys_path = node_config.get("identity-keys")
     if keys_path is not None and roster_path is None:
@@ -127,7 +111,7 @@ def node_security(node_config: dict, institution: int) -> NodeSecurity:
                 "'curious' for a node without a roster; 'semi_malicious' needs roster and "
                 "identity-keys in the node config",
             )
-        return NodeSecurity(section, adversary, Identity(), None, distributed)
+        return NodeSecurity(inputs, Identity(), None)
     if keys_path is None:
         raise ConfigError(
             "node-config.identity-keys", None, "this institution's key file, beside its roster"
@@ -135,50 +119,67 @@ def node_security(node_config: dict, institution: int) -> NodeSecurity:
     keys = load_identity_keys(str(keys_path))
     if institution not in keys:
         raise ConfigError("node-config.identity-keys", str(keys_path), f"a key for {institution}")
-    roster = load_roster(str(roster_path))
-    identity = Identity(keys[institution], roster)
-    return NodeSecurity(section, adversary, identity, str(roster_path), distributed)
+    identity = Identity(keys[institution], load_roster(str(roster_path)))
+    return NodeSecurity(inputs, identity, str(roster_path))
 
 
-def _pinned(node_config: dict, section_type, fields: tuple[str, ...], prefix: str, *other: str):
-    """One config section from the node config's ``prefix`` keys (the rest at their defaults);
-    ``ConfigError`` naming the node-config key that is unknown or invalid."""
-    known = {_node_key(f, prefix): f for f in fields}
-    allowed = [*known, *(_node_key(o, prefix) for o in other)]
-    unknown = sorted(k for k in node_config if k.startswith(prefix) and k not in allowed)
+def _pinned_inputs(node_config: dict) -> PlanInputs:
+    """The plan inputs stated by the node config's pinned keys (the rest as in securefed's
+    embedded default config), validated as a run config; ``ConfigError`` naming the
+    node-config key."""
+    by_node_key = {p.node_key: p for p in PINNED}
+    unknown = sorted(
+        k for k in node_config if k.startswith(_SECTION_PREFIXES) and k not in by_node_key
+    )
     if unknown:
-        raise ConfigError(
-            f"node-config.{unknown[0]}", node_config[unknown[0]], f"one of {', '.join(allowed)}"
-        )
-    values = {field: node_config[key] for key, field in known.items() if key in node_config}
+        allowed = ", ".join(k for k in by_node_key if k.startswith(_SECTION_PREFIXES))
+        raise ConfigError(f"node-config.{unknown[0]}", node_config[unknown[0]], f"one of {allowed}")
+    raw = read_yaml(default_config_path())
+    for key, p in by_node_key.items():
+        if key in node_config:
+            *parents, leaf = p.config_key.split(".")
+            node = raw
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = node_config[key]
     try:
-        return section_type(**values)
-    except ValidationError as err:
-        first = err.errors()[0]
-        field = str(first["loc"][0]) if first["loc"] else fields[0]
-        raise ConfigError(
-            f"node-config.{_node_key(field, prefix)}", first.get("input"), first["msg"]
-        ) from None
+        return plan_inputs(validate(raw))
+    except ConfigError as err:
+        by_config_key = {p.config_key: p.node_key for p in PINNED}
+        named = by_config_key.get(err.key)
+        key = f"node-config.{named}" if named else f"node-config (as {err.key})"
+        raise ConfigError(key, err.value, err.allowed) from None
+
+
+def pinned_node_config(cfg: RunConfig) -> dict[str, Any]:
+    """The node-config keys that pin a node to ``cfg``'s round plan (what an operator who
+    agrees to run ``cfg`` sets; the localhost recipe and the tests use it)."""
+    inputs = plan_inputs(cfg)
+    settable = {p.config_key for p in PINNED} & _config_keys(cfg)
+    return {p.node_key: p.of(inputs) for p in PINNED if p.config_key in settable}
+
+
+def _config_keys(cfg: RunConfig) -> set[str]:
+    """Every dotted key of a run config."""
+
+    def walk(prefix: str, value: Any) -> set[str]:
+        if not isinstance(value, dict):
+            return {prefix}
+        return set().union(*(walk(f"{prefix}.{k}" if prefix else k, v) for k, v in value.items()))
+
+    return walk("", cfg.model_dump(mode="json"))
 
 
 def disagreements(cfg: RunConfig, pinned: NodeSecurity) -> list[str]:
-    """The server's secure_aggregation and privacy.distributed settings that differ from what
-    this node pinned."""
-    sent, ddp = cfg.secure_aggregation, cfg.privacy.distributed
+    """Each plan input the server's config states differently from this node's pin, as
+    ``run-config key: server ..., node ... (node-config key)``."""
+    sent = plan_inputs(cfg)
     out = [
-        f"{key}.{f}: server {getattr(server, f)!r}, node {getattr(node, f)!r}"
-        for key, server, node, fields in (
-            ("secure_aggregation", sent, pinned.section, PINNED_FIELDS),
-            ("privacy.distributed", ddp, pinned.distributed, DISTRIBUTED_FIELDS),
-        )
-        for f in fields
-        if getattr(server, f) != getattr(node, f)
+        f"{p.config_key}: server {p.of(sent)!r}, node {p.of(pinned.inputs)!r} "
+        f"(node-config {p.node_key})"
+        for p in PINNED
+        if p.of(sent) != p.of(pinned.inputs)
     ]
-    server_adversary = getattr(sent, "adversary", None)
-    if server_adversary is not None and server_adversary != pinned.adversary:
-        out.append(
-            f"secure_aggregation.adversary: server {server_adversary!r}, node {pinned.adversary!r}"
-        )
-    if not sent.enabled:
+    if not cfg.secure_aggregation.enabled:
         out.append("secure_aggregation.enabled: server False, node True")
     return out

@@ -6,7 +6,7 @@ second (importing torch and transformers takes 10-15 s on a small CPU machine).
 
 from __future__ import annotations
 
-from securefed.config import RunConfig
+from securefed.plan_inputs import PlanInputs
 from securefed.run.aggregation import (
     client_extras,
     global_adapter_hash,
@@ -24,6 +24,6 @@ __all__ = [
 ]
 
 
-def extras_count(cfg: RunConfig) -> int:
+def extras_count(inputs: PlanInputs) -> int:
     """How many masked scalars follow the delta (see ``client_extras``)."""
-    return len(client_extras(cfg, 1.0, 0.0))
+    return len(client_extras(inputs, 1.0, 0.0))

@@ -26,6 +26,7 @@ from securefed.errors import InvalidMessage, ProtocolAbort
 from securefed.flower import wire
 from securefed.flower.exchange import Exchange, exchange
 from securefed.flower.protocol import extras_count, global_adapter_hash, round_encoding
+from securefed.plan_inputs import plan_inputs
 from securefed.privacy.institution import InstitutionPrivacy
 from securefed.run.aggregation import noise_record
 from securefed.secagg import (
@@ -174,7 +175,7 @@ def secure_round(
         global_hash,
         bound_spec,
         codec.encoded_dimension,
-        extras_count(cfg),
+        extras_count(plan_inputs(cfg)),
     )
     server = SecAggServer(context, invited=frozenset(invited), roster=roster)
     rnd = _Round(grid, nodes, round_index, timeouts, on_stage)

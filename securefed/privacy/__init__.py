@@ -20,6 +20,6 @@
   run is predicted to learn nothing.
 
 May import: dp_accounting, numpy, cryptography, opacus and torch (``dp_sgd``,
-``dp_optimizers`` and ``secure_noise`` only), ``config``, ``errors``.
+``dp_optimizers`` and ``secure_noise`` only), ``config``, ``plan_inputs``, ``errors``.
 Exports nothing here: import the submodule you need, so torch loads only with ``dp_sgd``.
 """

@@ -16,11 +16,11 @@ recorded beside it (``invitation_rate``) for the reader.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from securefed.config import RunConfig
 from securefed.errors import ConfigError
+from securefed.plan_inputs import PlanInputs, plan_inputs
 from securefed.privacy.distributed.encoding import DistributedDpCodec, round_rotation_seed
 from securefed.privacy.distributed.ledger import InstitutionLedger
 from securefed.privacy.distributed.parameters import (
@@ -34,24 +34,24 @@ from securefed.secagg import QuantizationParams, plan_round
 CLAIMED_SAMPLE_RATE = 1.0  # fixed-size cohorts are not Poisson samples: no amplification
 
 
-def plan_for_run(cfg: RunConfig, dimension: int) -> DistributedDpPlan:
-    """The distributed-DP plan of a run whose adapter has ``dimension`` coordinates;
-    ``ConfigError`` when no noise level reaches the target at these bits and dimension."""
-    ddp, sa, k = cfg.privacy.distributed, cfg.secure_aggregation, cfg.training.clients_per_round
-    params = dataclasses.replace(sa.params(), roster=None)
-    delta = institution_delta(cfg.partition.num_clients) if ddp.delta == "auto" else ddp.delta
+def plan_for_run(inputs: PlanInputs, dimension: int) -> DistributedDpPlan:
+    """The distributed-DP plan of a run whose adapter has ``dimension`` coordinates (on a
+    Flower node, from the node's own pinned ``inputs``); ``ConfigError`` when no noise level
+    reaches the target at these bits and dimension."""
+    ddp, params, k = inputs.distributed, inputs.secure_aggregation, inputs.cohort_size
+    delta = institution_delta(inputs.institutions) if ddp.delta == "auto" else ddp.delta
     try:
         return plan_distributed_dp(
             mechanism=ddp.mechanism,
             target_epsilon=ddp.target_epsilon,
             delta=float(delta),
             clip_norm=ddp.clip_norm,
-            bits=sa.bits,
+            bits=params.bits,
             dimension=dimension,
             cohort_size=k,
             min_survivors=plan_round(k, params).threshold,
             sample_rate=CLAIMED_SAMPLE_RATE,
-            rounds=cfg.training.rounds,
+            rounds=inputs.rounds,
             modclip_probability=ddp.modclip_probability,
         )
     except ValueError as exc:
@@ -76,7 +76,7 @@ class InstitutionPrivacy:
     """The federation's institution-level plan and ledger (kept by the server)."""
 
     def __init__(self, cfg: RunConfig, dimension: int) -> None:
-        self.plan = plan_for_run(cfg, dimension)
+        self.plan = plan_for_run(plan_inputs(cfg), dimension)
         self.extras_params = cfg.secure_aggregation.params().quantization
         self.invitation_rate = cfg.training.clients_per_round / cfg.partition.num_clients
         self.ledger = InstitutionLedger(self.plan.delta, self.plan.target_epsilon)

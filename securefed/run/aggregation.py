@@ -26,6 +26,7 @@ import numpy as np
 
 from securefed.config import RunConfig
 from securefed.errors import ConfigError, ProtocolAbort
+from securefed.plan_inputs import PlanInputs, loss_is_summed, plan_inputs
 from securefed.privacy.distributed.encoding import DistributedDpCodec
 from securefed.privacy.distributed.parameters import central_noise_std
 from securefed.privacy.institution import InstitutionPrivacy
@@ -66,11 +67,10 @@ def global_adapter_hash(vector: np.ndarray) -> bytes:
     return vector_digest(vector)
 
 
-def client_extras(cfg: RunConfig, weight: float, mean_loss: float) -> np.ndarray:
-    """The masked scalars a client appends: ``[w, w * loss]``, or ``[w]`` under either DP (the
-    loss is computed without noise, so even its sum would sit outside the DP guarantee)."""
-    private = cfg.privacy.dp.enabled or cfg.privacy.distributed.enabled
-    values = [weight] if private else [weight, weight * mean_loss]
+def client_extras(inputs: PlanInputs, weight: float, mean_loss: float) -> np.ndarray:
+    """The masked scalars a client appends: ``[w, w * loss]``, or ``[w]`` under either DP
+    (``plan_inputs.loss_is_summed``)."""
+    values = [weight, weight * mean_loss] if loss_is_summed(inputs) else [weight]
     return np.array(values, dtype=np.float64)  # (m,)
 
 
@@ -156,11 +156,12 @@ def aggregate_round(
     codec, bound_spec = round_encoding(
         distributed, params.quantization, int(global_vector.shape[0]), bytes.fromhex(spec_hash)
     )
+    planned = plan_inputs(cfg)
     inputs = {
         c: ClientInput(
             delta=delta.astype(np.float32),
             weight=weights[c],
-            extras=client_extras(cfg, weights[c], stats.mean_loss),
+            extras=client_extras(planned, weights[c], stats.mean_loss),
             rounding=None if distributed is not None else rounding_rng(cfg, round_index, c),
         )
         for c, (delta, stats) in updates.items()
@@ -217,7 +218,7 @@ def _plain(
     extras = 0.0
     for c, (delta, stats) in updates.items():
         acc += weights[c] * delta.astype(np.float64)
-        extras = extras + client_extras(cfg, weights[c], stats.mean_loss)
+        extras = extras + client_extras(plan_inputs(cfg), weights[c], stats.mean_loss)
     d = acc.shape[0]
     sent = {str(c): {"up": 4 * d, "down": 4 * d} for c in updates}
     mean_loss = float(extras[1]) / total_w if len(extras) > 1 else None

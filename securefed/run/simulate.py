@@ -14,6 +14,7 @@ from pathlib import Path
 from securefed.config import RunConfig, dump_config, load_config
 from securefed.errors import RunFolderError
 from securefed.model.adapters import base_weights_hash
+from securefed.plan_inputs import plan_inputs
 from securefed.privacy.budget import ClientPrivacy
 from securefed.privacy.distributed.parameters import DistributedDpPlan, central_noise_std
 from securefed.privacy.institution import InstitutionPrivacy, plan_for_run
@@ -120,7 +121,7 @@ def plan_only(cfg: RunConfig) -> str:
         privacy = ClientPrivacy(cfg, sizes, steps)
         parts.append(format_plan(dp_plan(cfg, privacy, steps, dimension), dimension))
     if cfg.privacy.distributed.enabled:
-        parts.append(federation_plan(plan_for_run(cfg, dimension)))
+        parts.append(federation_plan(plan_for_run(plan_inputs(cfg), dimension)))
     return "\n".join(parts)
 
 

@@ -11,18 +11,25 @@ from inprocess_grid import InProcessGrid
 
 from securefed.config import load_config
 from securefed.flower.client_app import app as client_app
+from securefed.flower.node_security import pinned_node_config
 from securefed.flower.server_app import ServerSettings, run_flower_federation
 from securefed.run.folder import RunFolder, read_json
 
 NODE_IDS = {i: 100 + i for i in INSTITUTIONS}
-CURIOUS = {"secagg-adversary": "curious"}  # a node that pins no roster must say so
-CURIOUS_RUN = "secure_aggregation.adversary=curious"  # ... and so must the run it joins
+CURIOUS_RUN = "secure_aggregation.adversary=curious"  # a node that pins no roster says so
 
 
-def _node_configs(tmp_path, **pinned) -> dict[int, dict]:
-    """Each institution's node config: its id, its own state folder, and ``pinned``."""
+def _node_configs(tmp_path, cfg, **pinned) -> dict[int, dict]:
+    """Each institution's node config: its id, its own state folder, the plan inputs of the
+    run ``cfg`` it agrees to (``pinned_node_config``), and ``pinned``."""
+    agreed = pinned_node_config(cfg)
     return {
-        NODE_IDS[i]: {"partition-id": i, "state-dir": str(tmp_path / f"node-{i}"), **pinned}
+        NODE_IDS[i]: {
+            "partition-id": i,
+            "state-dir": str(tmp_path / f"node-{i}"),
+            **agreed,
+            **pinned,
+        }
         for i in INSTITUTIONS
     }
 
@@ -51,9 +58,9 @@ def test_silent_node_is_recovered_and_the_aggregate_is_the_mean_of_the_rest(tmp_
     )
     configs = _node_configs(
         tmp_path,
+        cfg,
         **{
             "keep-updates": True,
-            "secagg-threshold": 2,
             "roster": str(roster),
             "identity-keys": str(tmp_path / "roster.keys.json"),
         },
@@ -82,7 +89,7 @@ def test_silent_node_is_recovered_and_the_aggregate_is_the_mean_of_the_rest(tmp_
 
 def test_a_node_speaking_for_another_institution_is_dropped(tmp_path):
     cfg = load_config(None, [*TINY, "training.rounds=1", CURIOUS_RUN])
-    configs = _node_configs(tmp_path, **CURIOUS)
+    configs = _node_configs(tmp_path, cfg)
 
     def impersonating(message, context):
         """Node 1 joins as institution 1, then answers as if it were institution 2."""
@@ -104,7 +111,7 @@ def test_a_run_every_node_refuses_fails_and_says_why(tmp_path):
     from securefed.errors import NoInstitutionJoined
 
     cfg = load_config(None, [*TINY, "secure_aggregation.threshold=2", CURIOUS_RUN])
-    configs = _node_configs(tmp_path, **CURIOUS)
+    configs = _node_configs(tmp_path, load_config(None, [*TINY, CURIOUS_RUN]))
     grid = InProcessGrid(client_app, configs, run_id=9)
     with pytest.raises(NoInstitutionJoined, match="secure_aggregation.threshold: server 2"):
         run_flower_federation(grid, cfg, _settings(tmp_path / "run"), run_id=9)
@@ -139,7 +146,6 @@ def test_nodes_with_their_own_data_files(tmp_path):
             "partition-id": i,
             "data-path": str(path),
             "state-dir": str(tmp_path / f"node-{i}"),
-            **CURIOUS,
         }
     cfg = load_config(
         None,
@@ -152,6 +158,8 @@ def test_nodes_with_their_own_data_files(tmp_path):
             "privacy.dp.noise_multiplier=1.0",
         ],
     )
+    for config in configs.values():
+        config |= pinned_node_config(cfg)
     grid = InProcessGrid(client_app, configs, run_id=9)
     settings = ServerSettings.from_run_config(
         {
@@ -182,7 +190,7 @@ def test_without_dp_the_flower_run_is_simulate_bit_for_bit(tmp_path):
     from securefed.run.simulate import simulate
 
     cfg = load_config(None, [*TINY, CURIOUS_RUN])
-    configs = _node_configs(tmp_path, **CURIOUS)
+    configs = _node_configs(tmp_path, cfg)
     grid = InProcessGrid(client_app, configs, run_id=11)
     flower = RunFolder(run_flower_federation(grid, cfg, _settings(tmp_path / "run"), run_id=11))
     sim = RunFolder(simulate(cfg, out=str(tmp_path / "sim"))[0])
@@ -213,12 +221,6 @@ DDP_RUN = [
     "model.adapter_layers=top-1",
     "model.lora_r=2",
 ]
-DDP_NODE = {  # what each node pins for itself: the run above must match it
-    "ddp-enabled": True,
-    "ddp-target-epsilon": 20.0,
-    "secagg-corrupt-fraction": 0.0,
-    "secagg-threshold": 2,
-}
 
 
 def test_distributed_dp_over_flower_accounts_the_noise_that_reached_the_sum(tmp_path):
@@ -230,7 +232,7 @@ def test_distributed_dp_over_flower_accounts_the_noise_that_reached_the_sum(tmp_
     from securefed.privacy.distributed.parameters import DistributedDpPlan, central_noise_std
 
     cfg = load_config(None, [*TINY, CURIOUS_RUN, *DDP_RUN])
-    configs = _node_configs(tmp_path, **{"keep-updates": True}, **CURIOUS, **DDP_NODE)
+    configs = _node_configs(tmp_path, cfg, **{"keep-updates": True})
     grid = InProcessGrid(
         client_app, configs, run_id=12, silent_from={NODE_IDS[2]: ("1", "train.masked_input")}
     )
@@ -284,9 +286,9 @@ def test_a_node_that_pinned_no_distributed_dp_refuses_a_run_with_it(tmp_path):
     that turns distributed DP on (or sets its epsilon) against the node's pins is refused."""
     from securefed.errors import NoInstitutionJoined
 
+    without = [o for o in DDP_RUN if not o.startswith("privacy.distributed")]
     cfg = load_config(None, [*TINY, CURIOUS_RUN, *DDP_RUN])
-    pinned = {k: v for k, v in DDP_NODE.items() if not k.startswith("ddp-")}
-    configs = _node_configs(tmp_path, **CURIOUS, **pinned)
+    configs = _node_configs(tmp_path, load_config(None, [*TINY, CURIOUS_RUN, *without]))
     configs[NODE_IDS[0]] |= {"ddp-enabled": True, "ddp-target-epsilon": 8.0}
     grid = InProcessGrid(client_app, configs, run_id=13)
     with pytest.raises(NoInstitutionJoined, match="privacy.distributed.enabled: server True"):

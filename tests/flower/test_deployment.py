@@ -18,6 +18,7 @@ from deployment_checks import INSTITUTIONS, TINY, check_aggregates, node_runs, w
 
 from securefed.config import load_config
 from securefed.flower.localhost import LocalFederation
+from securefed.flower.node_security import pinned_node_config
 from securefed.flower.records import collect_node_records
 from securefed.run.folder import RunFolder, read_json
 
@@ -61,7 +62,8 @@ def test_two_dp_rounds_over_tls_match_simulate(tmp_path):
     overrides = TINY + DP
     cfg = load_config(None, overrides)
     run_dir = tmp_path / "run"
-    with LocalFederation(tmp_path / "fed", INSTITUTIONS, node_config=KEEP_UPDATES) as fed:
+    pinned = {i: {**KEEP_UPDATES[i], **pinned_node_config(cfg)} for i in INSTITUTIONS}
+    with LocalFederation(tmp_path / "fed", INSTITUTIONS, node_config=pinned) as fed:
         run_id = _launch(
             fed, overrides, run_dir, stage_timeout=STAGE_TIMEOUT_S, final_evaluation=False
         )
@@ -98,8 +100,8 @@ def test_a_node_killed_after_key_sharing_is_recovered(tmp_path):
     overrides = TINY + ["secure_aggregation.threshold=2", "training.rounds=1"]  # one is enough
     cfg = load_config(None, overrides)
     run_dir = tmp_path / "run"
-    pinned = {i: {**KEEP_UPDATES[i], "secagg-threshold": 2} for i in INSTITUTIONS}  # the nodes
-    with LocalFederation(tmp_path / "fed", INSTITUTIONS, node_config=pinned) as fed:  # agree
+    pinned = {i: {**KEEP_UPDATES[i], **pinned_node_config(cfg)} for i in INSTITUTIONS}  # agree
+    with LocalFederation(tmp_path / "fed", INSTITUTIONS, node_config=pinned) as fed:
         run_id = _launch(
             fed, overrides, run_dir, stage_timeout=STAGE_TIMEOUT_S, final_evaluation=True
         )

@@ -7,6 +7,7 @@ import pytest
 
 from securefed.config import load_config
 from securefed.errors import ConfigError
+from securefed.plan_inputs import plan_inputs
 from securefed.privacy.institution import InstitutionPrivacy, plan_for_run
 from securefed.secagg import plan_round
 
@@ -20,7 +21,7 @@ ON = [
 
 def test_the_plan_is_calibrated_for_the_threshold_and_claims_no_amplification():
     cfg = load_config(overrides=ON)
-    plan = plan_for_run(cfg, 7_000)
+    plan = plan_for_run(plan_inputs(cfg), 7_000)
     assert plan.min_survivors == plan_round(15, cfg.secure_aggregation.params()).threshold == 11
     assert plan.sample_rate == 1.0 and plan.rounds == 20 and plan.delta == 1e-5
     privacy = InstitutionPrivacy(cfg, 7_000)
@@ -34,7 +35,7 @@ def test_the_plan_is_calibrated_for_the_threshold_and_claims_no_amplification():
 def test_an_unreachable_target_is_a_config_error():
     cfg = load_config(overrides=[*ON, "secure_aggregation.bits=12"])
     with pytest.raises(ConfigError) as err:
-        plan_for_run(cfg, 1_000_000)
+        plan_for_run(plan_inputs(cfg), 1_000_000)
     assert err.value.key == "privacy.distributed.target_epsilon"
 
 
