@@ -41,7 +41,7 @@ from securefed.plan_inputs import PlanInputs
 from securefed.privacy.institution import distributed_codec, plan_for_run
 from securefed.run.federation import sample_clients
 from securefed.run.progress import Progress
-from securefed.secagg import plan_round
+from securefed.secagg import STAGE_TABLE, Stage, plan_round
 
 app = ClientApp()
 JOIN_LOG = "join.jsonl"
@@ -123,7 +123,7 @@ def join(msg: Message, context: Context) -> Message:
     return wire.reply(msg, {"institution": identity.institution})
 
 
-@app.train("advertise")
+@app.train(STAGE_TABLE[0].name)
 def advertise(msg: Message, context: Context) -> Message:
     """Evaluate, train, spend budget, encode, and advertise this round's keys."""
     from securefed.run.setup import client_update  # lazy: torch stays out of protocol-only calls
@@ -134,7 +134,7 @@ def advertise(msg: Message, context: Context) -> Message:
     fields = wire.fields_of(msg)
     round_index = int(fields["round"])
     invited = [int(c) for c in fields["invited"]]
-    refuse = functools.partial(_abort, msg, context, identity, round_index, "advertise_keys")
+    refuse = functools.partial(_abort, msg, context, identity, round_index, STAGE_TABLE[0].name)
     if invited != sample_clients(cfg, cfg.partition.num_clients, round_index):
         return refuse("the invited institutions are not the seeded sample of this round")
     if not 0 <= round_index < cfg.training.rounds:
@@ -152,7 +152,7 @@ def advertise(msg: Message, context: Context) -> Message:
         return refuse("the global adapter does not fit this node's adapter spec")
     record = {
         "round": round_index,
-        "stage": "advertise_keys",
+        "stage": STAGE_TABLE[0].name,
         "eval_global_before": local.evaluate(vector),
     }
     ledger = NodeLedger(local, identity.records(context.run_id))
@@ -220,24 +220,18 @@ def advertise(msg: Message, context: Context) -> Message:
     return answer
 
 
-@app.train("share_keys")
-def share_keys(msg: Message, context: Context) -> Message:
-    return _protocol_step(msg, context, "share_keys", NodeRound.share_keys)
+def _protocol_handler(stage: Stage):
+    """The handler of one protocol-only stage: answer it from the node's round state."""
+
+    def handle(msg: Message, context: Context) -> Message:
+        return _protocol_step(msg, context, stage)
+
+    handle.__name__ = stage.name
+    return handle
 
 
-@app.train("masked_input")
-def masked_input(msg: Message, context: Context) -> Message:
-    return _protocol_step(msg, context, "masked_input", NodeRound.masked_input)
-
-
-@app.train("consistency")
-def consistency(msg: Message, context: Context) -> Message:
-    return _protocol_step(msg, context, "consistency_check", NodeRound.sign_survivors)
-
-
-@app.train("unmask")
-def unmask(msg: Message, context: Context) -> Message:
-    return _protocol_step(msg, context, "unmasking", NodeRound.unmask)
+for _stage in STAGE_TABLE[1:]:  # every stage after the first answers protocol messages only
+    app.train(_stage.name)(_protocol_handler(_stage))
 
 
 @app.evaluate("final")
@@ -252,7 +246,7 @@ def final(msg: Message, context: Context) -> Message:
 
 
 # ---- helpers -----------------------------------------------------------------------------------
-def _protocol_step(msg: Message, context: Context, stage: str, step) -> Message:
+def _protocol_step(msg: Message, context: Context, stage: Stage) -> Message:
     started = time.perf_counter()
     identity = NodeIdentity.from_node_config(dict(context.node_config))
     fields = wire.fields_of(msg)
@@ -260,13 +254,15 @@ def _protocol_step(msg: Message, context: Context, stage: str, step) -> Message:
     try:
         _run_config(context)  # this node joined the run
         node_round = _node_round(context, identity, _security(context, identity))
-        payload = step(node_round, round_index, wire.payload_of(msg)).to_bytes()
+        payload = node_round.answer(round_index, stage, wire.payload_of(msg)).to_bytes()
     except Exception as exc:  # noqa: BLE001 - the round is void on this node (secrets dropped)
         reason = str(exc) if isinstance(exc, SecurefedError) else f"{type(exc).__name__}: {exc}"
-        return _abort(msg, context, identity, round_index, stage, reason)
+        return _abort(msg, context, identity, round_index, stage.name, reason)
     answer = wire.reply(msg, {"payload": payload})
     _log(
-        context, identity, {"round": round_index, "stage": stage, **_traffic(msg, answer, started)}
+        context,
+        identity,
+        {"round": round_index, "stage": stage.name, **_traffic(msg, answer, started)},
     )
     return answer
 

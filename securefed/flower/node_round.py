@@ -8,9 +8,11 @@ client for each stage by replaying the server messages it has already answered: 
 seed and share coefficient the client draws comes through its ``entropy`` seam, and that
 entropy is a stream keyed by the seed, so the replay reaches the very same state.
 
-The stage order is enforced here as well as in the client: a stage that was answered, or a
-message for another round, aborts the round for this node and wipes the seed, so a server
-that asks twice (say, for both kinds of shares of one peer) learns nothing new.
+The stage order is the table's (``secagg.STAGE_TABLE``), enforced here as well as in the
+client: the record holds the last stage answered and the request bytes of each, under the
+stage's name. A stage that was answered, one out of order, or a message for another round
+aborts the round for this node and wipes the seed, so a server that asks twice (say, for
+both kinds of shares of one peer) learns nothing new.
 """
 
 from __future__ import annotations
@@ -18,38 +20,26 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
 from securefed.errors import ProtocolAbort
 from securefed.secagg import (
-    AdvertiseKeys,
+    STAGE_TABLE,
+    STAGES,
     Entropy,
-    KeyDirectory,
-    MaskedInput,
     Roster,
     RoundContext,
     SecAggClient,
     SecAggParams,
-    ShareDelivery,
-    ShareKeys,
-    SurvivorSet,
-    SurvivorSignature,
-    UnmaskRequest,
-    UnmaskResponse,
+    Stage,
 )
 
 _ROUND = "securefed.round"
 _INPUT = "securefed.encoded"
 SEED_BYTES = 32
-# stage reached -> the messages already answered, in protocol order
-_ANSWERED = {
-    "advertised": ("advertise",),
-    "shared": ("advertise", "directory"),
-    "masked": ("advertise", "directory", "delivery"),
-    "signed": ("advertise", "directory", "delivery", "survivors"),
-}
 
 
 def keyed_entropy(seed: bytes) -> Entropy:
@@ -78,7 +68,8 @@ class Identity:
 
 
 class NodeRound:
-    """The persisted state of this node's current round, and the five protocol steps.
+    """The persisted state of this node's current round; it answers the stages of
+    ``secagg.STAGE_TABLE`` in order, one per ClientApp call.
 
     ``params`` are the node's own pinned settings (``node_security``), never the server's."""
 
@@ -93,7 +84,6 @@ class NodeRound:
         self.state, self.params, self.cohort_size = state, params, cohort_size
         self.institution, self.identity = institution, identity
 
-    # ---- stage 0: after local training ---------------------------------------------------
     def check_new(self, round_index: int) -> None:
         """Refuse a round this node already started: answering one round twice, with fresh
         keys over the same update, would let a server difference two sums."""
@@ -112,13 +102,14 @@ class NodeRound:
         spec_hash: bytes,
         dimension: int,
         extras_count: int,
-    ) -> AdvertiseKeys:
-        """Start a round with this node's encoded input; a previous unfinished round is void."""
+    ) -> Any:
+        """Start a round with this node's encoded input and answer the table's first stage
+        (this round's public keys); a previous unfinished round is void."""
         self.check_new(round_index)
         self.state[_ROUND] = ConfigRecord(
             {
                 "round": round_index,
-                "stage": "advertised",
+                "stage": "new",
                 "seed": os.urandom(SEED_BYTES),
                 "global_hash": global_hash,
                 "spec_hash": spec_hash,
@@ -127,49 +118,27 @@ class NodeRound:
             }
         )
         self.state[_INPUT] = ArrayRecord({"encoded": Array(np.ascontiguousarray(encoded))})
-        return self._run(round_index, "advertised", lambda client: client.advertise_keys(), ())
+        return self.answer(round_index, STAGE_TABLE[0])
 
-    # ---- stages 1-4: replay what was answered, then answer the new message ----------------
-    def share_keys(self, round_index: int, data: bytes) -> ShareKeys:
-        directory = KeyDirectory.from_bytes(data)
-        return self._step(
-            round_index,
-            "advertised",
-            "shared",
-            "directory",
-            data,
-            lambda client: client.share_keys(directory),
-        )
-
-    def masked_input(self, round_index: int, data: bytes) -> MaskedInput:
-        delivery = ShareDelivery.from_bytes(data)
-        return self._step(
-            round_index,
-            "shared",
-            "masked",
-            "delivery",
-            data,
-            lambda client: client.masked_input(delivery, self._encoded()),
-        )
-
-    def sign_survivors(self, round_index: int, data: bytes) -> SurvivorSignature:
-        survivors = SurvivorSet.from_bytes(data)
-        return self._step(
-            round_index,
-            "masked",
-            "signed",
-            "survivors",
-            data,
-            lambda client: client.sign_survivors(survivors),
-        )
-
-    def unmask(self, round_index: int, data: bytes) -> UnmaskResponse:
-        request = UnmaskRequest.from_bytes(data)
-        response = self._step(
-            round_index, "signed", "done", "request", data, lambda client: client.unmask(request)
-        )
-        self.forget()
-        return response
+    def answer(self, round_index: int, stage: Stage, data: bytes = b"") -> Any:
+        """Answer the server's request of ``stage`` (its bytes ``data``): rebuild the client,
+        replay the stages this node answered, in table order, then answer this one. The
+        stage must follow the last one answered; anything else voids the round here."""
+        index = STAGES.index(stage.name)
+        expected = "new" if index == 0 else STAGES[index - 1]
+        try:
+            record = self._record(round_index, expected)
+        except ProtocolAbort:
+            self.forget("aborted")
+            raise
+        result = self._run(record, stage, data)
+        if stage.request is not None:
+            record[stage.name] = data
+        record["stage"] = stage.name
+        self.state[_ROUND] = record
+        if stage is STAGE_TABLE[-1]:
+            self.forget()
+        return result
 
     def forget(self, reason: str = "done") -> None:
         """Drop the seed and the encoded input: the round can no longer be answered."""
@@ -189,23 +158,10 @@ class NodeRound:
             )
         return record
 
-    def _step(self, round_index, expected, after, field, data, answer):
-        try:
-            record = self._record(round_index, expected)
-        except ProtocolAbort:
-            self.forget("aborted")
-            raise
-        result = self._run(round_index, expected, answer, _ANSWERED[expected])
-        record[field] = data
-        record["stage"] = after
-        self.state[_ROUND] = record
-        return result
-
-    def _run(self, round_index, stage, answer, answered):
-        """Rebuild the client, replay ``answered`` messages, then ``answer`` the new one."""
-        record = self._record(round_index, stage)
+    def _run(self, record: ConfigRecord, stage: Stage, data: bytes) -> Any:
+        """Rebuild the client, replay the answered stages, then answer ``stage``."""
         context = RoundContext(
-            round_index,
+            int(record["round"]),
             self.cohort_size,
             self.params,
             bytes(record["global_hash"]),
@@ -221,20 +177,17 @@ class NodeRound:
             entropy=keyed_entropy(bytes(record["seed"])),
         )
         try:
-            if "advertise" in answered:
-                client.advertise_keys()
-            if "directory" in answered:
-                client.share_keys(KeyDirectory.from_bytes(bytes(record["directory"])))
-            if "delivery" in answered:
-                client.masked_input(
-                    ShareDelivery.from_bytes(bytes(record["delivery"])), self._encoded()
-                )
-            if "survivors" in answered:
-                client.sign_survivors(SurvivorSet.from_bytes(bytes(record["survivors"])))
-            return answer(client)
+            for answered in STAGE_TABLE[: STAGES.index(stage.name)]:
+                self._answer(client, answered, bytes(record.get(answered.name, b"")))
+            return self._answer(client, stage, data)
         except BaseException:  # any failure, a bug included, voids the round on this node
             self.forget("aborted")
             raise
+
+    def _answer(self, client: SecAggClient, stage: Stage, data: bytes) -> Any:
+        request = None if stage.request is None else stage.request.from_bytes(data)
+        encoded = self._encoded() if stage.takes_input else None
+        return client.answer(stage, request, encoded)
 
     def _encoded(self) -> np.ndarray:
         return self.state.array_records[_INPUT]["encoded"].numpy()  # uint32 (d + 2m,)

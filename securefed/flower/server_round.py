@@ -1,10 +1,11 @@
-"""One secure-aggregation round over Flower: five message exchanges driving ``SecAggServer``.
+"""One secure-aggregation round over Flower: one message exchange per row of
+``secagg.STAGE_TABLE``, driving ``SecAggServer``.
 
-    advertise     global adapter + invited ids -> nodes train, answer AdvertiseKeys   (U1)
-    share_keys    KeyDirectory to U1           -> ShareKeys                          (U2)
-    masked_input  each node's ShareDelivery    -> MaskedInput (uint32, masked)       (U3)
-    consistency   SurvivorSet (U3) to U3       -> SurvivorSignature                  (U4)
-    unmask        each node's UnmaskRequest    -> UnmaskResponse                     (U5)
+    advertise_keys     global adapter + invited ids -> nodes train, answer AdvertiseKeys  (U1)
+    share_keys         KeyDirectory to U1           -> ShareKeys                         (U2)
+    masked_input       each node's ShareDelivery    -> MaskedInput (uint32, masked)      (U3)
+    consistency_check  SurvivorSet (U3) to U3       -> SurvivorSignature                 (U4)
+    unmasking          each node's UnmaskRequest    -> UnmaskResponse                    (U5)
 
 A node that times out, fails, refuses (aborts) or sends a message that does not verify is a
 dropout at that stage; the protocol recovers it when at least t remain. A reply is only
@@ -28,15 +29,11 @@ from securefed.flower.exchange import Exchange, exchange
 from securefed.flower.protocol import extras_count, global_adapter_hash, round_encoding
 from securefed.plan_inputs import plan_inputs
 from securefed.privacy.institution import InstitutionPrivacy
-from securefed.run.aggregation import noise_record
+from securefed.run.aggregation import release
 from securefed.secagg import (
-    AdvertiseKeys,
-    MaskedInput,
+    STAGE_TABLE,
     RoundContext,
     SecAggServer,
-    ShareKeys,
-    SurvivorSignature,
-    UnmaskResponse,
     dropouts_by_stage,
     load_roster,
     round_transcript,
@@ -118,14 +115,12 @@ class _Round:
         self.failures[stage] = failures
         return out
 
-    def accept(
-        self, server: SecAggServer, stage: str, replies: dict[int, dict], parse, sender_of
-    ) -> None:
+    def accept(self, server: SecAggServer, stage: str, replies: dict[int, dict], parse) -> None:
         """Feed protocol replies to the server; a reply that does not verify is a dropout."""
         for inst, fields in sorted(replies.items()):
             try:
                 msg = parse(bytes(fields["payload"]))
-                if sender_of(msg) != inst:
+                if msg.sender != inst:
                     raise InvalidMessage(round_index=self.round_index)
                 server.accept(msg)
             except (InvalidMessage, KeyError, TypeError):
@@ -181,44 +176,31 @@ def secure_round(
     rnd = _Round(grid, nodes, round_index, timeouts, on_stage)
     stopped: list[int] = []
     try:
-        # ---- advertise: train locally, then public keys ---------------------------------------
-        bodies = {
-            i: wire.content({"round": round_index, "invited": invited}, global_vector)
-            for i in invited
-        }
-        replies = rnd.send("advertise_keys", wire.ADVERTISE, bodies, timeouts.train_s)
-        stopped = sorted(i for i, f in replies.items() if "stopped" in f)
-        replies = {i: f for i, f in replies.items() if i not in stopped}
-        rnd.accept(
-            server, "advertise_keys", replies, AdvertiseKeys.from_bytes, lambda m: m.client_id
-        )
-        directory = server.close_advertise_keys().to_bytes()
-        rnd.closed(server, "advertise_keys")
-        # ---- then, in protocol order, one message to each node still in and one back ----------
+        # ---- the stages of STAGE_TABLE, in order: one message to each node still in, one back
+        #   advertise_keys     global adapter + invited out; nodes train, then public keys in
         #   share_keys         the key directory out; sealed Shamir shares for each neighbour in
         #   masked_input       each node's own shares out; its masked vector in
         #   consistency_check  the survivor set out; each survivor's signature on it in
         #   unmasking          the signatures and the lists out; one kind of share per peer in
-        outgoing = {i: directory for i in server.participants["advertise_keys"]}
-        for stage, message_type, parse, close in (
-            ("share_keys", wire.SHARE_KEYS, ShareKeys.from_bytes, server.close_share_keys),
-            ("masked_input", wire.MASKED_INPUT, MaskedInput.from_bytes, server.close_masked_input),
-            (
-                "consistency_check",
-                wire.CONSISTENCY,
-                SurvivorSignature.from_bytes,
-                server.close_consistency_check,
-            ),
-            ("unmasking", wire.UNMASK, UnmaskResponse.from_bytes, server.close_unmasking),
-        ):
-            bodies = {i: _payload(round_index, body) for i, body in outgoing.items()}
-            replies = rnd.send(stage, message_type, bodies, timeouts.stage_s)
-            rnd.accept(server, stage, replies, parse, lambda m: m.sender)
-            closed = close()
-            rnd.closed(server, stage)
-            if stage != "unmasking":
-                outgoing = {i: m.to_bytes() for i, m in closed.items()}
-        total = closed
+        opened, recipients = None, invited
+        for stage in STAGE_TABLE:
+            if stage.request is None:  # the round's opening: the model, then local training
+                bodies = {
+                    i: wire.content({"round": round_index, "invited": invited}, global_vector)
+                    for i in recipients
+                }
+            else:
+                bodies = _requests(round_index, stage, opened, recipients)
+            timeout = timeouts.train_s if stage.request is None else timeouts.stage_s
+            replies = rnd.send(stage.name, wire.message_type(stage), bodies, timeout)
+            if stage.request is None:
+                stopped = sorted(i for i, f in replies.items() if "stopped" in f)
+                replies = {i: f for i, f in replies.items() if i not in stopped}
+            rnd.accept(server, stage.name, replies, stage.reply.from_bytes)
+            opened = server.close(stage)
+            rnd.closed(server, stage.name)
+            recipients = list(server.participants[stage.name])
+        total = opened
     except ProtocolAbort as exc:
         transcript = _transcript(server, params, invited, rnd, stopped, None, aborted=str(exc))
         return RoundResult(
@@ -234,17 +216,14 @@ def secure_round(
         )
     survivors = tuple(server.participants["masked_input"])
     decoded = codec.decode(total, len(survivors))
-    total_weight = float(decoded.extras_sum[0])
-    mean_loss = float(decoded.extras_sum[1]) / total_weight if len(decoded.extras_sum) > 1 else None
     transcript = _transcript(server, params, invited, rnd, stopped, decoded)
-    if institution is not None:
-        institution.record(round_index, len(survivors))
-        noise = noise_record(institution, len(survivors), decoded.headroom_used)
-        transcript["distributed_dp"] = noise
+    out = release(decoded, round_index, len(survivors), institution)
+    if out.distributed_dp is not None:
+        transcript["distributed_dp"] = out.distributed_dp
     return RoundResult(
-        (decoded.delta_sum / total_weight).astype(np.float32),
+        out.mean_delta,
         survivors,
-        mean_loss,
+        out.mean_train_loss,
         stopped,
         transcript,
         _bytes(rnd),
@@ -253,8 +232,17 @@ def secure_round(
     )
 
 
-def _payload(round_index: int, data: bytes):
-    return wire.content({"round": round_index, "payload": data})
+def _requests(round_index: int, stage, opened, recipients: list[int]) -> dict[int, RecordDict]:
+    """Each recipient's request of ``stage``, as bytes in a message body (a message sent to
+    every recipient is serialized once)."""
+    encoded: dict[int, bytes] = {}
+    bodies = {}
+    for i in recipients:
+        msg = stage.request_for(opened, i)
+        if id(msg) not in encoded:
+            encoded[id(msg)] = msg.to_bytes()
+        bodies[i] = wire.content({"round": round_index, "payload": encoded[id(msg)]})
+    return bodies
 
 
 def _bytes(rnd: _Round) -> dict[str, dict[str, int]]:

@@ -6,16 +6,17 @@ next to a few plain fields (round index, invited institutions). Only the global 
 which the server sends in the clear anyway, travels as an ``ArrayRecord``. Nothing per
 client is ever put in a record outside the masked payload.
 
-Message types (``<category>.<action>``, routed by the ClientApp):
+Message types (``<category>.<action>``, routed by the ClientApp); each protocol stage's is
+``train.<stage name>``, one per row of ``secagg.STAGE_TABLE`` (``message_type``):
 
-    query.join          server -> node: resolved run config        node -> server: institution id
-                                                                   (or "refused" and why)
-    train.advertise     global adapter, round, invited             AdvertiseKeys (or "stopped")
-    train.share_keys    KeyDirectory                               ShareKeys
-    train.masked_input  ShareDelivery (this node's own)            MaskedInput
-    train.consistency   SurvivorSet                                SurvivorSignature
-    train.unmask        UnmaskRequest (this node's own)            UnmaskResponse
-    evaluate.final      final global adapter                       acknowledgement only
+    query.join               server -> node: resolved run config   node -> server: institution
+                                                                   id (or "refused" and why)
+    train.advertise_keys     global adapter, round, invited        AdvertiseKeys (or "stopped")
+    train.share_keys         KeyDirectory                          ShareKeys
+    train.masked_input       ShareDelivery (this node's own)       MaskedInput
+    train.consistency_check  SurvivorSet                           SurvivorSignature
+    train.unmasking          UnmaskRequest (this node's own)       UnmaskResponse
+    evaluate.final           final global adapter                  acknowledgement only
 """
 
 from __future__ import annotations
@@ -25,17 +26,18 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 
 from securefed.errors import InvalidMessage
+from securefed.secagg import Stage
 
 JOIN = "query.join"
-ADVERTISE = "train.advertise"
-SHARE_KEYS = "train.share_keys"
-MASKED_INPUT = "train.masked_input"
-CONSISTENCY = "train.consistency"
-UNMASK = "train.unmask"
 FINAL = "evaluate.final"
 
 _FIELDS = "securefed"
 _GLOBAL = "global_adapter"
+
+
+def message_type(stage: Stage) -> str:
+    """The Flower message type of a protocol stage: ``train.<stage name>``."""
+    return f"train.{stage.name}"
 
 
 def content(fields: dict, global_vector: np.ndarray | None = None) -> RecordDict:

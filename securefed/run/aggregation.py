@@ -43,6 +43,7 @@ from securefed.secagg import (
     simulate_round,
     with_generated_identities,
 )
+from securefed.secagg.quantize import Decoded
 from securefed.seeding import derived_seed
 
 
@@ -180,17 +181,46 @@ def aggregate_round(
         )
     except ProtocolAbort as exc:
         return AggregateResult(None, (), None, {"aborted": str(exc)}, {}, aborted=str(exc))
+    out = release(outcome.decoded, round_index, len(outcome.survivors), institution)
     transcript = outcome.transcript
-    if institution is not None:
-        institution.record(round_index, len(outcome.survivors))
-        noise = noise_record(institution, len(outcome.survivors), outcome.decoded.headroom_used)
-        transcript = {**transcript, "distributed_dp": noise}
-    total_w = float(outcome.extras_sum[0])
-    mean_loss = float(outcome.extras_sum[1]) / total_w if len(outcome.extras_sum) > 1 else None
-    mean = (outcome.delta_sum / total_w).astype(np.float32)
+    if out.distributed_dp is not None:
+        transcript = {**transcript, "distributed_dp": out.distributed_dp}
     return AggregateResult(
-        mean, tuple(outcome.survivors), mean_loss, transcript, _bytes(transcript)
+        out.mean_delta,
+        tuple(outcome.survivors),
+        out.mean_train_loss,
+        transcript,
+        _bytes(transcript),
     )
+
+
+@dataclass(frozen=True)
+class Release:
+    """What the server takes from one round's unmasked sum."""
+
+    mean_delta: np.ndarray  # (d,) float32: the weighted sum over the total weight
+    mean_train_loss: float | None  # None when the loss was not summed (either DP)
+    distributed_dp: dict | None  # the round's noise record (distributed DP), else None
+
+
+def release(
+    decoded: Decoded,
+    round_index: int,
+    contributors: int,
+    institution: InstitutionPrivacy | None,
+) -> Release:
+    """Decode a round's sum the same way on both transports: the masked scalars are
+    ``client_extras`` (total weight first, then the weighted loss when it was summed); under
+    distributed DP the round is recorded in the ledger with the ``contributors`` noise shares
+    that reached the sum (the survivors of masked input)."""
+    total_weight = float(decoded.extras_sum[0])
+    extras = decoded.extras_sum
+    mean_loss = float(extras[1]) / total_weight if len(extras) > 1 else None
+    noise = None
+    if institution is not None:
+        institution.record(round_index, contributors)
+        noise = noise_record(institution, contributors, decoded.headroom_used)
+    return Release((decoded.delta_sum / total_weight).astype(np.float32), mean_loss, noise)
 
 
 def noise_record(institution: InstitutionPrivacy, contributors: int, headroom_used: float) -> dict:

@@ -6,7 +6,8 @@ at the repository root for what each party can and cannot learn.
 
 Modules, in protocol order: ``quantize`` (fixed-point encoding), ``params`` (round plan),
 ``advertise`` / ``share_keys`` / ``masked_input`` / ``consistency`` / ``unmasking`` (one
-module per stage, both halves), ``client`` / ``server`` (the state machines), ``driver``
+module per stage, both halves), ``stages`` (the stage table: their order, which every
+transport walks), ``client`` / ``server`` (the state machines), ``driver``
 (in-process transport), ``transcript`` (the round's audit record). Underneath: ``crypto`` (the
 only importer of cryptography.hazmat), ``masking``, ``shamir``, ``session`` (session id and
 labelled derivations), ``graph``, ``roster``, ``wire``, ``entropy`` (the randomness seam).
@@ -48,12 +49,13 @@ from securefed.secagg.roster import (
 )
 from securefed.secagg.server import SecAggServer
 from securefed.secagg.share_keys import KeyDirectory, ShareKeys
-from securefed.secagg.state import STAGES
+from securefed.secagg.stages import STAGE_TABLE, STAGES, Stage
 from securefed.secagg.transcript import dropouts_by_stage, round_transcript
 from securefed.secagg.unmasking import UnmaskRequest, UnmaskResponse
 
 __all__ = [
     "STAGES",
+    "STAGE_TABLE",
     "AdvertiseKeys",
     "ClientInput",
     "DropoutSchedule",
@@ -72,6 +74,7 @@ __all__ = [
     "SecAggServer",
     "ShareDelivery",
     "ShareKeys",
+    "Stage",
     "SurvivorSet",
     "SurvivorSignature",
     "UnmaskRequest",

@@ -33,6 +33,11 @@ class AdvertiseKeys:
     encryption_public: bytes
     signature: bytes = b""  # Ed25519 over advertisement_statement(...), or empty
 
+    @property
+    def sender(self) -> int:
+        """The client it comes from (every client message names its sender)."""
+        return self.client_id
+
     def to_bytes(self) -> bytes:
         w = Writer(_TAG).u64(self.client_id).u64(self.round_index)
         return w.blob(self.mask_public).blob(self.encryption_public).blob(self.signature).getvalue()

@@ -1,4 +1,5 @@
-"""The client state machine: five calls, in order, each answering one server message.
+"""The client state machine: one call per row of ``stages.STAGE_TABLE``, in order, each
+answering one server message (``answer(stage, request, encoded)``, or its named form)::
 
     client = SecAggClient(client_id, context, identity_key=..., roster=...)
     advertise = client.advertise_keys()                       # -> AdvertiseKeys
@@ -17,29 +18,30 @@ from its own configuration; nothing the server says can lower the threshold.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
-from typing import TypeVar
+from typing import Any
 
 import numpy as np
 
-from securefed.errors import ProtocolAbort
+from securefed.errors import InvalidMessage, ProtocolAbort
 from securefed.secagg import advertise, consistency, masked_input, share_keys, unmasking
 from securefed.secagg.entropy import Entropy, os_entropy
 from securefed.secagg.params import RoundContext, plan_round
 from securefed.secagg.roster import Roster
+from securefed.secagg.stages import STAGE, STAGE_TABLE, STAGES, Stage
 from securefed.secagg.state import ClientState
 
-T = TypeVar("T")
+# Where a client stands: new, the last stage of STAGE_TABLE it answered, or aborted. The
+# stage members are generated from the table, so their names are the stage names.
+ClientStage = enum.Enum(
+    "ClientStage",
+    {"NEW": "new", **{name.upper(): name for name in STAGES}, "ABORTED": "aborted"},
+)
 
 
-class ClientStage(enum.Enum):
-    NEW = "new"
-    ADVERTISED = "advertised"
-    SHARED = "shared"
-    MASKED = "masked"
-    SIGNED = "signed"
-    DONE = "done"
-    ABORTED = "aborted"
+def _when(stage: ClientStage) -> str:
+    if stage is ClientStage.NEW:
+        return "before any stage"
+    return "after aborting" if stage is ClientStage.ABORTED else f"after {stage.value}"
 
 
 class SecAggClient:
@@ -70,57 +72,50 @@ class SecAggClient:
     def client_id(self) -> int:
         return self.state.client_id
 
-    def _step(self, expected: ClientStage, after: ClientStage, action: Callable[[], T]) -> T:
+    def answer(self, stage: Stage, request: Any = None, encoded: np.ndarray | None = None) -> Any:
+        """Answer the server's ``request`` opening ``stage``, which must be the next stage of
+        ``STAGE_TABLE``; ``encoded`` (uint32) is this client's input, for the stage that
+        takes it. Any failure aborts the client for good and drops its secrets."""
+        index = STAGES.index(stage.name)
+        expected = ClientStage.NEW if index == 0 else ClientStage(STAGES[index - 1])
         if self.stage is not expected:
             raise ProtocolAbort(
-                f"client {self.client_id} is {self.stage.value}, not {expected.value}",
+                f"client {self.client_id} cannot answer {stage.name} {_when(self.stage)}, "
+                f"only {_when(expected)}",
                 round_index=self.state.context.round_index,
             )
         try:
-            result = action()
+            if stage.request is not None and not isinstance(request, stage.request):
+                raise InvalidMessage(round_index=self.state.context.round_index)
+            result = stage.answer(self.state, request, encoded)
         except BaseException:  # a parse error or a bug must not leave the secrets behind
             self.stage = ClientStage.ABORTED
             self.state.forget_secrets()
             raise
-        self.stage = after
-        if after is ClientStage.DONE:
+        self.stage = ClientStage(stage.name)
+        if stage is STAGE_TABLE[-1]:
             self.state.forget_secrets()
         return result
 
+    # ---- the table's rows by name (for readers and tests) -------------------------------------
     def advertise_keys(self) -> advertise.AdvertiseKeys:
         """Stage 0: fresh key pairs for this round."""
-        return self._step(
-            ClientStage.NEW, ClientStage.ADVERTISED, lambda: advertise.advertise_keys(self.state)
-        )
+        return self.answer(STAGE["advertise_keys"])
 
     def share_keys(self, directory: share_keys.KeyDirectory) -> share_keys.ShareKeys:
         """Stage 1: check the directory, fix the session, seal shares for the neighbours."""
-        return self._step(
-            ClientStage.ADVERTISED,
-            ClientStage.SHARED,
-            lambda: share_keys.share_keys(self.state, directory),
-        )
+        return self.answer(STAGE["share_keys"], directory)
 
     def masked_input(
         self, delivery: masked_input.ShareDelivery, encoded: np.ndarray
     ) -> masked_input.MaskedInput:
         """Stage 2: keep the delivered shares and upload ``encoded`` (uint32) masked."""
-        return self._step(
-            ClientStage.SHARED,
-            ClientStage.MASKED,
-            lambda: masked_input.masked_input(self.state, delivery, encoded),
-        )
+        return self.answer(STAGE["masked_input"], delivery, encoded)
 
     def sign_survivors(self, survivors: consistency.SurvivorSet) -> consistency.SurvivorSignature:
         """Stage 3: check the survivor set against what this client saw, and sign it."""
-        return self._step(
-            ClientStage.MASKED,
-            ClientStage.SIGNED,
-            lambda: consistency.sign_survivors(self.state, survivors),
-        )
+        return self.answer(STAGE["consistency_check"], survivors)
 
     def unmask(self, request: unmasking.UnmaskRequest) -> unmasking.UnmaskResponse:
         """Stage 4: release one kind of share per peer, after the strict checks."""
-        return self._step(
-            ClientStage.SIGNED, ClientStage.DONE, lambda: unmasking.unmask(self.state, request)
-        )
+        return self.answer(STAGE["unmasking"], request)

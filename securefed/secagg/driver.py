@@ -30,7 +30,7 @@ from securefed.secagg.roster import (
     load_roster,
 )
 from securefed.secagg.server import ClientMessage, SecAggServer
-from securefed.secagg.state import STAGES
+from securefed.secagg.stages import STAGE_TABLE, STAGES
 from securefed.secagg.transcript import round_transcript
 
 MessageT = TypeVar("MessageT", bound="_Message")
@@ -193,28 +193,21 @@ def simulate_round(
         dropped[stage] = sorted(gone)
         return [u for u in live if u not in gone]
 
-    # -- stage 0: advertise_keys ------------------------------------------------------------
-    for u in survivors_of("advertise_keys", ids):
-        wire.up(u, clients[u].advertise_keys())
-    directory = server.close_advertise_keys()
-    # -- stage 1: share_keys ----------------------------------------------------------------
-    for u in survivors_of("share_keys", server.participants["advertise_keys"]):
-        wire.up(u, clients[u].share_keys(wire.down(u, directory)))
-    deliveries = server.close_share_keys()
-    # -- stage 2: masked_input --------------------------------------------------------------
-    for u in survivors_of("masked_input", server.participants["share_keys"]):
-        x = inputs[u]
-        encoded = codec.encode(x.delta, x.weight, x.extras, x.rounding)
-        wire.up(u, clients[u].masked_input(wire.down(u, deliveries[u]), encoded))
-    survivor_sets = server.close_masked_input()
-    # -- stage 3: consistency_check ---------------------------------------------------------
-    for u in survivors_of("consistency_check", server.participants["masked_input"]):
-        wire.up(u, clients[u].sign_survivors(wire.down(u, survivor_sets[u])))
-    requests = server.close_consistency_check()
-    # -- stage 4: unmasking -----------------------------------------------------------------
-    for u in survivors_of("unmasking", server.participants["consistency_check"]):
-        wire.up(u, clients[u].unmask(wire.down(u, requests[u])))
-    total = server.close_unmasking()
+    # -- the stages, in the order of STAGE_TABLE: requests down, replies up, then close -----
+    opened, live = None, ids
+    for stage in STAGE_TABLE:
+        for u in survivors_of(stage.name, live):
+            encoded = None
+            if stage.takes_input:
+                x = inputs[u]
+                encoded = codec.encode(x.delta, x.weight, x.extras, x.rounding)
+            request = stage.request_for(opened, u)
+            if request is not None:
+                request = wire.down(u, request)
+            wire.up(u, clients[u].answer(stage, request, encoded))
+        opened = server.close(stage)
+        live = server.participants[stage.name]
+    total = opened
 
     survivors = server.participants["masked_input"]
     decoded = codec.decode(total, len(survivors))

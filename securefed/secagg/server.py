@@ -1,4 +1,5 @@
-"""The server state machine: accept messages per stage, then close the stage.
+"""The server state machine: accept messages per stage, then close the stage, in the order
+of ``stages.STAGE_TABLE`` (``accept(msg)``, ``close(stage)``, or the named forms)::
 
     server = SecAggServer(context, invited=ids, roster=...)
     for msg in advertisements:  server.accept(msg)            # AdvertiseKeys
@@ -20,7 +21,7 @@ when fewer than t clients remain, saying how many did.
 
 from __future__ import annotations
 
-import enum
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +29,7 @@ from securefed.errors import InvalidMessage, ProtocolAbort
 from securefed.secagg import advertise, consistency, masked_input, share_keys, unmasking
 from securefed.secagg.params import RoundContext, RoundPlan, plan_round
 from securefed.secagg.roster import Roster
+from securefed.secagg.stages import STAGE, STAGE_TABLE, STAGES, Stage
 from securefed.secagg.state import ServerState
 
 ClientMessage = (
@@ -37,27 +39,6 @@ ClientMessage = (
     | consistency.SurvivorSignature
     | unmasking.UnmaskResponse
 )
-
-
-class ServerStage(enum.Enum):
-    ADVERTISE_KEYS = "advertise_keys"
-    SHARE_KEYS = "share_keys"
-    MASKED_INPUT = "masked_input"
-    CONSISTENCY_CHECK = "consistency_check"
-    UNMASKING = "unmasking"
-    DONE = "done"
-
-
-_ACCEPTS = {
-    ServerStage.ADVERTISE_KEYS: (advertise.AdvertiseKeys, advertise.accept_advertisement),
-    ServerStage.SHARE_KEYS: (share_keys.ShareKeys, share_keys.accept_share_keys),
-    ServerStage.MASKED_INPUT: (masked_input.MaskedInput, masked_input.accept_masked_input),
-    ServerStage.CONSISTENCY_CHECK: (
-        consistency.SurvivorSignature,
-        consistency.accept_survivor_signature,
-    ),
-    ServerStage.UNMASKING: (unmasking.UnmaskResponse, unmasking.accept_unmask_response),
-}
 
 
 class SecAggServer:
@@ -74,7 +55,7 @@ class SecAggServer:
             roster=roster,
             invited=frozenset(invited),
         )
-        self.stage = ServerStage.ADVERTISE_KEYS
+        self.open = 0  # index in STAGE_TABLE of the stage taking replies; past the end: done
 
     @property
     def plan(self) -> RoundPlan:
@@ -89,42 +70,46 @@ class SecAggServer:
         """Clients that completed each stage so far (U1..U5), by stage name."""
         return dict(self.state.participants)
 
+    @property
+    def stage(self) -> str:
+        """The stage now taking replies, or "done"."""
+        return STAGES[self.open] if self.open < len(STAGES) else "done"
+
     def accept(self, msg: ClientMessage) -> None:
         """Take one client message of the current stage; ``InvalidMessage`` if it is bad."""
-        expected = _ACCEPTS.get(self.stage)
-        if expected is None or not isinstance(msg, expected[0]):
+        if self.open >= len(STAGE_TABLE) or not isinstance(msg, STAGE_TABLE[self.open].reply):
             raise InvalidMessage(round_index=self.state.context.round_index)
-        expected[1](self.state, msg)
+        STAGE_TABLE[self.open].accept(self.state, msg)
 
-    def _close(self, current: ServerStage, after: ServerStage) -> None:
-        if self.stage is not current:
+    def close(self, stage: Stage) -> Any:
+        """End ``stage`` (the one taking replies): what opens the next stage -- one message
+        for every client (``KeyDirectory``) or one each, by client id -- or, after the last,
+        the unmasked sum (uint32) of the encoded inputs of U3."""
+        if self.stage != stage.name:
             raise ProtocolAbort(
-                f"server is at {self.stage.value}, cannot close {current.value}",
+                f"server is at {self.stage}, cannot close {stage.name}",
                 round_index=self.state.context.round_index,
             )
-        self.stage = after
+        self.open += 1
+        return stage.close(self.state)
 
+    # ---- the table's rows by name (for readers and tests) -------------------------------------
     def close_advertise_keys(self) -> share_keys.KeyDirectory:
         """End stage 0; the directory goes to every client in U1."""
-        self._close(ServerStage.ADVERTISE_KEYS, ServerStage.SHARE_KEYS)
-        return share_keys.open_share_keys(self.state)
+        return self.close(STAGE["advertise_keys"])
 
     def close_share_keys(self) -> dict[int, masked_input.ShareDelivery]:
         """End stage 1; each client in U2 gets its own delivery."""
-        self._close(ServerStage.SHARE_KEYS, ServerStage.MASKED_INPUT)
-        return masked_input.open_masked_input(self.state)
+        return self.close(STAGE["share_keys"])
 
     def close_masked_input(self) -> dict[int, consistency.SurvivorSet]:
         """End stage 2; each client in U3 gets the survivor set to sign."""
-        self._close(ServerStage.MASKED_INPUT, ServerStage.CONSISTENCY_CHECK)
-        return consistency.open_consistency_check(self.state)
+        return self.close(STAGE["masked_input"])
 
     def close_consistency_check(self) -> dict[int, unmasking.UnmaskRequest]:
         """End stage 3; each signer gets the alive and dropped lists and the signatures."""
-        self._close(ServerStage.CONSISTENCY_CHECK, ServerStage.UNMASKING)
-        return unmasking.open_unmasking(self.state)
+        return self.close(STAGE["consistency_check"])
 
     def close_unmasking(self) -> np.ndarray:
         """End stage 4: the unmasked sum (uint32) of the encoded inputs of U3."""
-        self._close(ServerStage.UNMASKING, ServerStage.DONE)
-        return unmasking.finish_unmasking(self.state)
+        return self.close(STAGE["unmasking"])

@@ -3,7 +3,7 @@
 The stage modules (``advertise``, ``share_keys``, ``masked_input``, ``consistency``,
 ``unmasking``) read and
 write these records; ``client.SecAggClient`` and ``server.SecAggServer`` own them and enforce
-the stage order.
+the stage order of ``stages.STAGE_TABLE``.
 """
 
 from __future__ import annotations
@@ -23,8 +23,6 @@ from securefed.secagg.roster import Roster
 if TYPE_CHECKING:
     from securefed.secagg.advertise import AdvertiseKeys
     from securefed.secagg.share_keys import ShareKeys
-
-STAGES = ("advertise_keys", "share_keys", "masked_input", "consistency_check", "unmasking")
 
 
 class PeerStatus(enum.Enum):

@@ -13,7 +13,7 @@ from securefed.secagg.params import SecAggParams
 from securefed.secagg.quantize import error_bound
 from securefed.secagg.server import SecAggServer
 from securefed.secagg.session import PROTOCOL_VERSION
-from securefed.secagg.state import STAGES
+from securefed.secagg.stages import STAGES
 
 
 def dropouts_by_stage(

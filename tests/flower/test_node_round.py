@@ -11,6 +11,7 @@ from flwr.app import RecordDict
 from securefed.errors import ProtocolAbort
 from securefed.flower.node_round import Identity, NodeRound, keyed_entropy
 from securefed.secagg import RoundContext, SecAggParams, SecAggServer, decode_sum, encode_input
+from securefed.secagg.stages import STAGE
 
 D, ROUND = 50, 3
 PARAMS = SecAggParams(threshold="auto", dropout_budget=0.34)
@@ -35,17 +36,21 @@ def _run(n: int, drop_before_masked: set[int]) -> tuple[np.ndarray, np.ndarray, 
         server.accept(_fresh(states, u, n).advertise(ROUND, encoded, b"g" * 32, b"s" * 32, D, 2))
     directory = server.close_advertise_keys().to_bytes()
     for u in range(n):
-        server.accept(_fresh(states, u, n).share_keys(ROUND, directory))
+        server.accept(_fresh(states, u, n).answer(ROUND, STAGE["share_keys"], directory))
     deliveries = server.close_share_keys()
     for u, delivery in deliveries.items():
         if u not in drop_before_masked:
-            server.accept(_fresh(states, u, n).masked_input(ROUND, delivery.to_bytes()))
+            server.accept(
+                _fresh(states, u, n).answer(ROUND, STAGE["masked_input"], delivery.to_bytes())
+            )
     survivor_sets = server.close_masked_input()
     for u, survivors in survivor_sets.items():
-        server.accept(_fresh(states, u, n).sign_survivors(ROUND, survivors.to_bytes()))
+        server.accept(
+            _fresh(states, u, n).answer(ROUND, STAGE["consistency_check"], survivors.to_bytes())
+        )
     requests = server.close_consistency_check()
     for u, request in requests.items():
-        server.accept(_fresh(states, u, n).unmask(ROUND, request.to_bytes()))
+        server.accept(_fresh(states, u, n).answer(ROUND, STAGE["unmasking"], request.to_bytes()))
     total = server.close_unmasking()
     survivors = [u for u in range(n) if u not in drop_before_masked]
     decoded = decode_sum(total, D, len(survivors), PARAMS.quantization)
@@ -67,13 +72,13 @@ def test_a_stage_answered_twice_aborts_and_forgets_the_seed():
     for u in range(3):
         server.accept(_fresh(states, u, 3).advertise(ROUND, encoded, b"g" * 32, b"s" * 32, D, 2))
     directory = server.close_advertise_keys().to_bytes()
-    _fresh(states, 0, 3).share_keys(ROUND, directory)
+    _fresh(states, 0, 3).answer(ROUND, STAGE["share_keys"], directory)
     with pytest.raises(ProtocolAbort):
-        _fresh(states, 0, 3).share_keys(ROUND, directory)
+        _fresh(states, 0, 3).answer(ROUND, STAGE["share_keys"], directory)
     assert "securefed.encoded" not in states[0].array_records
     assert "seed" not in states[0].config_records["securefed.round"]
     with pytest.raises(ProtocolAbort):
-        _fresh(states, 1, 3).share_keys(ROUND + 1, directory)
+        _fresh(states, 1, 3).answer(ROUND + 1, STAGE["share_keys"], directory)
 
 
 def test_a_round_is_started_once():
@@ -115,16 +120,16 @@ class _Node:
         return self._round().advertise(ROUND, self.encoded, *_HASHES, D, 2)
 
     def share_keys(self, directory):
-        return self._round().share_keys(ROUND, directory.to_bytes())
+        return self._round().answer(ROUND, STAGE["share_keys"], directory.to_bytes())
 
     def masked_input(self, delivery, encoded):
-        return self._round().masked_input(ROUND, delivery.to_bytes())
+        return self._round().answer(ROUND, STAGE["masked_input"], delivery.to_bytes())
 
     def sign_survivors(self, survivors):
-        return self._round().sign_survivors(ROUND, survivors.to_bytes())
+        return self._round().answer(ROUND, STAGE["consistency_check"], survivors.to_bytes())
 
     def unmask(self, request):
-        return self._round().unmask(ROUND, request.to_bytes())
+        return self._round().answer(ROUND, STAGE["unmasking"], request.to_bytes())
 
 
 _HASHES = (b"global-adapter".ljust(32, b"."), b"vector-spec".ljust(32, b"."))

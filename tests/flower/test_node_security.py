@@ -16,7 +16,7 @@ from securefed.flower.client_app import JOIN_LOG, _run_config
 from securefed.flower.client_app import app as client_app
 from securefed.flower.node_security import PINNED, node_security, pinned_node_config
 from securefed.plan_inputs import Pinned, plan_inputs
-from securefed.secagg import generate_roster
+from securefed.secagg import STAGE_TABLE, generate_roster
 
 NODE = 101
 BASE = [
@@ -161,7 +161,7 @@ def test_a_round_beyond_the_planned_rounds_is_refused(tmp_path):
             np.zeros(4, dtype=np.float32),
         ),
         dst_node_id=NODE,
-        message_type=wire.ADVERTISE,
+        message_type=wire.message_type(STAGE_TABLE[0]),
         group_id=str(beyond),
     )
     (reply,) = grid.pull_messages(grid.push_messages([msg]))

@@ -17,7 +17,7 @@ from securefed.errors import ProtocolAbort
 from securefed.secagg import SecAggParams
 from securefed.secagg.params import minimum_partners
 from securefed.secagg.roster import generate_identities
-from securefed.secagg.state import STAGES
+from securefed.secagg.stages import STAGES
 
 
 def _expected_sum(inputs: dict[int, np.ndarray], survivors) -> np.ndarray:
