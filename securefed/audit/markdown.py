@@ -1,9 +1,10 @@
 """The audit as Markdown: the record's sections in reading order, tables and plots.
 
-Reading order: the verdict first (flags, the warnings the run printed, one table per
-institution, the plots), then the details, then an appendix with the threat model. A figure
-the run did not record is left out rather than shown as a placeholder; counts are counts
-(rounds trained: 2), while round numbers in per-round tables are the run folder's indices.
+Reading order: the verdict first (its one line and the figures at a glance, flags, the
+warnings the run printed, one table per institution, the plots), then the details, then an
+appendix with the threat model. A figure the run did not record is left out rather than
+shown as a placeholder; counts are counts (rounds trained: 2), while round numbers in
+per-round tables are the run folder's indices.
 
 ``render_markdown`` takes a function that gives each plot's image address, so the same text
 serves ``audit.md`` (``plots/<name>.png``) and the HTML page (``data:`` URIs).
@@ -26,7 +27,7 @@ from securefed.audit.markdown_details import (
 )
 from securefed.audit.plots import Plot
 from securefed.audit.source import as_float
-from securefed.audit.tables import fmt, present, table
+from securefed.audit.tables import fmt, present, table, with_interval
 
 ABSENT = "not recorded"
 STAGE_TITLES = {
@@ -47,6 +48,18 @@ def flags_markdown(audit: dict) -> str:
 
 def title_markdown(audit: dict) -> str:
     return f"# Privacy and accuracy audit: {audit['run']['name']}"
+
+
+def head_markdown(audit: dict) -> str:
+    """The verdict in one line, then the figures at a glance."""
+    return f"**Verdict:** {audit['verdict']}.\n\n" + _glance(audit)
+
+
+def test_sizes(audit: dict) -> tuple[dict[str, int | None], int | None]:
+    """Each institution's test split size, and the pooled test set's (None: not recorded)."""
+    sizes = {str(c["client"]): c.get("test_size") for c in audit["partition"].get("clients", [])}
+    known = [n for n in sizes.values() if n is not None]
+    return sizes, (sum(known) if known and len(known) == len(sizes) else None)
 
 
 def run_markdown(audit: dict) -> str:
@@ -88,7 +101,8 @@ def institutions_markdown(audit: dict) -> str:
     privacy, acc = audit["privacy"], audit["accuracy"]
     metric = acc["primary_metric"]
     sizes = {str(c["client"]): c for c in audit["partition"].get("clients", [])}
-    pooled_size = sum(c.get("test_size", 0) for c in sizes.values())
+    own_sizes, pooled_size = test_sizes(audit)
+    floors = acc["majority_class"]["clients"]
     trainings = ["federated"] + [
         t for t in ("isolated", "centralized") if acc["baselines"][t]["present"]
     ]
@@ -109,16 +123,29 @@ def institutions_markdown(audit: dict) -> str:
             "isolated": (a.get("isolated_pooled") or {}).get(metric),
             "centralized": (acc["pooled"]["centralized"] or {}).get(metric),
         }
+        own = [(a.get(t) or {}).get(metric) for t in trainings]
         rows = [
             ["epsilon", *(epsilon[t] for t in trainings)],
-            [f"{metric}, own test split", *((a.get(t) or {}).get(metric) for t in trainings)],
-            [f"{metric}, pooled test set", *(pooled[t] for t in trainings)],
+            [f"{metric}, own test split", *(_cell(v, own_sizes.get(c), metric) for v in own)],
+            [
+                f"{metric}, pooled test set",
+                *(_cell(pooled[t], pooled_size, metric) for t in trainings),
+            ],
         ]
+        floor = floors.get(c)
         facts = [
             f"delta {fmt(p['delta'])}" if p["delta"] is not None else None,
             f"{size['train_size']} training records" if "train_size" in size else None,
             f"{size['test_size']} test records (pooled: {pooled_size})"
             if "test_size" in size
+            else None,
+            f"majority floor on its own test split {floor:.3f}"
+            + (
+                " (NOT beaten by the federated model)"
+                if own[0] is not None and own[0] <= floor
+                else ""
+            )
+            if floor is not None
             else None,
             _count(len(p["rounds_trained"]), "round") + " trained",
             _count(len(p["rounds_budget_stopped"]), "round") + " stopped by its budget"
@@ -134,6 +161,11 @@ def institutions_markdown(audit: dict) -> str:
     return "\n\n".join(parts)
 
 
+def _cell(value: object, n: int | None, metric: str) -> str | None:
+    """An accuracy cell with its interval and split size; absent stays absent."""
+    return None if value is None else with_interval(value, n, metric)
+
+
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
@@ -147,12 +179,11 @@ def plots_markdown(plots: list[Plot], image_src: Callable[[Plot], str]) -> str:
 def body_markdown(audit: dict, plots: list[Plot], image_src: Callable[[Plot], str]) -> str:
     """Every section after the verdict: the details, then the appendix."""
     parts = [
-        _glance(audit),
         run_markdown(audit),
         _privacy(audit["privacy"]),
         empirical_markdown(audit["empirical"], _image(plots, "canary_scores", image_src)),
         _secure_aggregation(audit["secure_aggregation"]),
-        _accuracy(audit["accuracy"]),
+        _accuracy(audit),
         communication_markdown(audit["communication"]),
         cost_markdown(audit["cost"]),
         partition_markdown(audit["partition"]),
@@ -177,6 +208,7 @@ def verdict_markdown(audit: dict) -> list[str]:
 def render_markdown(audit: dict, plots: list[Plot], image_src: Callable[[Plot], str]) -> str:
     parts = [
         title_markdown(audit),
+        head_markdown(audit),
         flags_markdown(audit),
         *verdict_markdown(audit),
         plots_markdown(plots, image_src),
@@ -190,8 +222,9 @@ def _glance(audit: dict) -> str:
     metric = acc["primary_metric"]
     eps = [as_float(c["epsilon"]) for c in privacy["clients"].values()]
     worst = max((e for e in eps if e is not None), default=None)
+    _, pooled_size = test_sizes(audit)
     rows = [
-        [f"pooled {metric}, {t}", (acc["pooled"][t] or {}).get(metric)]
+        [f"pooled {metric}, {t}", _cell((acc["pooled"][t] or {}).get(metric), pooled_size, metric)]
         for t in ("federated", "centralized", "isolated")
     ]
     rows += [
@@ -355,16 +388,28 @@ def _secure_aggregation(sa: dict) -> str:
     return head + "\n\nPer round (institution ids):\n\n" + table(header, rows)
 
 
-def _accuracy(acc: dict) -> str:
+def _accuracy(audit: dict) -> str:
+    acc = audit["accuracy"]
     metric = acc["primary_metric"]
+    own_sizes, pooled_size = test_sizes(audit)
     trainings = ("federated", "centralized", "isolated")
     pooled = table(
         ["metric", *trainings],
-        [[m, *((acc["pooled"][t] or {}).get(m) for t in trainings)] for m in acc["metrics"]],
+        [
+            [m, *(_cell((acc["pooled"][t] or {}).get(m), pooled_size, m) for t in trainings)]
+            for m in acc["metrics"]
+        ],
     )
     clients = table(
-        ["institution", *(f"{t} {metric}" for t in trainings)],
-        [[c, *((v[t] or {}).get(metric) for t in trainings)] for c, v in acc["clients"].items()],
+        ["institution", *(f"{t} {metric}" for t in trainings), "majority floor"],
+        [
+            [
+                c,
+                *(_cell((v[t] or {}).get(metric), own_sizes.get(c), metric) for t in trainings),
+                acc["majority_class"]["clients"].get(c),
+            ]
+            for c, v in acc["clients"].items()
+        ],
     )
     floor = acc["majority_class"]
     majority = (
@@ -382,7 +427,10 @@ def _accuracy(acc: dict) -> str:
     ]
     by_round = table(
         ["round", f"pooled {metric}"],
-        [[r["round"], r["pooled"].get(metric)] for r in acc["by_round"]],
+        [
+            [r["round"], _cell(r["pooled"].get(metric), pooled_size, metric)]
+            for r in acc["by_round"]
+        ],
     )
     return "\n\n".join(
         [
