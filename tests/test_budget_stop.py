@@ -9,6 +9,8 @@ planned steps overshoot the same target, so they stop where their budget ends.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 
 import numpy as np
@@ -60,10 +62,15 @@ def stopped_run(tmp_path_factory):
     argv = ["simulate", "--quiet", "--out", str(base / "run")]
     for override in STOPPING:
         argv += ["--set", override]
-    with pytest.MonkeyPatch.context() as mp:
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(printed):
         mp.chdir(base)  # the audit goes to audits/run/ under the current directory
         code = main(argv)
+    stopped_run_output[:] = printed.getvalue().splitlines()
     return code, base / "run"
+
+
+stopped_run_output: list[str] = []  # what the command printed, line by line
 
 
 def _records(run_dir) -> list[dict]:
@@ -91,6 +98,11 @@ def test_a_budget_stop_under_secure_aggregation_runs_to_the_end(stopped_run):
     assert all(
         0 <= report["epsilon"] <= TARGET for report in results["privacy"]["clients"].values()
     )
+
+
+def test_the_last_line_says_rounds_were_skipped(stopped_run):
+    last = stopped_run_output[-1]
+    assert last.startswith("verdict: ") and "2 of 3 rounds SKIPPED" in last, stopped_run_output
 
 
 def test_every_epsilon_of_the_stopped_run_recomputes(stopped_run, capsys):

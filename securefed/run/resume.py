@@ -28,7 +28,6 @@ from securefed.errors import RunFolderError
 from securefed.run.folder import (
     CONFIG,
     LEDGERS,
-    RESULTS,
     SETUP_FILES,
     STATE,
     RunFolder,
@@ -36,6 +35,7 @@ from securefed.run.folder import (
     read_json,
     sha256_file,
 )
+from securefed.run.seal import SEAL
 
 
 @dataclass(frozen=True)
@@ -123,15 +123,16 @@ def _rewritten_by_round(ledgers_path, next_round: int) -> bool:
 
 
 def finished(folder: RunFolder) -> bool:
-    """Whether the run wrote its results (its last step): ``--resume`` has nothing to do."""
-    return folder.file(RESULTS).is_file()
+    """Whether the run sealed its records (its last write): ``--resume`` has nothing to do.
+    A run killed before its seal continues: its rounds are all there, its end is rerun."""
+    return folder.file(SEAL).is_file()
 
 
 def finished_message(folder: RunFolder) -> str:
     rounds = len(folder.read_metrics())
     return (
-        f"--resume {folder.path}: the run finished ({rounds} round(s) and its results.json "
-        f"recorded); nothing to resume, nothing was written (securefed audit --verify "
+        f"--resume {folder.path}: the run finished ({rounds} round(s) recorded, {SEAL} "
+        f"written); nothing to resume, nothing was written (securefed audit --verify "
         f"{folder.path} checks it)"
     )
 
