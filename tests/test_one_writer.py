@@ -20,6 +20,13 @@ from securefed.run.lock import LOCK, RunLock
 from securefed.run.progress import Progress
 from securefed.run.simulate import simulate
 
+
+@pytest.fixture(autouse=True)
+def _audits_under_tmp(tmp_path, monkeypatch):
+    """The CLI writes audits/<run>/ under the current directory: keep it in the test's."""
+    monkeypatch.chdir(tmp_path)
+
+
 TINY = [
     "task.synthetic.num_examples=96",
     "training.rounds=2",
@@ -145,3 +152,26 @@ def test_a_plan_that_trains_nothing_is_refused_before_round_0(tmp_path, capsys):
     assert len(error.splitlines()) == 1, error
     assert "nothing would train" in error and "privacy.dp.noise_multiplier" in error
     assert not out.exists()  # nothing written, no round 0
+
+
+def test_a_full_disk_at_a_checkpoint_is_one_line_and_resume_finishes(tmp_path, capsys, monkeypatch):
+    from safetensors import SafetensorError
+
+    import securefed.run.folder as folder_module
+
+    out, real_save = tmp_path / "run", folder_module.save_file
+
+    def full_disk(tensors, path, metadata=None):
+        if "round-0001" in str(path):
+            raise SafetensorError("Error while serializing: No space left on device (os error 28)")
+        real_save(tensors, path, metadata=metadata)
+
+    monkeypatch.setattr(folder_module, "save_file", full_disk)
+    assert main(_argv(out)) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "No space left on device" in error, error
+    assert "--resume" in error and not list(out.rglob("*.tmp"))
+    monkeypatch.setattr(folder_module, "save_file", real_save)
+    assert main(["simulate", "--quiet", "--resume", str(out)]) == 0
+    assert [r["round"] for r in RunFolder(out).read_metrics()] == [0, 1]
+    assert verify_run(out).ok
