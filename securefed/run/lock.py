@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from types import TracebackType
 
-from securefed.errors import RunFolderError
+from securefed.errors import OutputError, RunFolderError
 
 LOCK = ".lock"
 
@@ -41,7 +41,13 @@ class RunLock:
             _held[self._key][0] += 1
             self._holding = True
             return self
-        fd = os.open(self.folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise OutputError(
+                f"{self.folder}: cannot open its lock file {LOCK} ({exc.strerror}); the run "
+                "folder must exist and be writable (the audit binds its hashes into it)"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
