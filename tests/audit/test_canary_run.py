@@ -18,7 +18,7 @@ import torch
 from audit_runs import TINY
 
 from securefed.audit import build_audit, verify_run
-from securefed.audit.verify import verify_audit
+from securefed.audit.verify import verify_audit, verify_records
 from securefed.config import load_config
 from securefed.errors import ConfigError, RunFolderError
 from securefed.privacy.canaries import CanaryPlan, gradient_scores
@@ -98,7 +98,7 @@ def test_verify_fails_when_canaries_json_is_edited(canary_run, tmp_path, edit, c
 def test_verify_fails_when_canaries_json_is_missing(canary_run, tmp_path):
     copy = _copy(canary_run, tmp_path)
     (copy / CANARIES).unlink()
-    assert {m.where for m in verify_run(copy).mismatches} == {CANARIES}
+    assert {m.where for m in verify_records(copy).mismatches} == {CANARIES}  # and its seal
     assert "never scored" in build_audit(copy)["empirical"]["note"]
 
 
