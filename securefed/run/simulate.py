@@ -176,6 +176,8 @@ def simulate(
 def _simulate(
     cfg: RunConfig, out: str | None, where: RunFolder, point: ResumePoint | None, progress: Progress
 ) -> tuple[Path, Results]:
+    """``simulate`` while this process holds ``where``'s lock (``RunFolder.create`` takes it
+    for a new run, ``_open`` for a resumed one)."""
     earlier = read_json(where.file(WARNINGS)) if where.file(WARNINGS).is_file() else []
     with RunWarnings(progress.console, earlier) as run_warnings, EnergyMeter() as meter:
         for repaired in point.repaired if point is not None else []:
