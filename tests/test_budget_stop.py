@@ -15,6 +15,7 @@ import json
 
 import numpy as np
 import pytest
+from kill_points import CrashAfterRound
 
 from securefed.cli import main
 from securefed.config import load_config
@@ -23,7 +24,6 @@ from securefed.privacy.ledger import recompute_epsilon
 from securefed.privacy.plan import LocalStats
 from securefed.run.aggregation import aggregate_round, cohort_shortfall
 from securefed.run.folder import RunFolder
-from securefed.run.progress import Progress
 from securefed.run.simulate import simulate
 
 TARGET = 3.7
@@ -41,18 +41,6 @@ STOPPING = [
 ]
 SKIPPED = [1, 2]
 THREE = ["partition.num_clients=3", "training.clients_per_round=3"]
-
-
-class _CrashAfterRound(Progress):
-    """A kill right after round ``n`` was recorded."""
-
-    def __init__(self, n: int) -> None:
-        super().__init__(enabled=False)
-        self.n = n
-
-    def log(self, message: str) -> None:
-        if message.startswith(f"round {self.n}:"):
-            raise KeyboardInterrupt
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +123,7 @@ def test_the_baselines_stop_where_their_budget_ends(stopped_run):
 def test_resume_across_a_skipped_round_ends_like_the_uninterrupted_run(stopped_run, tmp_path):
     cfg = load_config(overrides=[*STOPPING, "baselines=[]"])
     with pytest.raises(KeyboardInterrupt):
-        simulate(cfg, out=str(tmp_path / "cut"), progress=_CrashAfterRound(0))
+        simulate(cfg, out=str(tmp_path / "cut"), progress=CrashAfterRound(0))
     assert len(_records(tmp_path / "cut")) == 1  # the budget stop's round is still ahead
     cut_dir, _ = simulate(resume=str(tmp_path / "cut"))
     # DP noise comes from the OS, so adapters differ; what happened in each round may not

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from kill_points import CrashAfterRound
 
 from securefed.audit import verify_run
 from securefed.cli import main
@@ -17,7 +18,6 @@ from securefed.config import load_config
 from securefed.errors import RunFolderError
 from securefed.run.folder import ENERGY, RunFolder, checkpoint_rel
 from securefed.run.lock import LOCK, RunLock
-from securefed.run.progress import Progress
 from securefed.run.simulate import simulate
 
 
@@ -107,20 +107,10 @@ def finished_run(tmp_path_factory):
     return simulate(load_config(overrides=TINY), out=str(out))[0]
 
 
-class _KillAfterRound(Progress):
-    def __init__(self, n: int) -> None:
-        super().__init__(enabled=False)
-        self.n = n
-
-    def log(self, message: str) -> None:
-        if message.startswith(f"round {self.n}:"):
-            raise KeyboardInterrupt
-
-
 def test_resume_refuses_a_swapped_checkpoint(tmp_path):
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
-        simulate(load_config(overrides=TINY), out=str(out), progress=_KillAfterRound(0))
+        simulate(load_config(overrides=TINY), out=str(out), progress=CrashAfterRound(0))
     (out / checkpoint_rel(0)).write_bytes((out / checkpoint_rel(None)).read_bytes())
     with pytest.raises(
         RunFolderError, match=r"checkpoints/round-0000.safetensors no longer matches"
