@@ -32,7 +32,7 @@ from securefed.run.folder import (
     sha256_file,
 )
 
-REQUIRED_FILES = (CONFIG, ENVIRONMENT)  # a Flower server without data has no partition
+REQUIRED_FILES = (CONFIG, ENVIRONMENT, PARTITION)
 NODE_JOINS = "join.jsonl"  # a Flower node's record of the settings it joined the run with
 BASELINES = ("centralized", "isolated")
 
@@ -82,6 +82,8 @@ def read_snapshot(run_dir: str | Path) -> RunSnapshot:
     if not path.is_dir():
         raise RunFolderError(f"{path} is not a run folder (no such directory)")
     missing = [rel for rel in REQUIRED_FILES if not (path / rel).is_file()]
+    if missing == [PARTITION] and _server_without_data(path / ENVIRONMENT):
+        missing = []  # a Flower server that evaluates nothing never sees the data
     if missing:
         raise RunFolderError(f"{path} is not a run folder: {', '.join(missing)} missing")
     sources: dict[str, str] = {}
@@ -130,6 +132,14 @@ def read_snapshot(run_dir: str | Path) -> RunSnapshot:
         node_metrics=node_metrics,
         node_joins=node_joins,
     )
+
+
+def _server_without_data(environment: Path) -> bool:
+    try:
+        transport = json.loads(environment.read_text()).get("transport") or {}
+    except ValueError:
+        return False
+    return transport.get("server_evaluation") is False
 
 
 def _json_lines(text: str) -> list[dict]:

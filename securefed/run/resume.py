@@ -49,12 +49,7 @@ class ResumePoint:
 
 def resume_point(folder: RunFolder) -> ResumePoint:
     """Where ``folder``'s run continues; ``RunFolderError`` if it cannot, in one line."""
-    if not folder.file(CONFIG).is_file():
-        missing = folder.file(CONFIG)
-        raise RunFolderError(
-            f"--resume {folder.path}: not a run folder ({missing} is missing); "
-            "allowed: a run folder with an existing YAML file config.yaml"
-        )
+    check_run_folder(folder)
     records, torn = folder.read_intact_metrics()
     after_records = records[-1]["round"] + 1 if records else 0
     repaired = []
@@ -80,6 +75,16 @@ def resume_point(folder: RunFolder) -> ResumePoint:
     _check_committed(folder, [r for r in records if r["round"] < next_round], next_round)
     previous = checkpoint_rel(next_round - 1 if next_round > 0 else None)
     return ResumePoint(next_round, previous, repaired)
+
+
+def check_run_folder(folder: RunFolder) -> None:
+    """``RunFolderError`` in one line unless ``folder`` holds a run's ``config.yaml``."""
+    if not folder.file(CONFIG).is_file():
+        missing = folder.file(CONFIG)
+        raise RunFolderError(
+            f"--resume {folder.path}: not a run folder ({missing} is missing); "
+            "allowed: a run folder with an existing YAML file config.yaml"
+        )
 
 
 def _check_setup(folder: RunFolder, recorded: dict[str, str]) -> None:

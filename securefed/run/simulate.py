@@ -52,6 +52,7 @@ from securefed.run.records import (
 )
 from securefed.run.resume import (
     ResumePoint,
+    check_run_folder,
     finished,
     finished_message,
     privacy_before,
@@ -243,6 +244,7 @@ def _open(
     (not created yet: ``RunFolder.create`` runs once the setup has loaded)."""
     if resume is not None:
         folder = RunFolder(resume)
+        check_run_folder(folder)
         if finished(folder):
             raise RunFolderError(finished_message(folder))
         folder.hold()  # one writer; then what it holds is checked against the chain
