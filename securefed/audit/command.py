@@ -17,7 +17,7 @@ from rich.table import Table
 from securefed.audit.outputs import audit_outputs
 from securefed.audit.report import CRITICAL, build_audit
 from securefed.audit.verify import Verification, is_audit_folder, verify_audit, verify_run
-from securefed.errors import OutputError
+from securefed.errors import OutputError, RunFolderError
 from securefed.run.folder import atomic_write_bytes
 from securefed.run.lock import RunLock
 from securefed.run.seal import bind_audit
@@ -39,6 +39,8 @@ def write_audit(run_dir: Path, out_dir: Path | None = None) -> Path:
     out = Path(out_dir) if out_dir is not None else default_out_dir(run_dir)
     if out.exists() and not out.is_dir():
         raise OutputError(f"audit folder {out} is a file; allowed: a folder (new or an audit's)")
+    if not run_dir.is_dir():
+        raise RunFolderError(f"{run_dir} is not a run folder (no such directory)")
     with RunLock(run_dir):
         audit = build_audit(run_dir)
         files, absent = audit_outputs(audit)
@@ -76,8 +78,10 @@ def add_audit_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     parser.add_argument(
         "--verify",
         action="store_true",
-        help="recompute every hash and epsilon; exit 1 on any mismatch (given an audit "
-        "folder instead of a run: every epsilon its audit.json shows, from its events)",
+        help="recompute every hash and epsilon, and rebuild every audit bound to the run "
+        "(flags, verdict, tables, plots, HTML) from its records; exit 1 on any mismatch, "
+        "naming the file and field (given an audit folder instead of a run: its epsilons, "
+        "flags, verdict and renderings from its own audit.json)",
     )
     parser.set_defaults(func=run_audit_command)
     return parser
