@@ -18,7 +18,7 @@ from securefed.audit.outputs import AUDIT_RECORD, audit_outputs
 from securefed.audit.report import build_audit, flags, verdict
 from securefed.audit.verify import Verification
 from securefed.run.folder import read_json, sha256_file
-from securefed.run.seal import AUDITS, audit_entry_hash, audit_files, read_audits
+from securefed.run.seal import AUDITS, audit_entry_hash, audit_files, audit_link, read_audits
 
 MAX_FIELDS_NAMED = 20  # differences listed per audit file; the rest are counted
 
@@ -31,6 +31,12 @@ def check_bound_audits(run_dir: Path, records: Verification, out: Verification) 
             f"{AUDITS} {key} record_hash",
             entry.get("record_hash"),
             audit_entry_hash(entry),
+        )
+        out.expect(
+            "audit chained to the seal",
+            f"{AUDITS} {key} prev_hash",
+            entry.get("prev_hash"),
+            audit_link(Path(run_dir)),
         )
         audit_dir = Path(run_dir) / key
         if not (audit_dir / AUDIT_RECORD).is_file():

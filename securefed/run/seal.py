@@ -119,14 +119,19 @@ def bind_audit(run_dir: Path, audit_dir: Path) -> None:
     seal (a run without a seal yet, one still running or crashed, is chained to its head)."""
     folder = RunFolder(run_dir)
     with RunLock(folder.path):
-        seal = read_json(folder.file(SEAL)) if folder.file(SEAL).is_file() else None
-        body = {
-            "prev_hash": seal["record_hash"] if seal else chain_head(folder),
-            "files": audit_files(audit_dir),
-        }
+        body = {"prev_hash": audit_link(folder.path), "files": audit_files(audit_dir)}
         bound = read_audits(run_dir)
         bound[audit_key(run_dir, audit_dir)] = {**body, "record_hash": _hash(body)}
         write_json(folder.file(AUDITS), dict(sorted(bound.items())))
+
+
+def audit_link(run_dir: Path) -> str:
+    """What an audit of the run is chained to: the seal's hash, or (a run not finished) the
+    metrics chain head."""
+    folder = RunFolder(run_dir)
+    if folder.file(SEAL).is_file():
+        return read_json(folder.file(SEAL)).get("record_hash")
+    return chain_head(folder)
 
 
 def read_audits(run_dir: Path) -> dict[str, dict]:

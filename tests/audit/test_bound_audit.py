@@ -113,6 +113,21 @@ def _reseal_over_edit(run: Path, audit: Path) -> None:
     _json(run / SEAL, lambda s: s["files"].__setitem__(RESULTS, sha256_file(run / RESULTS)))
 
 
+def _audit_and_its_binding(run: Path, audit: Path) -> None:
+    """A flag deleted, and audits.json rewritten to bind the edited file (hash recomputed)."""
+    from securefed.run.folder import sha256_file
+    from securefed.run.seal import audit_entry_hash
+
+    _delete_flag("dp_off")(run, audit)
+
+    def rebind(bound: dict) -> None:
+        (entry,) = bound.values()
+        entry["files"]["audit.json"] = sha256_file(audit / "audit.json")
+        entry["record_hash"] = audit_entry_hash(entry)
+
+    _json(run / AUDITS, rebind)
+
+
 EDITS: dict[str, tuple[str, Callable[[Path, Path], None], str]] = {
     # the seven of the issue
     "baseline in both files": ("private", _centralized_baseline, "baselines/centralized.json"),
@@ -134,6 +149,7 @@ EDITS: dict[str, tuple[str, Callable[[Path, Path], None], str]] = {
         ),
         "audit.json flags[0].severity",
     ),
+    "flag deleted and its binding rewritten": ("plain", _audit_and_its_binding, "flags"),
     "caveat deleted": ("private", _delete_flag("synthetic_data"), "audit.json flags"),
     "verdict edited": (
         "private",
