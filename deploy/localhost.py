@@ -14,6 +14,11 @@ What it does, each step a separate process as it would be across machines:
 5. launches the run (``flwr run deploy/app``), waits for it, and stops everything;
 6. gathers the server's run folder and each node's records into one audit folder.
 
+Identities are on: each institution gets an Ed25519 identity key and every node pins the
+roster of all of them (``securefed.flower.localhost``), so secure aggregation runs against a
+server that may lie in its lists (adversary ``semi_malicious``: signed messages, consistency
+check). The audit states the adversary from the nodes' own join records, not the server's.
+
 Everything lands in ``--workdir`` (default ``runs/flower-localhost-<time>``): ``run/`` is
 the server's run folder (with the nodes' records filed under ``run/nodes/``), ``audit/`` the
 audit built from both, ``node-<id>/`` each node's own state folder, ``*.log`` every
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import sys
 import time
 from pathlib import Path
@@ -34,6 +40,7 @@ from securefed.errors import SecurefedError
 from securefed.flower.localhost import LocalFederation
 from securefed.flower.node_security import pinned_node_config
 from securefed.flower.records import collect_node_records
+from securefed.run.folder import check_creatable
 
 
 def localhost_overrides(institutions: int, sets: list[str]) -> list[str]:
@@ -61,13 +68,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=3600, help="seconds for the whole run")
     args = parser.parse_args(argv)
     overrides = localhost_overrides(args.institutions, args.set)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    workdir = (args.workdir or Path("runs") / f"flower-localhost-{stamp}").resolve()
     try:
         cfg = load_config(args.config, overrides)  # fail here, not inside the ServerApp
+        check_creatable(workdir, "--workdir")  # a file there: one line, before anything starts
+        return _run(args, cfg, overrides, workdir)
     except SecurefedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    workdir = (args.workdir or Path("runs") / f"flower-localhost-{stamp}").resolve()
+
+
+def _run(args: argparse.Namespace, cfg, overrides: list[str], workdir: Path) -> int:
+    """Start the federation, run, stop it, gather the records and build the audit."""
     run_dir = workdir / "run"
     institutions = list(range(cfg.partition.num_clients))
     started = time.perf_counter()
@@ -88,8 +101,10 @@ def main(argv: list[str] | None = None) -> int:
         fed.wait(run_id, timeout_s=args.timeout)
     nodes = {i: workdir / f"node-{i}" / f"run-{run_id}" for i in institutions}
     collect_node_records(run_dir, nodes, audit_dir=workdir / "audit")
+    audit = json.loads((workdir / "audit" / "audit.json").read_text())
     print(f"done in {time.perf_counter() - started:.0f} s: run folder {run_dir}")
-    return 0
+    print(f"verdict: {audit['verdict']}")
+    return 0 if audit["integrity"]["verified"] else 1
 
 
 if __name__ == "__main__":

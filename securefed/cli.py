@@ -7,6 +7,7 @@ exit 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -17,7 +18,9 @@ from rich.console import Console
 from securefed.audit.command import add_audit_parser, write_audit
 from securefed.config import load_config
 from securefed.errors import ConfigError, SecurefedError
+from securefed.run.folder import RunFolder
 from securefed.run.progress import Progress
+from securefed.run.resume import finished, finished_message
 from securefed.run.summary import print_summary
 from securefed.sweep import add_sweep_parser
 
@@ -47,6 +50,9 @@ def _cmd_simulate(args: argparse.Namespace, console: Console) -> int:
             args.resume,
             "continues a run with its own config; do not pass CONFIG, --set or --out with it",
         )
+    if args.resume and finished(RunFolder(args.resume)):
+        console.print(finished_message(RunFolder(args.resume)), soft_wrap=True, highlight=False)
+        return 0
     cfg = None if args.resume else load_config(args.config, args.set)
     _quiet_libraries()
     from securefed.run.setup import resolve_device  # lazy: torch stays out of audit and sweep
@@ -57,7 +63,10 @@ def _cmd_simulate(args: argparse.Namespace, console: Console) -> int:
         resolve_device(cfg.training.device)  # no CUDA for training.device=cuda: say so first
     run_dir, results = simulate(cfg, out=args.out, resume=args.resume, progress=progress)
     print_summary(results, run_dir, console)
-    console.print(f"audit: {write_audit(run_dir)}")
+    audit_dir = write_audit(run_dir)
+    console.print(f"audit: {audit_dir}")
+    verdict = json.loads((audit_dir / "audit.json").read_text())["verdict"]
+    console.print(f"verdict: {verdict}", soft_wrap=True, highlight=False, markup=False)
     return 0
 
 

@@ -9,10 +9,13 @@ planned steps overshoot the same target, so they stop where their budget ends.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 
 import numpy as np
 import pytest
+from kill_points import CrashAfterRound
 
 from securefed.cli import main
 from securefed.config import load_config
@@ -21,7 +24,6 @@ from securefed.privacy.ledger import recompute_epsilon
 from securefed.privacy.plan import LocalStats
 from securefed.run.aggregation import aggregate_round, cohort_shortfall
 from securefed.run.folder import RunFolder
-from securefed.run.progress import Progress
 from securefed.run.simulate import simulate
 
 TARGET = 3.7
@@ -41,18 +43,6 @@ SKIPPED = [1, 2]
 THREE = ["partition.num_clients=3", "training.clients_per_round=3"]
 
 
-class _CrashAfterRound(Progress):
-    """A kill right after round ``n`` was recorded."""
-
-    def __init__(self, n: int) -> None:
-        super().__init__(enabled=False)
-        self.n = n
-
-    def log(self, message: str) -> None:
-        if message.startswith(f"round {self.n}:"):
-            raise KeyboardInterrupt
-
-
 @pytest.fixture(scope="module")
 def stopped_run(tmp_path_factory):
     """The run through the CLI, as a user starts it; its exit status and folder."""
@@ -60,10 +50,15 @@ def stopped_run(tmp_path_factory):
     argv = ["simulate", "--quiet", "--out", str(base / "run")]
     for override in STOPPING:
         argv += ["--set", override]
-    with pytest.MonkeyPatch.context() as mp:
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(printed):
         mp.chdir(base)  # the audit goes to audits/run/ under the current directory
         code = main(argv)
+    stopped_run_output[:] = printed.getvalue().splitlines()
     return code, base / "run"
+
+
+stopped_run_output: list[str] = []  # what the command printed, line by line
 
 
 def _records(run_dir) -> list[dict]:
@@ -91,6 +86,11 @@ def test_a_budget_stop_under_secure_aggregation_runs_to_the_end(stopped_run):
     assert all(
         0 <= report["epsilon"] <= TARGET for report in results["privacy"]["clients"].values()
     )
+
+
+def test_the_last_line_says_rounds_were_skipped(stopped_run):
+    last = stopped_run_output[-1]
+    assert last.startswith("verdict: ") and "2 of 3 rounds SKIPPED" in last, stopped_run_output
 
 
 def test_every_epsilon_of_the_stopped_run_recomputes(stopped_run, capsys):
@@ -123,7 +123,7 @@ def test_the_baselines_stop_where_their_budget_ends(stopped_run):
 def test_resume_across_a_skipped_round_ends_like_the_uninterrupted_run(stopped_run, tmp_path):
     cfg = load_config(overrides=[*STOPPING, "baselines=[]"])
     with pytest.raises(KeyboardInterrupt):
-        simulate(cfg, out=str(tmp_path / "cut"), progress=_CrashAfterRound(0))
+        simulate(cfg, out=str(tmp_path / "cut"), progress=CrashAfterRound(0))
     assert len(_records(tmp_path / "cut")) == 1  # the budget stop's round is still ahead
     cut_dir, _ = simulate(resume=str(tmp_path / "cut"))
     # DP noise comes from the OS, so adapters differ; what happened in each round may not

@@ -6,10 +6,10 @@ import json
 
 import numpy as np
 import pytest
+from kill_points import CrashAfterRound
 
 from securefed.config import load_config
 from securefed.run.folder import RunFolder
-from securefed.run.progress import Progress
 from securefed.run.simulate import simulate
 
 TINY = [
@@ -21,18 +21,6 @@ TINY = [
     "partition.num_clients=3",
     "training.clients_per_round=2",
 ]
-
-
-class _CrashAfterRound(Progress):
-    """Simulates a kill right after round ``n`` was recorded."""
-
-    def __init__(self, n: int) -> None:
-        super().__init__(enabled=False)
-        self.n = n
-
-    def log(self, message: str) -> None:
-        if message.startswith(f"round {self.n}:"):
-            raise KeyboardInterrupt
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +81,7 @@ def test_resume_ends_like_an_uninterrupted_run(tmp_path):
     cfg = load_config(overrides=overrides)
     full_dir, full = simulate(cfg, out=str(tmp_path / "full"))
     with pytest.raises(KeyboardInterrupt):
-        simulate(cfg, out=str(tmp_path / "cut"), progress=_CrashAfterRound(0))
+        simulate(cfg, out=str(tmp_path / "cut"), progress=CrashAfterRound(0))
     assert json.loads((tmp_path / "cut" / "state.json").read_text())["next_round"] == 1
     cut_dir, resumed = simulate(resume=str(tmp_path / "cut"))
     assert resumed["federated"] == full["federated"]

@@ -14,13 +14,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from securefed.audit.html import render_html
-from securefed.audit.markdown import render_markdown
-from securefed.audit.plots import Plot, audit_plots
+from securefed.audit.outputs import audit_outputs
 from securefed.audit.report import CRITICAL, build_audit
 from securefed.audit.verify import Verification, is_audit_folder, verify_audit, verify_run
-from securefed.errors import OutputError
-from securefed.run.folder import atomic_write_text
+from securefed.errors import OutputError, RunFolderError
+from securefed.run.folder import atomic_write_bytes
+from securefed.run.lock import RunLock
+from securefed.run.seal import bind_audit
 
 EXIT_MISMATCH = 1
 AUDITS_DIR = Path("audits")
@@ -32,35 +32,32 @@ def default_out_dir(run_dir: Path) -> Path:
 
 
 def write_audit(run_dir: Path, out_dir: Path | None = None) -> Path:
-    """Build the audit of ``run_dir``; write JSON, Markdown, HTML and plots; return the folder."""
+    """Build the audit of ``run_dir``; write JSON, Markdown, HTML and plots; bind their hashes
+    into the run's ``audits.json`` (``securefed.run.seal``); return the folder. Holds the run
+    folder's lock meanwhile, so no writer changes the run under the audit."""
     run_dir = Path(run_dir)
     out = Path(out_dir) if out_dir is not None else default_out_dir(run_dir)
     if out.exists() and not out.is_dir():
         raise OutputError(f"audit folder {out} is a file; allowed: a folder (new or an audit's)")
-    audit = build_audit(run_dir)
-    plots = audit_plots(audit)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(
-            f"cannot create the audit folder {out} ({exc.strerror}); allowed: a folder path "
-            "where you can write (securefed audit RUN_DIR --out DIR)"
-        ) from None
-    for plot in plots:
-        path = out / "plots" / f"{plot.name}.png"
-        if plot.png is not None:
-            path.parent.mkdir(exist_ok=True)
-            path.write_bytes(plot.png)
-        elif path.is_file():
-            path.unlink()  # a stale image from an earlier build would contradict the record
-    atomic_write_text(out / "audit.json", json.dumps(audit, indent=2, allow_nan=False) + "\n")
-    atomic_write_text(out / "audit.md", render_markdown(audit, plots, _plot_path))
-    atomic_write_text(out / "audit.html", render_html(audit, plots))
+    if not run_dir.is_dir():
+        raise RunFolderError(f"{run_dir} is not a run folder (no such directory)")
+    with RunLock(run_dir):
+        audit = build_audit(run_dir)
+        files, absent = audit_outputs(audit)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(
+                f"cannot create the audit folder {out} ({exc.strerror}); allowed: a folder path "
+                "where you can write (securefed audit RUN_DIR --out DIR)"
+            ) from None
+        for rel in absent:
+            if (out / rel).is_file():
+                (out / rel).unlink()  # a stale image from an earlier build contradicts the record
+        for rel, data in files.items():
+            atomic_write_bytes(out / rel, data)
+        bind_audit(run_dir, out)
     return out
-
-
-def _plot_path(plot: Plot) -> str:
-    return f"plots/{plot.name}.png"
 
 
 def add_audit_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -81,8 +78,10 @@ def add_audit_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     parser.add_argument(
         "--verify",
         action="store_true",
-        help="recompute every hash and epsilon; exit 1 on any mismatch (given an audit "
-        "folder instead of a run: every epsilon its audit.json shows, from its events)",
+        help="recompute every hash and epsilon, and rebuild every audit bound to the run "
+        "(flags, verdict, tables, plots, HTML) from its records; exit 1 on any mismatch, "
+        "naming the file and field (given an audit folder instead of a run: its epsilons, "
+        "flags, verdict and renderings from its own audit.json)",
     )
     parser.set_defaults(func=run_audit_command)
     return parser

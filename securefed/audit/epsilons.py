@@ -65,7 +65,7 @@ def check_epsilons(run: RunSnapshot, out: Verification) -> None:
             out.expect(
                 "epsilon after round",
                 f"{where}, metrics.jsonl round {rec['round']}",
-                rec.get("epsilon", {}).get(c),
+                run.epsilon_after(rec).get(c),
                 epsilon_of(upto, delta, accountant),
             )
             trained = (

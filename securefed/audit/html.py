@@ -16,6 +16,7 @@ from markdown_it import MarkdownIt
 from securefed.audit.markdown import (
     body_markdown,
     flags_markdown,
+    head_markdown,
     plots_markdown,
     title_markdown,
     verdict_markdown,
@@ -74,6 +75,7 @@ def render_html(audit: dict, plots: list[Plot]) -> str:
         "flags" if CRITICAL in severities else "flags caveats" if severities else "flags clear"
     )
     body = md.render(title_markdown(audit))
+    body += md.render(head_markdown(audit))
     body += f'<section class="{flag_class}">\n{md.render(flags_markdown(audit))}</section>\n'
     verdict = "\n\n".join(verdict_markdown(audit))
     body += f'<section id="institutions" class="institutions">\n{md.render(verdict)}</section>\n'

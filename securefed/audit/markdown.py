@@ -1,9 +1,10 @@
 """The audit as Markdown: the record's sections in reading order, tables and plots.
 
-Reading order: the verdict first (flags, the warnings the run printed, one table per
-institution, the plots), then the details, then an appendix with the threat model. A figure
-the run did not record is left out rather than shown as a placeholder; counts are counts
-(rounds trained: 2), while round numbers in per-round tables are the run folder's indices.
+Reading order: the verdict first (its one line and the figures at a glance, flags, the
+warnings the run printed, one table per institution, the plots), then the details, then an
+appendix with the threat model. A figure the run did not record is left out rather than
+shown as a placeholder; counts are counts (rounds trained: 2), while round numbers in
+per-round tables are the run folder's indices.
 
 ``render_markdown`` takes a function that gives each plot's image address, so the same text
 serves ``audit.md`` (``plots/<name>.png``) and the HTML page (``data:`` URIs).
@@ -24,8 +25,14 @@ from securefed.audit.markdown_details import (
     partition_markdown,
     sources_markdown,
 )
+from securefed.audit.markdown_head import (
+    accuracy_cell,
+    head_markdown,
+    institutions_markdown,
+    test_sizes,
+    warnings_markdown,
+)
 from securefed.audit.plots import Plot
-from securefed.audit.source import as_float
 from securefed.audit.tables import fmt, present, table
 
 ABSENT = "not recorded"
@@ -74,70 +81,6 @@ def run_markdown(audit: dict) -> str:
     return "## The run\n\n" + table(["", ""], present(rows))
 
 
-def warnings_markdown(audit: dict) -> str | None:
-    """The warnings the run printed (each once), or None when it printed none."""
-    if not audit["warnings"]:
-        return None
-    items = [f"- {w['message']} ({w['category']})" for w in audit["warnings"]]
-    return "## Warnings the run printed\n\n" + "\n".join(items)
-
-
-def institutions_markdown(audit: dict) -> str:
-    """One table per institution: epsilon and delta, records, and accuracy on its own test
-    split and on the pooled test set, federated against isolated and centralized."""
-    privacy, acc = audit["privacy"], audit["accuracy"]
-    metric = acc["primary_metric"]
-    sizes = {str(c["client"]): c for c in audit["partition"].get("clients", [])}
-    pooled_size = sum(c.get("test_size", 0) for c in sizes.values())
-    trainings = ["federated"] + [
-        t for t in ("isolated", "centralized") if acc["baselines"][t]["present"]
-    ]
-    # The centralized baseline trains one model on the pooled records: its one ledger's
-    # epsilon holds for every record, so for every institution.
-    pooled_ledger = list(privacy["baselines"].get("centralized", {}).values())
-    centralized_epsilon = pooled_ledger[0] if len(pooled_ledger) == 1 else None
-    parts = ["## Per institution: privacy spent and accuracy bought"]
-    for c, p in privacy["clients"].items():
-        size, a = sizes.get(c, {}), acc["clients"].get(c, {})
-        epsilon = {
-            "federated": p["epsilon"],
-            "isolated": privacy["baselines"].get("isolated", {}).get(c),
-            "centralized": centralized_epsilon,
-        }
-        pooled = {
-            "federated": (acc["pooled"]["federated"] or {}).get(metric),
-            "isolated": (a.get("isolated_pooled") or {}).get(metric),
-            "centralized": (acc["pooled"]["centralized"] or {}).get(metric),
-        }
-        rows = [
-            ["epsilon", *(epsilon[t] for t in trainings)],
-            [f"{metric}, own test split", *((a.get(t) or {}).get(metric) for t in trainings)],
-            [f"{metric}, pooled test set", *(pooled[t] for t in trainings)],
-        ]
-        facts = [
-            f"delta {fmt(p['delta'])}" if p["delta"] is not None else None,
-            f"{size['train_size']} training records" if "train_size" in size else None,
-            f"{size['test_size']} test records (pooled: {pooled_size})"
-            if "test_size" in size
-            else None,
-            _count(len(p["rounds_trained"]), "round") + " trained",
-            _count(len(p["rounds_budget_stopped"]), "round") + " stopped by its budget"
-            if p["rounds_budget_stopped"]
-            else None,
-        ]
-        parts.append(
-            f"### Institution {c}\n\n"
-            + ", ".join(f for f in facts if f)
-            + ".\n\n"
-            + table([f"institution {c}", *trainings], present(rows))
-        )
-    return "\n\n".join(parts)
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
 def plots_markdown(plots: list[Plot], image_src: Callable[[Plot], str]) -> str:
     """Every plot that applies; the others are left out."""
     shown = [f"**{p.title}**\n\n![{p.title}]({image_src(p)})" for p in plots if p.png is not None]
@@ -147,12 +90,11 @@ def plots_markdown(plots: list[Plot], image_src: Callable[[Plot], str]) -> str:
 def body_markdown(audit: dict, plots: list[Plot], image_src: Callable[[Plot], str]) -> str:
     """Every section after the verdict: the details, then the appendix."""
     parts = [
-        _glance(audit),
         run_markdown(audit),
         _privacy(audit["privacy"]),
         empirical_markdown(audit["empirical"], _image(plots, "canary_scores", image_src)),
         _secure_aggregation(audit["secure_aggregation"]),
-        _accuracy(audit["accuracy"]),
+        _accuracy(audit),
         communication_markdown(audit["communication"]),
         cost_markdown(audit["cost"]),
         partition_markdown(audit["partition"]),
@@ -177,36 +119,13 @@ def verdict_markdown(audit: dict) -> list[str]:
 def render_markdown(audit: dict, plots: list[Plot], image_src: Callable[[Plot], str]) -> str:
     parts = [
         title_markdown(audit),
+        head_markdown(audit),
         flags_markdown(audit),
         *verdict_markdown(audit),
         plots_markdown(plots, image_src),
         body_markdown(audit, plots, image_src),
     ]
     return "\n\n".join(p for p in parts if p) + "\n"
-
-
-def _glance(audit: dict) -> str:
-    acc, privacy = audit["accuracy"], audit["privacy"]
-    metric = acc["primary_metric"]
-    eps = [as_float(c["epsilon"]) for c in privacy["clients"].values()]
-    worst = max((e for e in eps if e is not None), default=None)
-    rows = [
-        [f"pooled {metric}, {t}", (acc["pooled"][t] or {}).get(metric)]
-        for t in ("federated", "centralized", "isolated")
-    ]
-    rows += [
-        ["DP-SGD", "on" if privacy["dp_enabled"] else "OFF"],
-        ["largest epsilon over institutions", worst],
-        ["empirical epsilon: lower bound", audit["empirical"].get("epsilon_lower_bound")],
-        ["budget (target epsilon)", privacy["target_epsilon"]],
-        [
-            "institution-level epsilon (a whole institution)",
-            (privacy.get("institution") or {}).get("epsilon"),
-        ],
-        ["secure aggregation", "on" if audit["secure_aggregation"]["enabled"] else "OFF"],
-        ["verification", "passed" if audit["integrity"]["verified"] else "FAILED"],
-    ]
-    return "## At a glance\n\n" + table(["", ""], present(rows))
 
 
 def _threat_model(tm: dict) -> str:
@@ -355,16 +274,37 @@ def _secure_aggregation(sa: dict) -> str:
     return head + "\n\nPer round (institution ids):\n\n" + table(header, rows)
 
 
-def _accuracy(acc: dict) -> str:
+def _accuracy(audit: dict) -> str:
+    acc = audit["accuracy"]
     metric = acc["primary_metric"]
+    own_sizes, pooled_size = test_sizes(audit)
     trainings = ("federated", "centralized", "isolated")
     pooled = table(
         ["metric", *trainings],
-        [[m, *((acc["pooled"][t] or {}).get(m) for t in trainings)] for m in acc["metrics"]],
+        [
+            [
+                m,
+                *(
+                    accuracy_cell((acc["pooled"][t] or {}).get(m), pooled_size, m)
+                    for t in trainings
+                ),
+            ]
+            for m in acc["metrics"]
+        ],
     )
     clients = table(
-        ["institution", *(f"{t} {metric}" for t in trainings)],
-        [[c, *((v[t] or {}).get(metric) for t in trainings)] for c, v in acc["clients"].items()],
+        ["institution", *(f"{t} {metric}" for t in trainings), "majority floor"],
+        [
+            [
+                c,
+                *(
+                    accuracy_cell((v[t] or {}).get(metric), own_sizes.get(c), metric)
+                    for t in trainings
+                ),
+                acc["majority_class"]["clients"].get(c),
+            ]
+            for c, v in acc["clients"].items()
+        ],
     )
     floor = acc["majority_class"]
     majority = (
@@ -382,7 +322,10 @@ def _accuracy(acc: dict) -> str:
     ]
     by_round = table(
         ["round", f"pooled {metric}"],
-        [[r["round"], r["pooled"].get(metric)] for r in acc["by_round"]],
+        [
+            [r["round"], accuracy_cell(r["pooled"].get(metric), pooled_size, metric)]
+            for r in acc["by_round"]
+        ],
     )
     return "\n\n".join(
         [

@@ -204,8 +204,8 @@ def _canary_scores(audit: dict) -> plt.Figure | str:
         ax.hist(picked, bins=edges, alpha=0.6, color=colour, label=f"{label} ({len(picked)})")
     claimed = as_float(empirical["claimed_epsilon"])
     ax.set_title(
-        f"lower bound {empirical['epsilon_lower_bound']:.2f}, estimate "
-        f"{empirical['epsilon_estimate']:.3g}, claimed "
+        f"lower bound {as_float(empirical['epsilon_lower_bound']):.2f}, estimate "
+        f"{as_float(empirical['epsilon_estimate']):.3g}, claimed "
         + (f"{claimed:.2f}" if claimed is not None and math.isfinite(claimed) else "inf"),
         fontsize="small",
     )

@@ -26,7 +26,7 @@ def privacy_section(run: RunSnapshot) -> dict:
     ledgers = (run.ledgers or {}).get("ledgers", {})
     noise = (run.ledgers or {}).get("noise_multipliers", {})
     reports = ((run.results or {}).get("privacy") or {}).get("clients", {})
-    last_epsilon = run.metrics[-1]["epsilon"] if run.metrics else {}
+    last_epsilon = run.epsilon_after(run.metrics[-1]) if run.metrics else {}
     target = dp.get("target_epsilon") if enabled else None
     clients = {}
     for c in (str(p["client"]) for p in run.partition.get("clients", [])):
@@ -59,7 +59,9 @@ def privacy_section(run: RunSnapshot) -> dict:
         "noise_sources_used": ((run.results or {}).get("privacy") or {}).get("noise_sources"),
         "unit": "one record of one institution (add-or-remove-one), sample-level DP-SGD",
         "clients": clients,
-        "epsilon_by_round": [{"round": r["round"], "clients": r["epsilon"]} for r in run.metrics],
+        "epsilon_by_round": [
+            {"round": r["round"], "clients": run.epsilon_after(r)} for r in run.metrics
+        ],
         "baselines": {
             name: {
                 c: v.get("epsilon")

@@ -21,12 +21,14 @@ from securefed.audit.privacy import privacy_section
 from securefed.audit.secure_aggregation import secure_aggregation_section
 from securefed.audit.source import RunSnapshot, as_float, json_safe, read_snapshot
 from securefed.audit.threat_model import threat_model_section
-from securefed.audit.verify import verify_run
+from securefed.audit.verdict import verdict
+from securefed.audit.verify import Verification, verify_records
 from securefed.run.folder import CONFIG, RESULTS
 
 SCHEMA_VERSION = 1
 SECTIONS = (
     "schema_version",
+    "verdict",
     "run",
     "flags",
     "warnings",
@@ -46,16 +48,27 @@ SECTIONS = (
 CRITICAL, CAVEAT = "critical", "caveat"
 
 
-def build_audit(run_dir: str | Path, threat_model: Path | None = None) -> dict:
-    """The audit record of a run folder (strict JSON: infinities are the string "inf")."""
+def build_audit(
+    run_dir: str | Path,
+    threat_model: Path | None = None,
+    *,
+    verification: Verification | None = None,
+    threat_model_record: dict | None = None,
+) -> dict:
+    """The audit record of a run folder (strict JSON: infinities are the string "inf").
+
+    ``verification``: ``verify_records`` of the folder, when the caller has it already;
+    ``threat_model_record``: the threat-model section an earlier build embedded (a rebuild
+    judges the run under the model the audit states, not today's file)."""
     run = read_snapshot(run_dir)
-    verification = verify_run(run.path)
+    verification = verification or verify_records(run.path)
     audit = {
         "schema_version": SCHEMA_VERSION,
+        "verdict": "",
         "run": _run_section(run),
         "flags": [],
         "warnings": run.warnings,
-        "threat_model": threat_model_section(threat_model),
+        "threat_model": threat_model_record or threat_model_section(threat_model),
         "privacy": privacy_section(run),
         "empirical": audit_section(
             run.canaries, int((run.config.get("audit") or {}).get("canaries") or 0)
@@ -79,8 +92,10 @@ def build_audit(run_dir: str | Path, threat_model: Path | None = None) -> dict:
         },
         "sources": run.sources,
     }
+    audit = json_safe(audit)
     audit["flags"] = flags(audit)
-    return json_safe(audit)
+    audit["verdict"] = verdict(audit)
+    return audit
 
 
 def _run_section(run: RunSnapshot) -> dict:
@@ -113,6 +128,14 @@ def at_majority_floor(accuracy: float, floor: float) -> bool:
     return accuracy <= floor + MAJORITY_MARGIN
 
 
+def against_floor(accuracy: float, floor: float) -> str:
+    """How ``accuracy`` stands to a floor, in words the numbers bear out."""
+    gap = 100 * (accuracy - floor)
+    if abs(gap) < 0.05:
+        return "equals"
+    return f"is {abs(gap):.1f} points {'below' if gap < 0 else 'above'}"
+
+
 def _not_above_majority(acc: dict) -> str | None:
     """The caveat when federated pooled accuracy does not clear the majority-class floor."""
     floor = acc["majority_class"]["pooled"]
@@ -120,9 +143,26 @@ def _not_above_majority(acc: dict) -> str | None:
     if floor is None or federated is None or not at_majority_floor(federated, floor):
         return None
     return (
-        f"NOT ABOVE MAJORITY CLASS: federated pooled accuracy {federated:.3f} is within "
-        f"{100 * MAJORITY_MARGIN:.0f} points of always answering '{acc['majority_class']['label']}'"
-        f" ({floor:.3f}): the adapter learned little or nothing."
+        f"NOT ABOVE MAJORITY CLASS: federated pooled accuracy {federated:.3f} "
+        f"{against_floor(federated, floor)} always answering "
+        f"'{acc['majority_class']['label']}' ({floor:.3f}; the flag stands within "
+        f"{100 * MAJORITY_MARGIN:.0f} points above it): the adapter learned little or nothing."
+    )
+
+
+def _below_own_floor(acc: dict) -> str | None:
+    """The caveat naming each institution whose own test split the federated model does not
+    beat by always answering that split's most common label."""
+    below = []
+    for c, floor in acc["majority_class"]["clients"].items():
+        federated = ((acc["clients"].get(c) or {}).get("federated") or {}).get("accuracy")
+        if floor is not None and federated is not None and federated <= floor:
+            below.append(f"{c} ({federated:.3f} {against_floor(federated, floor)} {floor:.3f})")
+    if not below:
+        return None
+    return (
+        f"NOT ABOVE ITS OWN MAJORITY FLOOR: on institution(s) {', '.join(below)} the federated "
+        "model does not beat always answering that institution's most common test label."
     )
 
 
@@ -187,6 +227,13 @@ def flags(audit: dict) -> list[dict]:
             f"OVER BUDGET: institution(s) {', '.join(over)} spent more than epsilon "
             f"{privacy['target_epsilon']}.",
         )
+    if not any(r["aggregated"] for r in sa["rounds"]):
+        flag(
+            CRITICAL,
+            "nothing_trained",
+            f"NOTHING TRAINED: none of the {run['rounds_finished']} recorded round(s) aggregated "
+            "an update; every accuracy here is the initial adapter's.",
+        )
     if not run["complete"]:
         flag(
             CRITICAL,
@@ -205,6 +252,9 @@ def flags(audit: dict) -> list[dict]:
     learned = _not_above_majority(audit["accuracy"])
     if learned:
         flag(CAVEAT, "not_above_majority", learned)
+    own_floor = _below_own_floor(audit["accuracy"])
+    if own_floor:
+        flag(CAVEAT, "below_own_majority_floor", own_floor)
     if run["task"].get("synthetic"):
         flag(
             CAVEAT,
@@ -240,7 +290,8 @@ def flags(audit: dict) -> list[dict]:
             "private.",
         )
     protocol = sa.get("protocol") or {}
-    if sa["enabled"] and (protocol.get("adversary") == "curious" or not protocol.get("identities")):
+    ran = bool(protocol)  # no transcript (nothing aggregated): no protocol ran to judge
+    if sa["enabled"] and ran and (protocol["adversary"] == "curious" or not protocol["identities"]):
         flag(
             CAVEAT,
             "curious_server_only",

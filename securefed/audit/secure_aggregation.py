@@ -33,7 +33,7 @@ def secure_aggregation_section(run: RunSnapshot) -> dict:
         "enabled": enabled,
         "configured": {k: v for k, v in config.items() if k != "enabled"},
         "stages": list(STAGES),
-        "protocol": _protocol(run.transcripts),
+        "protocol": _as_run(_protocol(run.transcripts), run.node_joins),
         "rounds": rounds,
         "aborted_rounds": [r["round"] for r in rounds if r["aborted"] is not None],
         "entropy_sources": sorted({r["entropy"] for r in rounds if r["entropy"] is not None}),
@@ -50,6 +50,22 @@ def _protocol(transcripts: dict[int, dict]) -> dict | None:
                 "quantization": {k: quantization.get(k) for k in QUANTIZATION_KEYS},
             }
     return None
+
+
+def _as_run(protocol: dict | None, joins: dict[str, list[dict]]) -> dict | None:
+    """On Flower the consistency check and the signatures are the nodes' to run: the adversary
+    the protocol withstood is the weakest any node joined with (its ``join.jsonl``), not what
+    the server's transcript assumes. Simulate (no node records): the transcript's."""
+    accepted = [j["secure_aggregation"] for js in joins.values() for j in js if j.get("accepted")]
+    if protocol is None or not accepted:
+        return protocol
+    curious = any(a.get("adversary") != "semi_malicious" for a in accepted)
+    return {
+        **protocol,
+        "adversary": "curious" if curious else "semi_malicious",
+        "identities": all(a.get("identities") for a in accepted),
+        "stated_by": f"the join records of {len(joins)} node(s)",
+    }
 
 
 def _round(rec: dict, transcript: dict | None, enabled: bool) -> dict:

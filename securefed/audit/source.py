@@ -33,6 +33,7 @@ from securefed.run.folder import (
 )
 
 REQUIRED_FILES = (CONFIG, ENVIRONMENT, PARTITION)
+NODE_JOINS = "join.jsonl"  # a Flower node's record of the settings it joined the run with
 BASELINES = ("centralized", "isolated")
 
 
@@ -53,10 +54,26 @@ class RunSnapshot:
     warnings: list[dict]  # warnings.json: each warning the run printed, once
     canaries: dict | None  # canaries.json: written when a run with canaries ends
     sources: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
+    # A Flower deployment: each institution's own records, filed under nodes/<id>/
+    node_metrics: dict[str, list[dict]] = field(default_factory=dict)
+    node_joins: dict[str, list[dict]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
         return str(self.config.get("name") or self.path.name)
+
+    def epsilon_after(self, record: dict) -> dict:
+        """Each institution's epsilon after ``record``'s round as the run states it: in the
+        record itself (simulate: the server keeps the ledgers) or, where each node keeps its
+        own ledger (Flower), the last figure the node recorded up to that round (0 before it
+        first trained); infinity stays the string "inf"."""
+        if record.get("epsilon") or not self.node_metrics:
+            return dict(record.get("epsilon") or {})
+        stated, last = {}, record["round"]
+        for c, records in self.node_metrics.items():
+            upto = [r["epsilon"] for r in records if "epsilon" in r and r["round"] <= last]
+            stated[c] = upto[-1] if upto else 0.0
+        return stated
 
 
 def read_snapshot(run_dir: str | Path) -> RunSnapshot:
@@ -65,6 +82,8 @@ def read_snapshot(run_dir: str | Path) -> RunSnapshot:
     if not path.is_dir():
         raise RunFolderError(f"{path} is not a run folder (no such directory)")
     missing = [rel for rel in REQUIRED_FILES if not (path / rel).is_file()]
+    if missing == [PARTITION] and _server_without_data(path / ENVIRONMENT):
+        missing = []  # a Flower server that evaluates nothing never sees the data
     if missing:
         raise RunFolderError(f"{path} is not a run folder: {', '.join(missing)} missing")
     sources: dict[str, str] = {}
@@ -92,11 +111,15 @@ def read_snapshot(run_dir: str | Path) -> RunSnapshot:
         raise RunFolderError(f"{path / METRICS} cannot be parsed: {exc}") from None
     transcripts = {r: load(rel) for r, rel in folder.transcripts().items()}
     baselines = {name: obj for name in BASELINES if (obj := load(baseline_rel(name))) is not None}
+    node_metrics, node_joins = {}, {}
+    for node in sorted((path / "nodes").glob("*"), key=lambda p: p.name):
+        node_metrics[node.name] = load(f"nodes/{node.name}/{METRICS}", _json_lines) or []
+        node_joins[node.name] = load(f"nodes/{node.name}/{NODE_JOINS}", _json_lines) or []
     return RunSnapshot(
         path=path,
         config=config,
         environment=environment,
-        partition=partition,
+        partition=partition or {},
         metrics=metrics,
         results=load(RESULTS),
         ledgers=load(LEDGERS),
@@ -106,7 +129,21 @@ def read_snapshot(run_dir: str | Path) -> RunSnapshot:
         warnings=load(WARNINGS) or [],
         canaries=load(CANARIES),
         sources=dict(sorted(sources.items())),
+        node_metrics=node_metrics,
+        node_joins=node_joins,
     )
+
+
+def _server_without_data(environment: Path) -> bool:
+    try:
+        transport = json.loads(environment.read_text()).get("transport") or {}
+    except ValueError:
+        return False
+    return transport.get("server_evaluation") is False
+
+
+def _json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def json_safe(obj: Any) -> Any:

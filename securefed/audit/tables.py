@@ -38,3 +38,23 @@ def present(rows: list[list[object]]) -> list[list[object]]:
     """The rows that hold a value beyond their label: a missing figure is left out, not shown
     as a blank line."""
     return [row for row in rows if any(cell is not None for cell in row[1:])]
+
+
+def wilson_interval(accuracy: float, n: int) -> tuple[float, float]:
+    """The Wilson 95% interval of an accuracy measured on ``n`` records (scipy's)."""
+    from scipy.stats import binomtest  # scipy: the audit imports it only where it shows one
+
+    hits = round(accuracy * n)
+    ci = binomtest(hits, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def with_interval(value: object, n: int | None, metric: str = "accuracy") -> str:
+    """An accuracy on a test split as the audit shows it: three decimals, its Wilson 95%
+    interval and the split's size (other metrics, or no size recorded: the figure alone)."""
+    if not isinstance(value, float | int) or isinstance(value, bool):
+        return fmt(value)
+    if metric != "accuracy" or not n:
+        return f"{value:.3f}"
+    low, high = wilson_interval(float(value), n)
+    return f"{value:.3f} (95% CI {low:.3f}-{high:.3f}, n={n})"

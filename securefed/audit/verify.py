@@ -63,6 +63,7 @@ from securefed.run.folder import (
     transcript_rel,
     vector_hash,
 )
+from securefed.run.seal import seal_mismatches
 
 EPSILON_REL_TOL = 1e-6
 
@@ -101,8 +102,9 @@ class Verification:
         }
 
 
-def verify_run(run_dir: str | Path) -> Verification:
-    """Recompute everything the run folder claims; never raises for a mismatch, lists it."""
+def verify_records(run_dir: str | Path) -> Verification:
+    """Recompute everything the run folder's records claim (the audit's integrity section);
+    never raises for a mismatch, lists it."""
     run = read_snapshot(run_dir)
     out = Verification()
     _check_chain(run, out)
@@ -116,6 +118,17 @@ def verify_run(run_dir: str | Path) -> Verification:
     return out
 
 
+def verify_run(run_dir: str | Path) -> Verification:
+    """``verify_records``, then every audit bound to the run (``audits.json``): its files'
+    hashes, and every figure, flag, table, plot and the HTML rebuilt from the records."""
+    from securefed.audit.bound import check_bound_audits  # it builds audits, which verify
+
+    records = verify_records(run_dir)
+    out = Verification(records.checks, list(records.mismatches), list(records.notes))
+    check_bound_audits(Path(run_dir), records, out)
+    return out
+
+
 AUDIT_RECORD = "audit.json"
 
 
@@ -125,7 +138,10 @@ def is_audit_folder(path: str | Path) -> bool:
 
 
 def verify_audit(audit_dir: str | Path) -> Verification:
-    """Recompute every epsilon an audit folder's ``audit.json`` shows from its own events."""
+    """Recompute every epsilon an audit folder's ``audit.json`` shows from its own events,
+    its flags and verdict from its sections, and its Markdown, HTML and plots from it."""
+    from securefed.audit.bound import verify_audit_folder  # it renders, which imports report
+
     path = Path(audit_dir) / AUDIT_RECORD
     try:
         audit = json.loads(path.read_text())
@@ -138,6 +154,11 @@ def verify_audit(audit_dir: str | Path) -> Verification:
         problems = verify_figures(empirical, empirical)
         out.expect("empirical lower bound and estimate", "audit.json empirical", problems, [])
     check_audit_institution(audit, out)
+    verify_audit_folder(Path(audit_dir), out)
+    out.notes.append(
+        "an audit folder alone is checked against its own record; give the run folder to "
+        "check the record against the run"
+    )
     return out
 
 
@@ -208,8 +229,11 @@ def _check_finished_run_files(run: RunSnapshot, out: Verification) -> None:
             "or the file was deleted"
         )
         return
+    # A deployment (results.json names its transport) trains no baseline: the data stays
+    # with the nodes. A simulation must hold each configured one.
+    deployment = "transport" in run.results
     for name in run.config.get("baselines") or []:
-        if name not in run.baselines:
+        if name not in run.baselines and (not deployment or name in run.results):
             out.expect("finished run file", f"baselines/{name}.json", "present", "missing")
     if "energy" in run.results:
         found = run.energy["total"] if run.energy is not None else "missing"
@@ -218,6 +242,9 @@ def _check_finished_run_files(run: RunSnapshot, out: Verification) -> None:
         )
     if "transport" not in run.results and not (run.path / WARNINGS).is_file():  # in-process
         out.expect("finished run file", WARNINGS, "present", "missing")
+    out.checks += 1  # the seal: each of its mismatches is one more failed check
+    for check, where, recorded, found in seal_mismatches(run.path):
+        out.expect(check, where, recorded, found)
     state = read_json(run.path / STATE) if (run.path / STATE).is_file() else None
     if state is None:
         out.expect("finished run file", STATE, "present", "missing")

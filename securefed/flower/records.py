@@ -23,10 +23,13 @@ from securefed.run.folder import (
     LEDGERS,
     METRICS,
     RESULTS,
+    RunFolder,
     node_dir_rel,
     read_json,
     write_json,
 )
+from securefed.run.lock import RunLock
+from securefed.run.seal import SEAL, reseal, seal_run
 
 NODE_FILES = (CONFIG, NodeLedger.FILE, METRICS, "join.jsonl")
 
@@ -39,6 +42,19 @@ def collect_node_records(
     With ``audit_dir``, also builds the audit there (``securefed.audit.write_audit``).
     """
     run_dir = Path(run_dir)
+    with RunLock(run_dir):
+        privacy = _file_node_records(run_dir, node_dirs)
+    if audit_dir is not None:
+        write_audit(run_dir, audit_dir)
+    return privacy
+
+
+def _file_node_records(run_dir: Path, node_dirs: dict[int, Path]) -> dict:
+    """``collect_node_records`` under the run folder's lock: refused over a server folder
+    that changed since the server sealed it, sealed again once the nodes' records are in."""
+    folder = RunFolder(run_dir)
+    if folder.file(SEAL).is_file():
+        reseal(folder)  # checks the server's seal before anything is filed
     ledgers: dict[str, dict] = {}
     noise: dict[str, float] = {}
     missing: list[int] = []
@@ -78,8 +94,7 @@ def collect_node_records(
         results = read_json(results_path)
         results["privacy"] = privacy
         write_json(results_path, results)
-    if audit_dir is not None:
-        write_audit(run_dir, audit_dir)
+    seal_run(folder)
     return privacy
 
 

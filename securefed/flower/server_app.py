@@ -41,6 +41,7 @@ from securefed.run.records import (
     federated_results,
     federated_timing,
 )
+from securefed.run.seal import seal_run
 from securefed.run.setup import build_setup, model_facts, resolve_device, task_facts
 from securefed.tasks import get_task
 
@@ -198,4 +199,6 @@ def run_flower_federation(
     }
     write_json(folder.file(RESULTS), results)
     note({"stage": "finished"})
+    seal_run(folder)  # the server's last write (the records collector seals again after it)
+    folder.release()
     return folder.path

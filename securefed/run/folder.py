@@ -38,9 +38,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from securefed.errors import OutputError, RunFolderError
+from securefed.run.lock import LOCK, RunLock, release_folder
 
 GENESIS_HASH = "0" * 64
 
@@ -114,13 +116,25 @@ def record_hash(record: dict) -> str:
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to a temporary file, fsync it, rename it over ``path``: a crash or power
     loss leaves the old file or the new one, never a torn one."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """``atomic_write_text`` for bytes. A full disk or a refused write is an ``OutputError``
+    naming the file (the old file, if any, stays as it was)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(
+            f"cannot write {path} ({exc.strerror or exc}); nothing of it was kept"
+        ) from None
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -170,6 +184,13 @@ class RunFolder:
         folder = cls(path)
         try:
             folder.path.mkdir(parents=True, exist_ok=True)
+            folder.hold()
+            if any(p.name != LOCK for p in folder.path.iterdir()):  # a writer that came and went
+                folder.release()
+                raise RunFolderError(
+                    f"{key} {folder.path} exists and is not empty; pick a new folder "
+                    f"or continue it with --resume {folder.path}"
+                )
             folder.file(CONFIG).write_text(config_yaml)
         except OSError as exc:
             raise OutputError(
@@ -177,6 +198,13 @@ class RunFolder:
                 "allowed: a folder path where you can write"
             ) from None
         return folder
+
+    def hold(self) -> None:
+        """Take the folder's one-writer lock (``securefed.run.lock``) until ``release``."""
+        RunLock(self.path).acquire()
+
+    def release(self) -> None:
+        release_folder(self.path)
 
     # ---- paths -------------------------------------------------------------------------
     def file(self, rel: str) -> Path:
@@ -217,12 +245,19 @@ class RunFolder:
         path = self.file(rel)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        save_file(
-            {"adapter": np.ascontiguousarray(vector, dtype=np.float32)},
-            str(tmp),
-            metadata={"vector_spec_hash": spec_hash},
-        )
-        os.replace(tmp, path)
+        try:
+            save_file(
+                {"adapter": np.ascontiguousarray(vector, dtype=np.float32)},
+                str(tmp),
+                metadata={"vector_spec_hash": spec_hash},
+            )
+            os.replace(tmp, path)
+        except (OSError, SafetensorError) as exc:  # a full disk: the old files stay as they were
+            tmp.unlink(missing_ok=True)
+            raise OutputError(
+                f"cannot write the checkpoint {path} ({exc}); the rounds already recorded are "
+                f"intact: free space, then continue with --resume {self.path}"
+            ) from None
         return sha256_file(path)
 
     def load_adapter(self, rel: str) -> np.ndarray:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from securefed.errors import RunFolderError
 from securefed.run.folder import (
     CONFIG,
+    LEDGERS,
     SETUP_FILES,
     STATE,
     RunFolder,
@@ -34,6 +35,7 @@ from securefed.run.folder import (
     read_json,
     sha256_file,
 )
+from securefed.run.seal import SEAL
 
 
 @dataclass(frozen=True)
@@ -47,12 +49,7 @@ class ResumePoint:
 
 def resume_point(folder: RunFolder) -> ResumePoint:
     """Where ``folder``'s run continues; ``RunFolderError`` if it cannot, in one line."""
-    if not folder.file(CONFIG).is_file():
-        missing = folder.file(CONFIG)
-        raise RunFolderError(
-            f"--resume {folder.path}: not a run folder ({missing} is missing); "
-            "allowed: a run folder with an existing YAML file config.yaml"
-        )
+    check_run_folder(folder)
     records, torn = folder.read_intact_metrics()
     after_records = records[-1]["round"] + 1 if records else 0
     repaired = []
@@ -75,8 +72,19 @@ def resume_point(folder: RunFolder) -> ResumePoint:
     _check_setup(folder, recorded)
     folder.setup_sha256 = recorded
     next_round = min(next_round, after_records)
+    _check_committed(folder, [r for r in records if r["round"] < next_round], next_round)
     previous = checkpoint_rel(next_round - 1 if next_round > 0 else None)
     return ResumePoint(next_round, previous, repaired)
+
+
+def check_run_folder(folder: RunFolder) -> None:
+    """``RunFolderError`` in one line unless ``folder`` holds a run's ``config.yaml``."""
+    if not folder.file(CONFIG).is_file():
+        missing = folder.file(CONFIG)
+        raise RunFolderError(
+            f"--resume {folder.path}: not a run folder ({missing} is missing); "
+            "allowed: a run folder with an existing YAML file config.yaml"
+        )
 
 
 def _check_setup(folder: RunFolder, recorded: dict[str, str]) -> None:
@@ -88,6 +96,50 @@ def _check_setup(folder: RunFolder, recorded: dict[str, str]) -> None:
                 "with (SHA-256 in state.json); a run folder holds one run: start a new run "
                 "for the changed setting"
             )
+
+
+def _check_committed(folder: RunFolder, committed: list[dict], next_round: int) -> None:
+    """Every artefact the committed rounds recorded (checkpoints, transcripts, ledgers) must
+    still be the file the chain hashed: a swapped checkpoint would silently continue another
+    model. ``privacy/ledgers.json`` may differ only by the uncommitted round's rewrite (it
+    then holds events of that round, which ``privacy_before`` drops)."""
+    latest: dict[str, str] = {}
+    for record in committed:
+        latest.update(record.get("artefacts") or {})
+    for rel, expected in sorted(latest.items()):
+        path = folder.file(rel)
+        if rel in SETUP_FILES or (path.is_file() and sha256_file(path) == expected):
+            continue
+        if rel == LEDGERS and path.is_file() and _rewritten_by_round(path, next_round):
+            continue
+        state = (
+            "is missing" if not path.is_file() else "no longer matches its SHA-256 in metrics.jsonl"
+        )
+        raise RunFolderError(
+            f"--resume {folder.path}: {rel} {state}; a changed record is not continued "
+            f"(securefed audit --verify {folder.path} lists every difference)"
+        )
+
+
+def _rewritten_by_round(ledgers_path, next_round: int) -> bool:
+    ledgers = read_json(ledgers_path).get("ledgers") or {}
+    rounds = [e.get("round_index", -1) for obj in ledgers.values() for e in obj.get("events", [])]
+    return any(r >= next_round for r in rounds)
+
+
+def finished(folder: RunFolder) -> bool:
+    """Whether the run sealed its records (its last write): ``--resume`` has nothing to do.
+    A run killed before its seal continues: its rounds are all there, its end is rerun."""
+    return folder.file(SEAL).is_file()
+
+
+def finished_message(folder: RunFolder) -> str:
+    rounds = len(folder.read_metrics())
+    return (
+        f"--resume {folder.path}: the run finished ({rounds} round(s) recorded, {SEAL} "
+        f"written); nothing to resume, nothing was written (securefed audit --verify "
+        f"{folder.path} checks it)"
+    )
 
 
 def privacy_before(saved_ledgers: dict, next_round: int) -> dict:

@@ -6,6 +6,11 @@ every time an institution trains, so the same warning used to print once per ins
 round. Inside ``RunWarnings`` every warning that the filters let through goes to one hook that
 shows each distinct (category, message) once and keeps it; ``simulate`` writes them to the run
 folder's ``warnings.json`` and the audit lists them.
+
+A library's notice about its own API (``DeprecationWarning``, ``PendingDeprecationWarning``,
+``FutureWarning``: transformers deprecating ``is_gradient_checkpointing``, say) is not a
+finding about the run: it is neither shown nor kept. Everything else is, whoever warns (Opacus
+saying its noise is not from a CSPRNG is about this run).
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import warnings
 from types import TracebackType
 
 from rich.console import Console
+
+LIBRARY_NOTICES = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
 
 
 class RunWarnings:
@@ -38,6 +45,8 @@ class RunWarnings:
         warnings.showwarning = self._saved
 
     def _show(self, message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, LIBRARY_NOTICES):
+            return
         record = {"category": category.__name__, "message": str(message)}
         if record in self.records:
             return

@@ -12,7 +12,7 @@ import datetime as dt
 from pathlib import Path
 
 from securefed.config import RunConfig, dump_config, load_config
-from securefed.errors import RunFolderError
+from securefed.errors import ConfigError, RunFolderError
 from securefed.model.adapters import base_weights_hash
 from securefed.plan_inputs import plan_inputs
 from securefed.privacy.budget import ClientPrivacy
@@ -41,6 +41,7 @@ from securefed.run.folder import (
     write_json,
 )
 from securefed.run.inprocess import InProcessTransport
+from securefed.run.lock import LOCK
 from securefed.run.parallel_baselines import BackgroundBaselines
 from securefed.run.progress import Progress
 from securefed.run.records import (
@@ -50,8 +51,16 @@ from securefed.run.records import (
     federated_results,
     federated_timing,
 )
-from securefed.run.resume import ResumePoint, privacy_before, resume_point
+from securefed.run.resume import (
+    ResumePoint,
+    check_run_folder,
+    finished,
+    finished_message,
+    privacy_before,
+    resume_point,
+)
 from securefed.run.run_warnings import RunWarnings
+from securefed.run.seal import seal_run
 from securefed.run.setup import RunSetup, build_setup, model_facts, plan_sizes, task_facts
 
 
@@ -62,6 +71,9 @@ def new_run_dir(cfg: RunConfig, out: str | None) -> Path:
         path = Path(out)
         check_creatable(path, "--out")
         if path.exists() and any(path.iterdir()):
+            if (path / LOCK).is_file():  # refused, naming the pid, while another run writes it
+                RunFolder(path).hold()
+                RunFolder(path).release()
             raise RunFolderError(
                 f"--out {path} exists and is not empty; pick a new folder "
                 f"or continue it with --resume {path}"
@@ -125,6 +137,22 @@ def plan_only(cfg: RunConfig) -> str:
     return "\n".join(parts)
 
 
+def refuse_untrainable_plan(cfg: RunConfig, privacy: ClientPrivacy, steps: list[int]) -> None:
+    """A plan in which no institution can afford its first round trains nothing: refuse it
+    before round 0, with the settings that would let it train."""
+    if any(privacy.plan_round(c, steps[c]) is not privacy.EXHAUSTED for c in range(len(steps))):
+        return
+    sigma = ", ".join(f"{privacy.noise[c]:.3g}" for c in range(len(steps)))
+    raise ConfigError(
+        "privacy.dp.noise_multiplier",
+        cfg.privacy.dp.noise_multiplier,
+        f"nothing would train: with noise multiplier(s) {sigma}, no institution can afford "
+        f"even its first round of {max(steps)} step(s) within privacy.dp.target_epsilon="
+        f"{cfg.privacy.dp.target_epsilon}; raise the noise multiplier (or leave it unset to "
+        "calibrate it to the budget), raise the target, or lower training.local_steps",
+    )
+
+
 def partition_record(setup: RunSetup) -> dict:
     """``partition.json``: with DP on, without the counts computed from training records."""
     return setup.partition.summary(
@@ -141,6 +169,17 @@ def simulate(
     """Run (or resume) a simulation; returns the run folder and its results."""
     progress = progress or Progress(enabled=False)
     where, cfg, point = _open(cfg, out, resume)
+    try:
+        return _simulate(cfg, out, where, point, progress)
+    finally:
+        where.release()
+
+
+def _simulate(
+    cfg: RunConfig, out: str | None, where: RunFolder, point: ResumePoint | None, progress: Progress
+) -> tuple[Path, Results]:
+    """``simulate`` while this process holds ``where``'s lock (``RunFolder.create`` takes it
+    for a new run, ``_open`` for a resumed one)."""
     earlier = read_json(where.file(WARNINGS)) if where.file(WARNINGS).is_file() else []
     with RunWarnings(progress.console, earlier) as run_warnings, EnergyMeter() as meter:
         for repaired in point.repaired if point is not None else []:
@@ -152,6 +191,8 @@ def simulate(
             steps = [setup.local_steps(c) for c in range(setup.num_clients)]
             plans = dp_plan(cfg, privacy, steps, setup.bundle.spec.size)
             progress.log(format_plan(plans, setup.bundle.spec.size))
+            if point is None:
+                refuse_untrainable_plan(cfg, privacy, steps)
         if privacy.institution is not None:
             progress.log(federation_plan(privacy.institution.plan))
         base_before = base_weights_hash(setup.bundle.model)
@@ -193,6 +234,7 @@ def simulate(
     results["energy"] = energy["total"]
     write_json(folder.file(WARNINGS), run_warnings.records)
     write_json(folder.file(RESULTS), results)
+    seal_run(folder)  # the run's last write: everything above, chained to the last round
     return folder.path, results
 
 
@@ -203,6 +245,10 @@ def _open(
     (not created yet: ``RunFolder.create`` runs once the setup has loaded)."""
     if resume is not None:
         folder = RunFolder(resume)
+        check_run_folder(folder)
+        if finished(folder):
+            raise RunFolderError(finished_message(folder))
+        folder.hold()  # one writer; then what it holds is checked against the chain
         point = resume_point(folder)  # checks the setup files before the config is trusted
         cfg = load_config(folder.file(CONFIG))
         if cfg.audit.canaries:

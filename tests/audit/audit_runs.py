@@ -24,6 +24,7 @@ PRIVATE = [
     "secure_aggregation.dropout.rounds=[1]",
 ]
 PLAIN = ["privacy.dp.enabled=false", "secure_aggregation.enabled=false", "baselines=[]"]
+CANARY = ["audit.canaries=200", "audit.canary_institutions=[0,2]"]
 
 # Parametrize over both tiny runs.
 BOTH_RUNS = ["plain", "private"]

@@ -8,7 +8,7 @@ secure aggregation on, with a dropout, both baselines) take about 15 s and 30 s 
 from __future__ import annotations
 
 import pytest
-from audit_runs import PLAIN, PRIVATE, TINY
+from audit_runs import CANARY, PLAIN, PRIVATE, TINY
 
 
 def _simulate(tmp_path_factory, name: str, overrides: list[str]):
@@ -44,3 +44,16 @@ def plain_audit_dir(plain_run, tmp_path_factory):
     from securefed.audit import write_audit
 
     return write_audit(plain_run, tmp_path_factory.mktemp("audits") / "plain")
+
+
+@pytest.fixture(scope="session")
+def canary_run(tmp_path_factory):
+    """DP off, 200 gradient canaries in institutions 0 and 2 (about 10 s)."""
+    return _simulate(tmp_path_factory, "canaries", [*PLAIN, *CANARY])
+
+
+@pytest.fixture(scope="session")
+def canary_audit(canary_run, tmp_path_factory):
+    from securefed.audit import write_audit
+
+    return write_audit(canary_run, tmp_path_factory.mktemp("audits") / "canaries")

@@ -164,7 +164,8 @@ def test_threat_model_is_embedded_or_flagged_absent(plain_run, tmp_path):
 
 def test_the_verdict_comes_first_and_holds_one_table_per_institution(private_audit_dir):
     text = (private_audit_dir / "audit.md").read_text()
-    order = ["## Flags", "## Per institution", "## Plots", "## At a glance", "# Appendix"]
+    order = ["**Verdict:**", "## At a glance", "## Flags", "## Per institution", "## Plots"]
+    order.append("# Appendix")
     assert [text.index(h) for h in order] == sorted(text.index(h) for h in order)
     audit = json.loads((private_audit_dir / "audit.json").read_text())
     for c, privacy in audit["privacy"]["clients"].items():
