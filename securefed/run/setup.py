@@ -212,6 +212,7 @@ def adapter_model(cfg: RunConfig, task: Task) -> AdapterModel:
         num_labels=task.num_choices,
         seed=cfg.seed,
         device=resolve_device(cfg.training.device),
+        per_option=task.kind == "multiple_choice",
     )
 
 

@@ -3,8 +3,9 @@
 A task turns its source (a hub dataset, a local file or a seeded generator) into a list of
 ``Example``s and knows how to present one to a model:
 
-- a causal LM scores ``answer_texts(example)`` as continuations of ``prompt(example)`` and
-  predicts the candidate with the highest log-likelihood;
+- a causal LM scores ``answer_texts(example)`` (classification: label words) or
+  ``option_texts(example)`` (multiple choice: each option's text) as continuations of
+  ``prompt(example)`` and predicts the candidate with the highest log-likelihood;
 - an encoder with a classification head reads ``encoder_text(example)``; one with a
   multiple-choice head reads ``encoder_pairs(example)``, one (question, option) pair per option.
 
@@ -118,6 +119,10 @@ class MultipleChoiceTask(Task):
 
     def answer_texts(self, example: Example) -> list[str]:
         return [f" {letter}" for letter in OPTION_LETTERS[: len(example.choices)]]
+
+    def option_texts(self, example: Example) -> list[str]:
+        """Continuations of ``prompt(example)`` a causal LM scores: each option's own text."""
+        return [f" {option}" for option in example.choices]
 
     def encoder_pairs(self, example: Example) -> list[tuple[str, str]]:
         """Inputs of an encoder with a multiple-choice head: one (question, option) per option."""
