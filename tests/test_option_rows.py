@@ -3,6 +3,9 @@ that clips one gradient per record (its C option rows together), not one per row
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -142,3 +145,17 @@ def test_dp_sgd_refuses_option_rows_it_was_not_told_of(encoder):
         with pytest.raises(RuntimeError, match="one row per example"):
             dp.optimizer.clip_and_accumulate()
         dp.optimizer.zero_grad(set_to_none=True)
+
+
+def test_chat_template_opens_the_assistant_turn_and_the_option_follows_it(causal):
+    tok = copy.deepcopy(causal.tokenizer)
+    tok.chat_template = (
+        "{% for m in messages %}user says {{ m['content'] }} [SEP] {% endfor %}"
+        "{% if add_generation_prompt %}assistant says{% endif %}"
+    )
+    rows = encode_examples(EXAMPLES[:1], TASK, dataclasses.replace(causal, tokenizer=tok), 128)
+    ids, mask, targets, _ = rows.tensors
+    row, scored = ids[0, 1][mask[0, 1] == 1], targets[0, 1] != NOT_SCORED
+    prompt = tok.decode(ids[0, 1][: int(torch.nonzero(scored)[0])])
+    assert prompt.startswith("user says answer the following") and prompt.endswith("assistant says")
+    assert tok.decode(row[-int(scored.sum()) :]) == EXAMPLES[0].choices[1].lower()

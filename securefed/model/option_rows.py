@@ -4,12 +4,13 @@ A record is ``(input_ids [C, L], attention_mask [C, L], targets [C, L], label)``
 
 - an encoder reads each (question, option) pair as one sequence and its one-output head scores
   it (the SWAG formulation, as ``AutoModelForMultipleChoice`` does; ``targets`` are unused);
-- a causal LM reads each row as the prompt (which lists the options) followed by that
-  option's own text, and scores the option by the mean log-likelihood of its tokens
-  (``targets`` holds the option's token ids at their positions, -1 elsewhere). Mean rather
-  than sum: the options are names of different token lengths, and a summed log-likelihood
-  prefers the shorter name before any training (lm-evaluation-harness's ``acc_norm``
-  normalises by length for the same reason; we divide by tokens, the unit the model scores).
+- a causal LM reads each row as the prompt (which lists the options; in the model's chat
+  template where it has one, ``prompts``) followed by that option's own text, and scores the
+  option by the mean log-likelihood of its tokens (``targets`` holds the option's token ids at
+  their positions, -1 elsewhere). Mean rather than sum: the options are names of different
+  token lengths, and a summed log-likelihood prefers the shorter name before any training
+  (lm-evaluation-harness's ``acc_norm`` normalises by length for the same reason; we divide by
+  tokens, the unit the model scores).
 
 The C rows of a batch of B records run through the model as B * C rows, and the scores come
 back as [B, C]. The loss of record i depends on its own C rows only, so its gradient is the sum
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, TensorDataset
 
 from securefed.errors import DataError
+from securefed.model.prompts import continuation, prompt_text, special_tokens
 
 NOT_SCORED = -1  # a ``targets`` position that is not an option token
 
@@ -58,10 +60,11 @@ def encode_option_rows(examples: Sequence, task, bundle, max_length: int) -> Ten
     ids = torch.full((n, c, max_length), pad, dtype=torch.long)
     mask = torch.zeros((n, c, max_length), dtype=torch.long)
     targets = torch.full((n, c, max_length), NOT_SCORED, dtype=torch.long)
+    specials = special_tokens(tok)
     for i, ex in enumerate(examples):
-        prompt = tok(task.prompt(ex))["input_ids"]
+        prompt = tok(prompt_text(tok, task.prompt(ex)), add_special_tokens=specials)["input_ids"]
         for j, text in enumerate(task.option_texts(ex)):
-            option = tok(text, add_special_tokens=False)["input_ids"]
+            option = tok(continuation(tok, text), add_special_tokens=False)["input_ids"]
             if not option or len(option) >= max_length:
                 raise DataError(
                     f"option {text!r} is {len(option)} tokens; model.max_length {max_length} "

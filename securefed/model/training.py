@@ -23,6 +23,7 @@ from securefed.errors import DataError
 from securefed.model.adapters import AdapterModel, trainable_parameters
 from securefed.model.carried_rows import CarriedRows, RecordLoss
 from securefed.model.option_rows import encode_option_rows, option_scores, rows_per_record
+from securefed.model.prompts import continuation, prompt_text, special_tokens
 from securefed.privacy.canaries import CanaryPlan
 from securefed.privacy.dp_canary_rows import GradientCanaryRows
 from securefed.privacy.dp_optimizers import make_dp_optimizer
@@ -46,10 +47,17 @@ def encode_examples(
     # instruction); multiple choice keeps the prompt, whose lettered options the head picks.
     as_text = getattr(task, "encoder_text", None) if bundle.kind == "encoder" else None
     prompts = [as_text(ex) if as_text else task.prompt(ex) for ex in examples]
+    specials = True
     if bundle.kind == "causal":
         tok.padding_side, tok.truncation_side = "right", "left"
+        prompts, specials = [prompt_text(tok, p) for p in prompts], special_tokens(tok)
     enc = tok(
-        prompts, max_length=max_length, truncation=True, padding="max_length", return_tensors="pt"
+        prompts,
+        max_length=max_length,
+        truncation=True,
+        padding="max_length",
+        return_tensors="pt",
+        add_special_tokens=specials,
     )
     labels = torch.tensor([ex.label for ex in examples], dtype=torch.long)  # [N]
     num_choices = bundle.num_labels
@@ -57,7 +65,7 @@ def encode_examples(
     if bundle.kind == "causal":
         cache: dict[str, int] = {}
         for i, ex in enumerate(examples):
-            texts = task.answer_texts(ex)
+            texts = [continuation(tok, t) for t in task.answer_texts(ex)]
             for j, text in enumerate(texts):
                 if text not in cache:
                     ids = tok(text, add_special_tokens=False)["input_ids"]

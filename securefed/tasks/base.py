@@ -76,10 +76,6 @@ class Task(ABC):
         """Prompt for a causal LM, ending right before the answer."""
 
     @abstractmethod
-    def answer_texts(self, example: Example) -> list[str]:
-        """Candidate continuations of ``prompt(example)``, one per label, in label order."""
-
-    @abstractmethod
     def metrics(self, y_true: Sequence[int], y_pred: Sequence[int]) -> dict[str, float]:
         """Scores of predicted label indices against the true ones."""
 
@@ -94,6 +90,7 @@ class ClassificationTask(Task):
         return f"{self.instruction}\nText: {example.text}\nSentiment:"
 
     def answer_texts(self, example: Example) -> list[str]:
+        """Candidate continuations of ``prompt(example)``, one per label, in label order."""
         return [f" {name}" for name in self.label_names]
 
     def encoder_text(self, example: Example) -> str:
@@ -116,9 +113,6 @@ class MultipleChoiceTask(Task):
             f"{letter}. {option}" for letter, option in zip(letters, example.choices, strict=True)
         )
         return f"{self.instruction}\nQuestion: {example.text}\n{options}\nAnswer:"
-
-    def answer_texts(self, example: Example) -> list[str]:
-        return [f" {letter}" for letter in OPTION_LETTERS[: len(example.choices)]]
 
     def option_texts(self, example: Example) -> list[str]:
         """Continuations of ``prompt(example)`` a causal LM scores: each option's own text."""
