@@ -9,6 +9,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from per_record import one_backward_per_record
 
 from securefed.config import ModelConfig, TaskConfig
 from securefed.model.adapters import (
@@ -110,12 +111,7 @@ def test_dp_sgd_clips_one_gradient_per_record_with_its_options_together(which, e
     )
     view.model.train()
     params = [p for _, p in trainable_parameters(view.model)]
-    expected = []
-    for i in range(len(EXAMPLES)):
-        view.model.zero_grad(set_to_none=True)
-        batch_loss(view, [t[i : i + 1] for t in data.tensors]).backward()
-        expected.append([p.grad.clone() for p in params])
-    view.model.zero_grad(set_to_none=True)
+    expected = one_backward_per_record(view, data.tensors, params)
     optimizer = torch.optim.SGD(params, lr=0.0)
     with dp_training(view.model, optimizer, data, noise_multiplier=1.0, max_grad_norm=1e9,
                      batch_size=len(EXAMPLES), generator=torch.Generator().manual_seed(0),
