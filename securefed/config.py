@@ -230,7 +230,7 @@ class RunConfig(_Section):
     training: TrainingConfig = TrainingConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     secure_aggregation: SecureAggregationConfig = SecureAggregationConfig()
-    baselines: list[Literal["centralized", "isolated"]] = ["centralized", "isolated"]
+    baselines: list[Literal["centralized", "isolated", "zero_shot"]] = ["centralized", "isolated"]
     audit: AuditConfig = AuditConfig()
     output: OutputConfig = OutputConfig()
 
@@ -286,7 +286,9 @@ def _check_cross_fields(cfg: RunConfig) -> None:
         if not 0 <= cid < n:
             raise ConfigError("audit.canary_institutions", cid, f"institution ids in [0, {n - 1}]")
     if len(set(cfg.baselines)) != len(cfg.baselines):
-        raise ConfigError("baselines", cfg.baselines, "each of centralized, isolated at most once")
+        raise ConfigError(
+            "baselines", cfg.baselines, "each of centralized, isolated, zero_shot at most once"
+        )
     _check_distributed_dp(cfg)
     sa = cfg.secure_aggregation
     if sa.enabled:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from opacus.grad_sample import GradSampleHooks
+from per_record import one_backward_per_record
 from torch.utils.data import TensorDataset
 
 from securefed.config import ModelConfig
@@ -121,12 +122,7 @@ def test_per_sample_gradients_through_the_view_match_the_full_model():
     cached = prefix_activations(bundle, rows, top=2, batch_size=4)
     bundle.model.train(), view.model.train()
     params = [p for _, p in trainable_parameters(bundle.model)]
-    expected = []
-    for i in range(len(TEXTS)):
-        bundle.model.zero_grad(set_to_none=True)
-        batch_loss(bundle, [t[i : i + 1] for t in rows.tensors]).backward()
-        expected.append([p.grad.clone() for p in params])
-    bundle.model.zero_grad(set_to_none=True)
+    expected = one_backward_per_record(bundle, rows.tensors, params)
     hooks = GradSampleHooks(view.model, batch_first=True, loss_reduction="mean", strict=True)
     try:
         batch_loss(view, cached.tensors).backward()

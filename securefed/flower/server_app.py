@@ -92,6 +92,7 @@ class ServerModel:
                 num_labels=self.task.num_choices,
                 seed=cfg.seed,
                 device=resolve_device(cfg.training.device),
+                per_option=self.task.kind == "multiple_choice",
             )
         self.initial_vector = get_vector(self.bundle.model)
 

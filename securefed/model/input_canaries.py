@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from securefed.config import ModelConfig
 from securefed.model.adapters import AdapterModel
+from securefed.model.option_rows import NOT_SCORED
 from securefed.model.prefix_cache import scorer_and_rows
 from securefed.model.training import choice_scores, encode_examples, trim_padding
 from securefed.privacy.canaries import CanaryPlan, input_canary_records
@@ -32,7 +33,8 @@ def canary_token_rows(
     plan: CanaryPlan, bundle: AdapterModel, task: Task, max_length: int
 ) -> TensorDataset:
     """``(input_ids, attention_mask, answer_ids, labels)`` of every input canary, as
-    ``encode_examples`` lays out a record (right-padded to ``max_length``)."""
+    ``encode_examples`` lays out a record (right-padded to ``max_length``; multiple choice:
+    one row per option)."""
     tok = bundle.tokenizer
     head, tail = _special_tokens(tok)
     length = min(INPUT_CANARY_TOKENS, max_length - len(head) - len(tail))
@@ -42,6 +44,8 @@ def canary_token_rows(
         plan, vocab_size=tok.vocab_size, length=length, num_labels=bundle.num_labels
     )
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    if bundle.per_option:
+        return _option_rows(tokens, labels, tok, task, (head, tail), max_length, pad)
     input_ids = torch.full((plan.count, max_length), pad, dtype=torch.long)  # [m, L]
     attention_mask = torch.zeros((plan.count, max_length), dtype=torch.long)
     for i, row in enumerate(tokens.tolist()):
@@ -57,6 +61,26 @@ def canary_token_rows(
         answer_ids.expand(plan.count, -1).clone(),
         torch.from_numpy(labels),
     )
+
+
+def _option_rows(tokens, labels, tok, task, specials, max_length: int, pad: int) -> TensorDataset:
+    """Multiple choice (``option_rows``' layout): canary i's row for option c is its random
+    tokens followed by the option's name (``task.label_names[c]``: A, B, ...), which a causal
+    LM scores; its label picks one name at random."""
+    head, tail = specials
+    names = [tok(f" {name}", add_special_tokens=False)["input_ids"] for name in task.label_names]
+    m, c = len(tokens), len(names)
+    input_ids = torch.full((m, c, max_length), pad, dtype=torch.long)  # [m, C, L]
+    attention_mask = torch.zeros((m, c, max_length), dtype=torch.long)
+    targets = torch.full((m, c, max_length), NOT_SCORED, dtype=torch.long)
+    for i, row in enumerate(tokens.tolist()):
+        for j, name in enumerate(names):
+            ids = (head + row + name + tail)[-max_length:]  # the random tokens cut first
+            start = len(ids) - len(tail) - len(name)
+            input_ids[i, j, : len(ids)] = torch.tensor(ids)
+            attention_mask[i, j, : len(ids)] = 1
+            targets[i, j, start : start + len(name)] = torch.tensor(name)
+    return TensorDataset(input_ids, attention_mask, targets, torch.from_numpy(labels))
 
 
 def _special_tokens(tok) -> tuple[list[int], list[int]]:

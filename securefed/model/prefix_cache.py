@@ -13,7 +13,8 @@ layers are left out, the embeddings are replaced by a pass-through), while every
 head and every adapter parameter are the very same objects. Training the view trains the
 model; parameter names, their order and so the adapter vector spec are unchanged. Under DP-SGD
 Opacus hooks the modules that own trainable parameters, all of which are in the view, and
-clips one per-sample gradient per example (the cached rows are one per example, too).
+clips one per-sample gradient per example (the cached rows are one per example, too, or one
+per option of a multiple-choice record, folded into the record's gradient by ``dp_sgd``).
 
 Supported architectures are listed in ``SPLITS`` (each one is tested against the full
 forward); any other backbone with ``top-N`` is refused with the key named.
@@ -147,15 +148,28 @@ def prefix_activations(
 ) -> TensorDataset:
     """``(activations, attention_mask, answer_ids, labels)``: each example's hidden states
     entering the first adapted layer, computed once with the frozen prefix in eval mode.
+    Records of one row per option ([N, C, L]) give [N, C, width, H] activations.
 
     Examples run in batches of similar length (each batch trimmed to its longest example),
     then rows are right-padded with zeros to the longest example overall (padding positions
     are masked out of attention and never read by the head); the mask is trimmed to match.
     """
+    input_ids, attention_mask, answer_ids, labels = data.tensors
+    if attention_mask.dim() == 3:  # one row per option: cache the N * C rows, keep the C axis
+        n, c = attention_mask.shape[:2]
+        flat = TensorDataset(input_ids.flatten(0, 1), attention_mask.flatten(0, 1),
+                             answer_ids.flatten(0, 1), labels.repeat_interleave(c))  # fmt: skip
+        acts, mask, targets, _ = prefix_activations(bundle, flat, top, batch_size).tensors
+        width = mask.shape[-1]
+        return TensorDataset(
+            acts.view(n, c, width, -1),
+            mask.view(n, c, width),
+            targets.view(n, c, -1)[..., :width],  # option targets lie inside the mask
+            labels,
+        )
     for module in _prefix_modules(bundle, top):
         if any(p.requires_grad for p in module.parameters()):
             raise ValueError(f"{type(module).__name__} below the top {top} layers is trainable")
-    input_ids, attention_mask, answer_ids, labels = data.tensors
     width = max(1, int(attention_mask.sum(dim=1).max()))
     trunk = _hf_model(bundle.model).get_submodule(_hf_model(bundle.model).base_model_prefix)
     stack = trunk.get_submodule(_split_of(bundle)[1])

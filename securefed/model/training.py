@@ -1,7 +1,8 @@
 """Encoding examples for a backbone, the local training loop, and evaluation.
 
-One row per example (see ``adapters``): encoders return C logits from their head; causal LMs
-return the log-likelihood of each of the C answer tokens at the position after the prompt.
+Classification records are one row (see ``adapters``): encoders return C logits from their
+head; causal LMs the log-likelihood of each of the C answer tokens after the prompt. Multiple-
+choice records are one row per option (``option_rows``), scored one score per row.
 Local training is plain AdamW on the adapter, or DP-SGD through ``securefed.privacy.dp_sgd``
 when a ``DPStep`` plan is given.
 """
@@ -21,6 +22,8 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 from securefed.errors import DataError
 from securefed.model.adapters import AdapterModel, trainable_parameters
 from securefed.model.carried_rows import CarriedRows, RecordLoss
+from securefed.model.option_rows import encode_option_rows, option_scores, rows_per_record
+from securefed.model.prompts import continuation, prompt_text, special_tokens
 from securefed.privacy.canaries import CanaryPlan
 from securefed.privacy.dp_canary_rows import GradientCanaryRows
 from securefed.privacy.dp_optimizers import make_dp_optimizer
@@ -34,17 +37,27 @@ def encode_examples(
     """Tokenize every example once: ``(input_ids, attention_mask, answer_ids, labels)``.
 
     ``answer_ids`` [N, C] holds the first token of each answer continuation (causal LMs only;
-    zeros for encoders, whose head has the C outputs itself).
+    zeros for encoders, whose head has the C outputs itself). Multiple choice
+    (``bundle.per_option``): one row per option, laid out by ``option_rows``.
     """
+    if bundle.per_option:
+        return encode_option_rows(examples, task, bundle, max_length)
     tok = bundle.tokenizer
     # An encoder reads the bare sentence where the task has one (its head replaces the
     # instruction); multiple choice keeps the prompt, whose lettered options the head picks.
     as_text = getattr(task, "encoder_text", None) if bundle.kind == "encoder" else None
     prompts = [as_text(ex) if as_text else task.prompt(ex) for ex in examples]
+    specials = True
     if bundle.kind == "causal":
         tok.padding_side, tok.truncation_side = "right", "left"
+        prompts, specials = [prompt_text(tok, p) for p in prompts], special_tokens(tok)
     enc = tok(
-        prompts, max_length=max_length, truncation=True, padding="max_length", return_tensors="pt"
+        prompts,
+        max_length=max_length,
+        truncation=True,
+        padding="max_length",
+        return_tensors="pt",
+        add_special_tokens=specials,
     )
     labels = torch.tensor([ex.label for ex in examples], dtype=torch.long)  # [N]
     num_choices = bundle.num_labels
@@ -52,7 +65,7 @@ def encode_examples(
     if bundle.kind == "causal":
         cache: dict[str, int] = {}
         for i, ex in enumerate(examples):
-            texts = task.answer_texts(ex)
+            texts = [continuation(tok, t) for t in task.answer_texts(ex)]
             for j, text in enumerate(texts):
                 if text not in cache:
                     ids = tok(text, add_special_tokens=False)["input_ids"]
@@ -72,8 +85,11 @@ def choice_scores(bundle: AdapterModel, input_ids, attention_mask, answer_ids) -
     """[B, C] scores: head logits (encoder) or answer-token log-likelihoods (causal LM).
 
     ``input_ids`` [B, L] are token ids, or [B, L, H] float activations of the frozen prefix
-    (``securefed.prefix_cache``), which a top-N suffix view takes as ``inputs_embeds``.
+    (``securefed.prefix_cache``), which a top-N suffix view takes as ``inputs_embeds``;
+    records of one row per option carry a C axis after B (``option_rows.option_scores``).
     """
+    if attention_mask.dim() == 3:
+        return option_scores(bundle, input_ids, attention_mask, answer_ids)
     key = "inputs_embeds" if input_ids.is_floating_point() else "input_ids"
     out = bundle.model(**{key: input_ids, "attention_mask": attention_mask})
     if bundle.kind == "encoder":
@@ -86,9 +102,12 @@ def choice_scores(bundle: AdapterModel, input_ids, attention_mask, answer_ids) -
 
 def trim_padding(input_ids: torch.Tensor, attention_mask: torch.Tensor):
     """Drop the padding columns no row of this batch uses (rows are right-padded to
-    ``max_length`` once at encoding; most batches are far shorter)."""
-    width = max(1, int(attention_mask.sum(dim=1).max()))
-    return input_ids[:, :width], attention_mask[:, :width]
+    ``max_length`` once at encoding; most batches are far shorter). The sequence axis is the
+    mask's last: [B, L] or [B, C, L]; activations carry a hidden axis after it."""
+    width = max(1, int(attention_mask.sum(dim=-1).max()))
+    if input_ids.is_floating_point():
+        return input_ids[..., :width, :], attention_mask[..., :width]
+    return input_ids[..., :width], attention_mask[..., :width]
 
 
 def batch_loss(bundle: AdapterModel, batch) -> torch.Tensor:
@@ -177,6 +196,7 @@ def train_local(
             on_step=on_step,
             canaries=canaries,
             real_records=records,
+            rows_per_record=rows_per_record(data),
         )
         return stats if tally is None else _records_only(stats, tally)
     optimizer = _optimizer(bundle, lr, weight_decay)

@@ -20,8 +20,9 @@ after the one-row-per-example check and before clipping; input canaries are reco
 ``dataset``, and ``real_records`` keeps q at B / (real records).
 
 What the caller must keep (checked where a check is possible):
-- the loss is the batch mean of per-example losses, one model row per example (checked each
-  step: every per-sample gradient has exactly one row per example of the batch). A loss
+- the loss is the batch mean of per-example losses, one model row per example, or
+  ``rows_per_record`` consecutive rows per example that the optimizer folds into one (checked
+  each step: every per-sample gradient has exactly one row per example of the batch). A loss
   averaged over tokens of the whole batch would let one record change the others' weight;
 - only adapter parameters require grad, and the optimizer holds exactly those (checked);
 - every step uses one batch drawn from ``PrivateRound.loader`` (checked).
@@ -109,17 +110,27 @@ class _CheckedDPOptimizer(DPOptimizer):
         csprng: AesCtrRandom | None,
         param_names: dict[int, str],
         extra_rows: ExtraRows | None = None,
+        rows_per_record: int = 1,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.batch_log, self.csprng, self.param_names = batch_log, csprng, param_names
-        self.extra_rows = extra_rows
+        self.extra_rows, self.rows_per_record = extra_rows, rows_per_record
 
     def clip_and_accumulate(self) -> None:
         examples, self.batch_log.pending = self.batch_log.pending, None
         if examples is None:
             raise RuntimeError("each DP-SGD step must use one batch drawn from the private loader")
         rows = {int(gs.shape[0]) for gs in self.grad_samples}
+        k = self.rows_per_record
+        if k > 1 and rows == {examples * k}:
+            # A record of k model rows (multiple choice: one per option, consecutive): its
+            # gradient is the sum of its rows' gradients. Opacus scaled each row by the
+            # B*k rows it saw ("mean" reduction), the loss averages over B records: divide by k.
+            for p in self.params:
+                gs = p.grad_sample  # [B*k, ...]
+                p.grad_sample = gs.view(examples, k, *gs.shape[1:]).sum(dim=1) / k
+            rows = {examples}
         if rows != {examples}:
             raise RuntimeError(
                 f"per-sample gradients have {sorted(rows)} rows for a batch of {examples} examples:"
@@ -198,6 +209,7 @@ def dp_training(
     real_records: int | None = None,
     noise_scale_for_testing: float = 1.0,
     noise_source: NoiseSource = "aes_ctr",
+    rows_per_record: int = 1,
 ) -> Iterator[PrivateRound]:
     """Make ``model`` train privately for one round; afterwards it is exactly as before.
 
@@ -207,6 +219,8 @@ def dp_training(
     round's ``noise_source`` label then says TEST ONLY. ``canaries`` = (plan,
     institution): that institution's included gradient canaries join every step (module
     docstring); ``real_records``: the count q is computed from (default ``len(dataset)``).
+    ``rows_per_record``: model rows per record (multiple choice: one per option, consecutive);
+    their per-row gradients are summed into the record's one before clipping.
     ``noise_scale_for_testing`` is for the audit's own test only: the optimizer adds that
     fraction of the noise while the round still reports the full sigma (a broken
     implementation the empirical audit must catch). Usage::
@@ -286,6 +300,7 @@ def dp_training(
             extra_rows=extra_rows,
             csprng=csprng,
             param_names=names,
+            rows_per_record=rows_per_record,
         )
         state = PrivateRound(
             model, dp_optimizer, loader, noise_multiplier, max_grad_norm, sample_rate, label
@@ -311,11 +326,12 @@ def train_private(
     generator: torch.Generator | None = None,
     canaries: tuple[CanaryPlan, int] | None = None,
     real_records: int | None = None,
+    rows_per_record: int = 1,
 ) -> Any:
     """The local loop of one round under DP-SGD: ``steps`` noised steps on Poisson batches.
 
     ``bundle.model`` is the PEFT model, ``loss_fn(bundle, batch)`` the batch-mean loss.
-    ``canaries`` and ``real_records``: as in ``dp_training``. Returns
+    ``canaries``, ``real_records`` and ``rows_per_record``: as in ``dp_training``. Returns
     ``LocalStats`` with the sample rate and noise multiplier used.
     Its ``mean_loss`` and ``examples`` are computed from the records without noise: keep them
     local (or out of anything the server sees).
@@ -334,6 +350,7 @@ def train_private(
         canaries=canaries,
         real_records=real_records,
         noise_source=plan.noise_source,
+        rows_per_record=rows_per_record,
     ) as dp:
         while taken < steps:
             for batch in dp.loader:

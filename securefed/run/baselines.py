@@ -1,4 +1,7 @@
-"""The two references a federation is judged against, on the same backbone and adapter.
+"""The references a federation is judged against, on the same backbone and adapter.
+
+``zero_shot`` (optional) is the backbone before any fine-tuning, scored the same way: what an
+instruct LLM gets right before the federation teaches it anything.
 
 Budget rule: every institution gets the number of local optimizer steps it is *expected* to
 take in the federation (rounds x clients_per_round / num_clients x its steps per round).
@@ -84,4 +87,10 @@ def run_isolated(setup: RunSetup, progress: Progress) -> dict:
     }
 
 
-RUNNERS = {"centralized": run_centralized, "isolated": run_isolated}
+def run_zero_shot(setup: RunSetup, progress: Progress) -> dict:
+    """The backbone before any fine-tuning (the initial adapter: LoRA's B and IA3's scales
+    are the identity), scored the same way; an encoder's head is untrained (chance)."""
+    return dict(setup.evaluate(setup.initial_vector))
+
+
+RUNNERS = {"centralized": run_centralized, "isolated": run_isolated, "zero_shot": run_zero_shot}

@@ -88,6 +88,7 @@ class Results(TypedDict, total=False):
     federated: FederatedResults
     centralized: dict[str, Any]
     isolated: dict[str, Any]
+    zero_shot: dict[str, Any]
     privacy: dict[str, Any]
     secure_aggregation: dict[str, Any]
     base_weights: BaseWeights

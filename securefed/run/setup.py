@@ -37,9 +37,9 @@ from securefed.tasks.partition import Partition, partition
 
 LABEL_SKEW_OVER_LETTERS = (
     "partition.scheme=dirichlet skews the answer letters (A-D) of {task} across institutions: "
-    "letters are arbitrary, so this is no meaningful non-IID split and it teaches each "
-    "institution a favourite letter; use quantity (size skew), iid, or natural with "
-    "partition.column set to a column the rows carry (medmcqa: subject_name)"
+    "letters are arbitrary, so this is no meaningful non-IID split, and a model that reads "
+    "the lettered options may learn a favourite letter; use quantity (size skew), iid, or "
+    "natural with partition.column set to a column the rows carry (medmcqa: subject_name)"
 )
 
 
@@ -212,6 +212,7 @@ def adapter_model(cfg: RunConfig, task: Task) -> AdapterModel:
         num_labels=task.num_choices,
         seed=cfg.seed,
         device=resolve_device(cfg.training.device),
+        per_option=task.kind == "multiple_choice",
     )
 
 

@@ -26,7 +26,7 @@ def print_summary(results: dict, run_dir: Path, console: Console) -> None:
     table.add_column("training")
     for m in metrics:
         table.add_column(f"pooled {m}", justify="right")
-    for name in ("federated", "centralized", "isolated"):
+    for name in ("zero_shot", "federated", "centralized", "isolated"):
         if name in results:
             table.add_row(name, *(_cell(results[name], m) for m in metrics))
     console.print(table)

@@ -3,8 +3,9 @@
 A task turns its source (a hub dataset, a local file or a seeded generator) into a list of
 ``Example``s and knows how to present one to a model:
 
-- a causal LM scores ``answer_texts(example)`` as continuations of ``prompt(example)`` and
-  predicts the candidate with the highest log-likelihood;
+- a causal LM scores ``answer_texts(example)`` (classification: label words) or
+  ``option_texts(example)`` (multiple choice: each option's text) as continuations of
+  ``prompt(example)`` and predicts the candidate with the highest log-likelihood;
 - an encoder with a classification head reads ``encoder_text(example)``; one with a
   multiple-choice head reads ``encoder_pairs(example)``, one (question, option) pair per option.
 
@@ -75,10 +76,6 @@ class Task(ABC):
         """Prompt for a causal LM, ending right before the answer."""
 
     @abstractmethod
-    def answer_texts(self, example: Example) -> list[str]:
-        """Candidate continuations of ``prompt(example)``, one per label, in label order."""
-
-    @abstractmethod
     def metrics(self, y_true: Sequence[int], y_pred: Sequence[int]) -> dict[str, float]:
         """Scores of predicted label indices against the true ones."""
 
@@ -93,6 +90,7 @@ class ClassificationTask(Task):
         return f"{self.instruction}\nText: {example.text}\nSentiment:"
 
     def answer_texts(self, example: Example) -> list[str]:
+        """Candidate continuations of ``prompt(example)``, one per label, in label order."""
         return [f" {name}" for name in self.label_names]
 
     def encoder_text(self, example: Example) -> str:
@@ -116,8 +114,9 @@ class MultipleChoiceTask(Task):
         )
         return f"{self.instruction}\nQuestion: {example.text}\n{options}\nAnswer:"
 
-    def answer_texts(self, example: Example) -> list[str]:
-        return [f" {letter}" for letter in OPTION_LETTERS[: len(example.choices)]]
+    def option_texts(self, example: Example) -> list[str]:
+        """Continuations of ``prompt(example)`` a causal LM scores: each option's own text."""
+        return [f" {option}" for option in example.choices]
 
     def encoder_pairs(self, example: Example) -> list[tuple[str, str]]:
         """Inputs of an encoder with a multiple-choice head: one (question, option) per option."""
