@@ -278,9 +278,11 @@ class SplitViewServer:
         honest = {z: sig for z, (other, sig) in signed.items() if other == view}
         return tuple(sorted((z, sig) for z, sig in {**honest, **forged}.items() if z in holders))
 
-    def run(self, plan: Plan) -> AttackOutcome:
+    def run(self, plan: Plan, *, quiet: bool = False) -> AttackOutcome:
         """Show each honest client its view, forward every matching signature from its
-        holders, send the unmask requests, and try to strip the victim's masks."""
+        holders, send the unmask requests, and try to strip the victim's masks. ``quiet``:
+        ask only the signers that have t signatures (the others would abort, a trace; to
+        them the round just ends)."""
         sid = self.state.session_id
         clients = self.manual.clients
         refused: set[int] = set()
@@ -297,8 +299,8 @@ class SplitViewServer:
         responses = {}
         for w, (view, _) in signed.items():
             signatures = self._signatures(w, view, signed)
-            if len(signatures) < self.t:
-                continue  # not asked: it would abort, a trace (to it, the round just ended)
+            if quiet and len(signatures) < self.t:
+                continue
             peers = masked_with(self.graph, self.victim, self.partners, w)
             request = UnmaskRequest(
                 sid, tuple(sorted(view)), tuple(sorted(peers - view)), signatures

@@ -7,8 +7,9 @@ release shares of b_u, dropped to the others, who release shares of s_u), planne
 over the ring and, where small enough, an integer program; or it delivers selectively and
 aims at the partners' keys (integer program). With the threshold rule one share short (the
 test-only switch ``graph._TEST_ONLY_SHARES_SHORT``) the split unmasks the victim exactly,
-update and extras, and no honest client aborts; with the real rule, 2t > k + 1 + c, no plan
-is complete and the best attempts, forced through, unmask nothing.
+update and extras, and no honest client aborts (one that would is not asked); with the real
+rule, 2t > k + 1 + c, no plan is complete and the best attempts, forced through, unmask
+nothing.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from collusion_planner import plan_split_sweep
 from secagg_harness import ManualRound, make_context, pinned_identities
 from split_view_planner import SplitViewServer, choose_colluders, choose_partners, plan_signed
 
-from securefed.secagg import SecAggParams, graph
-from securefed.secagg.params import minimum_partners, plan_round, security_minimum
+from securefed.errors import ConfigError
+from securefed.secagg import SecAggClient, SecAggParams, graph
+from securefed.secagg import client as client_module
+from securefed.secagg.params import RoundPlan, minimum_partners, plan_round, security_minimum
 from securefed.secagg.quantize import decode_sum, encode_input
 
 DIMENSION = 48
@@ -110,7 +113,7 @@ def _attempts(server: SplitViewServer):
 def _fresh_run(variant: str, partners, attack):
     server, inputs = _server(variant)
     server.deliver(VICTIM, partners)
-    return server.run(attack), inputs, server
+    return server.run(attack, quiet=True), inputs, server
 
 
 @pytest.mark.parametrize("variant", _variant_ids())
@@ -182,3 +185,40 @@ def test_one_share_short_the_count_admits_the_split(one_share_short) -> None:
     for n in (60, 100):
         plan = plan_round(n, SecAggParams())
         assert _splits_reaching_t(plan.threshold, plan.degree + 1, plan.colluders), plan
+
+
+def test_a_client_refuses_a_lying_server_model_without_a_roster() -> None:
+    context = make_context(5, params=SecAggParams())
+    with pytest.raises(ConfigError) as err:
+        SecAggClient(0, context)
+    assert err.value.key == "secure_aggregation.adversary"
+    SecAggClient(0, make_context(5, params=SecAggParams(adversary="curious")))
+
+
+@pytest.mark.parametrize(
+    ("plan", "adversary", "safe"),
+    [
+        (RoundPlan("harary", 72, 39, 100, 5), "semi_malicious", False),  # 2t = k + 1 + c
+        (RoundPlan("harary", 72, 40, 100, 5), "semi_malicious", True),
+        (RoundPlan("complete", 9, 5, 10, 0), "semi_malicious", False),  # 2t = n
+        (RoundPlan("complete", 9, 6, 10, 0), "semi_malicious", True),
+        (RoundPlan("complete", 9, 11, 10, 0), "semi_malicious", False),  # t > n
+        (RoundPlan("harary", 28, 5, 100, 5), "curious", False),  # t = c
+        (RoundPlan("harary", 28, 6, 100, 5), "curious", True),
+    ],
+    ids=str,
+)
+def test_a_client_refuses_a_plan_the_rule_rejects(monkeypatch, plan, adversary, safe) -> None:
+    """Defence in depth: even a plan that reached the client some other way (here a planner
+    patched to return it) is refused at construction unless the rule accepts it."""
+    monkeypatch.setattr(client_module, "plan_round", lambda cohort, params: plan)
+    params = SecAggParams(adversary=adversary)
+    roster, keys = pinned_identities([0], b"one")
+    context = make_context(plan.cohort_size, params=params)
+    build = lambda: SecAggClient(0, context, identity_key=keys[0], roster=roster)  # noqa: E731
+    if safe:
+        assert build().state.plan == plan
+        return
+    with pytest.raises(ConfigError) as err:
+        build()
+    assert err.value.key == "secure_aggregation.threshold"
