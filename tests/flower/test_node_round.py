@@ -13,7 +13,7 @@ from securefed.flower.node_round import Identity, NodeRound, keyed_entropy
 from securefed.secagg import RoundContext, SecAggParams, SecAggServer, decode_sum, encode_input
 
 D, ROUND = 50, 3
-PARAMS = SecAggParams(threshold="auto", dropout_budget=0.34)
+PARAMS = SecAggParams(threshold="auto", dropout_budget=0.34, adversary="curious")  # no roster
 
 
 def _context(n: int) -> RoundContext:
