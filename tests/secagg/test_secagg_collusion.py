@@ -19,6 +19,7 @@ import pytest
 from collusion_planner import plan_split_sweep
 from secagg_harness import ManualRound, make_context, pinned_identities
 from split_view_planner import SplitViewServer, choose_colluders, choose_partners, plan_signed
+from subset_sum_planner import decodable
 
 from securefed.errors import ConfigError
 from securefed.secagg import SecAggClient, SecAggParams, graph
@@ -222,3 +223,64 @@ def test_a_client_refuses_a_plan_the_rule_rejects(monkeypatch, plan, adversary, 
     with pytest.raises(ConfigError) as err:
         build()
     assert err.value.key == "secure_aggregation.threshold"
+
+
+# -- distributed DP: no decodable sum carries less honest noise than a survivor set --------
+
+
+def _sum_attempts(n: int, params: SecAggParams, sizes=None, fewest_only=False):
+    """(honest members j, S, deliveries, colluders) for every sum over j honest clients plus
+    the c colluders, each member masking with the rest of S, the colluders and others V: the
+    fewest the client accepts, and (unless ``fewest_only``) every larger V up to all others.
+    The complete graph."""
+    plan = plan_round(n, params)
+    t, c = plan.threshold, plan.colluders
+    colluders = frozenset(range(n - c, n))
+    honest = list(range(n - c))
+    fewest = minimum_partners(plan, "semi_malicious")
+    for j in sizes or range(1, t - c + 1):
+        members = frozenset(honest[:j]) | colluders
+        least = max(0, fewest - (j - 1) - c)
+        for extra in range(least, least + 1 if fewest_only else n - j - c + 1):
+            others = frozenset(honest[j : j + extra])
+            deliveries = {w: (members - {w}) | others for w in honest[:j]}
+            yield j, members, deliveries, colluders
+
+
+def _complete(n: int) -> dict[int, frozenset[int]]:
+    return {u: frozenset(range(n)) - {u} for u in range(n)}
+
+
+# n = 7 at the lowest threshold with a colluder (t = 5, c = 1: the most views per client);
+# n = 20 with dropout budget 0.1 (t = 18, c = 1): configs/distributed_dp.yaml's plan
+SUM_CASES = {
+    "n7-lowest-threshold-c1": (7, SecAggParams(corrupt_fraction=0.15, threshold=5), None, False),
+    "n20-distributed-dp-config": (20, SecAggParams(dropout_budget=0.1), (1, 16, 17), True),
+    "n20-distributed-dp-config-every-size": (20, SecAggParams(dropout_budget=0.1), None, False),
+}
+
+
+@pytest.mark.parametrize(
+    "case",
+    [pytest.param(v, marks=pytest.mark.slow) if v.endswith("every-size") else v for v in SUM_CASES],
+)
+def test_no_lie_decodes_a_sum_with_less_noise_than_a_survivor_set(case) -> None:
+    """Distributed DP adds each client's noise share to its input, so a decoded sum carries
+    exactly its members' shares (``test_secagg_distributed_dp.py``). An honest server's
+    smallest release is t survivors, c of them possibly colluders: t - c honest shares. A
+    lying server with c colluders, splitting the survivor sets any way and delivering shares
+    selectively, decodes no sum over fewer honest clients (exhaustive over the survivor sets
+    every honest client may sign); with t - c it can (the search finds plans)."""
+    n, params, sizes, fewest_only = SUM_CASES[case]
+    plan = plan_round(n, params)
+    for j, members, deliveries, colluders in _sum_attempts(n, params, sizes, fewest_only):
+        found = decodable(_complete(n), plan.threshold, members, deliveries, colluders)
+        assert found == (j >= plan.threshold - plan.colluders), (j, sorted(deliveries[0]))
+
+
+def test_one_share_short_a_lie_decodes_one_client(one_share_short) -> None:
+    """The sum search can fail: with the rule one share short (n = 7, t = 4, c = 1) it finds
+    the split that decodes a single honest client."""
+    params = SecAggParams(corrupt_fraction=0.15, threshold=4)
+    attempts = list(_sum_attempts(7, params, sizes=(1,)))
+    assert any(decodable(_complete(7), 4, s, d, c) for _, s, d, c in attempts)
