@@ -144,7 +144,8 @@ def minimum_partners(plan: RoundPlan, adversary: Adversary) -> int:
     nothing: no share of b_u. The shares of b_u then come from the c colluders and from the
     honest holders outside P, at most k + 1 - c - (|P| - c) when all colluders sit in P:
     k + 1 + c - |P| in all, below t when |P| >= k + 2 + c - t. Since 2t > k + 1 + c this
-    is at most t, and the finder keeps t live neighbours (``neighbour_dropouts_tolerated``).
+    is at most t: on a Harary graph the finder keeps t live neighbours (2^-20 under the
+    dropout budget); what it costs in dropouts is ``neighbour_dropouts_tolerated``.
     """
     t, k = plan.threshold, plan.degree
     if adversary == "curious":
