@@ -67,6 +67,6 @@ def plan_split_sweep(graph: Graph, t: int, victim: int, colluders: frozenset[int
         score = min(seed, t) + min(key, t)
         if best is None or score > best[0]:
             best = (score, Plan(victim, graph[victim], views, score == 2 * t))
-        if seed < t:
-            break  # the alive side only shrinks from here
+        if seed < t or score == 2 * t:
+            break  # complete, or the alive side only shrinks from here
     return best[1] if best else Plan(victim, graph[victim], {}, False)
