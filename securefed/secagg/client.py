@@ -12,7 +12,10 @@ A call out of order, a repeated call, or any call after a failure raises ``Proto
 On any failure -- any exception at all inside a handler, not only a protocol error -- the
 client aborts for good and forgets its secrets, so a misbehaving server gains nothing by
 asking again. The client derives the round plan (graph, threshold) itself
-from its own configuration; nothing the server says can lower the threshold.
+from its own configuration; nothing the server says can lower the threshold. It refuses at
+construction, with a ``ConfigError``, a plan that is not safe for the adversary model it is
+given: a semi-malicious server without an identity roster (the consistency check is signed
+with the roster's keys), or a threshold the rule rejects (``params.check_plan_secure``).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import numpy as np
 from securefed.errors import InvalidMessage, ProtocolAbort
 from securefed.secagg import advertise, consistency, masked_input, share_keys, unmasking
 from securefed.secagg.entropy import Entropy, os_entropy
-from securefed.secagg.params import RoundContext, plan_round
+from securefed.secagg.params import RoundContext, check_plan_secure, plan_round, require_roster
 from securefed.secagg.roster import Roster
 from securefed.secagg.stages import STAGE, STAGE_TABLE, STAGES, Stage
 from securefed.secagg.state import ClientState
@@ -58,10 +61,14 @@ class SecAggClient:
     ) -> None:
         if (identity_key is None) != (roster is None):
             raise ValueError("identity_key and roster go together: give both or neither")
+        adversary = context.params.adversary
+        require_roster(adversary, has_roster=roster is not None)
+        plan = plan_round(context.cohort_size, context.params)
+        check_plan_secure(plan, adversary)
         self.state = ClientState(
             client_id=client_id,
             context=context,
-            plan=plan_round(context.cohort_size, context.params),
+            plan=plan,
             entropy=entropy,
             identity_key=identity_key,
             roster=roster,

@@ -19,9 +19,10 @@ verifies t forwarded signatures under the pinned roster (a bad one aborts).
 
 Why it stops the split-view attack: a server that wants a partner v of a victim u unmasked
 through v's mask key needs t holders of v's shares that signed a set without v; a v that
-releases anything needs t holders of its shares that signed a set with v. Each client signs
-one set, and 2t > k + 1 (``params``), so both cannot happen in N[v]. With the masked-input rule
-(``params.minimum_partners``) too few holders of u's seed are left outside u's partners.
+releases anything needs t holders of its shares that signed a set with v. Each honest client
+signs one set, the c colluders in N[v] sign any, and 2t > k + 1 + c (``params``), so both
+cannot happen in N[v]. With the masked-input rule (``params.minimum_partners``) too few
+shares of u's seed are left outside u's honest partners, the colluders' included.
 
 What a client can detect: a set that contradicts what it saw itself (a partner missing, a
 non-partner present, itself absent) and fewer than t neighbours agreeing with it. What it

@@ -9,13 +9,18 @@ does (fcp/secagg/server/graph_parameter_finder.cc, ported here as an idea, not a
   (union bound over pairs of k/2-long runs of bad nodes on the ring), and (b) no client has
   t or more corrupt neighbours (hypergeometric tail, union bound over clients);
 - correctness, 2^-20: every client keeps at least t surviving neighbours;
-- a semi-malicious server (one that may lie about who dropped) also needs 2t > k + corrupt
-  neighbours, so it cannot collect t shares of both kinds for one client.
+- a semi-malicious server (one that may lie about who dropped, helped by the c corrupt
+  neighbours of event (b), who sign any number of survivor sets and hand over every share
+  they hold) also needs 2t > k + 1 + c (``semi_malicious_minimum``; proof in ``params``).
 
-The smallest even k that passes wins, with t = t1 + 1 (the smallest secure threshold).
+The smallest even k that passes wins, with the smallest secure threshold: t = c + 1 against a
+curious server, t = floor((k + 1 + c) / 2) + 1 against a semi-malicious one.
 Tail probabilities are summed exactly from log-pmfs (FCP starts its sums at a Hoeffding
 bound); all 26 (n, alpha, dropout, adversary) rows checked from FCP's own test table,
-n = 10 .. 10^6, give the same (k, t), and the tests pin a selection of them.
+n = 10 .. 10^6, gave the same (k, t) under FCP's semi-malicious rule. That rule,
+t = ceil((c + k - 1.25) / 2) + 1, allows 2t = k + 1 + c, which does not count the victim's
+own share of b_u: with c colluders signing both halves of a split survivor set it unmasks
+the victim (issue 26). Ours is one share stricter exactly where FCP's allows equality.
 
 ``degree`` counts neighbours other than the client itself; the k + 1 share holders of a
 client are its neighbours and itself.
@@ -30,6 +35,25 @@ from functools import lru_cache
 
 _SMALL = 1e-14  # FCP's guard against rounding alpha * n the insecure way
 CORRECTNESS_BITS = 20
+
+# Tests only: 1 makes ``semi_malicious_minimum`` one share short (2t = holders + colluders
+# allowed), to show the collusion attack the rule stops. Not a config key and read by no
+# config path; a test that sets it must clear the finder's caches (``clear_finder_caches``).
+_TEST_ONLY_SHARES_SHORT = 0
+
+
+def semi_malicious_minimum(holders: int, colluders: int) -> int:
+    """Smallest t with 2t > holders + colluders: the victim's ``holders`` (k + 1 share
+    holders, itself included) cannot be split into two honest groups that each reach t
+    shares with the ``colluders`` among them (see ``params``)."""
+    return (holders + colluders) // 2 + 1 - _TEST_ONLY_SHARES_SHORT
+
+
+def clear_finder_caches() -> None:
+    """Forget cached finder results (after a test changes ``_TEST_ONLY_SHARES_SHORT``)."""
+    harary_threshold.cache_clear()
+    harary_parameters.cache_clear()
+    corrupt_neighbours_bound.cache_clear()
 
 
 def _log_pmf(x: int, total: int, marked: int, drawn: int) -> float:
@@ -90,6 +114,17 @@ def _log_prob_disconnected(clients: int, degree: int, bad: int) -> float:
 
 
 @lru_cache(maxsize=256)
+def corrupt_neighbours_bound(
+    clients: int, degree: int, *, corrupt_fraction: float, security_bits: int
+) -> int:
+    """c: the most corrupt clients among any client's ``degree`` neighbours, except with
+    probability 2^-(security_bits + 1) (hypergeometric tail, union bound over clients)."""
+    corrupt = math.floor((corrupt_fraction + _SMALL) * clients)
+    q = 2.0 ** -(security_bits + 1) / clients
+    return _min_upper_quantile(clients, corrupt, degree, q)
+
+
+@lru_cache(maxsize=256)
 def harary_threshold(
     clients: int,
     degree: int,
@@ -106,13 +141,17 @@ def harary_threshold(
     if _log_prob_disconnected(clients, degree, corrupt + dropped) >= -per_event * math.log(2):
         return None
     surviving = math.ceil((1 - dropout_budget - _SMALL) * clients)
-    t1 = _min_upper_quantile(clients, corrupt, degree, 2.0**-per_event / clients)
-    t2 = _max_lower_cut(clients, surviving, degree, 2.0**-CORRECTNESS_BITS / clients)
+    colluders = corrupt_neighbours_bound(
+        clients, degree, corrupt_fraction=corrupt_fraction, security_bits=security_bits
+    )
+    # every client keeps at least t_live surviving neighbours, except with prob. 2^-20
+    t_live = _max_lower_cut(clients, surviving, degree, 2.0**-CORRECTNESS_BITS / clients)
+    threshold = colluders + 1
     if semi_malicious:
-        t1 = math.ceil((t1 + degree - 1.25) / 2)
-    if t2 <= t1:
+        threshold = semi_malicious_minimum(degree + 1, colluders)
+    if threshold > t_live:
         return None
-    return max(t1 + 1, 2)
+    return max(threshold, 2)
 
 
 @lru_cache(maxsize=256)

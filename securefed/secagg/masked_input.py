@@ -5,9 +5,10 @@ Client: opens every ciphertext (session id, sender and receiver in the associate
 failure is ``InvalidMessage``), keeps the shares, and treats exactly those senders as its
 live neighbours (its partners P). It aborts unless |P| >= ``params.minimum_partners``:
 t - 1 (so, with itself, t holders can remove its masks), and against a semi-malicious
-server also k + 2 - t, so that fewer than t of its k + 1 share holders lie outside P -- the
-counting argument in ``minimum_partners`` shows a server then cannot collect t shares of
-its self-mask seed at the consistency check (a server that delivers the victim only a few
+server with c colluders also k + 2 + c - t, so that fewer than t shares of its self-mask
+seed lie outside its honest partners, the colluders' included -- the counting argument in
+``minimum_partners`` shows a server then cannot collect t shares of that seed at the
+consistency check (a server that delivers the victim only a few
 partners' shares is the split-view attack of ``consistency``). It uploads, mod 2^32,
 
     y_u = x_u + PRG(b_u) + sum over live neighbours v of sign(u, v) * PRG(s_uv),

@@ -5,22 +5,38 @@ and the cohort size (clients invited to the round, known to every client from th
 config) into the graph kind, degree and threshold. Clients compute the plan themselves and
 bind it into the session id: a server cannot lower the threshold or pick the graph.
 
-Threshold rules (t counts share holders; a client holds one share of its own secrets):
+Threshold rules (t counts share holders; a client holds one share of its own secrets; c is
+the colluder bound: floor(corrupt_fraction * n) on the complete graph, the finder's bound on
+corrupt neighbours on a Harary graph, exceeded with probability below 2^-security_bits):
 
 - complete graph, ``threshold: auto``: the largest t that still survives the dropout budget,
   t = n - floor(dropout_budget * n), but never below the security minimum: t > c (curious
-  server) or 2t > n + c (semi-malicious server, one that may report a live client as
-  dropped to some and alive to others), with c = floor(corrupt_fraction * n) colluders.
-  These are the rules of FCP's ``CheckFullGraphParameters`` with c rounded down, since
-  colluders are whole clients.
-- Harary graph: ``graph.harary_parameters`` (statistical security 2^-security_bits).
+  server) or 2t > n + c (semi-malicious server).
+- Harary graph: ``graph.harary_parameters``: t > c, or 2t > k + 1 + c.
 - ``graph: auto`` is complete up to ``COMPLETE_GRAPH_MAX_CLIENTS`` clients, or when no
   sparse graph is secure; Harary above.
 
-Under a semi-malicious server every accepted plan has 2t > k + 1 (k + 1 share holders per
-client): on the complete graph from 2t > n + c, on a Harary graph from the finder's rule
-2t > k + corrupt neighbours with at least one of slack (see ``graph.harary_threshold``).
-The consistency check and the masked-input rule (``minimum_partners``) rest on it.
+**The semi-malicious rule, 2t > k + 1 + c** (k + 1 = n on the complete graph). Claim: a
+server with c colluders -- who sign any number of survivor sets and hand over every share
+and secret they hold -- cannot collect t shares of a victim u's self-mask seed b_u and t
+shares of its mask key s_u, whatever survivor sets and unmask requests it shows. Proof: the
+shares of u lie with N[u], its k neighbours and u itself (k + 1 holders), c of them
+colluders. An honest holder answers one unmask request, for the one set it signed, and
+releases for u either its share of b_u (u alive) or of s_u (u dropped), never both; u itself
+releases only its own share of b_u. So the honest holders releasing b_u (A, u included) and
+those releasing s_u (D) are disjoint, |A| + |D| <= k + 1 - c, and the server holds
+|A| + c shares of b_u and |D| + c of s_u. Both reach t only if 2t <= k + 1 + c, and the
+bound is tight: any split with |A| + c >= t and |D| + c >= t is one a server can show.
+Counting only the neighbours (2t > k + c) misses the victim's own share of b_u (issue 26:
+FCP's rule allowed 2t = k + 1 + c, and c colluders signing both halves of a split survivor
+set unmasked u at n = 60 and n = 100).
+
+The same count in N[v] gives the consistency check's lemma: an honest v that releases
+anything got t signatures from N[v] on a set containing v, and a server holding s_v got t
+shares of it from N[v] released under sets without v; honest signers sign one set, so the
+two groups are disjoint apart from the c colluders, and both reach t only if
+2t <= k + 1 + c. Hence an honest client whose s_v the server holds released nothing.
+``minimum_partners`` builds on this lemma.
 
 Only a server assumed honest-but-curious may run without an identity roster:
 ``check_identities`` refuses ``adversary: semi_malicious`` without one, because the
@@ -37,7 +53,12 @@ from pathlib import Path
 from typing import Literal
 
 from securefed.errors import ConfigError
-from securefed.secagg.graph import harary_parameters, harary_threshold
+from securefed.secagg.graph import (
+    corrupt_neighbours_bound,
+    harary_parameters,
+    harary_threshold,
+    semi_malicious_minimum,
+)
 from securefed.secagg.quantize import QuantizationParams, encoded_length
 from securefed.secagg.roster import Roster
 
@@ -75,46 +96,83 @@ class RoundPlan:
     degree: int  # neighbours of each client, itself excluded
     threshold: int  # shares needed to recover a secret; also the minimum number of survivors
     cohort_size: int
+    colluders: int  # c: corrupt share holders per client the threshold is secure against
 
     def to_bytes(self) -> bytes:
         kind = 0 if self.graph == "complete" else 1
-        return struct.pack(">BIII", kind, self.degree, self.threshold, self.cohort_size)
+        return struct.pack(
+            ">BIIII", kind, self.degree, self.threshold, self.cohort_size, self.colluders
+        )
+
+
+def complete_graph_colluders(clients: int, corrupt_fraction: float) -> int:
+    """c on the complete graph: floor(corrupt_fraction * n), colluders being whole clients."""
+    return math.floor(corrupt_fraction * clients + 1e-12)
 
 
 def security_minimum(clients: int, corrupt_fraction: float, adversary: Adversary) -> int:
     """Smallest secure threshold for the complete graph on ``clients`` clients."""
-    colluders = math.floor(corrupt_fraction * clients + 1e-12)
+    colluders = complete_graph_colluders(clients, corrupt_fraction)
     if adversary == "semi_malicious":
-        return max(2, (clients + colluders) // 2 + 1)
+        return max(2, semi_malicious_minimum(clients, colluders))
     return max(2, colluders + 1)
+
+
+def check_plan_secure(plan: RoundPlan, adversary: Adversary) -> None:
+    """Raise ``ConfigError`` unless the plan meets its adversary's threshold rule:
+    t > c (curious) or 2t > k + 1 + c (semi-malicious), and t <= k + 1."""
+    t, holders, c = plan.threshold, plan.degree + 1, plan.colluders
+    minimum = max(2, c + 1 if adversary == "curious" else semi_malicious_minimum(holders, c))
+    if not minimum <= t <= holders:
+        raise ConfigError(
+            "secure_aggregation.threshold",
+            t,
+            f"an integer in [{minimum}, {holders}] for k = {plan.degree} and c = {c} "
+            f"colluders against a {adversary} server",
+        )
 
 
 def minimum_partners(plan: RoundPlan, adversary: Adversary) -> int:
     """Fewest neighbours whose shares a client must hold before it uploads its masked input.
 
     Always t - 1 (with itself, t holders that masked with it), so the masks can be removed.
-    Against a semi-malicious server also k + 2 - t. The counting argument: to unmask a
-    victim u, a server needs t holders of u's self-mask seed b_u that saw u alive, and for
-    every partner v in P (the neighbours whose shares u holds, so u masked with them) t
-    holders of v's mask key that saw v dropped. With the consistency check each client signs
-    one survivor set and releases only with t signatures on that set from its own
-    neighbourhood, so a v in P that releases anything has t holders (in N[v], |N[v]| = k + 1)
-    who signed a set containing v, disjoint from the t holders who signed one without v:
-    impossible when 2t > k + 1. So the b_u holders must come from N[u] minus P, which has
-    k + 1 - |P| members; |P| >= k + 2 - t leaves at most t - 1 of them.
+    Against a semi-malicious server with c colluders also k + 2 + c - t. The counting
+    argument: to unmask a victim u the server needs b_u and, for every partner v in P (the
+    neighbours whose shares u holds, so u masked with them), s_u or s_v. It never holds both
+    b_u and s_u (the rule 2t > k + 1 + c, module docstring), so it needs s_v for every honest
+    v in P (a colluder hands over its own s_v), and by the module's lemma such a v released
+    nothing: no share of b_u. The shares of b_u then come from the c colluders and from the
+    honest holders outside P, at most k + 1 - c - (|P| - c) when all colluders sit in P:
+    k + 1 + c - |P| in all, below t when |P| >= k + 2 + c - t. Since 2t > k + 1 + c this
+    is at most t: on a Harary graph the finder keeps t live neighbours (2^-20 under the
+    dropout budget); what it costs in dropouts is ``neighbour_dropouts_tolerated``.
     """
     t, k = plan.threshold, plan.degree
     if adversary == "curious":
         return t - 1
-    return max(t - 1, k + 2 - t)
+    return max(t - 1, k + 2 + plan.colluders - t)
+
+
+def neighbour_dropouts_tolerated(plan: RoundPlan, adversary: Adversary) -> int:
+    """How many of a client's k neighbours may drop before masked input with the client still
+    uploading: k - ``minimum_partners``. Later, the round needs t survivors in every
+    survivor's closed neighbourhood. On the complete graph this is the plan's dropout
+    tolerance: n - 1 - minimum_partners clients, which is n - t except when the
+    semi-malicious rule makes minimum_partners = t (then one fewer)."""
+    return plan.degree - minimum_partners(plan, adversary)
 
 
 def check_identities(params: SecAggParams) -> None:
     """Refuse a run that assumes a lying server but has no identity roster to stop it."""
-    if params.roster is None and params.adversary != "curious":
+    require_roster(params.adversary, has_roster=params.roster is not None)
+
+
+def require_roster(adversary: Adversary, *, has_roster: bool) -> None:
+    """``ConfigError`` for a semi-malicious server model without an identity roster."""
+    if not has_roster and adversary != "curious":
         raise ConfigError(
             "secure_aggregation.adversary",
-            params.adversary,
+            adversary,
             "'curious' when secure_aggregation.identity_roster is null; 'semi_malicious' "
             "needs an identity roster (the consistency check is signed with its keys)",
         )
@@ -133,7 +191,9 @@ def _complete_plan(n: int, params: SecAggParams) -> RoundPlan:
             f"'auto' or an integer in [{minimum}, {n}] for {n} clients on the complete graph "
             f"({params.adversary} server, corrupt_fraction {params.corrupt_fraction})",
         )
-    return RoundPlan("complete", n - 1, threshold, n)
+    return RoundPlan(
+        "complete", n - 1, threshold, n, complete_graph_colluders(n, params.corrupt_fraction)
+    )
 
 
 def _harary_plan(n: int, params: SecAggParams) -> RoundPlan:
@@ -174,7 +234,10 @@ def _harary_plan(n: int, params: SecAggParams) -> RoundPlan:
             params.threshold,
             f"'auto' or an integer in [{secure_threshold}, {degree + 1}] for degree {degree}",
         )
-    return RoundPlan("harary", degree, threshold, n)
+    colluders = corrupt_neighbours_bound(
+        n, degree, corrupt_fraction=params.corrupt_fraction, security_bits=params.security_bits
+    )
+    return RoundPlan("harary", degree, threshold, n, colluders)
 
 
 def plan_round(cohort_size: int, params: SecAggParams) -> RoundPlan:

@@ -14,7 +14,7 @@ from securefed.secagg import RoundContext, SecAggParams, SecAggServer, decode_su
 from securefed.secagg.stages import STAGE
 
 D, ROUND = 50, 3
-PARAMS = SecAggParams(threshold="auto", dropout_budget=0.34)
+PARAMS = SecAggParams(threshold="auto", dropout_budget=0.34, adversary="curious")  # no roster
 
 
 def _context(n: int) -> RoundContext:

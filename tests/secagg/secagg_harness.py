@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from securefed.secagg import RoundContext, SecAggClient, SecAggParams, SecAggServer
+from securefed.secagg import RoundContext, SecAggClient, SecAggParams, SecAggServer, crypto
 from securefed.secagg.entropy import TestOnlyRandomnessWarning, seeded_entropy
 from securefed.secagg.roster import Roster
 
@@ -43,8 +43,19 @@ def pinned_entropy(label: bytes):
         return seeded_entropy(label)
 
 
+def pinned_identities(ids: Iterable[int], label: bytes) -> tuple[Roster, dict[int, bytes]]:
+    """A roster and the Ed25519 identity keys behind it, drawn from a pinned stream."""
+    draw = pinned_entropy(label)
+    keys = {u: draw(32) for u in ids}
+    return Roster({u: crypto.ed25519_public_key(k) for u, k in keys.items()}), keys
+
+
 class ManualRound:
-    """One round, driven one stage at a time; ``contexts`` may differ per client."""
+    """One round, driven one stage at a time; ``contexts`` may differ per client.
+
+    A semi-malicious context needs identities (the client refuses it without a roster): when
+    none are given, pinned ones are drawn, as a real run draws fresh ones.
+    """
 
     def __init__(
         self,
@@ -58,6 +69,8 @@ class ManualRound:
     ) -> None:
         self.ids = sorted(ids)
         contexts = contexts or {}
+        if roster is None and context.params.adversary != "curious":
+            roster, identity_keys = pinned_identities(self.ids, seed + b"/identities")
         self.clients = {
             u: SecAggClient(
                 u,

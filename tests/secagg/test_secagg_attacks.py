@@ -191,7 +191,7 @@ def _split_view(manual) -> dict[int, UnmaskRequest]:
 def test_split_view_is_defeated_by_the_threshold(params: SecAggParams, leaks: bool) -> None:
     """A two-way split: at a curious-server threshold two disjoint groups of t signers fit in
     one neighbourhood, so every client's checks pass and the update leaks; at the
-    semi-malicious threshold (2t > k + 1) neither group gathers t signatures and every client
+    semi-malicious threshold (2t > k + 1 + c) neither group gathers t signatures and every client
     refuses at the consistency check."""
     manual, deltas, _ = _started_round(params)
     responses = _collect(manual, _split_view(manual))

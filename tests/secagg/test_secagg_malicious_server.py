@@ -113,7 +113,8 @@ def test_bad_survivor_set_is_not_signed(attack: str) -> None:
 
 def test_a_survivor_set_naming_a_neighbour_whose_shares_were_withheld_is_refused() -> None:
     context = make_context(len(IDS), dimension=16, params=SecAggParams())
-    manual = ManualRound(IDS, context)
+    roster, keys = _identities()
+    manual = ManualRound(IDS, context, roster=roster, identity_keys=keys)
     deliveries = manual.share(manual.advertise())
     withheld = dataclasses.replace(
         deliveries[10], ciphertexts=tuple(c for c in deliveries[10].ciphertexts if c[0] != 50)
@@ -189,7 +190,8 @@ def test_signatures_on_a_different_set_do_not_count() -> None:
 
 
 def _directory_round(params=None, round_index: int = 0, identities=True):
-    context = make_context(len(IDS), round_index=round_index, params=params or SecAggParams())
+    default = SecAggParams() if identities else SecAggParams(adversary="curious")
+    context = make_context(len(IDS), round_index=round_index, params=params or default)
     roster, keys = _identities() if identities else (None, None)
     manual = ManualRound(IDS, context, roster=roster, identity_keys=keys)
     return manual, manual.advertise()

@@ -15,7 +15,12 @@ from secagg_harness import ManualRound, make_context, random_inputs
 
 from securefed.errors import ProtocolAbort
 from securefed.secagg import SecAggParams
-from securefed.secagg.params import minimum_partners
+from securefed.secagg.params import (
+    minimum_partners,
+    neighbour_dropouts_tolerated,
+    plan_round,
+    security_minimum,
+)
 from securefed.secagg.roster import generate_identities
 from securefed.secagg.stages import STAGES
 
@@ -104,17 +109,47 @@ def test_complete_graph_sum_is_exact_with_any_t_survivors(n, length, data) -> No
 @settings(max_examples=25, deadline=None)
 @given(n=st.integers(3, 9), length=st.integers(1, 64), data=st.data())
 def test_signed_rounds_survive_every_dropout_pattern_the_budget_allows(n, length, data) -> None:
-    """Semi-malicious defaults with identities (the default run): any dropouts, at any stages
-    including the consistency check, that leave the budgeted number of clients, sum exactly."""
+    """Semi-malicious complete-graph plans with identities (the default run), at the default
+    threshold or any lower one the rule accepts: any dropouts, at any stages including the
+    consistency check, that the plan tolerates sum exactly. It tolerates n - t dropouts in
+    all, of which ``neighbour_dropouts_tolerated`` before masked input (one fewer than n - t
+    where the colluder-counting rule makes a client need t partners)."""
     ids = sorted(data.draw(st.sets(st.integers(0, 2**40), min_size=n, max_size=n)))
-    context = make_context(n, dimension=length, params=SecAggParams())
+    default = plan_round(n, SecAggParams())
+    lowest = security_minimum(n, 0.05, "semi_malicious")
+    threshold = data.draw(st.integers(min(lowest, default.threshold), default.threshold))
+    context = make_context(n, dimension=length, params=SecAggParams(threshold=threshold))
     plan = ManualRound(ids, context).server.plan
-    budget = n - plan.threshold  # complete graph: n - t dropouts in all
-    gone = data.draw(st.lists(st.sampled_from(ids), unique=True, max_size=budget))
-    stages = data.draw(st.lists(st.sampled_from(STAGES), min_size=len(gone), max_size=len(gone)))
-    drops = {s: sorted(u for u, at in zip(gone, stages, strict=True) if at == s) for s in STAGES}
+    early_budget = min(n - plan.threshold, neighbour_dropouts_tolerated(plan, "semi_malicious"))
+    early = data.draw(st.lists(st.sampled_from(ids), unique=True, max_size=early_budget))
+    rest = [u for u in ids if u not in early]
+    late = data.draw(
+        st.lists(st.sampled_from(rest), unique=True, max_size=n - plan.threshold - len(early))
+    )
+    drops = {s: [] for s in STAGES}
+    for u in early:
+        drops[data.draw(st.sampled_from(STAGES[:2]))].append(u)
+    for u in late:
+        drops[data.draw(st.sampled_from(STAGES[2:]))].append(u)
     identities = generate_identities(ids)
     assert _check_round(ids, context, drops, data.draw(st.integers(0, 1000)), identities)
+
+
+@settings(max_examples=4, deadline=None)
+@given(n=st.sampled_from([51, 60]), data=st.data())
+def test_default_sparse_rounds_sum_exactly_or_abort_as_the_plan_says(n, data) -> None:
+    """The Harary defaults whose plan the colluder-counting rule changed (n = 51: more
+    partners needed; n = 60: k = 44, t = 25): up to the dropout budget's clients drop at
+    any stages; the round sums exactly exactly when every client keeps the partners and
+    share holders the plan needs (the oracle), else it aborts."""
+    ids = list(range(n))
+    context = make_context(n, dimension=8, params=SecAggParams())
+    budget = int(SecAggParams().dropout_budget * n)
+    gone = data.draw(st.lists(st.sampled_from(ids), unique=True, max_size=budget))
+    drops = {s: [] for s in STAGES}
+    for u in gone:
+        drops[data.draw(st.sampled_from(STAGES))].append(u)
+    _check_round(ids, context, drops, data.draw(st.integers(0, 1000)))
 
 
 @settings(max_examples=15, deadline=None)

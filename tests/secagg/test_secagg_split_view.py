@@ -167,16 +167,17 @@ def _accepted_plans():
 
 
 def test_counting_argument_holds_for_every_accepted_parameter_combination() -> None:
-    """2t > k + 1, and the masked-input rule leaves fewer than t of the victim's k + 1 holders
-    outside its partners -- for every plan a semi-malicious config can produce -- while an
-    honest client with all k neighbours still meets the rule."""
+    """2t > k + 1 + c, and the masked-input rule leaves fewer than t shares of the victim's
+    seed outside its honest partners, the c colluders' included -- for every plan a
+    semi-malicious config can produce -- while an honest client with all k neighbours still
+    meets the rule, and needs no more live neighbours than the threshold."""
     seen = 0
     for plan in _accepted_plans():
-        t, k = plan.threshold, plan.degree
+        t, k, c = plan.threshold, plan.degree, plan.colluders
         partners = minimum_partners(plan, "semi_malicious")
-        assert 2 * t > k + 1, plan
-        assert k + 1 - partners < t, plan
-        assert t - 1 <= partners <= k, plan
+        assert 2 * t > k + 1 + c, plan
+        assert k + 1 + c - partners < t, plan
+        assert t - 1 <= partners <= min(t, k), plan
         seen += 1
     assert seen > 500
 
