@@ -21,7 +21,8 @@ from securefed.audit import build_audit, verify_run, write_audit
 from securefed.audit.verify import verify_audit
 from securefed.config import load_config
 from securefed.errors import ConfigError, RunFolderError
-from securefed.privacy.canaries import CanaryPlan, gradient_scores
+from securefed.privacy.canaries import CanaryPlan, canary_blocks
+from securefed.privacy.canary_scores import gradient_scores
 from securefed.run.folder import CANARIES, PARTITION
 
 CANARY = ["audit.canaries=200", "audit.canary_institutions=[0,2]"]
@@ -79,16 +80,12 @@ def test_canaries_count_in_no_partition_size(canary_run, plain_run):
 
 
 def test_recorded_scores_are_the_released_adapters_scores(canary_run):
+    from securefed.run.canaries import released_adapters
     from securefed.run.folder import RunFolder
 
     record = json.loads((canary_run / CANARIES).read_text())
-    folder = RunFolder(canary_run)
-    final = folder.load_adapter(folder.checkpoint_rel(1))
-    scores = gradient_scores(
-        CanaryPlan.from_json(record["plan"]),
-        folder.load_adapter(folder.checkpoint_rel(None)),
-        final,
-    )
+    adapters = released_adapters(RunFolder(canary_run), [0, 1])  # every round the server saw
+    scores = gradient_scores(CanaryPlan.from_json(record["plan"]), adapters)
     np.testing.assert_allclose(record["scores"], scores, rtol=1e-12)
 
 
@@ -151,7 +148,7 @@ def test_only_carriers_train_with_canaries_and_never_in_head_only_rounds(monkeyp
     def train_from(start, data, **kwargs):
         calls[kwargs["label"]] = kwargs["canaries"]
 
-    plan = CanaryPlan("gradient", 40, (0, 2), seed=1)
+    plan = CanaryPlan("gradient", 40, (0, 2), seed=1, blocks=((0, 8, 8),))
     cfg = load_config(overrides=["training.linear_probe_rounds=1"])
     setup = SimpleNamespace(
         cfg=cfg,
@@ -208,7 +205,9 @@ def test_local_training_carries_the_canaries_and_counts_only_records(private):
         torch.zeros(records, 3, dtype=torch.long),
         torch.randint(0, 3, (records,)),
     )
-    plan = CanaryPlan("gradient", 40, (0,), seed=2)
+    trainable = [(n, p) for n, p in bundle.model.named_parameters() if p.requires_grad]
+    names, shapes = zip(*((n, tuple(p.shape)) for n, p in trainable), strict=True)
+    plan = CanaryPlan("gradient", 40, (0,), seed=2, blocks=canary_blocks(names, shapes, None))
     dp = DPPlan(
         noise_multiplier=0.01,
         max_grad_norm=1.0,
@@ -233,7 +232,7 @@ def test_local_training_carries_the_canaries_and_counts_only_records(private):
     assert stats.examples == 3 * records
     if private:
         assert stats.sample_rate == 1.0  # B / (records), not B / (records + canaries)
-    scores = gradient_scores(plan, initial, get_vector(bundle.model))
+    scores = gradient_scores(plan, np.stack([initial, get_vector(bundle.model)]))
     inside, outside = scores[plan.included], scores[~plan.included]
     assert np.mean(inside[:, None] > outside[None, :]) > 0.9  # AUC: the canaries moved it
 
