@@ -6,11 +6,12 @@ default, ``--kind input`` for black-box ones) in every institution; ``--set`` ad
 overrides (e.g. more training). The figures are the audit's own (``build_audit``'s
 ``empirical`` section). The broken case scales DP-SGD's noise through ``dp_training``'s
 test-only ``noise_scale_for_testing`` (patched in this process only). Prints one line per
-run and a summary.
+run, with the estimate's share of the claim. ``--rescore RUN_DIR ...`` recomputes the scores
+and figures of saved run folders with this checkout's scoring (no training).
 
     PYTHONPATH=. HF_HUB_OFFLINE=1 python benchmarks/canary_audit.py [--seeds 0 1 2]
         [--scenarios dp_off eps8 eps2 broken_eps2] [--canaries 1000] [--kind input]
-        [--set KEY=VALUE ...] [--out DIR] [--config configs/dp.yaml]
+        [--set KEY=VALUE ...] [--out DIR] [--config configs/dp.yaml] [--rescore RUN_DIR ...]
 
 On the 2-core reference machine a DP run takes 1-3 minutes (most of it calibration and
 1000 canaries' directions), the DP-off run under one.
@@ -82,18 +83,47 @@ def run_one(
     finally:
         dp_sgd.dp_training = honest
     audit = build_audit(run_dir)
-    e = audit["empirical"]
     return {
         "scenario": scenario,
         "kind": kind,
         "seed": seed,
-        "claimed": e["claimed_epsilon"],
-        "lower_bound": e["epsilon_lower_bound"],
-        "estimate": e["epsilon_estimate"],
-        "interval": e["epsilon_estimate_interval"],
+        **_figures(audit["empirical"]),
         "critical": any(f["code"] == "empirical_leak" for f in audit["flags"]),
         "verified": audit["integrity"]["verified"],
         "wall_s": round(time.perf_counter() - started, 1),
+    }
+
+
+def rescore(run_dir: Path) -> dict:
+    """A saved run folder's figures with this checkout's gradient-canary scoring."""
+    from securefed.audit.empirical_report import section_from_record
+    from securefed.privacy.canaries import CanaryPlan
+    from securefed.privacy.canary_scores import gradient_scores
+    from securefed.run.canaries import released_adapters
+    from securefed.run.folder import CANARIES, RunFolder
+
+    folder = RunFolder(run_dir)
+    record = json.loads(folder.file(CANARIES).read_text())
+    rounds = [int(r["round"]) for r in folder.read_metrics()]
+    scores = gradient_scores(
+        CanaryPlan.from_json(record["plan"]), released_adapters(folder, rounds)
+    )
+    section = section_from_record(record, scores)
+    return {
+        "run": run_dir.name,
+        **_figures(section),
+        "critical": section["lower_bound_exceeds_claim"],
+    }
+
+
+def _figures(section: dict) -> dict:
+    claimed = float(section["claimed_epsilon"])
+    return {
+        "claimed": claimed,
+        "lower_bound": section["epsilon_lower_bound"],
+        "estimate": section["epsilon_estimate"],
+        "interval": section["epsilon_estimate_interval"],
+        "estimate_share_of_claim": section["epsilon_estimate"] / claimed,
     }
 
 
@@ -106,7 +136,12 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     parser.add_argument("--config", help="a config file instead of the small default")
     parser.add_argument("--out", help="keep the run folders here (default: a temporary folder)")
+    parser.add_argument("--rescore", nargs="+", type=Path, metavar="RUN_DIR")
     args = parser.parse_args()
+    if args.rescore:
+        for run_dir in args.rescore:
+            print(json.dumps(rescore(run_dir)), flush=True)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out or tmp)
         for scenario in args.scenarios:
