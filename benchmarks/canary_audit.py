@@ -7,11 +7,16 @@ overrides (e.g. more training). The figures are the audit's own (``build_audit``
 ``empirical`` section). The broken case scales DP-SGD's noise through ``dp_training``'s
 test-only ``noise_scale_for_testing`` (patched in this process only). Prints one line per
 run, with the estimate's share of the claim. ``--rescore RUN_DIR ...`` recomputes the scores
-and figures of saved run folders with this checkout's scoring (no training).
+and figures of saved run folders with this checkout's scoring (no training). ``--ideal SIGMA
+...`` draws the scores the best possible auditor of a Dirac canary would get from what the
+server sees (the records' own gradients gone, equal weight on every step): the canary's
+Binomial(steps, q) samples plus the sum of every institution's noise over those steps, for
+configs/dp.yaml's q = 0.128, 32 canary-carrying steps and 4 institutions; five draws each.
 
     PYTHONPATH=. HF_HUB_OFFLINE=1 python benchmarks/canary_audit.py [--seeds 0 1 2]
         [--scenarios dp_off eps8 eps2 broken_eps2] [--canaries 1000] [--kind input]
         [--set KEY=VALUE ...] [--out DIR] [--config configs/dp.yaml] [--rescore RUN_DIR ...]
+        [--ideal SIGMA ...]
 
 On the 2-core reference machine a DP run takes 1-3 minutes (most of it calibration and
 1000 canaries' directions), the DP-off run under one.
@@ -116,6 +121,24 @@ def rescore(run_dir: Path) -> dict:
     }
 
 
+def ideal(sigma: float, q: float = 0.128, steps: int = 32, institutions: int = 4) -> dict:
+    """One-run bounds and estimates of the ideal scores (module docstring), five draws of
+    1000 canaries; ``sigma`` is the noise multiplier each institution adds (times C)."""
+    import numpy as np
+
+    from securefed.audit.empirical import one_run_lower_bound, one_shot_estimate
+
+    rng = np.random.default_rng(0)
+    noise = sigma * (steps * institutions) ** 0.5  # in units of one sampled step's C
+    bounds, estimates = [], []
+    for _ in range(5):
+        coins = rng.random(1000) < 0.5
+        scores = rng.normal(0.0, noise, 1000) + coins * rng.binomial(steps, q, 1000)
+        bounds.append(round(one_run_lower_bound(scores, coins, 1e-5).epsilon, 2))
+        estimates.append(round(one_shot_estimate(scores, coins, 1e-5).epsilon, 2))
+    return {"sigma": sigma, "institutions": institutions, "bounds": bounds, "estimates": estimates}
+
+
 def _figures(section: dict) -> dict:
     claimed = float(section["claimed_epsilon"])
     return {
@@ -137,7 +160,13 @@ def main() -> None:
     parser.add_argument("--config", help="a config file instead of the small default")
     parser.add_argument("--out", help="keep the run folders here (default: a temporary folder)")
     parser.add_argument("--rescore", nargs="+", type=Path, metavar="RUN_DIR")
+    parser.add_argument("--ideal", nargs="+", type=float, metavar="SIGMA")
     args = parser.parse_args()
+    if args.ideal:
+        for sigma in args.ideal:
+            for institutions in (4, 1):
+                print(json.dumps(ideal(sigma, institutions=institutions)), flush=True)
+        return
     if args.rescore:
         for run_dir in args.rescore:
             print(json.dumps(rescore(run_dir)), flush=True)
