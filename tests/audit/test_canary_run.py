@@ -100,8 +100,9 @@ def test_recorded_scores_are_the_released_adapters_scores(canary_run):
         (lambda r: r["plan"].__setitem__("seed", str(int(r["plan"]["seed"]) ^ 1)), "canary scores"),
         (lambda r: r.__setitem__("claimed_epsilon", 8.0), "canary claim"),
         (lambda r: r["plan"].__setitem__("count", 100), "canaries"),
+        (lambda r: r["plan"]["blocks"].pop(), "canary blocks"),
     ],
-    ids=["score", "seed", "claim", "count"],
+    ids=["score", "seed", "claim", "count", "blocks"],
 )
 def test_verify_fails_when_canaries_json_is_edited(canary_run, tmp_path, edit, check):
     copy = _copy(canary_run, tmp_path)
