@@ -6,11 +6,17 @@ default, ``--kind input`` for black-box ones) in every institution; ``--set`` ad
 overrides (e.g. more training). The figures are the audit's own (``build_audit``'s
 ``empirical`` section). The broken case scales DP-SGD's noise through ``dp_training``'s
 test-only ``noise_scale_for_testing`` (patched in this process only). Prints one line per
-run and a summary.
+run, with the estimate's share of the claim. ``--rescore RUN_DIR ...`` recomputes the scores
+and figures of saved run folders with this checkout's scoring (no training). ``--ideal SIGMA
+...`` draws the scores the best possible auditor of a Dirac canary would get from what the
+server sees (the records' own gradients gone, equal weight on every step): the canary's
+Binomial(steps, q) samples plus the sum of every institution's noise over those steps, for
+configs/dp.yaml's q = 0.128, 32 canary-carrying steps and 4 institutions; five draws each.
 
     PYTHONPATH=. HF_HUB_OFFLINE=1 python benchmarks/canary_audit.py [--seeds 0 1 2]
         [--scenarios dp_off eps8 eps2 broken_eps2] [--canaries 1000] [--kind input]
-        [--set KEY=VALUE ...] [--out DIR] [--config configs/dp.yaml]
+        [--set KEY=VALUE ...] [--out DIR] [--config configs/dp.yaml] [--rescore RUN_DIR ...]
+        [--ideal SIGMA ...]
 
 On the 2-core reference machine a DP run takes 1-3 minutes (most of it calibration and
 1000 canaries' directions), the DP-off run under one.
@@ -82,18 +88,65 @@ def run_one(
     finally:
         dp_sgd.dp_training = honest
     audit = build_audit(run_dir)
-    e = audit["empirical"]
     return {
         "scenario": scenario,
         "kind": kind,
         "seed": seed,
-        "claimed": e["claimed_epsilon"],
-        "lower_bound": e["epsilon_lower_bound"],
-        "estimate": e["epsilon_estimate"],
-        "interval": e["epsilon_estimate_interval"],
+        **_figures(audit["empirical"]),
         "critical": any(f["code"] == "empirical_leak" for f in audit["flags"]),
         "verified": audit["integrity"]["verified"],
         "wall_s": round(time.perf_counter() - started, 1),
+    }
+
+
+def rescore(run_dir: Path) -> dict:
+    """A saved run folder's figures with this checkout's gradient-canary scoring."""
+    from securefed.audit.empirical_report import section_from_record
+    from securefed.privacy.canaries import CanaryPlan
+    from securefed.privacy.canary_scores import gradient_scores
+    from securefed.run.canaries import released_adapters
+    from securefed.run.folder import CANARIES, RunFolder
+
+    folder = RunFolder(run_dir)
+    record = json.loads(folder.file(CANARIES).read_text())
+    rounds = [int(r["round"]) for r in folder.read_metrics()]
+    scores = gradient_scores(
+        CanaryPlan.from_json(record["plan"]), released_adapters(folder, rounds)
+    )
+    section = section_from_record(record, scores)
+    return {
+        "run": run_dir.name,
+        **_figures(section),
+        "critical": section["lower_bound_exceeds_claim"],
+    }
+
+
+def ideal(sigma: float, q: float = 0.128, steps: int = 32, institutions: int = 4) -> dict:
+    """One-run bounds and estimates of the ideal scores (module docstring), five draws of
+    1000 canaries; ``sigma`` is the noise multiplier each institution adds (times C)."""
+    import numpy as np
+
+    from securefed.audit.empirical import one_run_lower_bound, one_shot_estimate
+
+    rng = np.random.default_rng(0)
+    noise = sigma * (steps * institutions) ** 0.5  # in units of one sampled step's C
+    bounds, estimates = [], []
+    for _ in range(5):
+        coins = rng.random(1000) < 0.5
+        scores = rng.normal(0.0, noise, 1000) + coins * rng.binomial(steps, q, 1000)
+        bounds.append(round(one_run_lower_bound(scores, coins, 1e-5).epsilon, 2))
+        estimates.append(round(one_shot_estimate(scores, coins, 1e-5).epsilon, 2))
+    return {"sigma": sigma, "institutions": institutions, "bounds": bounds, "estimates": estimates}
+
+
+def _figures(section: dict) -> dict:
+    claimed = float(section["claimed_epsilon"])
+    return {
+        "claimed": claimed,
+        "lower_bound": section["epsilon_lower_bound"],
+        "estimate": section["epsilon_estimate"],
+        "interval": section["epsilon_estimate_interval"],
+        "estimate_share_of_claim": section["epsilon_estimate"] / claimed,
     }
 
 
@@ -106,7 +159,18 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     parser.add_argument("--config", help="a config file instead of the small default")
     parser.add_argument("--out", help="keep the run folders here (default: a temporary folder)")
+    parser.add_argument("--rescore", nargs="+", type=Path, metavar="RUN_DIR")
+    parser.add_argument("--ideal", nargs="+", type=float, metavar="SIGMA")
     args = parser.parse_args()
+    if args.ideal:
+        for sigma in args.ideal:
+            for institutions in (4, 1):
+                print(json.dumps(ideal(sigma, institutions=institutions)), flush=True)
+        return
+    if args.rescore:
+        for run_dir in args.rescore:
+            print(json.dumps(rescore(run_dir)), flush=True)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out or tmp)
         for scenario in args.scenarios:

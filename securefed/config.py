@@ -195,11 +195,14 @@ class AuditConfig(_Section):
     """Empirical privacy audit: canaries carried in the run itself (0 = none).
 
     ``canary_institutions``: who carries them, round-robin (default: every institution).
+    ``canary_parameters``: gradient canaries live in the adapter matrices whose names contain
+    one of these (default: every adapter matrix but the head's; ``privacy.canary_scores``).
     """
 
     canaries: int = Field(0, ge=0, le=100_000)
     canary_kind: Literal["gradient", "input"] = "gradient"
     canary_institutions: list[int] | None = None
+    canary_parameters: list[str] | None = None
 
     @model_validator(mode="after")
     def _enough_canaries(self) -> AuditConfig:

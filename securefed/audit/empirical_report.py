@@ -9,12 +9,12 @@ that claim, so a bound above it contradicts the run's privacy claim).
 
 ``section_from_record`` turns that record into the section (figures, and the record's own
 plan and scores, so an audit folder can recompute its figures alone); ``empirical_flags``
-raises the critical flag when the lower bound exceeds the claim; ``verify_scores`` recomputes
-the scores from the global adapters (checkpoints): of gradient canaries from the initial and
-final ones (numpy), of input canaries from the final one's losses on the canaries regenerated
-from the seed, which needs the backbone (``securefed.run.canaries``, imported then: torch);
-``verify_figures`` recomputes both figures from the scores and coins; each lists what does not
-match.
+raises the critical flag when the lower bound exceeds the claim; ``verify_scores``
+recomputes the scores from the global adapters (checkpoints): of gradient canaries from
+every released round's (numpy, ``privacy.canary_scores``), of input canaries from the final
+one's losses on the canaries regenerated from the seed, which needs the backbone
+(``securefed.run.canaries``, imported then: torch); ``verify_figures`` recomputes both
+figures from the scores and coins; each lists what does not match.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from securefed.audit.empirical import (
     one_run_lower_bound,
     one_shot_estimate,
 )
-from securefed.privacy.canaries import CanaryPlan, gradient_scores
+from securefed.privacy.canaries import CanaryPlan
+from securefed.privacy.canary_scores import gradient_scores
 from securefed.run.folder import CANARIES
 
 BOOTSTRAP_SEED = 0  # the interval is a bootstrap: a fixed seed makes it recomputable
@@ -140,29 +141,26 @@ def empirical_flags(section: dict | None) -> list[dict]:
 def verify_empirical(
     section: dict,
     record: dict,
-    initial: np.ndarray | None = None,
-    final: np.ndarray | None = None,
+    adapters: list[np.ndarray] | np.ndarray | None = None,
     run_dir: Path | None = None,
 ) -> list[str]:
     """``verify_scores`` then ``verify_figures`` against the recomputed scores."""
-    problems, scores = verify_scores(record, initial, final, run_dir)
+    problems, scores = verify_scores(record, adapters, run_dir)
     return problems + verify_figures(section, {**record, "scores": scores.tolist()})
 
 
 def verify_scores(
-    record: dict,
-    initial: np.ndarray | None,
-    final: np.ndarray | None,
-    run_dir: Path | None = None,
+    record: dict, adapters: list[np.ndarray] | np.ndarray | None, run_dir: Path | None = None
 ) -> tuple[list[str], np.ndarray]:
-    """The canaries' scores recomputed from the global adapters: gradient canaries' from the
-    initial and final ones, input canaries' from the final one and the run folder ``run_dir``
-    (its config names the backbone); one line per mismatch with the record, and the scores to
-    recompute the figures from."""
+    """The canaries' scores recomputed from the global adapters ``adapters`` [rounds + 1, d]
+    (the initial one, then each round's): gradient canaries' from all of them, input
+    canaries' from the final one and the run folder ``run_dir`` (its config names the
+    backbone); one line per mismatch with the record, and the scores to recompute the
+    figures from."""
     plan = CanaryPlan.from_json(record["plan"])
     recorded = np.asarray(record["scores"], dtype=np.float64)
-    if initial is None or final is None:
-        return [f"{CANARIES}: the scores need the initial and final checkpoints"], recorded
+    if adapters is None or len(adapters) < 2:
+        return [f"{CANARIES}: the scores need the initial and every round's checkpoint"], recorded
     if plan.kind == "input":
         if run_dir is None:
             return [f"{CANARIES}: input canaries are rescored from their run folder"], recorded
@@ -170,9 +168,10 @@ def verify_scores(
             rescore_input_canaries,  # lazy: imports torch, needed for input canaries only
         )
 
-        scores, tolerance = rescore_input_canaries(run_dir, plan, final), INPUT_SCORE_TOL
+        scores = rescore_input_canaries(run_dir, plan, adapters[-1])
+        tolerance = INPUT_SCORE_TOL
     else:
-        scores, tolerance = gradient_scores(plan, initial, final), SCORE_REL_TOL
+        scores, tolerance = gradient_scores(plan, np.stack(adapters)), SCORE_REL_TOL
     if recorded.shape != scores.shape:
         return [f"{CANARIES} scores: {recorded.size} recorded for {plan.count} canaries"], scores
     atol = tolerance if plan.kind == "input" else 1e-12

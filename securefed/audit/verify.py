@@ -22,9 +22,10 @@ Checks, each against the files as they are now:
    (``securefed simulate``), and ``state.json`` committing every round of the chain;
 6. ``results.json`` against the chain (final metrics, rounds, aborted rounds, timing sums)
    and against ``baselines/*.json``;
-7. a run with canaries: ``canaries.json``'s scores recomputed from the initial and final
-   checkpoints (hashed in the chain; input canaries: their losses under the final adapter,
-   on the backbone the config names), its claim from the epsilons ``results.json`` reports
+7. a run with canaries: ``canaries.json``'s scores recomputed from the initial and every
+   round's checkpoints (hashed in the chain; input canaries: their losses under the final
+   adapter, on the backbone the config names), gradient canaries' matrices from the config and
+   the vector spec in ``environment.json``, its claim from the epsilons ``results.json`` reports
    (checked in 4), its count and kind against the config.
 
 ``verify_audit`` checks an audit folder instead (its ``audit.json`` alone, as committed): every
@@ -48,7 +49,7 @@ from securefed.audit.epsilons import check_audit_epsilons, check_epsilons
 from securefed.audit.institution import check_audit_institution, check_institution
 from securefed.audit.source import BASELINES, RunSnapshot, as_float, read_snapshot
 from securefed.errors import RunFolderError
-from securefed.privacy.canaries import CanaryPlan, canary_claim
+from securefed.privacy.canaries import CanaryPlan, canary_blocks, canary_claim
 from securefed.run.folder import (
     CANARIES,
     GENESIS_HASH,
@@ -329,16 +330,21 @@ def _check_canaries(run: RunSnapshot, out: Verification) -> None:
     plan = CanaryPlan.from_json(run.canaries["plan"])
     kind = (run.config.get("audit") or {}).get("canary_kind")
     out.expect("canaries", f"{CANARIES} plan", [plan.count, plan.kind], [configured, kind])
+    spec = run.environment.get("vector_spec") or {}
+    if plan.kind == "gradient" and spec:
+        parameters = (run.config.get("audit") or {}).get("canary_parameters")
+        shapes = tuple(tuple(shape) for shape in spec["shapes"])
+        blocks = canary_blocks(tuple(spec["names"]), shapes, parameters)
+        out.expect("canary blocks", f"{CANARIES} plan", list(plan.blocks), list(blocks))
     folder = RunFolder(run.path)
-    checkpoints = [folder.checkpoint_rel(None)]
-    if run.metrics:
-        checkpoints.append(folder.checkpoint_rel(run.metrics[-1]["round"]))
-    if len(checkpoints) < 2 or not all(folder.file(rel).is_file() for rel in checkpoints):
-        out.expect("canary scores", CANARIES, "initial and final checkpoints", "missing")
+    rounds = [int(record["round"]) for record in run.metrics]
+    checkpoints = [folder.checkpoint_rel(r) for r in [None, *rounds]]
+    if not rounds or not all(folder.file(rel).is_file() for rel in checkpoints):
+        out.expect("canary scores", CANARIES, "initial and every round's checkpoint", "missing")
         return
-    initial, final = (folder.load_adapter(rel) for rel in checkpoints)
-    problems, _ = verify_scores(run.canaries, initial, final, run.path)
-    out.expect("canary scores", f"{CANARIES} vs {checkpoints[1]}", problems, [])
+    adapters = [folder.load_adapter(rel) for rel in checkpoints]
+    problems, _ = verify_scores(run.canaries, adapters, run.path)
+    out.expect("canary scores", f"{CANARIES} vs the {len(checkpoints)} checkpoints", problems, [])
     if run.results is not None:
         epsilon, delta = canary_claim(plan, run.results["privacy"])
         out.expect(

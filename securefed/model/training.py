@@ -158,9 +158,10 @@ def train_local(
 
     Without DP: uniformly shuffled mini-batches (seeded by ``generator``). With ``dp`` (a
     ``DPPlan``): Opacus DP-SGD with Poisson sampling. ``canaries`` = (plan, institution):
-    that institution's included gradient canaries join each step, Poisson-sampled at
-    q = B / len(data) (``dp_canary_rows``): under DP before clipping, without DP added unclipped
-    to the batch-mean gradient (norm ``GRADIENT_NORM_FACTOR`` x ``canary_clip_norm``).
+    that institution's included gradient canaries join its steps (``dp_canary_rows``): under
+    DP Poisson-sampled at q = B / len(data) and appended before clipping, without DP once an
+    epoch each, as the shuffled records are, added unclipped to the batch-mean gradient (norm
+    ``GRADIENT_NORM_FACTOR`` x ``canary_clip_norm``).
     They are not records of ``data``: no count or loss reported here includes them.
     ``input_canaries``: this institution's included input canaries, which join ``data`` as
     records (``carried_rows``): shuffled or Poisson-sampled with them, at q = B / len(data),
@@ -200,6 +201,7 @@ def train_local(
         )
         return stats if tally is None else _records_only(stats, tally)
     optimizer = _optimizer(bundle, lr, weight_decay)
+    loader = DataLoader(data, batch_size=batch_size, shuffle=True, generator=generator)
     canary_rows = None
     if canaries is not None:
         canary_rows = GradientCanaryRows(
@@ -208,8 +210,8 @@ def train_local(
             min(1.0, batch_size / records),
             canary_clip_norm,
             torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little")),
+            epoch_steps=len(loader),
         )
-    loader = DataLoader(data, batch_size=batch_size, shuffle=True, generator=generator)
     losses: list[float] = []
     seen = 0
     while len(losses) < steps:

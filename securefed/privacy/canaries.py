@@ -3,19 +3,22 @@
 A run with ``audit.canaries = m`` carries m canary records, spread round-robin over the
 institutions the config names (canary i goes to ``institutions[i % len]``). Each is included
 with probability 1/2 by a secret coin; an excluded canary never enters training, an included
-one is a record of its institution like any other: it is Poisson-sampled at the institution's
-rate q (computed from the real records only, so the ledger is unchanged), clipped, noised,
-masked and aggregated. Everything derives from one 64-bit seed drawn from the OS and written
-only when the run ends (``CanaryPlan.to_json``); until then the coins are as secret as the
+one is a record of its institution like any other: it is Poisson-sampled at the
+institution's rate q (computed from the real records only, so the ledger is unchanged),
+clipped, noised, masked and aggregated (without DP: seen once an epoch, as the shuffled
+records are). Everything derives from one 64-bit seed drawn from the OS and written only
+when the run ends (``CanaryPlan.to_json``); until then the coins are as secret as the
 records.
 
-- gradient canaries (white box): canary i's per-sample gradient is the fixed unit direction
-  u_i (a Gaussian vector over the adapter, normalised; ``canary_direction``) times
-  ``GRADIENT_NORM_FACTOR`` x the clip norm, so clipping always scales it to exactly C u_i.
-  DP-SGD appends the rows of the sampled included canaries to the per-sample gradients before
-  clipping (``securefed.privacy.dp_sgd``, ``canaries=``). Score: the cosine of u_i with the
-  step the released adapter took against it (initial minus final global adapter: descent
-  moves against the gradient), ``gradient_scores``.
+- gradient canaries (white box, Dirac): canary i's per-sample gradient is s_i e_{k_i}, one
+  coordinate k_i of the adapter with a sign s_i (``canary_coordinates``; distinct coordinates,
+  drawn from the plan's ``blocks``: the adapter matrices the audit puts canaries in), times
+  ``GRADIENT_NORM_FACTOR`` x the clip norm, so clipping always scales it to exactly C. DP-SGD
+  appends the rows of the sampled included canaries to the per-sample gradients before
+  clipping (``securefed.privacy.dp_sgd``, ``canaries=``). One coordinate each: no canary
+  moves another's score (dense random directions overlap by 1/sqrt(d) each, a thousand of
+  them by far more than one canary's step). Score: ``canary_scores.gradient_scores``, from
+  every released round.
 - input canaries (black box): canary i is a record of uniformly random tokens and a uniformly
   random label (``input_canary_records``), encoded and cached like the task's records
   (``securefed.model.input_canaries``); an included one joins its carrier's shard as a record
@@ -37,18 +40,25 @@ import numpy as np
 
 CanaryKind = Literal["gradient", "input"]
 CANARY_KINDS: tuple[str, ...] = ("gradient", "input")
-GRADIENT_NORM_FACTOR = 2.0  # canary gradient norm / clip norm: always clipped, to exactly C
+# Canary gradient norm / clip norm. Under DP every canary is clipped to exactly C, whatever
+# this is; without DP nothing clips it, and Adam divides each coordinate's step by its own
+# gradient's size: only a canary far larger than the records' gradient at its coordinate
+# owns that coordinate's steps (a designed canary: the most a record can do without DP).
+GRADIENT_NORM_FACTOR = 1000.0
 _COINS, _DIRECTIONS, _INPUTS = 0, 1, 2  # domain separation of the seed's streams
+Block = tuple[int, int, int]  # (offset in the adapter vector, rows, columns) of one matrix
 
 
 @dataclass(frozen=True)
 class CanaryPlan:
-    """The canaries of one run: kind, count, carriers and the secret seed of everything."""
+    """The canaries of one run: kind, count, carriers, the secret seed of everything and, for
+    gradient canaries, the adapter matrices (``blocks``) their coordinates are drawn from."""
 
     kind: CanaryKind
     count: int
     institutions: tuple[int, ...]
     seed: int
+    blocks: tuple[Block, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in CANARY_KINDS:
@@ -60,6 +70,12 @@ class CanaryPlan:
             )
         if not 0 <= self.seed < 2**64:
             raise ValueError(f"canary seed must be a 64-bit unsigned integer, got {self.seed}")
+        room = sum(rows * cols for _, rows, cols in self.blocks)
+        if self.kind == "gradient" and room < self.count:
+            raise ValueError(
+                f"{self.count} gradient canaries need as many distinct coordinates; their "
+                f"blocks {list(self.blocks)} hold {room}"
+            )
 
     @property
     def included(self) -> np.ndarray:
@@ -82,54 +98,60 @@ class CanaryPlan:
             "count": self.count,
             "institutions": list(self.institutions),
             "seed": str(self.seed),  # JSON readers may hold integers as doubles
+            "blocks": [list(block) for block in self.blocks],
         }
 
     @classmethod
     def from_json(cls, data: dict) -> CanaryPlan:
-        return cls(data["kind"], int(data["count"]), tuple(data["institutions"]), int(data["seed"]))
-
-
-def plan_canaries(count: int, kind: CanaryKind, institutions: tuple[int, ...]) -> CanaryPlan:
-    """A plan whose seed (hence coins, directions and inputs) comes from the OS."""
-    return CanaryPlan(kind, count, tuple(institutions), int.from_bytes(os.urandom(8), "little"))
-
-
-def canary_direction(seed: int, index: int, dimension: int) -> np.ndarray:
-    """[d] float32 unit vector of gradient canary ``index`` (its own stream of ``seed``).
-
-    Drawn afresh when needed (a thousand canaries over a 75k-parameter adapter would hold
-    300 MB); float32 halves the cost of the draw, which DP-SGD pays for every sampled canary.
-    """
-    rng = np.random.default_rng([seed, _DIRECTIONS, index])
-    v = rng.standard_normal(dimension, dtype=np.float32)
-    return v / np.float32(math.sqrt(_dot(v, v)))
-
-
-def gradient_scores(plan: CanaryPlan, initial: np.ndarray, final: np.ndarray) -> np.ndarray:
-    """[m] cosines of each canary direction with ``initial - final``, the released step
-    (gradient descent moves against a canary's gradient: an included one scores near its
-    share of the step, an excluded one about N(0, 1/d))."""
-    if plan.kind != "gradient":
-        raise ValueError(f"gradient scores need gradient canaries, this plan has {plan.kind!r}")
-    if initial.shape != final.shape or initial.ndim != 1:
-        raise ValueError(
-            f"initial and final adapters must be flat vectors of one size, got shapes "
-            f"{initial.shape} and {final.shape}"
+        blocks = tuple(tuple(int(v) for v in block) for block in data.get("blocks", []))
+        return cls(
+            data["kind"],
+            int(data["count"]),
+            tuple(data["institutions"]),
+            int(data["seed"]),
+            blocks,  # type: ignore[arg-type]
         )
-    step = initial.astype(np.float64) - final.astype(np.float64)
-    norm = math.sqrt(_dot(step, step))
-    if norm == 0:
-        return np.zeros(plan.count)
-    unit = step / norm
-    return np.array(
-        [_dot(canary_direction(plan.seed, i, step.size), unit) for i in range(plan.count)]
-    )
 
 
-def _dot(a: np.ndarray, b: np.ndarray) -> float:
-    """a . b in float64 by einsum's own loop: BLAS dot spins up its thread pool on every call,
-    which cost 30 ms a call (against 15 us) on a loaded machine here."""
-    return float(np.einsum("i,i->", a, b, dtype=np.float64))
+def plan_canaries(
+    count: int, kind: CanaryKind, institutions: tuple[int, ...], blocks: tuple[Block, ...] = ()
+) -> CanaryPlan:
+    """A plan whose seed (hence coins, coordinates and inputs) comes from the OS."""
+    seed = int.from_bytes(os.urandom(8), "little")
+    return CanaryPlan(kind, count, tuple(institutions), seed, tuple(blocks))
+
+
+def canary_blocks(
+    names: tuple[str, ...], shapes: tuple[tuple[int, ...], ...], parameters: list[str] | None
+) -> tuple[Block, ...]:
+    """The adapter matrices gradient canaries live in: every 2-D tensor of the adapter vector
+    (``names`` and ``shapes`` in vector order) whose name contains one of ``parameters``
+    (None: every 2-D tensor but the head's, ``modules_to_save``, which every record moves)."""
+    blocks, offset = [], 0
+    for name, shape in zip(names, shapes, strict=True):
+        size = math.prod(shape)
+        wanted = (
+            "modules_to_save" not in name
+            if parameters is None
+            else any(part in name for part in parameters)
+        )
+        if len(shape) == 2 and wanted:
+            blocks.append((offset, int(shape[0]), int(shape[1])))
+        offset += size
+    return tuple(blocks)
+
+
+def canary_coordinates(plan: CanaryPlan) -> tuple[np.ndarray, np.ndarray]:
+    """([m] int64 distinct adapter coordinates, [m] float64 signs of +-1) of the gradient
+    canaries: drawn uniformly without replacement from the plan's blocks (its own stream of
+    the seed)."""
+    if plan.kind != "gradient":
+        raise ValueError(f"coordinates belong to gradient canaries, this plan has {plan.kind!r}")
+    pool = np.concatenate([np.arange(o, o + r * c, dtype=np.int64) for o, r, c in plan.blocks])
+    rng = np.random.default_rng([plan.seed, _DIRECTIONS])
+    coordinates = rng.choice(pool, size=plan.count, replace=False)
+    signs = np.where(rng.random(plan.count) < 0.5, -1.0, 1.0)
+    return coordinates, signs
 
 
 def canary_claim(plan: CanaryPlan, privacy_report: dict) -> tuple[float, float]:

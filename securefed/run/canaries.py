@@ -1,14 +1,15 @@
 """The run's side of the empirical audit: plan the canaries, record them when the run ends.
 
 ``simulate`` makes the plan before round 0 (its seed from the OS, held in this process only)
-and the carriers' local training takes it (``setup.client_update``); ``attach_canaries`` also
-builds the rows of input canaries. After the last round, ``record_canaries`` scores every
-canary against the released global adapters (gradient canaries: the initial one and the final
-one; input canaries: the final one's loss on them) and writes ``canaries.json``: the plan with
-its seed, the scores and the claim they are audited against. The audit computes the figures
-from that file (``securefed.audit.empirical_report``); ``rescore_input_canaries`` recomputes
-input canaries' scores for ``audit --verify`` from the run folder alone. Until the run ends
-the coins exist nowhere else, so a run with canaries cannot be resumed.
+and the carriers' local training takes it (``setup.client_update``); ``attach_canaries``
+also builds the rows of input canaries. After the last round, ``record_canaries`` scores
+every canary against the released global adapters (gradient canaries: every round's, from
+the checkpoints, ``released_adapters``; input canaries: the final one's loss on them) and
+writes ``canaries.json``: the plan with its seed, the scores and the claim they are audited
+against. The audit computes the figures from that file
+(``securefed.audit.empirical_report``); ``rescore_input_canaries`` recomputes input
+canaries' scores for ``audit --verify`` from the run folder alone. Until the run ends the
+coins exist nowhere else, so a run with canaries cannot be resumed.
 """
 
 from __future__ import annotations
@@ -19,37 +20,52 @@ import numpy as np
 from torch.utils.data import TensorDataset
 
 from securefed.config import RunConfig, load_config
-from securefed.model.adapters import AdapterModel, set_vector
+from securefed.errors import ConfigError
+from securefed.model.adapters import AdapterModel, VectorSpec, set_vector
 from securefed.model.input_canaries import canary_losses, input_canary_rows
 from securefed.privacy.canaries import (
     CanaryPlan,
+    canary_blocks,
     canary_claim,
     canary_record,
-    gradient_scores,
     input_scores,
     plan_canaries,
 )
-from securefed.run.folder import CANARIES, CONFIG, RunFolder, write_json
+from securefed.privacy.canary_scores import gradient_scores
+from securefed.run.folder import CANARIES, CONFIG, RunFolder, checkpoint_rel, write_json
 from securefed.run.setup import RunSetup, adapter_model
 from securefed.tasks import get_task
 
 
-def canary_plan(cfg: RunConfig) -> CanaryPlan | None:
+def canary_plan(cfg: RunConfig, spec: VectorSpec) -> CanaryPlan | None:
     """The run's canaries (``audit.canaries``; None when 0), carried by
-    ``audit.canary_institutions`` (default: every institution)."""
+    ``audit.canary_institutions`` (default: every institution); gradient canaries in the
+    adapter matrices ``audit.canary_parameters`` names (of ``spec``, the adapter vector)."""
     audit = cfg.audit
     if not audit.canaries:
         return None
     carriers = audit.canary_institutions
     if carriers is None:
         carriers = list(range(cfg.partition.num_clients))
-    return plan_canaries(audit.canaries, audit.canary_kind, tuple(carriers))
+    blocks: tuple = ()
+    if audit.canary_kind == "gradient":
+        blocks = canary_blocks(spec.names, spec.shapes, audit.canary_parameters)
+        room = sum(rows * cols for _, rows, cols in blocks)
+        if room < audit.canaries:
+            matrices = [n for n, s in zip(spec.names, spec.shapes, strict=True) if len(s) == 2]
+            raise ConfigError(
+                "audit.canary_parameters",
+                audit.canary_parameters,
+                f"names matching adapter matrices with at least audit.canaries = "
+                f"{audit.canaries} entries in all (they match {room}); the matrices: {matrices}",
+            )
+    return plan_canaries(audit.canaries, audit.canary_kind, tuple(carriers), blocks)
 
 
 def attach_canaries(setup: RunSetup) -> None:
     """Plan the run's canaries into ``setup``; input canaries also get their rows, encoded and
     cached as the records are (``securefed.model.input_canaries``)."""
-    setup.canaries = plan = canary_plan(setup.cfg)
+    setup.canaries = plan = canary_plan(setup.cfg, setup.bundle.spec)
     if plan is not None and plan.kind == "input":
         cfg = setup.cfg
         setup.canary_rows = input_canary_rows(
@@ -67,11 +83,20 @@ def record_canaries(
         batch = setup.cfg.training.eval_batch_size
         scores = _scored(setup.scorer, setup.canary_rows, final, batch)
     else:
-        scores = gradient_scores(plan, setup.initial_vector, final)
+        rounds = list(range(setup.cfg.training.rounds))
+        scores = gradient_scores(plan, released_adapters(folder, rounds))
     epsilon, delta = canary_claim(plan, privacy_report)
     record = canary_record(plan, scores, delta=delta, claimed_epsilon=epsilon)
     write_json(folder.file(CANARIES), record)
     return record
+
+
+def released_adapters(folder: RunFolder, rounds: list[int]) -> np.ndarray:
+    """[len(rounds) + 1, d]: the initial global adapter, then the one after each of
+    ``rounds``, from ``folder``'s checkpoints (what the server saw, and what the audit
+    rescores gradient canaries from)."""
+    rels = [checkpoint_rel(None), *(checkpoint_rel(r) for r in rounds)]
+    return np.stack([folder.load_adapter(rel) for rel in rels])
 
 
 def rescore_input_canaries(run_dir: str | Path, plan: CanaryPlan, final: np.ndarray) -> np.ndarray:

@@ -17,31 +17,32 @@ from securefed.audit.empirical_report import (
 from securefed.audit.source import json_safe
 from securefed.config import validate
 from securefed.errors import ConfigError
-from securefed.privacy.canaries import (
-    CanaryPlan,
-    canary_direction,
-    canary_record,
-    gradient_scores,
-)
+from securefed.privacy.canaries import CanaryPlan, canary_coordinates, canary_record
+from securefed.privacy.canary_scores import gradient_scores
 
 DIM = 2048
+BLOCKS = ((0, 64, 32),)
 
 
-def _released(plan: CanaryPlan, strength: float):
-    """Initial and final adapters whose step moves ``strength`` along each included canary."""
+def _released(plan: CanaryPlan, strength: float) -> np.ndarray:
+    """[3, DIM]: initial adapter and two rounds, each moving ``strength`` against each
+    included canary's coordinate over a noise of 0.05."""
     rng = np.random.default_rng(0)
-    initial = rng.normal(size=DIM).astype(np.float32)
-    step = rng.normal(size=DIM) * 0.05
-    for i in np.flatnonzero(plan.included):
-        step += strength * canary_direction(plan.seed, int(i), DIM)
-    return initial, (initial - step).astype(np.float32)
+    adapters = [rng.normal(size=DIM)]
+    for _ in range(2):
+        step = rng.normal(size=DIM) * 0.05
+        if plan.kind == "gradient":
+            coordinates, signs = canary_coordinates(plan)
+            step[coordinates[plan.included]] += strength * signs[plan.included]
+        adapters.append(adapters[-1] - step)
+    return np.stack(adapters).astype(np.float32)
 
 
 def _run(strength: float = 0.05, claimed: float = 1.0, kind: str = "gradient"):
-    plan = CanaryPlan(kind, 200, (0, 1), seed=42)
-    initial, final = _released(plan, strength)
+    plan = CanaryPlan(kind, 200, (0, 1), seed=42, blocks=BLOCKS if kind == "gradient" else ())
+    adapters = _released(plan, strength)
     scores = (
-        gradient_scores(plan, initial, final)
+        gradient_scores(plan, adapters)
         if kind == "gradient"
         else np.random.default_rng(1).normal(size=200) + plan.included
     )
@@ -50,12 +51,12 @@ def _run(strength: float = 0.05, claimed: float = 1.0, kind: str = "gradient"):
     record = json.loads(json.dumps(json_safe(record)))
     section = json.loads(json.dumps(json_safe(section_from_record(record))))  # as in audit.json
     assert section["scores"] == record["scores"] and section["plan"] == record["plan"]
-    return section, record, initial, final
+    return section, record, adapters
 
 
 def test_an_untouched_run_verifies():
-    section, record, initial, final = _run()
-    assert verify_empirical(section, record, initial, final) == []
+    section, record, adapters = _run()
+    assert verify_empirical(section, record, adapters) == []
     assert section["canaries"] == 200 and section["canary_kind"] == "gradient"
     assert section["confidence"] == 0.95
     low, high = section["epsilon_estimate_interval"]
@@ -63,23 +64,25 @@ def test_an_untouched_run_verifies():
 
 
 def test_dp_off_claim_of_infinity_verifies_and_never_flags():
-    section, record, initial, final = _run(strength=1.0, claimed=math.inf)
+    section, record, adapters = _run(strength=1.0, claimed=math.inf)
     assert section["claimed_epsilon"] == "inf"
-    assert verify_empirical(section, record, initial, final) == []
+    assert verify_empirical(section, record, adapters) == []
     assert empirical_flags(section) == []
 
 
 def test_a_changed_checkpoint_score_or_figure_is_reported():
-    section, record, initial, final = _run()
-    other = final.copy()
-    other[:10] += 1.0
-    assert any("scores" in p for p in verify_empirical(section, record, initial, other))
+    section, record, adapters = _run()
+    coordinates, _ = canary_coordinates(CanaryPlan.from_json(record["plan"]))
+    for round_index in (1, 2):  # an edit to any round's checkpoint, not only the last
+        other = adapters.copy()
+        other[round_index, coordinates[:10]] += 1.0
+        assert any("scores" in p for p in verify_empirical(section, record, other))
     edited = {**section, "epsilon_lower_bound": section["epsilon_lower_bound"] + 0.5}
-    (problem,) = verify_empirical(edited, record, initial, final)
+    (problem,) = verify_empirical(edited, record, adapters)
     assert problem.startswith("empirical.epsilon_lower_bound")
     claimed = {**section, "claimed_epsilon": 9.0}
-    assert any("claimed_epsilon" in p for p in verify_empirical(claimed, record, initial, final))
-    assert "checkpoints" in verify_empirical(section, record)[0]
+    assert any("claimed_epsilon" in p for p in verify_empirical(claimed, record, adapters))
+    assert "checkpoint" in verify_empirical(section, record)[0]
 
 
 def test_an_audit_folder_recomputes_its_figures_from_its_own_scores():
@@ -95,8 +98,8 @@ def test_an_audit_folder_recomputes_its_figures_from_its_own_scores():
 def test_input_canaries_are_rescored_from_their_run_folder_only():
     """Their scores need the backbone: without a run folder they cannot verify (the run test,
     ``test_input_canary_run``, rescores them from one)."""
-    section, record, initial, final = _run(kind="input")
-    (problem,) = verify_empirical(section, record, initial, final)
+    section, record, adapters = _run(kind="input")
+    (problem,) = verify_empirical(section, record, adapters)
     assert "run folder" in problem
 
 

@@ -1,4 +1,4 @@
-"""Canaries: secret coins, directions, the DP-SGD seam, and an audit that can fail."""
+"""Canaries: secret coins, Dirac coordinates, the DP-SGD seam, and an audit that can fail."""
 
 from __future__ import annotations
 
@@ -13,55 +13,84 @@ from securefed.audit.empirical_report import empirical_flags, empirical_section
 from securefed.privacy.canaries import (
     GRADIENT_NORM_FACTOR,
     CanaryPlan,
-    canary_direction,
-    gradient_scores,
+    canary_blocks,
+    canary_coordinates,
     input_canary_records,
     input_scores,
     plan_canaries,
 )
+from securefed.privacy.canary_scores import gradient_scores
 from securefed.privacy.dp_canary_rows import GradientCanaryRows
 from securefed.privacy.dp_sgd import dp_training
 
 pytestmark = pytest.mark.filterwarnings("ignore:DP-SGD without secure_mode")
 DELTA = 1e-5
+BLOCKS = ((0, 64, 64),)  # one 64 x 64 matrix at the start of the adapter vector
 
 
 def test_plan_coins_carriers_and_json():
-    plan = CanaryPlan("gradient", 1000, (2, 0, 5), seed=12345)
+    plan = CanaryPlan("gradient", 1000, (2, 0, 5), seed=12345, blocks=BLOCKS)
     coins = plan.included
     assert coins.dtype == bool and 400 < coins.sum() < 600
-    np.testing.assert_array_equal(coins, CanaryPlan.from_json(plan.to_json()).included)
-    assert not np.array_equal(coins, CanaryPlan("gradient", 1000, (2, 0, 5), seed=12346).included)
+    assert CanaryPlan.from_json(plan.to_json()) == plan
+    other = CanaryPlan("gradient", 1000, (2, 0, 5), seed=12346, blocks=BLOCKS)
+    assert not np.array_equal(coins, other.included)
     carried = [plan.included_at(i) for i in (2, 0, 5)]
     np.testing.assert_array_equal(np.sort(np.concatenate(carried)), np.flatnonzero(coins))
     assert all(
         plan.carrier(int(i)) == inst for inst, c in zip((2, 0, 5), carried, strict=True) for i in c
     )
-    fresh = [plan_canaries(100, "gradient", (0, 1)) for _ in range(2)]
+    fresh = [plan_canaries(100, "gradient", (0, 1), BLOCKS) for _ in range(2)]
     assert fresh[0].seed != fresh[1].seed  # 64 bits from the OS each time
     with pytest.raises(ValueError, match="kind"):
         CanaryPlan("label", 10, (0,), 1)
     with pytest.raises(ValueError, match="count >= 1"):
-        CanaryPlan("gradient", 0, (0,), 1)
+        CanaryPlan("gradient", 0, (0,), 1, BLOCKS)
+    with pytest.raises(ValueError, match="distinct coordinates"):
+        CanaryPlan("gradient", 101, (0,), 1, ((5, 10, 10),))
 
 
-def test_directions_are_fixed_unit_and_nearly_orthogonal():
-    u = np.stack([canary_direction(7, i, 4096) for i in range(50)])
-    np.testing.assert_allclose(np.linalg.norm(u, axis=1), 1.0, rtol=1e-6)
-    np.testing.assert_array_equal(u[3], canary_direction(7, 3, 4096))
-    off_diagonal = (u @ u.T)[~np.eye(50, dtype=bool)]
-    assert np.abs(off_diagonal).max() < 6 / np.sqrt(4096)
-
-
-def test_gradient_score_is_the_cosine_with_the_released_delta():
-    plan = CanaryPlan("gradient", 20, (0,), seed=3)
-    initial = np.random.default_rng(0).normal(size=4096).astype(np.float32)
-    final = initial - 0.5 * canary_direction(3, 11, 4096)  # a step against canary 11
-    scores = gradient_scores(plan, initial, final)
-    assert scores[11] == pytest.approx(1.0, abs=1e-6)
-    assert np.abs(np.delete(scores, 11)).max() < 0.1
+def test_coordinates_are_distinct_signed_and_inside_the_blocks():
+    blocks = ((10, 8, 8), (200, 16, 4))
+    plan = CanaryPlan("gradient", 120, (0,), seed=7, blocks=blocks)
+    coordinates, signs = canary_coordinates(plan)
+    assert len(set(coordinates.tolist())) == 120
+    inside = ((coordinates >= 10) & (coordinates < 74)) | (
+        (coordinates >= 200) & (coordinates < 264)
+    )
+    assert inside.all()
+    assert set(signs.tolist()) == {-1.0, 1.0}
+    again = canary_coordinates(CanaryPlan("gradient", 120, (0,), seed=7, blocks=blocks))
+    np.testing.assert_array_equal(coordinates, again[0])
+    np.testing.assert_array_equal(signs, again[1])
     with pytest.raises(ValueError, match="gradient canaries"):
-        gradient_scores(CanaryPlan("input", 20, (0,), 3), initial, final)
+        canary_coordinates(CanaryPlan("input", 20, (0,), 3))
+
+
+def test_canary_blocks_are_the_named_matrices_in_vector_order():
+    names = ("q.lora_A", "q.lora_B", "modules_to_save.weight", "modules_to_save.bias", "v.lora_B")
+    shapes = ((4, 16), (16, 4), (3, 16), (3,), (16, 4))
+    assert canary_blocks(names, shapes, None) == ((0, 4, 16), (64, 16, 4), (179, 16, 4))
+    assert canary_blocks(names, shapes, ["q.lora_B"]) == ((64, 16, 4),)
+    assert canary_blocks(names, shapes, ["nothing"]) == ()
+
+
+def test_gradient_score_sees_one_entry_through_a_low_rank_step():
+    """A rank-1 step (the records') far larger than the canary's entry does not hide it."""
+    plan = CanaryPlan("gradient", 20, (0,), seed=3, blocks=((0, 64, 32),))
+    rng = np.random.default_rng(0)
+    coordinates, signs = canary_coordinates(plan)
+    rounds = [rng.normal(size=2048)]
+    for _ in range(3):
+        low_rank = 5.0 * np.outer(rng.normal(size=64), rng.normal(size=32)).ravel()
+        step = low_rank + 0.01 * rng.normal(size=2048)
+        step[coordinates[11]] += 0.2 * signs[11]  # descent against canary 11's gradient
+        rounds.append(rounds[-1] - step)
+    scores = gradient_scores(plan, np.stack(rounds))
+    assert scores[11] > 3 * 10  # 0.2 over a noise of 0.01, in each of 3 rounds
+    assert np.abs(np.delete(scores, 11)).max() < 15
+    frozen = gradient_scores(plan, np.stack([rounds[0], rounds[0]]))
+    np.testing.assert_array_equal(frozen, 0.0)  # a round that did not move counts nothing
 
 
 def test_input_canaries_are_uniform_random_records():
@@ -79,10 +108,10 @@ def test_input_canaries_are_uniform_random_records():
 RECORDS, CLIP = 8, 1.0
 
 
-def _model_and_data(in_features: int = 256, out_features: int = 64):
+def _model_and_data(in_features: int = 256, out_features: int = 64, bias: bool = True):
     """A linear "adapter" (256 x 64 + 64 = 16448 parameters by default) and 8 records."""
     torch.manual_seed(0)
-    model = torch.nn.Linear(in_features, out_features)
+    model = torch.nn.Linear(in_features, out_features, bias=bias)
     data = TensorDataset(torch.randn(RECORDS, in_features), torch.randint(0, 4, (RECORDS,)))
     return model, data
 
@@ -115,23 +144,26 @@ def _one_round(model, data, plan, *, sigma, noise_scale, loss_scale=1.0, steps=1
     return initial, _flat(model)
 
 
+WEIGHT = ((0, 64, 256),)  # the linear model's weight, first in its parameter vector
+
+
 def test_sampled_canaries_join_the_clipped_sum():
-    """No noise, no data gradient, q = 1: the step is exactly -C sum_included u_i / B."""
-    model, data = _model_and_data()
-    plan = CanaryPlan("gradient", 40, (0,), seed=5)
+    """No noise, no data gradient, q = 1: the step is exactly -C sum_included s_i e_k_i / B
+    (no bias: nothing would move it, and DP-SGD stops on a parameter a step left unchanged)."""
+    model, data = _model_and_data(bias=False)
+    plan = CanaryPlan("gradient", 40, (0,), seed=5, blocks=WEIGHT)
     initial, final = _one_round(model, data, plan, sigma=1.0, noise_scale=0.0, loss_scale=0.0)
-    dim = initial.size
+    coordinates, signs = canary_coordinates(plan)
     included = plan.included_at(0)
-    expected = sum(canary_direction(plan.seed, int(i), dim) for i in included)
+    expected = np.zeros(initial.size)
+    expected[coordinates[included]] = signs[included]
     clipped = CLIP * GRADIENT_NORM_FACTOR * CLIP / (GRADIENT_NORM_FACTOR * CLIP + 1e-6)
     np.testing.assert_allclose(final - initial, -clipped * expected / RECORDS, atol=1e-6)
-    scores = gradient_scores(plan, initial, final)
-    assert scores[plan.included].min() > 0.1 > np.abs(scores[~plan.included]).max()
 
 
 def test_canary_rows_are_poisson_sampled_at_the_records_rate():
-    model, data = _model_and_data(8, 4)
-    plan = CanaryPlan("gradient", 400, (0,), seed=6)
+    model, data = _model_and_data(64, 16)
+    plan = CanaryPlan("gradient", 400, (0,), seed=6, blocks=((0, 16, 64),))
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     with dp_training(
         model,
@@ -154,7 +186,7 @@ def test_canary_rows_are_poisson_sampled_at_the_records_rate():
 
 def test_noise_switch_scales_the_noise_but_not_the_claim():
     model, data = _model_and_data()
-    plan = CanaryPlan("gradient", 2, (0,), seed=8)
+    plan = CanaryPlan("gradient", 2, (0,), seed=8, blocks=WEIGHT)
     spreads = {}
     for scale in (1.0, 0.1):
         model, data = _model_and_data()
@@ -171,18 +203,21 @@ def test_a_non_private_loop_carries_the_same_canary_rows():
     """DP off: no clipping, no noise; the loop adds the sampled rows' batch mean to .grad."""
     model, data = _model_and_data()
     params = list(model.parameters())
-    plan = CanaryPlan("gradient", 200, (0,), seed=10)
+    plan = CanaryPlan("gradient", 200, (0,), seed=10, blocks=WEIGHT)
     rows = GradientCanaryRows(plan, 0, params, 1.0, CLIP, torch.Generator().manual_seed(4))
     optimizer = torch.optim.SGD(params, lr=1.0)
     initial = _flat(model)
     x, y = data.tensors
     optimizer.zero_grad(set_to_none=True)
-    F.cross_entropy(model(x), y).backward()
+    (0.0 * F.cross_entropy(model(x), y)).backward()  # the records' gradient out of the way
     for p, r in rows().items():
         p.grad += r.sum(0) / len(x)
     optimizer.step()
-    scores = gradient_scores(plan, initial, _flat(model))
-    assert scores[plan.included].min() > np.abs(scores[~plan.included]).max()
+    coordinates, signs = canary_coordinates(plan)
+    included = plan.included_at(0)
+    expected = np.zeros(initial.size)
+    expected[coordinates[included]] = GRADIENT_NORM_FACTOR * CLIP * signs[included] / len(x)
+    np.testing.assert_allclose(initial - _flat(model), expected, rtol=1e-6, atol=1e-6)
 
 
 # ---- the audit end to end: large without noise, silent when honest, loud when broken ----------
@@ -192,9 +227,9 @@ def _audit(noise_scale: float, claimed_epsilon: float = 2.0) -> dict:
     # q = 1 and one step: the Gaussian mechanism, whose sigma the analytic formula gives.
     sigma = dp_accounting.get_sigma_gaussian(claimed_epsilon, DELTA)
     model, data = _model_and_data()
-    plan = CanaryPlan("gradient", 1000, (0,), seed=11)
+    plan = CanaryPlan("gradient", 1000, (0,), seed=11, blocks=WEIGHT)
     initial, final = _one_round(model, data, plan, sigma=sigma, noise_scale=noise_scale)
-    scores = gradient_scores(plan, initial, final)
+    scores = gradient_scores(plan, np.stack([initial, final]))
     return empirical_section(
         scores, plan.included, kind="gradient", delta=DELTA, claimed_epsilon=claimed_epsilon
     )
@@ -247,7 +282,11 @@ def test_canaries_ride_a_peft_adapter_in_adapter_vector_order(adapter):
     model = get_peft_model(bert, config).train()
     params = [p for _, p in model.named_parameters() if p.requires_grad]  # adapter vector order
     data = TensorDataset(torch.randint(1, 64, (RECORDS, 8)), torch.randint(0, 3, (RECORDS,)))
-    plan = CanaryPlan("gradient", 40, (0,), seed=4)
+    names = tuple(n for n, p in model.named_parameters() if p.requires_grad)
+    blocks = canary_blocks(names, tuple(tuple(p.shape) for p in params), None)
+    if not blocks:  # IA3's vectors: canaries over every adapter entry, one row each
+        blocks = ((0, 1, sum(p.numel() for p in params)),)
+    plan = CanaryPlan("gradient", 40, (0,), seed=4, blocks=blocks)
     optimizer = torch.optim.SGD(params, lr=0.1)
     initial = torch.cat([p.detach().reshape(-1) for p in params]).numpy().copy()
     with dp_training(
@@ -259,16 +298,16 @@ def test_canaries_ride_a_peft_adapter_in_adapter_vector_order(adapter):
         batch_size=RECORDS,
         generator=torch.Generator().manual_seed(3),
         canaries=(plan, 0),
-        noise_scale_for_testing=0.0,
+        noise_scale_for_testing=0.05,  # a little noise, as any real step has
     ) as dp:
         x, y = next(iter(dp.loader))
         dp.optimizer.zero_grad(set_to_none=True)
         F.cross_entropy(model(input_ids=x).logits, y).backward()
         dp.optimizer.step()
     final = torch.cat([p.detach().reshape(-1) for p in params]).numpy()
-    scores = gradient_scores(plan, initial, final)
+    scores = gradient_scores(plan, np.stack([initial, final]))
     inside, outside = scores[plan.included], scores[~plan.included]
     # A few hundred adapter coordinates hold 16-20 canaries: separation is clear, not perfect.
     # Mapped to the wrong parameters, the canaries would score like the excluded ones (AUC 0.5).
     auc = np.mean(inside[:, None] > outside[None, :])
-    assert auc > 0.9
+    assert auc > 0.8
