@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from securefed.audit.verify import verify_run
+from securefed.audit import verify_run
 from securefed.config import load_config
 from securefed.privacy.distributed.accounting import institution_epsilon
 from securefed.privacy.distributed.events import event_from_json

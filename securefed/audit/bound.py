@@ -14,13 +14,54 @@ import hashlib
 import json
 from pathlib import Path
 
+from securefed.audit.empirical_report import verify_figures
+from securefed.audit.epsilons import check_audit_epsilons
+from securefed.audit.institution import check_audit_institution
 from securefed.audit.outputs import AUDIT_RECORD, audit_outputs
 from securefed.audit.report import build_audit, flags, verdict
-from securefed.audit.verify import Verification
+from securefed.audit.verify import Verification, verify_records
+from securefed.errors import RunFolderError
 from securefed.run.folder import read_json, sha256_file
 from securefed.run.seal import AUDITS, audit_entry_hash, audit_files, audit_link, read_audits
 
 MAX_FIELDS_NAMED = 20  # differences listed per audit file; the rest are counted
+
+
+def verify_run(run_dir: str | Path) -> Verification:
+    """``verify_records``, then every audit bound to the run (``audits.json``): its files'
+    hashes, and every figure, flag, table, plot and the HTML rebuilt from the records."""
+    records = verify_records(run_dir)
+    out = Verification(records.checks, list(records.mismatches), list(records.notes))
+    check_bound_audits(Path(run_dir), records, out)
+    return out
+
+
+def is_audit_folder(path: str | Path) -> bool:
+    """An audit folder (``audit.json``, no run folder's ``config.yaml``) rather than a run."""
+    return (Path(path) / AUDIT_RECORD).is_file() and not (Path(path) / "config.yaml").is_file()
+
+
+def verify_audit(audit_dir: str | Path) -> Verification:
+    """Recompute every epsilon an audit folder's ``audit.json`` shows from its own events,
+    its flags and verdict from its sections, and its Markdown, HTML and plots from it."""
+    path = Path(audit_dir) / AUDIT_RECORD
+    try:
+        audit = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise RunFolderError(f"{path} cannot be read as an audit record: {exc}") from None
+    out = Verification()
+    check_audit_epsilons(audit, out)
+    empirical = audit.get("empirical") or {}
+    if "scores" in empirical:
+        problems = verify_figures(empirical, empirical)
+        out.expect("empirical lower bound and estimate", "audit.json empirical", problems, [])
+    check_audit_institution(audit, out)
+    verify_audit_folder(Path(audit_dir), out)
+    out.notes.append(
+        "an audit folder alone is checked against its own record; give the run folder to "
+        "check the record against the run"
+    )
+    return out
 
 
 def check_bound_audits(run_dir: Path, records: Verification, out: Verification) -> None:

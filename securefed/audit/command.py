@@ -14,9 +14,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from securefed.audit.bound import is_audit_folder, verify_audit, verify_run
 from securefed.audit.outputs import audit_outputs
 from securefed.audit.report import CRITICAL, build_audit
-from securefed.audit.verify import Verification, is_audit_folder, verify_audit, verify_run
+from securefed.audit.verify import Verification
 from securefed.errors import OutputError, RunFolderError
 from securefed.run.folder import atomic_write_bytes
 from securefed.run.lock import RunLock

@@ -28,9 +28,11 @@ Checks, each against the files as they are now:
    the vector spec in ``environment.json``, its claim from the epsilons ``results.json`` reports
    (checked in 4), its count and kind against the config.
 
-``verify_audit`` checks an audit folder instead (its ``audit.json`` alone, as committed): every
-epsilon it shows, the federation's and the baselines', recomputed from the events it carries,
-and the empirical lower bound and estimate recomputed from the canary scores and coins.
+``verify_records`` runs these checks; ``bound.verify_run`` adds the audits bound to the
+run, and ``bound.verify_audit`` checks an audit folder instead (its ``audit.json`` alone, as
+committed): every epsilon it shows, the federation's and the baselines', recomputed from the
+events it carries, and the empirical lower bound and estimate recomputed from the canary
+scores and coins.
 
 This detects an edit of any one file, or of several that were not edited consistently. It
 cannot detect a folder rewritten consistently from scratch: for that, keep the chain head
@@ -39,16 +41,14 @@ cannot detect a folder rewritten consistently from scratch: for that, keep the c
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from securefed.audit.empirical_report import verify_figures, verify_scores
-from securefed.audit.epsilons import check_audit_epsilons, check_epsilons
-from securefed.audit.institution import check_audit_institution, check_institution
+from securefed.audit.empirical_report import verify_scores
+from securefed.audit.epsilons import check_epsilons
+from securefed.audit.institution import check_institution
 from securefed.audit.source import BASELINES, RunSnapshot, as_float, read_snapshot
-from securefed.errors import RunFolderError
 from securefed.privacy.canaries import CanaryPlan, canary_blocks, canary_claim
 from securefed.run.folder import (
     CANARIES,
@@ -116,50 +116,6 @@ def verify_records(run_dir: str | Path) -> Verification:
     _check_finished_run_files(run, out)
     _check_results(run, out)
     _check_canaries(run, out)
-    return out
-
-
-def verify_run(run_dir: str | Path) -> Verification:
-    """``verify_records``, then every audit bound to the run (``audits.json``): its files'
-    hashes, and every figure, flag, table, plot and the HTML rebuilt from the records."""
-    from securefed.audit.bound import check_bound_audits  # it builds audits, which verify
-
-    records = verify_records(run_dir)
-    out = Verification(records.checks, list(records.mismatches), list(records.notes))
-    check_bound_audits(Path(run_dir), records, out)
-    return out
-
-
-AUDIT_RECORD = "audit.json"
-
-
-def is_audit_folder(path: str | Path) -> bool:
-    """An audit folder (``audit.json``, no run folder's ``config.yaml``) rather than a run."""
-    return (Path(path) / AUDIT_RECORD).is_file() and not (Path(path) / "config.yaml").is_file()
-
-
-def verify_audit(audit_dir: str | Path) -> Verification:
-    """Recompute every epsilon an audit folder's ``audit.json`` shows from its own events,
-    its flags and verdict from its sections, and its Markdown, HTML and plots from it."""
-    from securefed.audit.bound import verify_audit_folder  # it renders, which imports report
-
-    path = Path(audit_dir) / AUDIT_RECORD
-    try:
-        audit = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise RunFolderError(f"{path} cannot be read as an audit record: {exc}") from None
-    out = Verification()
-    check_audit_epsilons(audit, out)
-    empirical = audit.get("empirical") or {}
-    if "scores" in empirical:
-        problems = verify_figures(empirical, empirical)
-        out.expect("empirical lower bound and estimate", "audit.json empirical", problems, [])
-    check_audit_institution(audit, out)
-    verify_audit_folder(Path(audit_dir), out)
-    out.notes.append(
-        "an audit folder alone is checked against its own record; give the run folder to "
-        "check the record against the run"
-    )
     return out
 
 

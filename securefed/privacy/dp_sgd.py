@@ -122,14 +122,12 @@ class _CheckedDPOptimizer(DPOptimizer):
         if examples is None:
             raise RuntimeError("each DP-SGD step must use one batch drawn from the private loader")
         rows = {int(gs.shape[0]) for gs in self.grad_samples}
-        k = self.rows_per_record
-        if k > 1 and rows == {examples * k}:
+        if (k := self.rows_per_record) > 1 and rows == {examples * k}:
             # A record of k model rows (multiple choice: one per option, consecutive): its
             # gradient is the sum of its rows' gradients. Opacus scaled each row by the
             # B*k rows it saw ("mean" reduction), the loss averages over B records: divide by k.
-            for p in self.params:
-                gs = p.grad_sample  # [B*k, ...]
-                p.grad_sample = gs.view(examples, k, *gs.shape[1:]).sum(dim=1) / k
+            for p in self.params:  # grad_sample [B*k, ...] -> [B, ...]
+                p.grad_sample = p.grad_sample.unflatten(0, (examples, k)).sum(dim=1) / k
             rows = {examples}
         if rows != {examples}:
             raise RuntimeError(

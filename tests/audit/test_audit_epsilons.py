@@ -12,8 +12,7 @@ import shutil
 
 import pytest
 
-from securefed.audit import verify_run
-from securefed.audit.verify import verify_audit
+from securefed.audit import verify_audit, verify_run
 from securefed.cli import main
 
 

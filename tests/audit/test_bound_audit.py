@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from securefed.audit import verify_run, write_audit
-from securefed.audit.verify import verify_audit
+from securefed.audit import verify_audit, verify_run, write_audit
 from securefed.run.folder import (
     CANARIES,
     ENERGY,

@@ -18,8 +18,8 @@ import pytest
 import torch
 from audit_runs import TINY
 
-from securefed.audit import build_audit, verify_run
-from securefed.audit.verify import verify_audit, verify_records
+from securefed.audit import build_audit, verify_audit, verify_run
+from securefed.audit.verify import verify_records
 from securefed.config import load_config
 from securefed.errors import ConfigError, RunFolderError
 from securefed.privacy.canaries import CanaryPlan, canary_blocks, canary_coordinates

@@ -227,7 +227,7 @@ def test_distributed_dp_over_flower_accounts_the_noise_that_reached_the_sum(tmp_
     """Institution-level DP on Flower: each node adds its own noise share (drawn on the node
     from OS entropy) inside its masked input; node 2 goes silent before masking in round 1,
     so that round's sum carries 2 shares, and the server's ledger, results and audit say so."""
-    from securefed.audit.verify import verify_run
+    from securefed.audit import verify_run
     from securefed.privacy.distributed.accounting import institution_epsilon
     from securefed.privacy.distributed.parameters import DistributedDpPlan, central_noise_std
 

@@ -59,8 +59,7 @@ def test_a_workdir_that_is_a_file_is_one_line_and_exit_2(tmp_path):
 def test_the_recipe_runs_and_its_audit_verifies(tmp_path):
     """The recipe end to end (every component its own process): its audit verifies, states
     the adversary the nodes ran with (identities on), and the run folder verifies."""
-    from securefed.audit import verify_run
-    from securefed.audit.verify import verify_audit
+    from securefed.audit import verify_audit, verify_run
 
     tiny = [
         "task.synthetic.num_examples=120",
