@@ -125,9 +125,10 @@ def plan_only(cfg: RunConfig) -> str:
 
 
 def partition_record(setup: RunSetup) -> dict:
-    """``partition.json``: with DP on, without the counts computed from training records."""
+    """``partition.json``: with any DP mechanism on, without the counts computed from training
+    records."""
     return setup.partition.summary(
-        list(setup.task.label_names), withhold_training_counts=setup.cfg.privacy.dp.enabled
+        list(setup.task.label_names), withhold_training_counts=setup.cfg.privacy.any_mechanism
     )
 
 

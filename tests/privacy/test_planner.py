@@ -176,10 +176,11 @@ def test_plan_warns_before_the_distributed_federation_that_stayed_at_the_floor(c
     assert "no DP noise to plan" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(("epsilon", "ratio"), [("16.0", "1.78"), ("8.0", "3.11")])
+@pytest.mark.parametrize(("epsilon", "ratio"), [("16.0", "1.84"), ("8.0", "3.2")])
 def test_plan_does_not_warn_before_the_distributed_federations_that_learned(capsys, epsilon, ratio):
     # configs/distributed_dp.yaml learned at both epsilons (benchmarks/distributed_dp_utility.py:
-    # 0.54-0.57 and 0.47-0.48 against the 0.34 floor; README, "Institution-level DP")
+    # 0.54-0.57 and 0.47-0.48 against the 0.34 floor; README, "Institution-level DP"), measured
+    # at 1.78 and 3.11 before the protected institution's own share was taken out of its noise
     args = [
         "plan",
         str(DISTRIBUTED_CONFIG),
