@@ -21,6 +21,7 @@ from securefed.privacy.planner import (
     plan_federation,
     plan_institutions,
 )
+from securefed.privacy.secure_noise import AesCtrRandom
 
 DP_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "dp.yaml"
 
@@ -146,8 +147,8 @@ def test_federation_plans_multiplier_is_the_noise_the_survivors_sum_carries():
         sample_rate=1.0,
         rounds=20,
     )
-    rng = np.random.default_rng(0)
-    shares = [noise_share(ddp, rng) for _ in range(ddp.min_survivors)]
+    noise = AesCtrRandom.seeded_for_tests(0)
+    shares = [noise_share(ddp, noise) for _ in range(ddp.min_survivors)]
     measured = float(np.std(np.sum(shares, axis=0) / ddp.scale)) / ddp.clip_norm
     expected = central_noise_std(ddp, ddp.min_survivors) / ddp.clip_norm
     assert measured == pytest.approx(expected, rel=0.05)
