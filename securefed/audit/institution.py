@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from securefed.audit.source import RunSnapshot, as_float
 from securefed.audit.tables import fmt, table
+from securefed.privacy.display import epsilon_text
 from securefed.privacy.distributed.events import (
     INSTITUTION_PROTECTS,
     INSTITUTION_RELATION,
@@ -165,9 +166,10 @@ def institution_markdown(section: dict | None) -> str:
         f"{s['bits']} bits, clip norm {fmt(s['clip_norm'])} per institution update; noise "
         f"calibrated for {s['calibrated_for_survivors']} surviving institutions (each protected "
         f"by the other {protecting_shares(s['calibrated_for_survivors'])} shares) and accounted "
-        f"with the shares that reached each sum. **Epsilon {fmt(s['epsilon'])}** at delta "
-        f"{fmt(s['delta'])} (target {fmt(s['target_epsilon'])}; a continuous Gaussian of the "
-        f"same variance: {fmt(s['gaussian_reference_epsilon'])}). Institutions were invited at "
+        f"with the shares that reached each sum. **Epsilon {epsilon_text(s['epsilon'])}** at "
+        f"delta {fmt(s['delta'])} (target {epsilon_text(s['target_epsilon'])}; a continuous "
+        f"Gaussian of the same variance: {epsilon_text(s['gaussian_reference_epsilon'])}). "
+        f"Institutions were invited at "
         f"rate {fmt(s['invitation_rate'])} as fixed-size cohorts; amplification claimed: "
         f"sampling rate {fmt(s['claimed_sample_rate'])}. Accountant: {s['accountant']}."
     )

@@ -27,6 +27,7 @@ from securefed.audit.markdown_details import (
 from securefed.audit.plots import Plot
 from securefed.audit.source import as_float
 from securefed.audit.tables import fmt, present, table
+from securefed.privacy.display import epsilon_text
 
 ABSENT = "not recorded"
 STAGE_TITLES = {
@@ -110,7 +111,7 @@ def institutions_markdown(audit: dict) -> str:
             "centralized": (acc["pooled"]["centralized"] or {}).get(metric),
         }
         rows = [
-            ["epsilon", *(epsilon[t] for t in trainings)],
+            ["epsilon", *(epsilon_text(epsilon[t]) for t in trainings)],
             [f"{metric}, own test split", *((a.get(t) or {}).get(metric) for t in trainings)],
             [f"{metric}, pooled test set", *(pooled[t] for t in trainings)],
         ]
@@ -196,12 +197,12 @@ def _glance(audit: dict) -> str:
     ]
     rows += [
         ["DP-SGD", "on" if privacy["dp_enabled"] else "OFF"],
-        ["largest epsilon over institutions", worst],
+        ["largest epsilon over institutions", epsilon_text(worst)],
         ["empirical epsilon: lower bound", audit["empirical"].get("epsilon_lower_bound")],
-        ["budget (target epsilon)", privacy["target_epsilon"]],
+        ["budget (target epsilon)", epsilon_text(privacy["target_epsilon"])],
         [
             "institution-level epsilon (a whole institution)",
-            (privacy.get("institution") or {}).get("epsilon"),
+            epsilon_text((privacy.get("institution") or {}).get("epsilon")),
         ],
         ["secure aggregation", "on" if audit["secure_aggregation"]["enabled"] else "OFF"],
         ["verification", "passed" if audit["integrity"]["verified"] else "FAILED"],
@@ -234,7 +235,8 @@ def _privacy(p: dict) -> str:
     if p["dp_enabled"]:
         head += (
             f"Sample-level DP-SGD: unit of privacy is {p['unit']}. Accountant of record: "
-            f"**{p['accountant_of_record']}**; budget epsilon {fmt(p['target_epsilon'])} "
+            f"**{p['accountant_of_record']}**; budget epsilon "
+            f"{fmt(epsilon_text(p['target_epsilon']))} "
             f"(delta rule {fmt(p['delta_rule'])}), per-example clip norm {fmt(p['clip_norm'])}, "
             f"Opacus secure_mode {fmt(p['secure_mode'])}; noise and sampling from "
             f"{fmt(p.get('noise_sources_used') or p.get('noise_source'))}."
@@ -247,10 +249,10 @@ def _privacy(p: dict) -> str:
     rows = [
         [
             c,
-            v["epsilon"],
+            epsilon_text(v["epsilon"]),
             v["delta"],
             v["accountant"],
-            v["cross_checks"] or None,
+            {k: epsilon_text(e) for k, e in v["cross_checks"].items()} or None,
             v["noise_multiplier"],
             v["clip_norm"],
             v["sample_rates"] or None,
@@ -288,11 +290,15 @@ def _privacy(p: dict) -> str:
             "Epsilon after each round (accountant of record):\n\n"
             + table(
                 ["round", *(f"inst. {c}" for c in ids)],
-                [[r["round"], *(r["clients"].get(c) for c in ids)] for r in p["epsilon_by_round"]],
+                [
+                    [r["round"], *(epsilon_text(r["clients"].get(c)) for c in ids)]
+                    for r in p["epsilon_by_round"]
+                ],
             )
         )
     for name, eps in p["baselines"].items():
-        spent = ", ".join(f"institution {c}: {fmt(e)}" for c, e in eps.items()) or "nothing"
+        spent = ", ".join(f"institution {c}: {epsilon_text(e)}" for c, e in eps.items())
+        spent = spent or "nothing"
         parts.append(f"The {name} baseline's own training spent epsilon {spent}.")
     parts.append(institution_markdown(p.get("institution")))
     return "\n\n".join(part for part in parts if part)

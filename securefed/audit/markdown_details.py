@@ -5,6 +5,7 @@ from __future__ import annotations
 import yaml
 
 from securefed.audit.tables import fmt, present, table
+from securefed.privacy.display import epsilon_text
 
 
 def communication_markdown(comm: dict) -> str:
@@ -154,7 +155,10 @@ def empirical_markdown(empirical: dict, scores_plot: str | None) -> str:
     guesses = empirical["lower_bound_guesses"]
     carriers = ", ".join(str(c) for c in empirical["plan"]["institutions"])
     rows = [
-        ["claimed epsilon (largest among the carriers)", empirical["claimed_epsilon"]],
+        [
+            "claimed epsilon (largest among the carriers)",
+            epsilon_text(empirical["claimed_epsilon"]),
+        ],
         ["delta", empirical["delta"]],
         [
             f"one-run lower bound ({100 * empirical['confidence']:.0f}% confidence)",
