@@ -1,5 +1,6 @@
-"""The audit's institution-level DP (``privacy.distributed``): the federation's epsilon for a
-whole institution, beside each institution's sample-level epsilon, and its verification.
+"""The audit's institution-level DP (``privacy.distributed``): the federation's epsilon for the
+content of an institution's update (not its participation: ``events.INSTITUTION_PROTECTS``),
+beside each institution's sample-level epsilon, and its verification.
 
 Source: ``privacy/ledgers.json`` ``institution`` (the plan and the ledger: one event per round
 whose noisy sum was released, with the noise shares that reached it) and ``results.json``

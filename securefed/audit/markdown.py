@@ -201,7 +201,7 @@ def _glance(audit: dict) -> str:
         ["empirical epsilon: lower bound", audit["empirical"].get("epsilon_lower_bound")],
         ["budget (target epsilon)", epsilon_text(privacy["target_epsilon"])],
         [
-            "institution-level epsilon (a whole institution)",
+            "institution-level epsilon (the content of an institution's update)",
             epsilon_text((privacy.get("institution") or {}).get("epsilon")),
         ],
         ["secure aggregation", "on" if audit["secure_aggregation"]["enabled"] else "OFF"],

@@ -52,7 +52,8 @@ def print_summary(results: dict, run_dir: Path, console: Console) -> None:
         plan = institution["plan"]
         console.print(
             f"institution-level DP ({plan['mechanism']} noise inside the secure sum): epsilon "
-            f"{epsilon_text(institution['epsilon'], 3, 'inf')} for each institution as a whole "
+            f"{epsilon_text(institution['epsilon'], 3, 'inf')} for the content of each "
+            "institution's update "
             f"(target {epsilon_text(institution['target_epsilon'], 3, 'inf')}, delta "
             f"{institution['delta']:.3g})"
         )
