@@ -20,6 +20,7 @@ from dp_accounting.rdp.rdp_privacy_accountant import compute_epsilon
 
 from securefed.config import load_config
 from securefed.privacy.distributed.events import INSTITUTION_PROTECTS, INSTITUTION_RELATION
+from securefed.privacy.display import epsilon_text
 from securefed.privacy.distributed.ledger import InstitutionLedger
 from securefed.privacy.institution import plan_for_run
 from securefed.run.setup import plan_sizes
@@ -82,3 +83,8 @@ def test_the_documents_quote_the_relation_and_what_it_protects_from_the_code(doc
     text = _flat((ROOT / document).read_text())
     assert _flat(INSTITUTION_RELATION) in text
     assert _flat(INSTITUTION_PROTECTS) in text
+
+
+def test_the_readme_states_what_the_config_of_record_spends_when_all_20_arrive(plan):
+    spent = epsilon_text(reported_epsilon(plan, 20))
+    assert f"spends {spent} of 16" in _flat((ROOT / "README.md").read_text())
