@@ -19,8 +19,8 @@ import pytest
 from dp_accounting.rdp.rdp_privacy_accountant import compute_epsilon
 
 from securefed.config import load_config
-from securefed.privacy.distributed.events import INSTITUTION_PROTECTS, INSTITUTION_RELATION
 from securefed.privacy.display import epsilon_text
+from securefed.privacy.distributed.events import INSTITUTION_PROTECTS, INSTITUTION_RELATION
 from securefed.privacy.distributed.ledger import InstitutionLedger
 from securefed.privacy.institution import plan_for_run
 from securefed.run.setup import plan_sizes
