@@ -145,6 +145,14 @@ def sources_markdown(sources: dict) -> str:
     )
 
 
+def epsilon_by_round_markdown(by_round: list[dict], ids: list[str]) -> str:
+    """Each institution's epsilon after each round (accountant of record), rounded up."""
+    rows = [[r["round"], *(epsilon_text(r["clients"].get(c)) for c in ids)] for r in by_round]
+    return "Epsilon after each round (accountant of record):\n\n" + table(
+        ["round", *(f"inst. {c}" for c in ids)], rows
+    )
+
+
 def empirical_markdown(empirical: dict, scores_plot: str | None) -> str:
     """The leak measured by the run's canaries beside the epsilon claimed for them;
     ``scores_plot``: the image of the canary scores (None: not drawn)."""
