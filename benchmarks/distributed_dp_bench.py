@@ -28,7 +28,7 @@ from collections.abc import Callable
 import numpy as np
 
 from securefed.privacy.distributed.encoding import encode_client
-from securefed.privacy.distributed.noise import os_noise_generator
+from securefed.privacy.distributed.noise import share_random
 from securefed.privacy.distributed.parameters import plan_distributed_dp
 from securefed.secagg import RoundContext, SecAggClient, SecAggParams, SecAggServer, plan_round
 from securefed.secagg.quantize import encode_input
@@ -96,7 +96,13 @@ def main() -> None:
 
     def ddp_encode(u: int) -> np.ndarray:
         return encode_client(
-            deltas[u], extras, plan, params.quantization, rotation_seed, os_noise_generator()
+            deltas[u],
+            extras,
+            plan,
+            params.quantization,
+            rotation_seed,
+            np.random.default_rng(),
+            share_random(),
         )
 
     rows: dict[str, list[tuple[float, float]]] = {k: [] for k in ("pe", "pc", "de", "dc")}

@@ -63,7 +63,7 @@ from securefed.privacy.distributed.encoding import (
     noise_share,
     pack_client_input,
 )
-from securefed.privacy.distributed.noise import os_noise_generator
+from securefed.privacy.distributed.noise import share_random
 from securefed.privacy.distributed.parameters import DistributedDpPlan, central_noise_std
 from securefed.privacy.distributed.rotation import unrotate
 from securefed.privacy.institution import InstitutionPrivacy, distributed_codec, plan_for_run
@@ -147,10 +147,10 @@ class CapturingCodec:
     def encode(self, delta, weight, extras, rng=None):
         if weight != 1.0:
             raise ValueError(f"distributed DP weighs every client 1 (uniform), got {weight}")
-        plan, seed, rng = self.codec.plan, self.codec.rotation_seed, os_noise_generator()
+        plan, seed, rng = self.codec.plan, self.codec.rotation_seed, np.random.default_rng()
         x = np.asarray(delta, dtype=np.float64)
         clipped = x * l2_clip_factor(float(np.linalg.norm(x)), plan.clip_norm)
-        rounded, share = discretize(x, plan, seed, rng), noise_share(plan, rng)
+        rounded, share = discretize(x, plan, seed, rng), noise_share(plan, share_random())
         self.parts.append((clipped, rounded, share))
         return pack_client_input(rounded + share, extras, plan, self.codec.extras_params, rng)
 
@@ -321,7 +321,7 @@ def main() -> None:
 
     def gaussian(std: float) -> CodecFactory:
         return central_codec(
-            cfg, dimension, lambda r: os_noise_generator().normal(0.0, std, dimension)
+            cfg, dimension, lambda r: np.random.default_rng().normal(0.0, std, dimension)
         )
 
     # (label, overrides, codec (None: the run's distributed DP), draws)

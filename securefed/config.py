@@ -139,6 +139,11 @@ class PrivacyConfig(_Section):
     dp: DPConfig = DPConfig()
     distributed: DistributedDPConfig = DistributedDPConfig()
 
+    @property
+    def any_mechanism(self) -> bool:
+        """Sample-level or institution-level DP on: counts of training records are withheld."""
+        return self.dp.enabled or self.distributed.enabled
+
 
 Stage = Literal[STAGES]  # type: ignore[valid-type]  # the protocol's stage names (secagg.state)
 

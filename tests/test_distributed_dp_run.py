@@ -15,6 +15,7 @@ from securefed.privacy.distributed.accounting import institution_epsilon
 from securefed.privacy.distributed.events import event_from_json
 from securefed.privacy.distributed.parameters import DistributedDpPlan
 from securefed.run.resume import privacy_before
+from securefed.run.setup import load_and_partition
 from securefed.run.simulate import simulate
 
 COHORT = 8
@@ -106,3 +107,36 @@ def test_resume_drops_the_uncommitted_rounds_institution_events(run_dir):
     restored = privacy_before(saved, next_round=1)
     assert [e["round_index"] for e in restored["institution"]["ledger"]["events"]] == [0]
     assert restored["institution"]["plan"] == saved["institution"]["plan"]
+
+
+def _json_values(obj):
+    yield obj
+    children = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, list) else ()
+    for child in children:
+        yield from _json_values(child)
+
+
+def test_a_run_under_institution_level_dp_writes_no_record_derived_count(run_dir):
+    """DP-SGD is off here: institution-level DP alone withholds what is counted from the
+    training records, from every file of the run folder."""
+    cfg = load_config(overrides=TINY_DDP)
+    assert not cfg.privacy.dp.enabled
+    task, _, part = load_and_partition(cfg)
+    full = part.summary(list(task.label_names))  # what a run without DP publishes
+    train = [c["train_labels"] for c in full["clients"]]
+    test = [c["test_labels"] for c in full["clients"]]
+    files = [f for f in run_dir.rglob("*") if f.is_file()]
+    assert len(files) > 10
+    histograms = [h for h, t in zip(train, test, strict=True) if h != t]
+    for f in files:
+        raw = f.read_bytes()
+        for key in (b"train_size", b"train_labels", b"label_skew"):
+            assert key not in raw, (f, key)
+        if f.suffix in (".json", ".jsonl"):
+            lines = raw.decode().splitlines() if f.suffix == ".jsonl" else [raw.decode()]
+            for value in (v for line in lines for v in _json_values(json.loads(line))):
+                if isinstance(value, dict):  # the pooled count, or a training histogram
+                    assert "num_examples" not in value, f
+                    assert value not in histograms, (f, value)
+    published = json.loads((run_dir / "partition.json").read_text())
+    assert "training_counts" in published and "withheld" in published["training_counts"]

@@ -1,12 +1,14 @@
-"""The audit's institution-level DP (``privacy.distributed``): the federation's epsilon for a
-whole institution, beside each institution's sample-level epsilon, and its verification.
+"""The audit's institution-level DP (``privacy.distributed``): the federation's epsilon for the
+content of an institution's update (not its participation: ``events.INSTITUTION_PROTECTS``),
+beside each institution's sample-level epsilon, and its verification.
 
 Source: ``privacy/ledgers.json`` ``institution`` (the plan and the ledger: one event per round
 whose noisy sum was released, with the noise shares that reached it) and ``results.json``
 ``privacy.institution`` (the epsilon the run reported). The section carries the events, so
 ``check_audit_institution`` recomputes the epsilon from an ``audit.json`` alone.
 
-Verified (``check_institution``): the epsilon in ``results.json`` from the ledger's events;
+Verified (``check_institution``): the ledger's neighbouring relation is the one this version
+accounts (``events.INSTITUTION_RELATION``); the epsilon in ``results.json`` from its events;
 exactly one event in each round whose sum was released (none in a skipped or aborted round);
 each event's noise contributors = the institutions aggregated that round (the survivors'
 shares, not the planned ones); each event's noise and sensitivities = the plan's.
@@ -19,6 +21,12 @@ from typing import TYPE_CHECKING
 
 from securefed.audit.source import RunSnapshot, as_float
 from securefed.audit.tables import fmt, table
+from securefed.privacy.display import epsilon_text
+from securefed.privacy.distributed.events import (
+    INSTITUTION_PROTECTS,
+    INSTITUTION_RELATION,
+    protecting_shares,
+)
 from securefed.run.folder import LEDGERS, RESULTS
 
 if TYPE_CHECKING:
@@ -33,10 +41,6 @@ def within_budget(epsilon: object, target: object) -> bool | None:
     return eps <= budget
 
 
-PROTECTS = (
-    "whether one institution took part and everything its update carried (add or remove "
-    "one institution), against anyone who sees the released sums, the server included"
-)
 _PLAN_FIELDS = ("mechanism", "l2_sensitivity", "l1_sensitivity", "local_variance")
 
 
@@ -50,7 +54,7 @@ def institution_section(run: RunSnapshot) -> dict | None:
     epsilon = reported.get("epsilon")
     target = ledger.get("target_epsilon")
     return {
-        "protects": PROTECTS,
+        "protects": INSTITUTION_PROTECTS,
         "unit": "one institution",
         "neighbouring_relation": ledger["neighbouring_relation"],
         "mechanism": plan["mechanism"],
@@ -96,6 +100,12 @@ def check_institution(run: RunSnapshot, out: Verification) -> None:
             out.expect("institution-level ledger", LEDGERS, "present", "missing")
         return
     ledger, plan = saved["ledger"], saved["plan"]
+    out.expect(
+        "institution-level neighbouring relation",
+        LEDGERS,
+        INSTITUTION_RELATION,
+        ledger["neighbouring_relation"],
+    )
     events = ledger["events"]
     for e in events:
         for key in _PLAN_FIELDS:
@@ -152,17 +162,19 @@ def institution_markdown(section: dict | None) -> str:
     s = section
     head = (
         "### Institution-level DP (distributed noise inside the secure sum)\n\n"
-        f"Protects {s['protects']}. Mechanism **{s['mechanism']}**, aggregate width "
+        f"Protects {s['protects']}. Neighbouring relation: {s['neighbouring_relation']}. "
+        f"Mechanism **{s['mechanism']}**, aggregate width "
         f"{s['bits']} bits, clip norm {fmt(s['clip_norm'])} per institution update; noise "
-        f"calibrated for {s['calibrated_for_survivors']} surviving institutions and accounted "
-        f"with the shares that reached each sum. **Epsilon {fmt(s['epsilon'])}** at delta "
-        f"{fmt(s['delta'])} (target {fmt(s['target_epsilon'])}; a continuous Gaussian of the "
-        f"same variance: {fmt(s['gaussian_reference_epsilon'])}). Institutions were invited at "
+        f"calibrated for {s['calibrated_for_survivors']} surviving institutions (each protected "
+        f"by the other {protecting_shares(s['calibrated_for_survivors'])} shares) and accounted "
+        f"with the shares that reached each sum. **Epsilon {epsilon_text(s['epsilon'])}** at "
+        f"delta {fmt(s['delta'])} (target {epsilon_text(s['target_epsilon'])}; a continuous "
+        f"Gaussian of the same variance: {epsilon_text(s['gaussian_reference_epsilon'])}). "
+        f"Institutions were invited at "
         f"rate {fmt(s['invitation_rate'])} as fixed-size cohorts; amplification claimed: "
         f"sampling rate {fmt(s['claimed_sample_rate'])}. Accountant: {s['accountant']}."
     )
-    rows = [[r, n] for r, n in s["noise_contributors_by_round"].items()]
+    rows = [[r, n, protecting_shares(n)] for r, n in s["noise_contributors_by_round"].items()]
+    columns = ["round", "noise shares in the sum", "shares protecting each institution"]
     caveats = "\n".join(f"- {c}" for c in s["caveats"])
-    return "\n\n".join(
-        p for p in (head, table(["round", "noise shares in the sum"], rows), caveats) if p
-    )
+    return "\n\n".join(p for p in (head, table(columns, rows), caveats) if p)

@@ -21,6 +21,7 @@ from securefed.audit.markdown_details import (
     cost_markdown,
     empirical_markdown,
     environment_markdown,
+    epsilon_by_round_markdown,
     integrity_markdown,
     partition_markdown,
     sources_markdown,
@@ -34,6 +35,7 @@ from securefed.audit.markdown_head import (
 )
 from securefed.audit.plots import Plot
 from securefed.audit.tables import fmt, present, table
+from securefed.privacy.display import epsilon_text
 
 ABSENT = "not recorded"
 STAGE_TITLES = {
@@ -153,7 +155,7 @@ def _privacy(p: dict) -> str:
     if p["dp_enabled"]:
         head += (
             f"Sample-level DP-SGD: unit of privacy is {p['unit']}. Accountant of record: "
-            f"**{p['accountant_of_record']}**; budget epsilon {fmt(p['target_epsilon'])} "
+            f"**{p['accountant_of_record']}**; budget epsilon {epsilon_text(p['target_epsilon'])} "
             f"(delta rule {fmt(p['delta_rule'])}), per-example clip norm {fmt(p['clip_norm'])}, "
             f"Opacus secure_mode {fmt(p['secure_mode'])}; noise and sampling from "
             f"{fmt(p.get('noise_sources_used') or p.get('noise_source'))}."
@@ -166,10 +168,10 @@ def _privacy(p: dict) -> str:
     rows = [
         [
             c,
-            v["epsilon"],
+            epsilon_text(v["epsilon"]),
             v["delta"],
             v["accountant"],
-            v["cross_checks"] or None,
+            {k: epsilon_text(e) for k, e in v["cross_checks"].items()} or None,
             v["noise_multiplier"],
             v["clip_norm"],
             v["sample_rates"] or None,
@@ -202,17 +204,10 @@ def _privacy(p: dict) -> str:
         _cross_check_note(p),
     ]
     if p["epsilon_by_round"]:
-        ids = list(p["clients"])
-        parts.append(
-            "Epsilon after each round (accountant of record):\n\n"
-            + table(
-                ["round", *(f"inst. {c}" for c in ids)],
-                [[r["round"], *(r["clients"].get(c) for c in ids)] for r in p["epsilon_by_round"]],
-            )
-        )
+        parts.append(epsilon_by_round_markdown(p["epsilon_by_round"], list(p["clients"])))
     for name, eps in p["baselines"].items():
-        spent = ", ".join(f"institution {c}: {fmt(e)}" for c, e in eps.items()) or "nothing"
-        parts.append(f"The {name} baseline's own training spent epsilon {spent}.")
+        used = ", ".join(f"institution {c}: {epsilon_text(e)}" for c, e in eps.items()) or "nothing"
+        parts.append(f"The {name} baseline's own training spent epsilon {used}.")
     parts.append(institution_markdown(p.get("institution")))
     return "\n\n".join(part for part in parts if part)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import yaml
 
 from securefed.audit.tables import fmt, present, table
+from securefed.privacy.display import epsilon_text
 
 
 def communication_markdown(comm: dict) -> str:
@@ -144,6 +145,14 @@ def sources_markdown(sources: dict) -> str:
     )
 
 
+def epsilon_by_round_markdown(by_round: list[dict], ids: list[str]) -> str:
+    """Each institution's epsilon after each round (accountant of record), rounded up."""
+    rows = [[r["round"], *(epsilon_text(r["clients"].get(c)) for c in ids)] for r in by_round]
+    return "Epsilon after each round (accountant of record):\n\n" + table(
+        ["round", *(f"inst. {c}" for c in ids)], rows
+    )
+
+
 def empirical_markdown(empirical: dict, scores_plot: str | None) -> str:
     """The leak measured by the run's canaries beside the epsilon claimed for them;
     ``scores_plot``: the image of the canary scores (None: not drawn)."""
@@ -154,7 +163,10 @@ def empirical_markdown(empirical: dict, scores_plot: str | None) -> str:
     guesses = empirical["lower_bound_guesses"]
     carriers = ", ".join(str(c) for c in empirical["plan"]["institutions"])
     rows = [
-        ["claimed epsilon (largest among the carriers)", empirical["claimed_epsilon"]],
+        [
+            "claimed epsilon (largest among the carriers)",
+            epsilon_text(empirical["claimed_epsilon"]),
+        ],
         ["delta", empirical["delta"]],
         [
             f"one-run lower bound ({100 * empirical['confidence']:.0f}% confidence)",

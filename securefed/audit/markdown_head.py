@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from securefed.audit.source import as_float
 from securefed.audit.tables import fmt, present, table, with_interval
+from securefed.privacy.display import epsilon_text
 
 
 def head_markdown(audit: dict) -> str:
@@ -57,7 +58,7 @@ def institutions_markdown(audit: dict) -> str:
         }
         own = [(a.get(t) or {}).get(metric) for t in trainings]
         rows = [
-            ["epsilon", *(epsilon[t] for t in trainings)],
+            ["epsilon", *(epsilon_text(epsilon[t]) for t in trainings)],
             [
                 f"{metric}, own test split",
                 *(accuracy_cell(v, own_sizes.get(c), metric) for v in own),
@@ -120,12 +121,12 @@ def glance_markdown(audit: dict) -> str:
     ]
     rows += [
         ["DP-SGD", "on" if privacy["dp_enabled"] else "OFF"],
-        ["largest epsilon over institutions", worst],
+        ["largest epsilon over institutions", epsilon_text(worst)],
         ["empirical epsilon: lower bound", audit["empirical"].get("epsilon_lower_bound")],
-        ["budget (target epsilon)", privacy["target_epsilon"]],
+        ["budget (target epsilon)", epsilon_text(privacy["target_epsilon"])],
         [
-            "institution-level epsilon (a whole institution)",
-            (privacy.get("institution") or {}).get("epsilon"),
+            "institution-level epsilon (the content of an institution's update)",
+            epsilon_text((privacy.get("institution") or {}).get("epsilon")),
         ],
         ["secure aggregation", "on" if audit["secure_aggregation"]["enabled"] else "OFF"],
         ["verification", "passed" if audit["integrity"]["verified"] else "FAILED"],

@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 
 from securefed.audit.source import as_float  # noqa: E402
 from securefed.privacy.canaries import CanaryPlan  # noqa: E402
+from securefed.privacy.display import epsilon_text  # noqa: E402
 
 TRAININGS = ("federated", "centralized", "isolated")
 COLOURS = {"federated": "#1f6feb", "centralized": "#8250df", "isolated": "#9a6700"}
@@ -206,7 +207,7 @@ def _canary_scores(audit: dict) -> plt.Figure | str:
     ax.set_title(
         f"lower bound {as_float(empirical['epsilon_lower_bound']):.2f}, estimate "
         f"{as_float(empirical['epsilon_estimate']):.3g}, claimed "
-        + (f"{claimed:.2f}" if claimed is not None and math.isfinite(claimed) else "inf"),
+        + (epsilon_text(claimed, 3, "inf") if claimed is not None else "inf"),
         fontsize="small",
     )
     ax.set_xlabel(f"score ({empirical['canary_kind']} canaries)")

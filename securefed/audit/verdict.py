@@ -14,16 +14,12 @@ import math
 
 from securefed.audit.source import as_float
 from securefed.audit.tables import with_interval
+from securefed.privacy.display import epsilon_text
 
 
 def pooled_test_size(audit: dict) -> int | None:
     sizes = [c.get("test_size") for c in audit["partition"].get("clients", [])]
     return sum(sizes) if sizes and all(s is not None for s in sizes) else None
-
-
-def epsilon_upper(value: float) -> str:
-    """An epsilon for a sentence that says "<=": rounded up, never down."""
-    return f"{math.ceil(value * 100) / 100:g}"
 
 
 def verdict(audit: dict) -> str:
@@ -58,7 +54,7 @@ def verdict(audit: dict) -> str:
         parts.append(
             "epsilon infinite"
             if math.isinf(worst)
-            else f"epsilon <= {epsilon_upper(worst)} per institution"
+            else f"epsilon <= {epsilon_text(worst, 3)} per institution"
         )
     protocol = sa.get("protocol") or {}
     if not sa["enabled"]:

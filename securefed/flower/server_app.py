@@ -104,7 +104,8 @@ class ServerModel:
         if self.setup is None:
             return None
         return self.setup.partition.summary(
-            list(self.task.label_names), withhold_training_counts=self.setup.cfg.privacy.dp.enabled
+            list(self.task.label_names),
+            withhold_training_counts=self.setup.cfg.privacy.any_mechanism,
         )
 
 

@@ -9,6 +9,8 @@ securefed draws both from its own cryptographically secure generator:
       -> uniforms (k + 0.5) / 2^53 in (0, 1), k the top 53 bits of a word
       -> Bernoulli(q): uniform < q                          (Poisson sampling)
       -> standard normals by Box-Muller, in float64        (Gaussian noise)
+      -> Poisson and geometric draws, in ``privacy.distributed.noise`` (Skellam and discrete
+         Gaussian noise shares of institution-level DP)
 
 A keystream of a random key is indistinguishable from random bytes as long as AES is a
 pseudo-random permutation; one generator draws at most 2^64 blocks here, far inside the

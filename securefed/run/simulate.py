@@ -154,9 +154,10 @@ def refuse_untrainable_plan(cfg: RunConfig, privacy: ClientPrivacy, steps: list[
 
 
 def partition_record(setup: RunSetup) -> dict:
-    """``partition.json``: with DP on, without the counts computed from training records."""
+    """``partition.json``: with any DP mechanism on, without the counts computed from training
+    records."""
     return setup.partition.summary(
-        list(setup.task.label_names), withhold_training_counts=setup.cfg.privacy.dp.enabled
+        list(setup.task.label_names), withhold_training_counts=setup.cfg.privacy.any_mechanism
     )
 
 

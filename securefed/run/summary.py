@@ -7,6 +7,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from securefed.privacy.display import epsilon_text
+
 
 def _cell(block: dict | None, key: str) -> str:
     if not block or block.get("pooled") is None:
@@ -42,7 +44,7 @@ def print_summary(results: dict, run_dir: Path, console: Console) -> None:
     else:
         sa = "on, against a server that lies in its lists (signed identities, consistency check)"
     console.print(
-        f"DP-SGD: {dp}; max epsilon over institutions: {worst:.3g} "
+        f"DP-SGD: {dp}; max epsilon over institutions: {epsilon_text(worst, 3, 'inf')} "
         f"({privacy['accountant_of_record']}); secure aggregation: {sa}"
     )
     institution = privacy.get("institution")
@@ -50,8 +52,10 @@ def print_summary(results: dict, run_dir: Path, console: Console) -> None:
         plan = institution["plan"]
         console.print(
             f"institution-level DP ({plan['mechanism']} noise inside the secure sum): epsilon "
-            f"{float(institution['epsilon']):.3g} for each institution as a whole (target "
-            f"{institution['target_epsilon']:.3g}, delta {institution['delta']:.3g})"
+            f"{epsilon_text(institution['epsilon'], 3, 'inf')} for the content of each "
+            "institution's update "
+            f"(target {epsilon_text(institution['target_epsilon'], 3, 'inf')}, delta "
+            f"{institution['delta']:.3g})"
         )
     console.print(f"base weights unchanged: {results['base_weights']['unchanged']}")
     console.print(f"run folder: {run_dir}")

@@ -21,6 +21,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
+from securefed.privacy.display import epsilon_text  # noqa: E402
+
 Row = dict[str, Any]
 TRAININGS = ("federated", "centralized", "isolated")
 TRAINING_COLOURS = {"federated": "#1f6feb", "centralized": "#8250df", "isolated": "#9a6700"}
@@ -62,7 +64,7 @@ def _panels(count: int, width: float = 5.2, height: float = 3.6):
 
 
 def _eps_label(eps: float | None) -> str:
-    return "no DP" if eps is None or math.isinf(eps) else f"ε={eps:.2g}"
+    return "no DP" if eps is None or math.isinf(eps) else f"ε={epsilon_text(eps, 2)}"
 
 
 def mean_by_epsilon(rows: list[Row]) -> list[tuple[float, float]]:
@@ -70,7 +72,7 @@ def mean_by_epsilon(rows: list[Row]) -> list[tuple[float, float]]:
     groups: dict[float, list[float]] = defaultdict(list)
     for row in rows:
         eps = row["eps_max"] if row["eps_max"] is not None else math.inf
-        groups[float(f"{eps:.3g}")].append(row["federated"])
+        groups[float(epsilon_text(eps, 3, "inf"))].append(row["federated"])
     return sorted((eps, sum(v) / len(v)) for eps, v in groups.items())
 
 

@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from securefed.audit.performance import majority_class
+from securefed.privacy.display import epsilon_text
 from securefed.run.folder import ENERGY, PARTITION, RESULTS, STATE, RunFolder
 
 MB = 1024 * 1024
@@ -46,6 +47,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("energy_wh", "energy (Wh), see energy_kind"),
     ("energy_kind", "measured | partly measured | estimate (see energy.json basis)"),
 )
+EPSILON_COLUMNS = frozenset(name for name, _ in COLUMNS if name.startswith("eps_"))
 TERMINAL_HEADERS = {
     "federated": "fed.",
     "centralized": "central.",
@@ -96,7 +98,7 @@ class SweepTable:
             "|" + "|".join("---" for _ in self.columns) + "|",
         ]
         for row in self.rows:
-            lines.append("| " + " | ".join(_short(row.get(k)) for k in self.columns) + " |")
+            lines.append("| " + " | ".join(_short(row.get(k), k) for k in self.columns) + " |")
         lines += ["", "Columns:", ""]
         lines += [f"- `{name}`: {meaning}" for name, meaning in COLUMNS]
         return "\n".join(lines) + "\n"
@@ -114,7 +116,7 @@ class SweepTable:
             table.add_row(
                 str(row.get("cell")),
                 str(row.get("status")),
-                *(_short(row.get(k), digits=3) for k in SUMMARY_COLUMNS),
+                *(_short(row.get(k), k, digits=3) for k in SUMMARY_COLUMNS),
             )
         console.print(table)
 
@@ -127,9 +129,12 @@ def _csv_value(value: Any) -> Any:
     return value
 
 
-def _short(value: Any, digits: int = 4) -> str:
+def _short(value: Any, column: str, digits: int = 4) -> str:
+    """A cell of the Markdown and terminal tables; epsilons rounded up (``epsilon_text``)."""
     if value is None:
         return "-"
+    if column in EPSILON_COLUMNS:
+        return str(epsilon_text(value, digits, infinity="inf"))
     if isinstance(value, float):
         if math.isinf(value):
             return "inf"

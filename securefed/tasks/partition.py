@@ -31,8 +31,8 @@ from securefed.config import PartitionConfig
 from securefed.errors import ConfigError, DataError
 
 WITHHELD_UNDER_DP = (
-    "withheld: DP is on, and training sizes and label histograms are exact counts of the "
-    "records, outside the DP guarantee"
+    "withheld: a DP mechanism is on, and training sizes and label histograms are exact counts "
+    "of the records, outside the DP guarantee"
 )
 _ASSIGN_STREAM, _SPLIT_STREAM = 1, 2  # independent random streams drawn from one seed
 
@@ -75,10 +75,10 @@ class Partition:
     ) -> dict[str, Any]:
         """JSON-able record: scheme, alpha, seed, and per client its sizes and label histograms.
 
-        ``withhold_training_counts`` (DP on): leave out everything computed from the training
-        records (each client's training size and label histogram, the total example count,
-        the label skew); they are exact counts, outside the DP guarantee. Test-split sizes and
-        histograms stay (threat_model.md names them).
+        ``withhold_training_counts`` (any DP mechanism on): leave out everything computed from
+        the training records (each client's training size and label histogram, the total
+        example count, the label skew); they are exact counts, outside the DP guarantee.
+        Test-split sizes and histograms stay (threat_model.md names them).
         """
         num_labels = max(int(self.labels.max()) + 1, len(label_names or ()))
         names = list(label_names or ()) or [str(i) for i in range(num_labels)]

@@ -9,6 +9,7 @@ from audit_runs import BOTH_RUNS
 
 from securefed.audit import SCHEMA_VERSION, build_audit
 from securefed.audit.report import SECTIONS, flags
+from securefed.privacy.display import epsilon_text
 
 INSTITUTION_FIELDS = {
     "epsilon",
@@ -177,8 +178,8 @@ def test_the_verdict_comes_first_and_holds_one_table_per_institution(private_aud
         for row in ("| epsilon |", "| accuracy, own test split |", "| accuracy, pooled test set |"):
             assert row in block, row
         (pooled_epsilon,) = audit["privacy"]["baselines"]["centralized"].values()
-        epsilons = f"| epsilon | {privacy['epsilon']:.4g} | "
-        epsilons += f"{audit['privacy']['baselines']['isolated'][c]:.4g} | {pooled_epsilon:.4g} |"
+        shown = [privacy["epsilon"], audit["privacy"]["baselines"]["isolated"][c], pooled_epsilon]
+        epsilons = "| epsilon | " + " | ".join(epsilon_text(e) for e in shown) + " |"
         assert epsilons in block  # centralized: the pooled model's epsilon covers everyone
     assert "—" not in text  # a missing figure is left out, not shown as a dash
 

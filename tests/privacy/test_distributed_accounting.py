@@ -43,8 +43,9 @@ def _gaussian_epsilon(z: float, q: float, rounds: int, delta: float) -> float:
 
 
 def _skellam_event(z: float, q: float, l2: float = 1000.0) -> DistributedNoiseEvent:
+    """10 shares reach the sum; the 9 besides the protected institution's own carry z * l2."""
     central = (z * l2) ** 2
-    return DistributedNoiseEvent("skellam", 0, q, 10, central / 10, l2, l2 * 100, 10_000)
+    return DistributedNoiseEvent("skellam", 0, q, 10, central / 9, l2, l2 * 100, 10_000)
 
 
 @pytest.mark.parametrize(("variance", "shift"), [(4.0, 1), (30.0, 2), (400.0, 3)])

@@ -28,6 +28,7 @@ from securefed.privacy.distributed.parameters import (
     plan_distributed_dp,
 )
 from securefed.privacy.distributed.rotation import padded_dimension
+from securefed.privacy.secure_noise import AesCtrRandom
 from securefed.secagg.quantize import QuantizationParams
 
 SEED = b"round-3-public-rotation-seed"
@@ -85,7 +86,10 @@ def test_descaled_sum_carries_the_target_noise_and_a_10_percent_wrong_share_fail
 
     def residual(client_plan: DistributedDpPlan, seed: int) -> np.ndarray:
         rng = np.random.default_rng(seed)
-        inputs = [encode_client(u, np.zeros(0), client_plan, EXTRAS, SEED, rng) for u in updates]
+        noise = AesCtrRandom.seeded_for_tests(seed)
+        inputs = [
+            encode_client(u, np.zeros(0), client_plan, EXTRAS, SEED, rng, noise) for u in updates
+        ]
         decoded = decode_noisy_sum(_secure_sum(inputs), plan, EXTRAS, SEED, n)
         return decoded.delta_sum - truth
 
@@ -101,7 +105,10 @@ def test_dropouts_leave_exactly_the_survivors_noise():
     updates = _updates(n, d, seed=4)
     survivors = [0, 2, 3, 5, 6, 8, 9, 11]  # the smallest set the plan allows
     rng = np.random.default_rng(9)
-    inputs = [encode_client(updates[u], np.zeros(0), plan, EXTRAS, SEED, rng) for u in survivors]
+    noise = AesCtrRandom.seeded_for_tests(9)
+    inputs = [
+        encode_client(updates[u], np.zeros(0), plan, EXTRAS, SEED, rng, noise) for u in survivors
+    ]
     decoded = decode_noisy_sum(_secure_sum(inputs), plan, EXTRAS, SEED, len(survivors))
     truth = _clipped(updates[survivors], plan.clip_norm).sum(axis=0)
     residual = decoded.delta_sum - truth
@@ -116,10 +123,11 @@ def test_dropouts_leave_exactly_the_survivors_noise():
 def _wrap_rate(plan: DistributedDpPlan, updates: np.ndarray, seed: int) -> float:
     """Fraction of coordinates whose decoded sum differs from the exact integer sum."""
     rng = np.random.default_rng(seed)
+    noise = AesCtrRandom.seeded_for_tests(seed)
     exact = np.zeros(plan.padded_dimension, dtype=np.int64)
     clipped = []
     for u in updates:
-        v = discretize(u, plan, SEED, rng) + noise_share(plan, rng)
+        v = discretize(u, plan, SEED, rng) + noise_share(plan, noise)
         exact += v
         clipped.append(modular_clip(v, plan.bits))
     return float(np.mean(centred_sum(_secure_sum(clipped), plan.bits) != exact))
@@ -161,10 +169,12 @@ def test_extras_and_update_share_one_uint32_vector():
     d, n = 100, 5
     plan = _plan("skellam", d, cohort_size=5, min_survivors=4)
     rng = np.random.default_rng(0)
+    noise = AesCtrRandom.seeded_for_tests(0)
     updates = _updates(n, d)
     extras = [np.array([1.0, 0.25 * i]) for i in range(n)]
     inputs = [
-        encode_client(u, e, plan, EXTRAS, SEED, rng) for u, e in zip(updates, extras, strict=True)
+        encode_client(u, e, plan, EXTRAS, SEED, rng, noise)
+        for u, e in zip(updates, extras, strict=True)
     ]
     assert {v.shape for v in inputs} == {(plan.padded_dimension + 4,)}
     assert {v.dtype for v in inputs} == {np.dtype(np.uint32)}
@@ -199,8 +209,9 @@ def test_without_noise_the_pipeline_returns_the_clipped_sum_up_to_rounding(d, n,
         n, n, 1.0, 1, 1e-4, 1.0, 1e-5,
     )  # fmt: skip
     rng = np.random.default_rng(seed)
+    noise = AesCtrRandom.seeded_for_tests(seed)
     updates = rng.normal(size=(n, d)) * rng.uniform(0.001, 1.0, size=(n, 1))
-    inputs = [encode_client(u, np.zeros(0), plan, EXTRAS, SEED, rng) for u in updates]
+    inputs = [encode_client(u, np.zeros(0), plan, EXTRAS, SEED, rng, noise) for u in updates]
     decoded = decode_noisy_sum(_secure_sum(inputs), plan, EXTRAS, SEED, n)
     error = np.linalg.norm(decoded.delta_sum - _clipped(updates, plan.clip_norm).sum(axis=0))
     assert error <= n * np.sqrt(plan.padded_dimension) / plan.scale

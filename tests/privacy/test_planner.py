@@ -21,6 +21,7 @@ from securefed.privacy.planner import (
     plan_federation,
     plan_institutions,
 )
+from securefed.privacy.secure_noise import AesCtrRandom
 
 DP_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "dp.yaml"
 
@@ -146,8 +147,8 @@ def test_federation_plans_multiplier_is_the_noise_the_survivors_sum_carries():
         sample_rate=1.0,
         rounds=20,
     )
-    rng = np.random.default_rng(0)
-    shares = [noise_share(ddp, rng) for _ in range(ddp.min_survivors)]
+    noise = AesCtrRandom.seeded_for_tests(0)
+    shares = [noise_share(ddp, noise) for _ in range(ddp.min_survivors)]
     measured = float(np.std(np.sum(shares, axis=0) / ddp.scale)) / ddp.clip_norm
     expected = central_noise_std(ddp, ddp.min_survivors) / ddp.clip_norm
     assert measured == pytest.approx(expected, rel=0.05)
@@ -176,10 +177,11 @@ def test_plan_warns_before_the_distributed_federation_that_stayed_at_the_floor(c
     assert "no DP noise to plan" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(("epsilon", "ratio"), [("16.0", "1.78"), ("8.0", "3.11")])
+@pytest.mark.parametrize(("epsilon", "ratio"), [("16.0", "1.84"), ("8.0", "3.2")])
 def test_plan_does_not_warn_before_the_distributed_federations_that_learned(capsys, epsilon, ratio):
     # configs/distributed_dp.yaml learned at both epsilons (benchmarks/distributed_dp_utility.py:
-    # 0.54-0.57 and 0.47-0.48 against the 0.34 floor; README, "Institution-level DP")
+    # 0.54-0.57 and 0.47-0.48 against the 0.34 floor; README, "Institution-level DP"), measured
+    # at 1.78 and 3.11 before the protected institution's own share was taken out of its noise
     args = [
         "plan",
         str(DISTRIBUTED_CONFIG),

@@ -9,26 +9,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from noise_checks import ALPHA, gaussian_p_values
 from scipy import stats
 
 from securefed.privacy.secure_noise import NOISE_SOURCE_OS, AesCtrRandom
 
 N = 200_000
-ALPHA = 1e-6  # false-rejection rate of each check on correct noise
-
-
-def gaussian_p_values(z: np.ndarray, std: float) -> dict[str, float]:
-    """Two-sided p-values that ``z`` is i.i.d. N(0, std^2): mean (z test), variance (chi-square
-    on sum z^2 / std^2 with n degrees of freedom), shape (Kolmogorov-Smirnov)."""
-    n = z.size
-    mean_z = float(z.mean()) / (std / np.sqrt(n))
-    chi2 = float(np.sum((z / std) ** 2))
-    cdf = stats.chi2.cdf(chi2, df=n)
-    return {
-        "mean": float(2 * stats.norm.sf(abs(mean_z))),
-        "variance": float(2 * min(cdf, 1 - cdf)),
-        "shape": float(stats.kstest(z / std, "norm").pvalue),
-    }
 
 
 def test_normals_have_mean_zero_and_unit_variance_and_scaled_noise_is_caught():

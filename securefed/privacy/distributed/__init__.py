@@ -5,7 +5,8 @@ scaled, rounded update before masking, so the secure sum carries the full noise 
 the server included, sees a less noisy value. numpy only (no torch).
 
 - ``rotation``: randomized Walsh-Hadamard rotation from a public per-round seed, and back.
-- ``noise``: Skellam and discrete Gaussian samplers; an OS-seeded generator.
+- ``noise``: Skellam and discrete Gaussian samplers on the AES-CTR keystream of
+  ``securefed.privacy.secure_noise``.
 - ``parameters``: scale, modular headroom and noise share for a target epsilon
   (``plan_distributed_dp`` -> ``DistributedDpPlan``).
 - ``encoding``: the client encoder into secure aggregation's uint32 layout, the server decoder.
@@ -13,6 +14,7 @@ the server included, sees a less noisy value. numpy only (no torch).
 - ``ledger``: the federation's institution-level ledger (JSON in the run folder, recomputable).
 
 May import: numpy, scipy, dp_accounting, ``securefed.errors``, ``securefed.privacy.event_ledger``
-(the ledger base it shares with the sample-level ledger) -- never torch or flwr.
+(the ledger base it shares with the sample-level ledger), ``securefed.privacy.secure_noise``
+(the CSPRNG its noise shares come from) -- never torch or flwr.
 Exports nothing here: import the submodule you need.
 """

@@ -2,12 +2,15 @@
 
 All quantities are in the integer (scaled) domain where the noise is added: sensitivities
 are the L2 / L1 norm bounds of one institution's rounded vector, variances are of the noise.
+Each round counts the noise of ``event.protecting_shares`` (events.py: the shares that reached
+the sum, the protected institution's own excluded, since under add/remove it leaves with it).
 
 - Skellam (Agarwal, Kairouz, Liu, NeurIPS 2021, Theorem 3.5 as implemented in
   google-research/federated ``distributed_dp/accounting_utils.py``), central variance mu:
       eps(a) = a D2^2 / (2 mu) + min( ((2a - 1) D2^2 + 6 D1) / (4 mu^2), 3 D1 / (2 mu) ).
 - Distributed discrete Gaussian (Kairouz, Liu, Steinke, ICML 2021, Proposition 14), n
-  contributors each adding N_Z(0, s^2), tau = 10 sum_{k=1}^{n-1} exp(-2 pi^2 s^2 k/(k+1)):
+  protecting contributors each adding N_Z(0, s^2),
+  tau = 10 sum_{k=1}^{n-1} exp(-2 pi^2 s^2 k/(k+1)):
       eps(a) = min( a/2 r2^2 + tau d, a/2 (r2^2 + 2 r1 tau + tau^2 d), a/2 (r2 + sqrt(d) tau)^2 )
   with r2 = D2 / (sqrt(n) s), r1 = D1 / (sqrt(n) s).
 - Client subsampling: the general upper bound for Poisson-subsampled RDP of Zhu and Wang
@@ -131,9 +134,13 @@ def poisson_subsampled_rdp(orders: Iterable[int], sample_rate: float, rdp: RdpCu
 
 
 def event_rdp(event: DistributedNoiseEvent, orders: Iterable[int] = RDP_ORDERS) -> np.ndarray:
-    """RDP at ``orders`` of one round's institution-level release, subsampling included."""
+    """RDP at ``orders`` of one round's institution-level release, subsampling included;
+    infinite when no share but the protected institution's own reached the sum."""
+    protecting = event.protecting_shares
+    if protecting < 1:
+        return np.full(len(list(orders)), np.inf)
     if event.mechanism == "skellam":
-        central = event.noise_contributors * event.local_variance
+        central = protecting * event.local_variance
 
         def curve(a: np.ndarray) -> np.ndarray:
             return skellam_rdp(a, event.l1_sensitivity, event.l2_sensitivity, central)
@@ -146,7 +153,7 @@ def event_rdp(event: DistributedNoiseEvent, orders: Iterable[int] = RDP_ORDERS) 
                 event.l1_sensitivity,
                 event.l2_sensitivity,
                 event.local_variance,
-                event.noise_contributors,
+                protecting,
                 event.dimension,
             )
 
@@ -156,7 +163,8 @@ def event_rdp(event: DistributedNoiseEvent, orders: Iterable[int] = RDP_ORDERS) 
 def institution_epsilon(
     events: Iterable[DistributedNoiseEvent], delta: float, orders: Iterable[int] = RDP_ORDERS
 ) -> float:
-    """(epsilon, ``delta``)-DP of the composed rounds for one institution (add/remove it)."""
+    """(epsilon, ``delta``)-DP of the composed rounds for one institution under
+    ``events.INSTITUTION_RELATION``; infinite when a round left it only its own share."""
     if not 0.0 < delta < 1.0:
         raise ValueError(f"delta must be in (0, 1), got {delta}")
     order_list = [int(a) for a in orders]
@@ -167,5 +175,7 @@ def institution_epsilon(
         total += rounds * event_rdp(event, order_list)
     if not total.any():
         return 0.0
+    if not np.isfinite(total).all():
+        return math.inf
     epsilon, _ = compute_epsilon(order_list, total.tolist(), delta)
     return float(epsilon)

@@ -25,11 +25,12 @@ import numpy as np
 
 from securefed.privacy.distributed.noise import (
     discrete_gaussian_noise,
-    os_noise_generator,
+    share_random,
     skellam_noise,
 )
 from securefed.privacy.distributed.parameters import DistributedDpPlan
 from securefed.privacy.distributed.rotation import rotate, unrotate
+from securefed.privacy.secure_noise import AesCtrRandom
 from securefed.secagg.quantize import (
     QuantizationParams,
     decode_sum,
@@ -63,11 +64,11 @@ def discretize(
     raise RuntimeError("conditional rounding exceeded its norm bound in every try")
 
 
-def noise_share(plan: DistributedDpPlan, rng: np.random.Generator) -> np.ndarray:
-    """One client's discrete noise share (int64, padded_dimension)."""
+def noise_share(plan: DistributedDpPlan, noise: AesCtrRandom) -> np.ndarray:
+    """One client's discrete noise share (int64, padded_dimension), drawn from ``noise``."""
     if plan.mechanism == "skellam":
-        return skellam_noise(plan.local_variance, plan.padded_dimension, rng)
-    return discrete_gaussian_noise(np.sqrt(plan.local_variance), plan.padded_dimension, rng)
+        return skellam_noise(plan.local_variance, plan.padded_dimension, noise)
+    return discrete_gaussian_noise(np.sqrt(plan.local_variance), plan.padded_dimension, noise)
 
 
 def modular_clip(values: np.ndarray, bits: int) -> np.ndarray:
@@ -88,13 +89,15 @@ def encode_client(
     extras_params: QuantizationParams,
     rotation_seed: bytes,
     rng: np.random.Generator,
+    noise: AesCtrRandom,
 ) -> np.ndarray:
     """One client's secure-aggregation input with its noise share (uint32, m + 2 * extras).
 
-    ``rng`` draws rounding and noise: pass ``noise.os_noise_generator()`` (OS CSPRNG seed).
+    ``rng`` draws the rounding (it protects no one: the sensitivity bound holds for every
+    outcome), ``noise`` the share: pass ``noise.share_random()`` (AES-CTR, OS key).
     Weights are uniform under distributed DP (sensitivity is one clipped update).
     """
-    integers = discretize(delta, plan, rotation_seed, rng) + noise_share(plan, rng)
+    integers = discretize(delta, plan, rotation_seed, rng) + noise_share(plan, noise)
     return pack_client_input(integers, extras, plan, extras_params, rng)
 
 
@@ -155,7 +158,8 @@ class DistributedDpCodec:
     """The round's encode/decode pair: a ``securefed.secagg.InputCodec``.
 
     ``encoded_dimension`` replaces the update's dimension in the round's ``RoundContext``;
-    ``encode`` runs on each client (noise from the OS CSPRNG unless a generator is given),
+    ``encode`` runs on each client (its noise share from a fresh AES-CTR key, ``share_random``;
+    the rounding from ``rng``, or numpy's OS-seeded generator),
     ``decode`` on the server after unmasking, with the number of inputs in the sum;
     ``bind`` folds the plan into the vector-spec hash the session id covers, so clients
     holding different plans cannot complete a round together.
@@ -178,8 +182,10 @@ class DistributedDpCodec:
     ) -> np.ndarray:
         if weight != 1.0:
             raise ValueError(f"distributed DP weighs every client 1 (uniform), got {weight}")
-        rng = rng if rng is not None else os_noise_generator()
-        return encode_client(delta, extras, self.plan, self.extras_params, self.rotation_seed, rng)
+        rng = rng if rng is not None else np.random.default_rng()
+        return encode_client(
+            delta, extras, self.plan, self.extras_params, self.rotation_seed, rng, share_random()
+        )
 
     def decode(self, total: np.ndarray, contributors: int) -> NoisySum:
         return decode_noisy_sum(

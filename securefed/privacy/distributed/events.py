@@ -3,8 +3,17 @@
 ``DistributedNoiseEvent`` records, for one round, the noise that actually reached the sum
 (the survivors' shares, never the planned amount) in the integer domain it was added in,
 so an auditor recomputes epsilon from the JSON alone with ``accounting.institution_epsilon``.
-The neighbouring relation is add-or-remove one institution's whole update; ``sample_rate``
-is the Poisson rate at which institutions were invited (1.0: no amplification claimed).
+``sample_rate`` is the Poisson rate at which institutions were invited (1.0: no amplification
+claimed).
+
+The neighbouring relation and what it protects are stated here and only here
+(``INSTITUTION_RELATION``, ``INSTITUTION_PROTECTS``); the ledger, the audit, README.md and
+threat_model.md quote them. ``protecting_shares`` is the relation in code: removing an
+institution removes its own noise share with its update, so only the other shares that
+reached the sum protect it (Agarwal, Kairouz and Liu 2021 count the n shares of a
+sum against a change of one input whose noise stays; under add/remove it does not). The
+bound holds because the released sum is a post-processing of (the others' noisy sum plus the
+institution's update, the institution's own share), and that share is independent of the data.
 """
 
 from __future__ import annotations
@@ -16,8 +25,25 @@ from typing import Any, ClassVar, Literal
 
 from securefed.errors import RunFolderError
 
+INSTITUTION_RELATION = (
+    "add or remove one institution: its clipped update leaves the sum together with its own "
+    "noise share, so only the other institutions' shares that reached the sum protect it"
+)
+INSTITUTION_PROTECTS = (
+    "the content of one institution's update (everything its clipped update carries), against "
+    "anyone who sees the released sums, the server included, provided the other institutions "
+    "add their noise shares and keep them secret; not whether it took part: cohorts come from "
+    "the public seed and the server sees the signed survivor set"
+)
+
 Mechanism = Literal["skellam", "dgauss"]
 MECHANISMS: tuple[str, ...] = ("skellam", "dgauss")
+
+
+def protecting_shares(noise_contributors: int) -> int:
+    """The noise shares that protect any one institution in a sum that ``noise_contributors``
+    shares reached: all but its own (``INSTITUTION_RELATION``)."""
+    return noise_contributors - 1
 
 
 @dataclass(frozen=True)
@@ -38,6 +64,11 @@ class DistributedNoiseEvent:
     l1_sensitivity: float
     dimension: int
     kind: ClassVar[str] = "distributed_noise"
+
+    @property
+    def protecting_shares(self) -> int:
+        """The noise shares that protect any one institution in this round's sum."""
+        return protecting_shares(self.noise_contributors)
 
     def __post_init__(self) -> None:
         if self.mechanism not in MECHANISMS:

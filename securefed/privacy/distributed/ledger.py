@@ -1,10 +1,12 @@
 """The federation's institution-level ledger: one event per round, epsilon recomputed from all.
 
 Beside each institution's sample-level ``PrivacyLedger`` (one record of that institution),
-this ledger covers a whole institution (add or remove all its records): every round's
-``DistributedNoiseEvent`` records the noise shares that reached the sum, so a round with
-dropouts is accounted with the survivors' noise, never the planned amount. An auditor
-recomputes the epsilon from ``to_json()["events"]`` with ``accounting.institution_epsilon``.
+this ledger covers a whole institution's update (``events.INSTITUTION_RELATION``; what that
+protects: ``events.INSTITUTION_PROTECTS``): every round's ``DistributedNoiseEvent`` records
+the noise shares that reached the sum, so a round with dropouts is accounted with the
+survivors' noise, never the planned amount, and without the protected institution's own
+share. An auditor recomputes the epsilon from ``to_json()["events"]`` with
+``accounting.institution_epsilon``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import dp_accounting as dpa
 
 from securefed.privacy.distributed.accounting import RDP_ORDERS, institution_epsilon
 from securefed.privacy.distributed.events import (
+    INSTITUTION_PROTECTS,
+    INSTITUTION_RELATION,
     DistributedNoiseEvent,
     event_from_json,
     event_to_json,
@@ -23,11 +27,9 @@ from securefed.privacy.distributed.events import (
 from securefed.privacy.event_ledger import EventLedger
 
 INSTITUTION_LEDGER_FORMAT = "securefed.institution-ledger/1"
-INSTITUTION_RELATION = "add or remove one institution (its whole clipped update)"
 INSTITUTION_CAVEATS = (
-    "institution-level DP: whether an institution took part and what its update was, against "
-    "anyone who sees the released sums, the server included; it assumes the clients add their "
-    "noise shares honestly (a client that omits its share lowers the noise)",
+    f"institution-level DP protects {INSTITUTION_PROTECTS}; a client that omits its share, or "
+    "reveals it to the server, lowers the noise that protects the others",
     "the subsampling amplification assumes institutions are Poisson-sampled at sample_rate; "
     "a round recorded with sample_rate 1.0 claims none",
     "plaintext metrics summed beside the update (extras: loss, accuracy, weights) are outside "
@@ -53,11 +55,14 @@ class InstitutionLedger(EventLedger[DistributedNoiseEvent]):
         return institution_epsilon(self._events, self.delta)
 
     def gaussian_reference_epsilon(self) -> float:
-        """Epsilon of the continuous Gaussian with the same sensitivity and central variance
-        (dp-accounting's exact subsampled-Gaussian RDP): what the discretisation costs."""
+        """Epsilon of the continuous Gaussian with the same sensitivity and the protecting
+        shares' variance (dp-accounting's exact subsampled-Gaussian RDP): what the
+        discretisation costs."""
         accountant = dpa.rdp.RdpAccountant(list(RDP_ORDERS))
         for e in self._events:
-            z = math.sqrt(e.noise_contributors * e.local_variance) / e.l2_sensitivity
+            if e.protecting_shares < 1:
+                return math.inf
+            z = math.sqrt(e.protecting_shares * e.local_variance) / e.l2_sensitivity
             inner = dpa.GaussianDpEvent(z)
             accountant.compose(
                 inner if e.sample_rate == 1.0 else dpa.PoissonSampledDpEvent(e.sample_rate, inner)
@@ -77,6 +82,7 @@ class InstitutionLedger(EventLedger[DistributedNoiseEvent]):
             "target_epsilon": self.target_epsilon,
             "rounds": [e.round_index for e in self._events],
             "noise_contributors": [e.noise_contributors for e in self._events],
+            "protecting_shares": [e.protecting_shares for e in self._events],
             "events": [event_to_json(e) for e in self._events],
             "caveats": list(INSTITUTION_CAVEATS),
         }

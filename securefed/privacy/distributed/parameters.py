@@ -8,12 +8,14 @@ Following TFF's ``DistributedDpSumFactory`` and google-research/federated
 - ``heuristic_scale``: the scale s = 1/gamma solving
   2^b = 2k sqrt(rho/d (c n)^2 + (gamma^2/4 + sigma^2) n) / gamma, for the whole cohort n
   (the widest sum the modulus must hold: nobody dropped).
-- ``plan_distributed_dp``: the central noise for ``target_epsilon`` over all rounds,
-  calibrated for the smallest survivor set the secure-aggregation threshold allows: each
-  client adds central / min_survivors, so any allowed survivor set carries at least the
-  planned noise (more when more survive). The rounding inflation of the sensitivity and the
-  scale's dependence on the noise are inside the calibration, so the target holds for the
-  integer mechanism actually run.
+- ``plan_distributed_dp``: the noise for ``target_epsilon`` over all rounds, calibrated for
+  the smallest survivor set the secure-aggregation threshold allows under
+  ``events.INSTITUTION_RELATION``: the protected institution's own share leaves with it, so
+  the min_survivors - 1 other shares must carry the central noise (each client adds
+  central / (min_survivors - 1) of its variance); any allowed survivor set protects each of
+  its members at least as well (better when more survive). The rounding inflation of the
+  sensitivity and the scale's dependence on the noise are inside the calibration, so the
+  target holds for the integer mechanism actually run.
 """
 
 from __future__ import annotations
@@ -33,7 +35,12 @@ from securefed.privacy.distributed.accounting import (
     rounded_l1_bound,
     rounded_l2_bound,
 )
-from securefed.privacy.distributed.events import MECHANISMS, DistributedNoiseEvent, Mechanism
+from securefed.privacy.distributed.events import (
+    MECHANISMS,
+    DistributedNoiseEvent,
+    Mechanism,
+    protecting_shares,
+)
 from securefed.privacy.distributed.rotation import padded_dimension
 
 DEFAULT_BETA = math.exp(-0.5)  # conditional rounding, as in Kairouz et al.'s experiments
@@ -137,9 +144,10 @@ def _plan_for_noise(
     beta: float,
     k_stddevs: float,
 ) -> tuple[float, float, float, float]:
-    """(scale, local variance, L2, L1 sensitivity) in integer units for one noise level."""
+    """(scale, local variance, L2, L1 sensitivity) in integer units for one noise level:
+    ``central_multiplier`` * clip is the std of the shares that protect one institution."""
     m = padded_dimension(dimension)
-    local_std = central_multiplier * clip_norm / math.sqrt(min_survivors)
+    local_std = central_multiplier * clip_norm / math.sqrt(protecting_shares(min_survivors))
     scale = heuristic_scale(local_std, clip_norm, bits, cohort_size, m, k_stddevs)
     l2 = rounded_l2_bound(scale * clip_norm, beta, m)
     return scale, (scale * local_std) ** 2, l2, rounded_l1_bound(l2, m)
@@ -160,12 +168,16 @@ def plan_distributed_dp(
     modclip_probability: float = 1e-4,
     beta: float = DEFAULT_BETA,
 ) -> DistributedDpPlan:
-    """The least noise whose ``rounds`` rounds, with ``min_survivors`` shares each, give at
-    most (``target_epsilon``, ``delta``); raises ``ValueError`` when no noise level does."""
+    """The least noise whose ``rounds`` rounds, with ``min_survivors`` shares each reaching the
+    sum, give each of them at most (``target_epsilon``, ``delta``) under
+    ``events.INSTITUTION_RELATION``; raises ``ValueError`` when no noise level does."""
     if mechanism not in MECHANISMS:
         raise ValueError(f"mechanism must be one of {MECHANISMS}, got {mechanism!r}")
-    if not 1 <= min_survivors <= cohort_size:
-        raise ValueError(f"min_survivors must be in [1, {cohort_size}], got {min_survivors}")
+    if not (protecting_shares(min_survivors) >= 1 and min_survivors <= cohort_size):
+        raise ValueError(
+            f"min_survivors must be in [2, {cohort_size}] (one institution's own share does not "
+            f"protect it), got {min_survivors}"
+        )
     if not (target_epsilon > 0 and 0 < delta < 1 and clip_norm > 0 and rounds >= 1):
         raise ValueError("target_epsilon, clip_norm and rounds must be > 0, delta in (0, 1)")
     k = modclip_stddevs(modclip_probability)
