@@ -284,12 +284,9 @@ def _check_cross_fields(cfg: RunConfig) -> None:
         raise ConfigError(
             "partition.column", None, "a column name is required when partition.scheme is natural"
         )
-    if (
-        cfg.model.adapter == "qlora"
-        and cfg.model.dtype != "float32"
-        and cfg.training.device == "cpu"
-    ):
-        raise ConfigError("model.dtype", cfg.model.dtype, "float32 for qlora on cpu")
+    model = cfg.model
+    if model.adapter == "qlora" and model.dtype != "float32" and cfg.training.device == "cpu":
+        raise ConfigError("model.dtype", model.dtype, "float32 for qlora on cpu")
     for cid in cfg.audit.canary_institutions or []:
         if not 0 <= cid < n:
             raise ConfigError("audit.canary_institutions", cid, f"institution ids in [0, {n - 1}]")
@@ -386,8 +383,6 @@ def validate(raw: dict[str, Any]) -> RunConfig:
         return RunConfig.model_validate(raw)
     except ValidationError as err:
         raise _format_validation_error(err) from None
-    except ConfigError:
-        raise
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
