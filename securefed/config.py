@@ -207,7 +207,9 @@ class AuditConfig(_Section):
     canaries: int = Field(0, ge=0, le=100_000)
     canary_kind: Literal["gradient", "input"] = "gradient"
     canary_institutions: list[int] | None = None
-    canary_parameters: list[str] | None = None
+    # Left out of the resolved config while unset, so that every config resolved before the key
+    # existed (and each committed sweep cell's hash, sweep.spec) stays as it was.
+    canary_parameters: list[str] | None = Field(None, exclude_if=lambda v: v is None)
 
     @model_validator(mode="after")
     def _enough_canaries(self) -> AuditConfig:
@@ -351,9 +353,7 @@ def _check_distributed_dp(cfg: RunConfig) -> None:
 def _format_validation_error(err: ValidationError) -> ConfigError:
     first = err.errors()[0]
     key = ".".join(str(p) for p in first["loc"]) or "<root>"
-    value = first.get("input")
-    kind = first["type"]
-    msg = first["msg"]
+    value, kind, msg = first.get("input"), first["type"], first["msg"]
     if kind == "extra_forbidden":
         parent_loc = first["loc"][:-1]
         allowed = _allowed_keys(parent_loc)

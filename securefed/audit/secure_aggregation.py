@@ -52,14 +52,17 @@ def _protocol(transcripts: dict[int, dict]) -> dict | None:
     return None
 
 
+ADVERSARY_KEY = "secure_aggregation.adversary"  # as a node's join record names it (run-config key)
+
+
 def _as_run(protocol: dict | None, joins: dict[str, list[dict]]) -> dict | None:
     """On Flower the consistency check and the signatures are the nodes' to run: the adversary
     the protocol withstood is the weakest any node joined with (its ``join.jsonl``), not what
     the server's transcript assumes. Simulate (no node records): the transcript's."""
-    accepted = [j["secure_aggregation"] for js in joins.values() for j in js if j.get("accepted")]
+    accepted = [j["pinned"] for js in joins.values() for j in js if j.get("accepted")]
     if protocol is None or not accepted:
         return protocol
-    curious = any(a.get("adversary") != "semi_malicious" for a in accepted)
+    curious = any(a[ADVERSARY_KEY] != "semi_malicious" for a in accepted)
     return {
         **protocol,
         "adversary": "curious" if curious else "semi_malicious",

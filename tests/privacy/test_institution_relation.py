@@ -19,6 +19,7 @@ import pytest
 from dp_accounting.rdp.rdp_privacy_accountant import compute_epsilon
 
 from securefed.config import load_config
+from securefed.plan_inputs import plan_inputs
 from securefed.privacy.display import epsilon_text
 from securefed.privacy.distributed.events import INSTITUTION_PROTECTS, INSTITUTION_RELATION
 from securefed.privacy.distributed.ledger import InstitutionLedger
@@ -33,7 +34,7 @@ ORDERS = [*range(2, 129), 256]
 def plan():
     cfg = load_config(str(ROOT / "configs/distributed_dp.yaml"))
     _, _, dimension = plan_sizes(cfg)
-    return plan_for_run(cfg, dimension)
+    return plan_for_run(plan_inputs(cfg), dimension)
 
 
 def theorem_3_5_epsilon(plan, shares_protecting: int) -> float:
