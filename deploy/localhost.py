@@ -29,18 +29,18 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import sys
 import time
 from pathlib import Path
 
+from securefed.audit.outputs import AUDIT_RECORD
 from securefed.cli import EXIT_USER_ERROR
 from securefed.config import load_config
 from securefed.errors import SecurefedError
 from securefed.flower.localhost import LocalFederation
 from securefed.flower.node_security import pinned_node_config
 from securefed.flower.records import collect_node_records
-from securefed.run.folder import check_creatable
+from securefed.run.folder import check_creatable, read_json
 
 
 def localhost_overrides(institutions: int, sets: list[str]) -> list[str]:
@@ -101,7 +101,7 @@ def _run(args: argparse.Namespace, cfg, overrides: list[str], workdir: Path) -> 
         fed.wait(run_id, timeout_s=args.timeout)
     nodes = {i: workdir / f"node-{i}" / f"run-{run_id}" for i in institutions}
     collect_node_records(run_dir, nodes, audit_dir=workdir / "audit")
-    audit = json.loads((workdir / "audit" / "audit.json").read_text())
+    audit = read_json(workdir / "audit" / AUDIT_RECORD)
     print(f"done in {time.perf_counter() - started:.0f} s: run folder {run_dir}")
     print(f"verdict: {audit['verdict']}")
     return 0 if audit["integrity"]["verified"] else 1

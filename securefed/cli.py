@@ -7,7 +7,6 @@ exit 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -16,9 +15,10 @@ import warnings
 from rich.console import Console
 
 from securefed.audit.command import add_audit_parser, write_audit
+from securefed.audit.outputs import AUDIT_RECORD
 from securefed.config import load_config
 from securefed.errors import ConfigError, SecurefedError
-from securefed.run.folder import RunFolder
+from securefed.run.folder import RunFolder, read_json
 from securefed.run.progress import Progress
 from securefed.run.resume import finished, finished_message
 from securefed.run.summary import print_summary
@@ -50,8 +50,8 @@ def _cmd_simulate(args: argparse.Namespace, console: Console) -> int:
             args.resume,
             "continues a run with its own config; do not pass CONFIG, --set or --out with it",
         )
-    if args.resume and finished(RunFolder(args.resume)):
-        console.print(finished_message(RunFolder(args.resume)), soft_wrap=True, highlight=False)
+    if args.resume and finished(resumed := RunFolder(args.resume)):
+        console.print(finished_message(resumed), soft_wrap=True, highlight=False)
         return 0
     cfg = None if args.resume else load_config(args.config, args.set)
     _quiet_libraries()
@@ -65,14 +65,14 @@ def _cmd_simulate(args: argparse.Namespace, console: Console) -> int:
     print_summary(results, run_dir, console)
     audit_dir = write_audit(run_dir)
     console.print(f"audit: {audit_dir}")
-    verdict = json.loads((audit_dir / "audit.json").read_text())["verdict"]
+    verdict = read_json(audit_dir / AUDIT_RECORD)["verdict"]
     console.print(f"verdict: {verdict}", soft_wrap=True, highlight=False, markup=False)
     return 0
 
 
 def _cmd_plan(args: argparse.Namespace, console: Console) -> int:
     cfg = load_config(args.config, args.set)
-    if not (cfg.privacy.dp.enabled or cfg.privacy.distributed.enabled):
+    if not cfg.privacy.any_mechanism:
         console.print(
             "privacy.dp.enabled and privacy.distributed.enabled are false: no DP noise to plan "
             "(--set either to true)",

@@ -8,18 +8,17 @@ audit.html        one self-contained page (plots inlined)
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from securefed.audit.bound import is_audit_folder, verify_audit, verify_run
-from securefed.audit.outputs import audit_outputs
+from securefed.audit.outputs import AUDIT_RECORD, audit_outputs
 from securefed.audit.report import CRITICAL, build_audit
 from securefed.audit.verify import Verification
 from securefed.errors import OutputError, RunFolderError
-from securefed.run.folder import atomic_write_bytes
+from securefed.run.folder import atomic_write_bytes, read_json
 from securefed.run.lock import RunLock
 from securefed.run.seal import bind_audit
 
@@ -97,7 +96,7 @@ def run_audit_command(args: argparse.Namespace, console: Console) -> int:
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         raise OutputError(f"--out {args.out} is a file; allowed: a folder (new, or an audit's)")
     out = write_audit(run_dir, Path(args.out) if args.out else None)
-    audit = json.loads((out / "audit.json").read_text())
+    audit = read_json(out / AUDIT_RECORD)
     for flag in audit["flags"]:
         colour = "red" if flag["severity"] == CRITICAL else "yellow"
         console.print(
