@@ -164,7 +164,7 @@ README_MEANS = re.compile(
 )
 
 
-def test_the_committed_sweep_recomputes_from_its_cells_and_the_readme_states_its_means():
+def test_the_committed_sweep_recomputes_from_its_cells_and_the_docs_state_its_means():
     spec, base = load_spec(ROOT / "configs/sweeps/dp_curve.yaml")
     planned = [(c.id, c.swept) for c in plan_cells(spec, base)]
     table = collect_table(ROOT / "audits/sweeps", planned)  # from the committed cell records
@@ -176,12 +176,18 @@ def test_the_committed_sweep_recomputes_from_its_cells_and_the_readme_states_its
         target = row[EPS] if row[EPS] is not None else math.inf
         assert row["eps_max"] <= target  # no cell spent more than its target
         means.setdefault(row["adapter"], {}).setdefault(target, []).append(row["federated"])
-    text = " ".join((ROOT / "README.md").read_text().split())
-    stated = {m.group(1): [float(v) for v in m.groups()[1:]] for m in README_MEANS.finditer(text)}
     names = {"FFA-LoRA": "ffa_lora", "LoRA": "lora", "IA3": "ia3"}
-    assert sorted(stated) == sorted(names)
-    for name, values in stated.items():
-        by_eps = means[names[name]]
-        got = [statistics.mean(by_eps[e]) for e in (math.inf, 8, 4, 2, 1)]
-        # three digits, a tie (0.6105) rounding either way
-        assert all(abs(v - g) <= 5e-4 + 1e-12 for v, g in zip(values, got, strict=True)), name
+    for document in ("README.md", "docs/sweeps/index.md"):  # the front door and the sweeps page
+        text = " ".join((ROOT / document).read_text().split())
+        stated = {
+            m.group(1): [float(v) for v in m.groups()[1:]] for m in README_MEANS.finditer(text)
+        }
+        assert sorted(stated) == sorted(names), document
+        for name, values in stated.items():
+            by_eps = means[names[name]]
+            got = [statistics.mean(by_eps[e]) for e in (math.inf, 8, 4, 2, 1)]
+            # three digits, a tie (0.6105) rounding either way
+            assert all(abs(v - g) <= 5e-4 + 1e-12 for v, g in zip(values, got, strict=True)), (
+                document,
+                name,
+            )

@@ -79,13 +79,16 @@ def _flat(text: str) -> str:
     return re.sub(r"\s+", " ", text.replace("`", ""))
 
 
-@pytest.mark.parametrize("document", ["README.md", "threat_model.md"])
+@pytest.mark.parametrize(
+    "document", ["README.md", "threat_model.md", "docs/privacy/distributed-dp.md"]
+)
 def test_the_documents_quote_the_relation_and_what_it_protects_from_the_code(document):
     text = _flat((ROOT / document).read_text())
     assert _flat(INSTITUTION_RELATION) in text
     assert _flat(INSTITUTION_PROTECTS) in text
 
 
-def test_the_readme_states_what_the_config_of_record_spends_when_all_20_arrive(plan):
+@pytest.mark.parametrize("document", ["README.md", "docs/privacy/distributed-dp.md"])
+def test_the_documents_state_what_the_config_of_record_spends_when_all_20_arrive(plan, document):
     spent = epsilon_text(reported_epsilon(plan, 20))
-    assert f"spends {spent} of 16" in _flat((ROOT / "README.md").read_text())
+    assert f"spends {spent} of 16" in _flat((ROOT / document).read_text())
