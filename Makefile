@@ -34,8 +34,8 @@ test: $(STAMP) docs
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not slow" -n 3 --dist loadfile --no-loadscope-reorder
 
 lint: $(STAMP)
-	$(BIN)/ruff check securefed tests benchmarks
-	$(BIN)/ruff format --check securefed tests benchmarks
+	$(BIN)/ruff check securefed tests benchmarks docs/_hooks
+	$(BIN)/ruff format --check securefed tests benchmarks docs/_hooks
 
 clean:
 	rm -rf $(VENV) runs site .pytest_cache
