@@ -33,6 +33,8 @@ import sys
 import time
 from pathlib import Path
 
+from rich.console import Console
+
 from securefed.audit.outputs import AUDIT_RECORD
 from securefed.cli import EXIT_USER_ERROR
 from securefed.config import load_config
@@ -40,7 +42,8 @@ from securefed.errors import SecurefedError
 from securefed.flower.localhost import LocalFederation
 from securefed.flower.node_security import pinned_node_config
 from securefed.flower.records import collect_node_records
-from securefed.run.folder import check_creatable, read_json
+from securefed.run.folder import RESULTS, check_creatable, read_json
+from securefed.run.summary import print_results
 
 
 def localhost_overrides(institutions: int, sets: list[str]) -> list[str]:
@@ -101,9 +104,9 @@ def _run(args: argparse.Namespace, cfg, overrides: list[str], workdir: Path) -> 
         fed.wait(run_id, timeout_s=args.timeout)
     nodes = {i: workdir / f"node-{i}" / f"run-{run_id}" for i in institutions}
     collect_node_records(run_dir, nodes, audit_dir=workdir / "audit")
+    print(f"done in {time.perf_counter() - started:.0f} s")
+    print_results(read_json(run_dir / RESULTS), run_dir, workdir / "audit", Console())
     audit = read_json(workdir / "audit" / AUDIT_RECORD)
-    print(f"done in {time.perf_counter() - started:.0f} s: run folder {run_dir}")
-    print(f"verdict: {audit['verdict']}")
     return 0 if audit["integrity"]["verified"] else 1
 
 
