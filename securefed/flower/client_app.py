@@ -27,7 +27,13 @@ from flwr.clientapp import ClientApp
 from securefed.config import RunConfig, validate
 from securefed.errors import ProtocolAbort, SecurefedError
 from securefed.flower import wire
-from securefed.flower.node import NodeIdentity, NodeLedger, NodeLocal, save_run_config
+from securefed.flower.node import (
+    NodeIdentity,
+    NodeLedger,
+    NodeLocal,
+    node_config_of,
+    save_run_config,
+)
 from securefed.flower.node_round import NodeRound
 from securefed.flower.node_security import NodeSecurity, disagreements, node_security
 from securefed.flower.protocol import (
@@ -70,7 +76,7 @@ def _local(config_text: str, identity: NodeIdentity) -> NodeLocal:
 
 
 def _security(context: Context, identity: NodeIdentity) -> NodeSecurity:
-    return node_security(dict(context.node_config), identity.institution)
+    return node_security(node_config_of(context.node_config), identity.institution)
 
 
 def _node_round(context: Context, identity: NodeIdentity, security: NodeSecurity) -> NodeRound:
@@ -100,7 +106,7 @@ def _log_join(context: Context, identity: NodeIdentity, record: dict) -> None:
 def join(msg: Message, context: Context) -> Message:
     """Accept the run's config once, if it matches this node's pinned security settings;
     answer with this node's institution id (or refuse, saying why)."""
-    identity = NodeIdentity.from_node_config(dict(context.node_config))
+    identity = NodeIdentity.from_node_config(node_config_of(context.node_config))
 
     def refuse(reason: str) -> Message:
         _log_join(context, identity, {"refused": reason})
@@ -129,7 +135,7 @@ def advertise(msg: Message, context: Context) -> Message:
     from securefed.run.setup import client_update  # lazy: torch stays out of protocol-only calls
 
     started = time.perf_counter()
-    identity = NodeIdentity.from_node_config(dict(context.node_config))
+    identity = NodeIdentity.from_node_config(node_config_of(context.node_config))
     cfg = _run_config(context)
     fields = wire.fields_of(msg)
     round_index = int(fields["round"])
@@ -237,7 +243,7 @@ for _stage in STAGE_TABLE[1:]:  # every stage after the first answers protocol m
 @app.evaluate("final")
 def final(msg: Message, context: Context) -> Message:
     """Evaluate the final global adapter on this node's own test split; keep the result."""
-    identity = NodeIdentity.from_node_config(dict(context.node_config))
+    identity = NodeIdentity.from_node_config(node_config_of(context.node_config))
     local = _local(_config_text(context), identity)
     round_index = int(wire.fields_of(msg)["round"])
     metrics = local.evaluate(wire.global_vector_of(msg))
@@ -248,7 +254,7 @@ def final(msg: Message, context: Context) -> Message:
 # ---- helpers -----------------------------------------------------------------------------------
 def _protocol_step(msg: Message, context: Context, stage: Stage) -> Message:
     started = time.perf_counter()
-    identity = NodeIdentity.from_node_config(dict(context.node_config))
+    identity = NodeIdentity.from_node_config(node_config_of(context.node_config))
     fields = wire.fields_of(msg)
     round_index = int(fields["round"])
     try:
