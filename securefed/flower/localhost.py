@@ -166,6 +166,24 @@ class LocalFederation:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
 
+    def restart_node(self, institution: int, timeout_s: float = 300.0) -> None:
+        """Start a killed SuperNode again, as a supervisor would (systemd's
+        ``Restart=on-failure``): Flower refuses to activate a node key that the SuperLink
+        still holds as online (until two missed heartbeats, about a minute), so retry."""
+        log = self.workdir / f"node-{institution}.log"
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            activated = log.read_text(errors="replace").count("SuperNode ID:")
+            self.start_node(institution)
+            process = self.processes[f"node-{institution}"]
+            while process.poll() is None:
+                if log.read_text(errors="replace").count("SuperNode ID:") > activated:
+                    return
+                time.sleep(0.5)
+            self.processes.pop(f"node-{institution}")
+            time.sleep(2.0)
+        raise DeploymentError(f"node {institution} not back after {timeout_s:.0f} s; see {log}")
+
     def stop(self) -> None:
         for process in self.processes.values():
             if process.poll() is None:

@@ -40,7 +40,7 @@ from flwr.supercore.interceptors import (
     RuntimeVersionHttpInterceptor,
     SuperExecAuthHttpInterceptor,
 )
-from flwr.supercore.retry import make_simple_http_retry_invoker
+from flwr.supercore.retry import RetryInvoker, exponential
 from flwr.supercore.runtime import RuntimeHttpClient
 from flwr.supercore.tls import validate_and_resolve_root_certificates
 from flwr.supernode.runtime.run_clientapp import pull_task_input, push_message, push_task_output
@@ -49,28 +49,41 @@ from securefed.flower.client_app import app
 
 LOG = logging.getLogger("securefed.flower.warm_node")
 _ACQUIRE = "/flwr.proto.Runtime/AcquireTask"
+TASK_RETRY_S = 30.0  # how long one task's calls wait for a SuperNode that stopped answering
 
 
-def _client(address: str, certificates: bytes | None, interceptors: list) -> RuntimeHttpClient:
+def _retry(max_time_s: float) -> RetryInvoker:
+    """Retry transport errors for at most ``max_time_s``, then raise. Flower's own invoker
+    (``make_simple_http_retry_invoker``) retries forever and sends its process SIGINT on a
+    401: right for a ``flwr-clientapp`` that lives for one task, wrong for an executor that
+    must outlive a SuperNode restart (whose new state no longer knows the old task's token)."""
+    return RetryInvoker(
+        wait_gen_factory=lambda: exponential(max_delay=2.0),
+        recoverable_exceptions=httpx.TransportError,
+        max_tries=None,
+        max_time=max_time_s,
+    )
+
+
+def _client(
+    address: str, certificates: bytes | None, interceptors: list, max_time_s: float
+) -> RuntimeHttpClient:
     return RuntimeHttpClient.from_server_address(
         server_address=address,
         insecure=certificates is None,
         root_certificates=certificates,
         interceptors=interceptors,
-        retry_invoker=make_simple_http_retry_invoker(),
+        retry_invoker=_retry(max_time_s),
     )
 
 
 def run_task(address: str, token: str, certificates: bytes | None) -> str:
     """Run one ClientApp task in this process; returns Flower's sub-status of the task."""
-    client = _client(
-        address,
-        certificates,
-        [
-            RuntimeVersionHttpInterceptor(component_name="flwr-clientapp"),
-            RuntimeTokenHttpInterceptor(token),
-        ],  # fmt: skip
-    )
+    interceptors = [
+        RuntimeVersionHttpInterceptor(component_name="flwr-clientapp"),
+        RuntimeTokenHttpInterceptor(token),
+    ]
+    client = _client(address, certificates, interceptors, TASK_RETRY_S)
     heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
     heartbeat.start()
     message = reply = context = None
@@ -101,18 +114,16 @@ def serve(
     secret: bytes | None,
     certificates: bytes | None,
     poll_s: float = 0.1,
-    max_tasks: int | None = None,
 ) -> None:
     """Acquire and run this node's ClientApp tasks one at a time, for as long as the process
-    lives (or ``max_tasks``); a SuperNode that is down or restarting is waited for."""
+    lives; a SuperNode that is down or restarting is waited for."""
     interceptors: list = [RuntimeVersionHttpInterceptor(component_name="SuperExec")]
     if secret is not None:
         interceptors.append(
             SuperExecAuthHttpInterceptor(master_secret=secret, protected_methods={_ACQUIRE})
         )
-    acquire = _client(address, certificates, interceptors)
-    done = 0
-    while max_tasks is None or done < max_tasks:
+    acquire = _client(address, certificates, interceptors, 0.0)  # retried by the loop below
+    while True:
         try:
             response = acquire.AcquireTask(
                 AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP])
@@ -122,9 +133,11 @@ def serve(
             time.sleep(1.0)
             continue
         if response.HasField("task") and response.token:
-            LOG.info("task %s: %s", response.task.task_id, run_task(address, response.token,
-                                                                    certificates))  # fmt: skip
-            done += 1
+            try:
+                status = run_task(address, response.token, certificates)
+            except httpx.HTTPError as exc:  # the SuperNode went away mid-task: it times it out
+                status = f"lost ({exc})"
+            LOG.info("task %s: %s", response.task.task_id, status)
         else:
             time.sleep(poll_s)
 
