@@ -10,7 +10,8 @@ loaded. The breakdown of the Flower round:
   ``--cold`` (Flower's default, a fresh process per message) it is paid by every message;
 - model load: building each node's model and data in round 0 (``load_s`` of the node's
   round-0 ``advertise`` record), mean over nodes; a warm node's round 1 loads nothing;
-- train: each node's round-1 ``advertise`` (evaluate, train, encode, keys), mean over nodes;
+- train: each node's round-1 ``advertise`` (evaluate, train, encode, keys) less any model
+  load, mean over nodes;
 - protocol: the server's wall time of the stages after ``advertise`` in round 1 (message
   delivery, polling and each node's answer);
 - server: the rest of the server's round 1 (the global step, evaluation, records).
@@ -72,26 +73,26 @@ def on_flower(config: str | None, overrides: list[str], workdir: Path, warm: boo
         fed.wait(run_id, timeout_s=3600, poll_s=0.5)
     server = RunFolder(run_dir).read_metrics()[1]
     advertise = STAGE_TABLE[0].name
-    node_wall = {r: [] for r in (0, 1)}
+    train: list[float] = []  # round 1
     load: list[float] = []
     traffic: dict[str, list[tuple[int, int]]] = {}  # stage -> (down, up) per node, round 1
     for i in range(nodes):
         for record in RunFolder(workdir / "fed" / f"node-{i}" / f"run-{run_id}").read_metrics():
-            if record.get("stage") == advertise:
-                node_wall[record["round"]].append(record["wall_s"])
-                if record["round"] == 0:
+            if record.get("stage") == advertise:  # training: the exchange less any load
+                if record["round"] == 1:
+                    train.append(record["wall_s"] - record["load_s"])
+                else:
                     load.append(record["load_s"])
             if record["round"] == 1 and "bytes_up" in record:
                 traffic.setdefault(record["stage"], []).append(
                     (record["bytes_down"], record["bytes_up"])
                 )
-    mean = {r: sum(v) / len(v) for r, v in node_wall.items()}
     stages = server["stage_wall_s"]
     protocol = sum(s for name, s in stages.items() if name != advertise)
     return {
         "round_s": server["wall_s"],
         "model_load_s": sum(load) / len(load),  # building the node's model and data, round 0
-        "train_s": mean[1],
+        "train_s": sum(train) / len(train),
         "advertise_exchange_s": stages[advertise],
         "protocol_s": protocol,
         "server_s": server["wall_s"] - sum(stages.values()),
@@ -139,7 +140,8 @@ def main(argv: list[str] | None = None) -> None:
             f"flower round {flower['round_s']:.2f} s = advertise exchange "
             f"{flower['advertise_exchange_s']:.2f} s (node: train {flower['train_s']:.2f} s) + "
             f"protocol {flower['protocol_s']:.2f} s + server {flower['server_s']:.2f} s; "
-            f"model load {flower['model_load_s']:.2f} s (round 0 only); "
+            f"model load {flower['model_load_s']:.2f} s ({'every' if args.cold else 'round 0'}"
+            " advertise); "
             f"process start {start:.2f} s ({per})",
             flush=True,
         )
