@@ -2,6 +2,7 @@
 
     python deploy/localhost.py                       # the embedded default, 3 institutions
     python deploy/localhost.py --set training.rounds=2 --set privacy.dp.enabled=true
+    python deploy/localhost.py --simulation          # on Flower's simulation engine (ray)
 
 What it does, each step a separate process as it would be across machines:
 
@@ -12,7 +13,14 @@ What it does, each step a separate process as it would be across machines:
 4. starts one ``flower-supernode`` per institution (TLS, its private key, its partition id
    and its own state folder for the privacy ledger and records);
 5. launches the run (``flwr run deploy/app``), waits for it, and stops everything;
-6. gathers the server's run folder and each node's records into one audit folder.
+6. gathers the server's run folder and each node's records into one audit folder, and
+   prints what ``securefed simulate`` prints: the results table, the privacy lines, the
+   audit's path and its verdict.
+
+Each SuperNode runs warm (``securefed.flower.warm_node``): one long-running ClientApp
+process keeps the model and data loaded across messages and rounds. ``--simulation`` runs
+the same apps on Flower's simulation engine instead (needs ``flwr[simulation]``); each
+simulated node pins its settings from its own file (``securefed.flower.localhost``).
 
 Identities are on: each institution gets an Ed25519 identity key and every node pins the
 roster of all of them (``securefed.flower.localhost``), so secure aggregation runs against a
@@ -33,14 +41,17 @@ import sys
 import time
 from pathlib import Path
 
+from rich.console import Console
+
 from securefed.audit.outputs import AUDIT_RECORD
 from securefed.cli import EXIT_USER_ERROR
 from securefed.config import load_config
 from securefed.errors import SecurefedError
-from securefed.flower.localhost import LocalFederation
+from securefed.flower.localhost import LocalFederation, LocalSimulation
 from securefed.flower.node_security import pinned_node_config
 from securefed.flower.records import collect_node_records
-from securefed.run.folder import check_creatable, read_json
+from securefed.run.folder import RESULTS, check_creatable, read_json
+from securefed.run.summary import print_results
 
 
 def localhost_overrides(institutions: int, sets: list[str]) -> list[str]:
@@ -66,6 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--institutions", type=int, default=3)
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--timeout", type=float, default=3600, help="seconds for the whole run")
+    parser.add_argument(
+        "--simulation",
+        action="store_true",
+        help="on Flower's simulation engine (one SuperLink, nodes in Ray actors; needs "
+        "flwr[simulation]) instead of a SuperNode process per institution",
+    )
     args = parser.parse_args(argv)
     overrides = localhost_overrides(args.institutions, args.set)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -85,11 +102,10 @@ def _run(args: argparse.Namespace, cfg, overrides: list[str], workdir: Path) -> 
     institutions = list(range(cfg.partition.num_clients))
     started = time.perf_counter()
     pinned = {i: pinned_node_config(cfg) for i in institutions}  # each operator agrees to cfg
-    with LocalFederation(workdir, institutions, node_config=pinned) as fed:
-        print(
-            f"SuperLink on 127.0.0.1:{fed.port} (TLS), {len(institutions)} SuperNodes; "
-            f"logs in {workdir}"
-        )
+    runtime = LocalSimulation if args.simulation else LocalFederation
+    with runtime(workdir, institutions, node_config=pinned) as fed:
+        nodes = "simulated nodes" if args.simulation else "SuperNodes (TLS)"
+        print(f"SuperLink on 127.0.0.1:{fed.port}, {len(institutions)} {nodes}; logs in {workdir}")
         run_id = fed.launch(
             {
                 "config": str(Path(args.config).resolve()) if args.config else "",
@@ -101,9 +117,9 @@ def _run(args: argparse.Namespace, cfg, overrides: list[str], workdir: Path) -> 
         fed.wait(run_id, timeout_s=args.timeout)
     nodes = {i: workdir / f"node-{i}" / f"run-{run_id}" for i in institutions}
     collect_node_records(run_dir, nodes, audit_dir=workdir / "audit")
+    print(f"done in {time.perf_counter() - started:.0f} s")
+    print_results(read_json(run_dir / RESULTS), run_dir, workdir / "audit", Console())
     audit = read_json(workdir / "audit" / AUDIT_RECORD)
-    print(f"done in {time.perf_counter() - started:.0f} s: run folder {run_dir}")
-    print(f"verdict: {audit['verdict']}")
     return 0 if audit["integrity"]["verified"] else 1
 
 

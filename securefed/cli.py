@@ -15,13 +15,12 @@ import warnings
 from rich.console import Console
 
 from securefed.audit.command import add_audit_parser, write_audit
-from securefed.audit.outputs import AUDIT_RECORD
 from securefed.config import load_config
 from securefed.errors import ConfigError, SecurefedError
-from securefed.run.folder import RunFolder, read_json
+from securefed.run.folder import RunFolder
 from securefed.run.progress import Progress
 from securefed.run.resume import finished, finished_message
-from securefed.run.summary import print_summary
+from securefed.run.summary import print_results
 from securefed.sweep import add_sweep_parser
 
 EXIT_USER_ERROR = 2
@@ -62,11 +61,7 @@ def _cmd_simulate(args: argparse.Namespace, console: Console) -> int:
     if cfg is not None:
         resolve_device(cfg.training.device)  # no CUDA for training.device=cuda: say so first
     run_dir, results = simulate(cfg, out=args.out, resume=args.resume, progress=progress)
-    print_summary(results, run_dir, console)
-    audit_dir = write_audit(run_dir)
-    console.print(f"audit: {audit_dir}")
-    verdict = read_json(audit_dir / AUDIT_RECORD)["verdict"]
-    console.print(f"verdict: {verdict}", soft_wrap=True, highlight=False, markup=False)
+    print_results(results, run_dir, write_audit(run_dir), console)
     return 0
 
 

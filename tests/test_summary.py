@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 
-from securefed.run.summary import print_summary
+from securefed.audit.outputs import AUDIT_RECORD
+from securefed.run.summary import print_results, print_summary
 
 
 def _results(enabled: bool, adversary: str) -> dict:
@@ -53,3 +55,14 @@ def test_the_summary_states_the_institution_level_epsilon_where_distributed_dp_i
     console = Console(record=True, width=200)
     print_summary(_results(True, "semi_malicious"), Path("run"), console)
     assert "institution-level" not in console.export_text()
+
+
+def test_every_recipe_ends_with_the_table_the_audit_path_and_its_verdict(tmp_path):
+    """``print_results`` is what ``securefed simulate`` and the Flower recipes end with."""
+    (tmp_path / AUDIT_RECORD).write_text(json.dumps({"verdict": "verified: it holds"}))
+    console = Console(record=True, width=200)
+    print_results(_results(True, "semi_malicious"), Path("run"), tmp_path, console)
+    lines = console.export_text().strip().splitlines()
+    assert any("pooled accuracy" in line for line in lines)  # the table
+    assert lines[-3] == "run folder: run"
+    assert lines[-2:] == [f"audit: {tmp_path}", "verdict: verified: it holds"]

@@ -6,13 +6,15 @@ ClientApps (``client_app``, ``node_round``); each ClientApp is one institution w
 data shard, privacy ledger and records (``node``). ``wire`` is how securefed's messages ride
 Flower's records; ``exchange`` collects replies under a deadline. ``certs`` and
 ``localhost`` set up a TLS deployment with node authentication; ``records`` files the
-nodes' records next to the server's run folder for the audit.
+nodes' records next to the server's run folder for the audit. ``warm_node`` is a
+long-running ClientApp process per SuperNode (``--isolation process``): the model and data
+stay loaded across messages and rounds.
 
 ``transport`` plugs the Flower side into securefed's one round loop
 (``securefed.run.federation``), as ``securefed simulate`` plugs in function calls.
 
-Modules here import torch only inside the calls that train or evaluate, so the three
-protocol-only ClientApp calls start quickly.
+Modules here import torch only inside the calls that train or evaluate, so the
+protocol-only ClientApp calls start quickly (``tests/flower/test_stage_imports.py``).
 
 May import: flwr, ``run``, ``secagg`` (its exported message types only), ``privacy``,
 ``audit`` (``records``), ``config``, ``errors``.

@@ -1,21 +1,23 @@
 """The ClientApp: one institution's side of every message the ServerApp sends.
 
-Each call is a fresh process (Flower starts one per message). ``join`` (accepted once per
-run) checks the run's config against the security settings the node pinned in its own node
-config (``node_security``) and refuses the run if any differs; it then keeps the config in
-the node's ``context.state``. Every protocol step runs with the node's pinned settings and
-roster, never the server's. ``advertise`` evaluates the global adapter on the
-node's own test split, trains on its own shard (DP-SGD when the config says so), spends
-privacy budget in the node's own ledger, encodes the delta and starts the secure-aggregation
-round; the four later stages answer protocol messages only (they never load the model, so
-they start fast). What leaves the node: its institution id, the protocol messages
-(public keys, sealed shares, the masked vector, unmasking shares) -- and, if its budget is
-spent, the word "stopped".
+Flower starts a fresh process per message, unless the node runs ``warm_node`` (one long-running
+process for all of them, which keeps ``_local`` loaded). ``join`` (accepted once per run, a
+restart included) checks the run's config against the security settings the node pinned in its
+own node config (``node_security``) and refuses the run if any differs; it then keeps the
+config in the node's ``context.state``. Every protocol step runs with the node's pinned
+settings and roster, never the server's. ``advertise`` evaluates the global adapter on the
+node's own test split, trains on its own shard (DP-SGD when the config says so), spends privacy
+budget in the node's own ledger, encodes the delta and starts the secure-aggregation round; the
+four later stages answer protocol messages only (they never load the model, so they start
+fast). What leaves the node: its institution id, the protocol messages (public keys, sealed
+shares, the masked vector, unmasking shares) -- and, if its budget is spent, the word
+"stopped".
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import time
 
@@ -24,10 +26,16 @@ import yaml
 from flwr.app import ConfigRecord, Context, Message
 from flwr.clientapp import ClientApp
 
-from securefed.config import RunConfig, validate
+from securefed.config import RunConfig, dump_config, validate
 from securefed.errors import ProtocolAbort, SecurefedError
 from securefed.flower import wire
-from securefed.flower.node import NodeIdentity, NodeLedger, NodeLocal, save_run_config
+from securefed.flower.node import (
+    NodeIdentity,
+    NodeLedger,
+    NodeLocal,
+    node_config_of,
+    save_run_config,
+)
 from securefed.flower.node_round import NodeRound
 from securefed.flower.node_security import NodeSecurity, disagreements, node_security
 from securefed.flower.protocol import (
@@ -40,6 +48,7 @@ from securefed.flower.protocol import (
 from securefed.plan_inputs import PlanInputs
 from securefed.privacy.institution import distributed_codec, plan_for_run
 from securefed.run.federation import sample_clients
+from securefed.run.folder import CONFIG
 from securefed.run.progress import Progress
 from securefed.secagg import STAGE_TABLE, Stage, plan_round
 
@@ -52,9 +61,27 @@ _RUN = "securefed.run"
 # ---- per-call context ------------------------------------------------------------------------
 def _config_text(context: Context) -> str:
     record = context.state.config_records.get(_RUN)
-    if record is None:
+    return str((record or _rejoin(context))["config_yaml"])
+
+
+def _rejoin(context: Context) -> ConfigRecord:
+    """A restarted SuperNode has lost its ``context.state``: take back the config this node
+    accepted at ``join`` from its own run folder (written by the node after the pin check,
+    never by the server), checked against its pins again. Round state is not restored: a
+    round the node was in when it stopped is one it dropped out of."""
+    identity = NodeIdentity.from_node_config(node_config_of(context.node_config))
+    path = identity.records(context.run_id).file(CONFIG)
+    if not path.is_file():
         raise ProtocolAbort("this node has not joined the run")
-    return str(record["config_yaml"])
+    cfg = validate(yaml.safe_load(path.read_text()))
+    differ = disagreements(cfg, _security(context, identity))
+    if differ:
+        raise ProtocolAbort(
+            "the config this node joined differs from its pins: " + "; ".join(differ)
+        )
+    record = ConfigRecord({"config_yaml": dump_config(cfg)})
+    context.state[_RUN] = record
+    return record
 
 
 def _run_config(context: Context) -> RunConfig:
@@ -63,14 +90,14 @@ def _run_config(context: Context) -> RunConfig:
 
 @functools.lru_cache(maxsize=8)
 def _local(config_text: str, identity: NodeIdentity) -> NodeLocal:
-    """The node's data and model. A deployment starts a process per message, so this builds
-    them each time; runtimes that reuse the process (Flower's simulation engine, the
-    in-process test grid) build them once per institution."""
+    """The node's data and model, built once per process: once per node life on a warm
+    node (``warm_node``), in Flower's simulation engine and the in-process test grid; every
+    message where Flower starts a process per message."""
     return NodeLocal(validate(yaml.safe_load(config_text)), identity)
 
 
 def _security(context: Context, identity: NodeIdentity) -> NodeSecurity:
-    return node_security(dict(context.node_config), identity.institution)
+    return node_security(node_config_of(context.node_config), identity.institution)
 
 
 def _node_round(context: Context, identity: NodeIdentity, security: NodeSecurity) -> NodeRound:
@@ -100,13 +127,16 @@ def _log_join(context: Context, identity: NodeIdentity, record: dict) -> None:
 def join(msg: Message, context: Context) -> Message:
     """Accept the run's config once, if it matches this node's pinned security settings;
     answer with this node's institution id (or refuse, saying why)."""
-    identity = NodeIdentity.from_node_config(dict(context.node_config))
+    identity = NodeIdentity.from_node_config(node_config_of(context.node_config))
 
     def refuse(reason: str) -> Message:
         _log_join(context, identity, {"refused": reason})
         return wire.reply(msg, {"refused": reason})
 
-    if _RUN in context.state.config_records:
+    if (
+        _RUN in context.state.config_records
+        or identity.records(context.run_id).file(CONFIG).is_file()
+    ):
         return refuse("this node already joined the run; join is accepted once")
     try:
         security = _security(context, identity)
@@ -117,7 +147,8 @@ def join(msg: Message, context: Context) -> Message:
     differ = disagreements(cfg, security)
     if differ:
         return refuse("the server's settings differ from this node's: " + "; ".join(differ))
-    context.state[_RUN] = ConfigRecord({"config_yaml": text})
+    # the canonical text: what a restarted node reads back from its folder (``_rejoin``)
+    context.state[_RUN] = ConfigRecord({"config_yaml": dump_config(cfg)})
     save_run_config(identity.records(context.run_id), cfg)
     _log_join(context, identity, {"accepted": True, "pinned": security.record()})
     return wire.reply(msg, {"institution": identity.institution})
@@ -129,7 +160,7 @@ def advertise(msg: Message, context: Context) -> Message:
     from securefed.run.setup import client_update  # lazy: torch stays out of protocol-only calls
 
     started = time.perf_counter()
-    identity = NodeIdentity.from_node_config(dict(context.node_config))
+    identity = NodeIdentity.from_node_config(node_config_of(context.node_config))
     cfg = _run_config(context)
     fields = wire.fields_of(msg)
     round_index = int(fields["round"])
@@ -147,13 +178,16 @@ def advertise(msg: Message, context: Context) -> Message:
     except ProtocolAbort as exc:
         return refuse(str(exc))
     vector = wire.global_vector_of(msg)
+    loading, misses = time.perf_counter(), _local.cache_info().misses
     local = _local(_config_text(context), identity)
+    load = {"load_s": time.perf_counter() - loading, "warm": _local.cache_info().misses == misses}
     if vector.shape != (local.setup.bundle.spec.size,):
         return refuse("the global adapter does not fit this node's adapter spec")
     record = {
         "round": round_index,
         "stage": STAGE_TABLE[0].name,
         "eval_global_before": local.evaluate(vector),
+        **load,  # warm: model and data were already loaded in this process
     }
     ledger = NodeLedger(local, identity.records(context.run_id))
     plan = ledger.privacy.plan_round(local.index, local.setup.local_steps(local.index))
@@ -211,6 +245,8 @@ def advertise(msg: Message, context: Context) -> Message:
                 "weight": weight,
             },
             "secagg": _plan_record(node_round),
+            # public: shows each round's keys are fresh (a reused seed repeats them)
+            "keys_sha256": hashlib.sha256(keys.mask_public + keys.encryption_public).hexdigest(),
             **_distributed_record(plan),
             "epsilon": ledger.epsilon(),
             "delta_l2": float(np.linalg.norm(delta)),
@@ -237,7 +273,7 @@ for _stage in STAGE_TABLE[1:]:  # every stage after the first answers protocol m
 @app.evaluate("final")
 def final(msg: Message, context: Context) -> Message:
     """Evaluate the final global adapter on this node's own test split; keep the result."""
-    identity = NodeIdentity.from_node_config(dict(context.node_config))
+    identity = NodeIdentity.from_node_config(node_config_of(context.node_config))
     local = _local(_config_text(context), identity)
     round_index = int(wire.fields_of(msg)["round"])
     metrics = local.evaluate(wire.global_vector_of(msg))
@@ -248,7 +284,7 @@ def final(msg: Message, context: Context) -> Message:
 # ---- helpers -----------------------------------------------------------------------------------
 def _protocol_step(msg: Message, context: Context, stage: Stage) -> Message:
     started = time.perf_counter()
-    identity = NodeIdentity.from_node_config(dict(context.node_config))
+    identity = NodeIdentity.from_node_config(node_config_of(context.node_config))
     fields = wire.fields_of(msg)
     round_index = int(fields["round"])
     try:

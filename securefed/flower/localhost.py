@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -27,7 +28,7 @@ import tomli_w
 
 from securefed.errors import SecurefedError
 from securefed.flower.certs import make_node_key, make_tls
-from securefed.flower.node import STATE_DIR_ENV
+from securefed.flower.node import NODE_CONFIG_DIR_ENV, STATE_DIR_ENV
 from securefed.secagg import generate_roster
 
 CONNECTION = "securefed-local"
@@ -75,14 +76,17 @@ class LocalFederation:
         institutions: list[int],
         node_config: dict[int, dict] | None = None,
         threads: int = 1,
+        warm: bool = True,
     ) -> None:
         self.workdir = Path(workdir).resolve()
         self.institutions = list(institutions)
         self.node_config = node_config or {}
         self.threads = threads
+        self.warm = warm  # one long-running ClientApp executor per node (warm_node)
         self.certs = self.workdir / "certs"
         self.port = free_port()
         self.processes: dict[str, subprocess.Popen] = {}
+        self.runtime_ports: dict[int, int] = {}  # each node's Runtime API, kept over restarts
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> LocalFederation:
@@ -120,26 +124,65 @@ class LocalFederation:
         self.roster = self.certs / "roster.json"
         generate_roster(self.institutions, self.roster)
 
-    def start_node(self, institution: int) -> None:
-        config = {
+    def own_node_config(self, institution: int) -> dict:
+        """What the operator of ``institution`` writes in its node config: its id, state folder,
+        identity, and what it pins (``node_config``)."""
+        return {
             "partition-id": institution,
             "state-dir": str(self.workdir / f"node-{institution}"),
             "roster": str(self.roster),
             "identity-keys": str(self.roster.with_name("roster.keys.json")),
             **self.node_config.get(institution, {}),
         }
+
+    def start_node(self, institution: int) -> None:
+        config = self.own_node_config(institution)
         text = " ".join(f"{k}={json.dumps(v)}" for k, v in config.items())
+        runtime = self.runtime_ports.setdefault(institution, free_port())
+        isolation = []
+        if self.warm:
+            secret = self.certs / f"node-{institution}.exec-secret"
+            if not secret.is_file():
+                secret.touch(mode=0o600)
+                secret.write_bytes(secrets.token_bytes(32))
+            isolation = ["--isolation", "process", "--superexec-auth-secret-file", str(secret)]
         self._spawn(f"node-{institution}", [
             "flower-supernode", "--root-certificates", str(self.certs / "ca.crt"),
             "--superlink", f"127.0.0.1:{self.port}",
             "--auth-supernode-private-key", str(self.certs / f"node-{institution}"),
-            "--node-config", text, "--port", str(free_port())])  # fmt: skip
+            "--node-config", text, "--port", str(runtime), *isolation])  # fmt: skip
+        if self.warm and f"warm-{institution}" not in self.processes:
+            self._spawn(f"warm-{institution}", [
+                sys.executable, "-m", "securefed.flower.warm_node", "--insecure",
+                "--runtime-api-address", f"127.0.0.1:{runtime}",
+                "--superexec-auth-secret-file", isolation[-1]])  # fmt: skip
 
-    def kill_node(self, institution: int) -> None:
-        """SIGKILL a SuperNode and everything it started (its ClientApp included)."""
-        process = self.processes.pop(f"node-{institution}")
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    def kill_node(self, institution: int, executor: bool = True) -> None:
+        """SIGKILL a SuperNode and everything it started (its ClientApp included) and, unless
+        ``executor`` is false, its warm executor too."""
+        for name in (f"node-{institution}", f"warm-{institution}"):
+            if name in self.processes and (executor or name.startswith("node-")):
+                process = self.processes.pop(name)
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+    def restart_node(self, institution: int, timeout_s: float = 300.0) -> None:
+        """Start a killed SuperNode again, as a supervisor would (systemd's
+        ``Restart=on-failure``): Flower refuses to activate a node key that the SuperLink
+        still holds as online (until two missed heartbeats, about a minute), so retry."""
+        log = self.workdir / f"node-{institution}.log"
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            activated = log.read_text(errors="replace").count("SuperNode ID:")
+            self.start_node(institution)
+            process = self.processes[f"node-{institution}"]
+            while process.poll() is None:
+                if log.read_text(errors="replace").count("SuperNode ID:") > activated:
+                    return
+                time.sleep(0.5)
+            self.processes.pop(f"node-{institution}")
+            time.sleep(2.0)
+        raise DeploymentError(f"node {institution} not back after {timeout_s:.0f} s; see {log}")
 
     def stop(self) -> None:
         for process in self.processes.values():
@@ -210,11 +253,12 @@ class LocalFederation:
         config = {"superlink": {"default": CONNECTION, CONNECTION: connection}}
         (home / "config.toml").write_text(tomli_w.dumps(config))
 
-    def _spawn(self, name: str, command: list[str]) -> None:
+    def _spawn(self, name: str, command: list[str], **extra_env: str) -> None:
         home = self.workdir / "flwr-home" / name
         home.mkdir(parents=True, exist_ok=True)
         env = _environment(home, self.threads)
         env[STATE_DIR_ENV] = str(self.workdir)
+        env.update(extra_env)
         if shutil.which(command[0], path=env["PATH"]) is None:
             raise DeploymentError(f"{command[0]} not found: is flwr installed in this Python?")
         log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps it open
@@ -242,16 +286,25 @@ class LocalSimulation(LocalFederation):
     """Flower's simulation engine: one SuperLink in simulation mode runs the ServerApp and
     every ClientApp (in Ray actors) on this machine; ``launch`` takes the number of nodes.
 
-    Loopback only and without TLS: no node connects to it. Node records go to
-    ``$SECUREFED_STATE_DIR/node-<id>`` (set here to ``workdir``), since Flower's simulated
-    node config holds only the partition id.
+    Loopback only and without TLS: no node connects to it. Flower's simulated node config
+    holds only the partition id, so each node's own keys (what it pins, its identity, its
+    state folder) go to ``node-<id>.toml`` in ``workdir/node-config``, which the simulated
+    nodes read through ``$SECUREFED_NODE_CONFIG_DIR`` (``node.node_config_of``).
     """
 
     def start(self) -> None:
         self._write_cli_config(insecure=True)
+        self.certs.mkdir(parents=True, exist_ok=True)
+        self._make_identities()
+        folder = self.workdir / "node-config"
+        folder.mkdir(parents=True, exist_ok=True)
+        for institution in self.institutions:
+            own = self.own_node_config(institution)
+            (folder / f"node-{institution}.toml").write_text(tomli_w.dumps(own))
         self._spawn("superlink", ["flower-superlink", "--insecure", "--simulation",
                                   "--disable-runtime-dependency-installation",
-                                  "--host", "127.0.0.1", "--port", str(self.port)])  # fmt: skip
+                                  "--host", "127.0.0.1", "--port", str(self.port)],
+                    **{NODE_CONFIG_DIR_ENV: str(folder)})  # fmt: skip
         self._wait_superlink(tls=False)
 
     def launch(self, run_config: dict, app_dir: Path = APP_DIR, *extra: str) -> int:

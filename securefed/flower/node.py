@@ -10,10 +10,13 @@ A SuperNode is started with a node config (``flower-supernode --node-config``)::
     keep-updates  = true                   # optional: keep each unmasked update on this node
 
 The default ``state-dir`` is ``$SECUREFED_STATE_DIR/node-<id>`` (``~/.securefed/node-<id>``
-when unset); Flower's simulation engine, whose node config holds only the partition id,
-uses it. Without ``data-path`` the node builds the run's partition from the config and keeps
-shard ``partition-id`` (the synthetic tasks, and tests); with it, the whole file is this
-institution's data, split into its own train and test parts. The ledger and a hash-chained
+when unset). Flower's simulation engine gives a node only ``partition-id`` and
+``num-partitions``; there the operator writes each node's other keys (its pinned settings above
+all, ``node_security``) to ``node-<partition-id>.toml`` in the folder named by
+``$SECUREFED_NODE_CONFIG_DIR``, a node-local file no server message can write
+(``node_config_of``). Without ``data-path`` the node builds the run's partition from the config
+and keeps shard ``partition-id`` (the synthetic tasks, and tests); with it, the whole file is
+this institution's data, split into its own train and test parts. The ledger and a hash-chained
 record of every round stay in ``state-dir/run-<run id>/`` on the node: the server never
 receives them. ``keep-updates`` also keeps the node's own unmasked update of each round
 (``updates/round-NNNN.safetensors``) so the institution can check what it contributed to the
@@ -23,6 +26,8 @@ aggregate; it is off by default, since that file is as sensitive as the update i
 from __future__ import annotations
 
 import os
+import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,10 +37,38 @@ from securefed.config import RunConfig, dump_config, validate
 from securefed.config_yaml import apply_overrides
 from securefed.errors import ConfigError
 from securefed.run.federation import fedavg_weight
-from securefed.run.folder import RunFolder, read_json, write_json
+from securefed.run.folder import CONFIG, RunFolder, read_json, write_json
 
 DEFAULT_STATE_DIR = "~/.securefed"
 STATE_DIR_ENV = "SECUREFED_STATE_DIR"  # root of the default state-dir (node-<id> below it)
+NODE_CONFIG_DIR_ENV = "SECUREFED_NODE_CONFIG_DIR"  # node-<partition-id>.toml: the operator's keys
+
+
+def node_config_of(flower_config: Mapping) -> dict:
+    """The node config this node runs with: Flower's (``--node-config``), plus, when
+    ``$SECUREFED_NODE_CONFIG_DIR`` is set, the keys of the operator's own file
+    ``node-<partition-id>.toml`` there (a key in both must say the same)."""
+    config = dict(flower_config)
+    folder = os.environ.get(NODE_CONFIG_DIR_ENV)
+    if not folder:
+        return config
+    if "partition-id" not in config:
+        raise ConfigError("node-config.partition-id", None, "the institution id of this node")
+    path = Path(folder).expanduser() / f"node-{int(config['partition-id'])}.toml"
+    try:
+        with path.open("rb") as handle:
+            own = tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(
+            NODE_CONFIG_DIR_ENV, folder, f"a folder with a readable TOML {path.name} ({exc})"
+        ) from exc
+    for key, value in own.items():
+        if key in config and config[key] != value:
+            raise ConfigError(
+                f"node-config.{key}", value, f"{config[key]!r} as Flower's node config says"
+            )
+        config[key] = value
+    return config
 
 
 @dataclass(frozen=True)
@@ -187,6 +220,6 @@ class NodeLedger:
 
 def save_run_config(folder: RunFolder, cfg: RunConfig) -> None:
     """Keep the config the server sent, so the node's record says what it agreed to run."""
-    path = folder.file("config.yaml")
+    path = folder.file(CONFIG)
     if not path.is_file():
         path.write_text(dump_config(cfg))

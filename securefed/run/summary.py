@@ -1,4 +1,4 @@
-"""The table printed at the end of ``securefed simulate``."""
+"""The table printed at the end of ``securefed simulate`` and of every Flower recipe."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from securefed.audit.outputs import AUDIT_RECORD
 from securefed.privacy.display import epsilon_text
+from securefed.run.folder import read_json
 
 
 def _cell(block: dict | None, key: str) -> str:
@@ -59,3 +61,12 @@ def print_summary(results: dict, run_dir: Path, console: Console) -> None:
         )
     console.print(f"base weights unchanged: {results['base_weights']['unchanged']}")
     console.print(f"run folder: {run_dir}")
+
+
+def print_results(results: dict, run_dir: Path, audit_dir: Path, console: Console) -> None:
+    """What every way of running ends with: the table and privacy lines of ``print_summary``,
+    then the audit's path and its verdict (from its record)."""
+    print_summary(results, run_dir, console)
+    console.print(f"audit: {audit_dir}")
+    verdict = read_json(Path(audit_dir) / AUDIT_RECORD)["verdict"]
+    console.print(f"verdict: {verdict}", soft_wrap=True, highlight=False, markup=False)

@@ -96,8 +96,14 @@ def test_two_dp_rounds_over_tls_match_simulate(tmp_path):
     _check_audit(tmp_path / "audit" / "audit.json")
 
 
-def test_a_node_killed_after_key_sharing_is_recovered(tmp_path):
-    overrides = TINY + ["secure_aggregation.threshold=2", "training.rounds=1"]  # one is enough
+def test_a_node_killed_mid_round_and_restarted_drops_out_then_rejoins_warm(tmp_path):
+    """The SuperNode of institution 2 is killed after key sharing in round 0 and restarted at
+    once; its warm executor (the node's long-running ClientApp process) lives on. Round 0
+    recovers without it: the restarted node lost the round's seed with its state, so it
+    answers nothing more of that round. Round 1 takes it back with the model still loaded,
+    under a fresh seed: its advertised keys differ from round 0's (a reused seed would
+    advertise the very same keys)."""
+    overrides = TINY + ["secure_aggregation.threshold=2"]
     cfg = load_config(None, overrides)
     run_dir = tmp_path / "run"
     pinned = {i: {**KEEP_UPDATES[i], **pinned_node_config(cfg)} for i in INSTITUTIONS}  # agree
@@ -106,30 +112,31 @@ def test_a_node_killed_after_key_sharing_is_recovered(tmp_path):
             fed, overrides, run_dir, stage_timeout=STAGE_TIMEOUT_S, final_evaluation=True
         )
         wait_for_stage(fed, run_id, run_dir, 0, "share_keys", timeout_s=RUN_TIMEOUT_S)
-        fed.kill_node(2)
+        fed.kill_node(2, executor=False)
+        fed.restart_node(2)
         fed.wait(run_id, timeout_s=RUN_TIMEOUT_S)
     nodes = node_runs(tmp_path / "fed", run_id)
     collect_node_records(run_dir, nodes, audit_dir=tmp_path / "audit")
 
     records = RunFolder(run_dir).read_metrics()
-    assert len(records) == 1
-    assert records[0]["sampled"] == INSTITUTIONS and records[0]["aggregated"] == [0, 1]
+    assert [r["aggregated"] for r in records] == [[0, 1], INSTITUTIONS]
     transcript = read_json(run_dir / "secagg/round-0000.json")
     assert transcript["participants"]["share_keys"] == INSTITUTIONS
     assert transcript["dropouts"]["masked_input"] == [2]
-    # Dropped by whichever comes first: the stage timeout, or Flower's heartbeat check (two
-    # missed 30 s heartbeats; measured here 52 s after the kill, inside STAGE_TIMEOUT_S).
-    (reason,) = transcript["failures"]["masked_input"].values()
     assert list(transcript["failures"]["masked_input"]) == ["2"]
-    assert reason == "timed out" or "Node Unavailable" in reason, reason
     assert transcript["participants"]["unmasking"] == [0, 1]
     check_aggregates(cfg, run_dir, nodes)
-    stages = {
-        i: [(r["round"], r.get("stage")) for r in RunFolder(nodes[i]).read_metrics()]
-        for i in INSTITUTIONS
-    }
-    assert stages[2][-1] == (0, "share_keys")  # the killed node answered up to key sharing
-    assert stages[0][-1] == stages[1][-1] == (1, "final")  # the others evaluated the final one
+    own = RunFolder(nodes[2]).read_metrics()
+    after_kill = [
+        r for r in own if r["round"] == 0 and r["stage"] not in ("advertise_keys", "share_keys")
+    ]
+    # the restarted node has no round-0 secret: anything of round 0 it was still sent, it
+    # refused (if the server's message reached it before its stage closed)
+    assert all("holds nothing" in r["aborted"] for r in after_kill), after_kill
+    keys = {r["round"]: r for r in own if r.get("stage") == "advertise_keys"}
+    assert keys[1]["warm"] and not keys[0]["warm"]  # loaded once, in round 0
+    assert keys[0]["keys_sha256"] != keys[1]["keys_sha256"]
+    assert [(r["round"], r.get("stage")) for r in own][-1] == (2, "final")
     _check_audit(tmp_path / "audit" / "audit.json")
 
 
