@@ -6,22 +6,14 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from safetensors.numpy import save_file
+from test_simulate import TINY  # the same tiny federation
 
 from securefed.cli import EXIT_USER_ERROR, main
 from securefed.config import load_config
 from securefed.run.simulate import simulate
-
-TINY = [
-    "task.synthetic.num_examples=120",
-    "training.rounds=2",
-    "training.local_steps=2",
-    "training.batch_size=8",
-    "model.max_length=32",
-    "partition.num_clients=3",
-    "training.clients_per_round=2",
-]
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +64,6 @@ def test_missing_corrupt_or_foreign_adapters_are_one_line(tiny_run, tmp_path, ca
     corrupt.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{not json")
     assert main(["evaluate", "--adapter", str(corrupt), "--config", config]) == EXIT_USER_ERROR
     assert "cannot be read" in _one_error_line(capsys)
-    import numpy as np
-
     foreign = tmp_path / "foreign.safetensors"
     save_file({"adapter": np.zeros(7, dtype=np.float32)}, str(foreign), {"vector_spec_hash": "x"})
     assert main(["evaluate", "--adapter", str(foreign), "--config", config]) == EXIT_USER_ERROR
