@@ -1,4 +1,4 @@
-"""The ``securefed`` command: simulate | plan | audit | sweep.
+"""The ``securefed`` command: simulate | plan | evaluate | audit | sweep.
 
 User errors (bad config, missing files, a protocol abort that ends a run) print one line and
 exit 2; anything else is a bug and keeps its traceback.
@@ -7,17 +7,19 @@ exit 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
 import warnings
+from pathlib import Path
 
 from rich.console import Console
 
 from securefed.audit.command import add_audit_parser, write_audit
 from securefed.config import load_config
 from securefed.errors import ConfigError, SecurefedError
-from securefed.run.folder import RunFolder
+from securefed.run.folder import RunFolder, read_json, write_json
 from securefed.run.progress import Progress
 from securefed.run.resume import finished, finished_message
 from securefed.run.summary import print_results
@@ -81,6 +83,30 @@ def _cmd_plan(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
+    if (args.run is None) == (args.adapter is None) or (args.adapter is None) != (
+        args.config is None
+    ):
+        raise ConfigError(
+            "evaluate",
+            " ".join(filter(None, [args.run, args.adapter, args.config])) or "(nothing)",
+            "RUN_DIR, or --adapter FILE with --config CONFIG (the config it was trained with)",
+        )
+    _quiet_libraries()
+    from securefed.run import evaluate  # lazy: torch stays out of audit and sweep
+
+    if args.run is not None:
+        cfg, adapter = evaluate.run_adapter(args.run, args.round)
+    else:
+        cfg, adapter = load_config(args.config), Path(args.adapter)
+    cfg = evaluate.with_task_overrides(cfg, args.set)
+    result = evaluate.evaluate_adapter(cfg, adapter, all_records=bool(args.set))
+    console.print(result.line(), soft_wrap=True, highlight=False, markup=False)
+    if args.json:
+        write_json(Path(args.json), dataclasses.asdict(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="securefed", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -109,6 +135,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key"
     )
     plan.set_defaults(func=_cmd_plan)
+    ev = sub.add_parser(
+        "evaluate",
+        help="accuracy of a trained adapter on a task's test records, with its 95%% interval",
+    )
+    ev.add_argument("run", nargs="?", help="run folder: its final adapter on its held-out test")
+    ev.add_argument("--round", type=int, help="score the adapter after this round (0-based)")
+    ev.add_argument("--adapter", help="a saved adapter file (securefed's safetensors layout)")
+    ev.add_argument("--config", help="the config the --adapter was trained with")
+    ev.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="task.KEY=VALUE",
+        help="score every record these task settings read (e.g. task.split=test)",
+    )
+    ev.add_argument("--json", help="also write the result to this JSON file")
+    ev.set_defaults(func=_cmd_evaluate)
     add_audit_parser(sub)
     add_sweep_parser(sub)
     return parser

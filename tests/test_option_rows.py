@@ -101,6 +101,29 @@ def test_cached_prefix_scores_like_the_full_model(which, encoder, causal):
     torch.testing.assert_close(suffix, full, rtol=1e-4, atol=1e-5)
 
 
+def test_causal_prefix_runs_each_prompt_once_and_scores_like_whole_rows(causal):
+    """A record's C rows share their prompt: the frozen prefix reads it once (cached keys and
+    values for the options), and the suffix then scores exactly as the full model does."""
+    short = [dataclasses.replace(ex, text=ex.text[:60]) for ex in EXAMPLES]  # nothing cut
+    rows = encode_examples(short, TASK, causal, max_length=128)
+    embeddings = causal.model.get_base_model().get_input_embeddings()
+    read: list[int] = []
+    hook = embeddings.register_forward_hook(lambda _m, args, _o: read.append(args[0].numel()))
+    try:
+        view, cached = scorer_and_rows(causal, rows, "top-1", batch_size=5)
+    finally:
+        hook.remove()
+    mask, targets = rows.tensors[1], rows.tensors[2]
+    prompt = (targets != NOT_SCORED).int().argmax(dim=-1)[:, 0]  # [N]
+    once = sum(int(p) + int((m.sum(-1).max() - p) * 4) for p, m in zip(prompt, mask, strict=True))
+    assert sum(read) == once < int(mask.sum())
+    causal.model.eval()
+    with torch.no_grad():
+        full = choice_scores(causal, *trim_padding(*rows.tensors[:2]), targets)
+        suffix = choice_scores(view, *trim_padding(*cached.tensors[:2]), cached.tensors[2])
+    torch.testing.assert_close(suffix, full, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("which", ["encoder", "causal"])
 def test_dp_sgd_clips_one_gradient_per_record_with_its_options_together(which, encoder, causal):
     """What DP-SGD clips, against one plain backward per record (its C rows in one loss)."""

@@ -31,8 +31,10 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
+from transformers import DynamicCache
 
 from securefed.errors import ConfigError
+from securefed.model.option_rows import NOT_SCORED
 
 if TYPE_CHECKING:  # adapters imports this module for the layer choice
     from securefed.model.adapters import AdapterModel
@@ -155,6 +157,8 @@ def prefix_activations(
     are masked out of attention and never read by the head); the mask is trimmed to match.
     """
     input_ids, attention_mask, answer_ids, labels = data.tensors
+    if attention_mask.dim() == 3 and bundle.kind == "causal" and _prompts_shared(data):
+        return _shared_prompt_activations(bundle, data, top)
     if attention_mask.dim() == 3:  # one row per option: cache the N * C rows, keep the C axis
         n, c = attention_mask.shape[:2]
         flat = TensorDataset(input_ids.flatten(0, 1), attention_mask.flatten(0, 1),
@@ -207,6 +211,68 @@ def prefix_activations(
     mask = attention_mask[:, :width]
     activations *= mask[:, :, None].to(activations.dtype)  # padding carries nothing
     return TensorDataset(activations, mask, answer_ids, labels)
+
+
+def _prompts_shared(data: TensorDataset) -> bool:
+    """Whether every record's C rows hold the same tokens before their first option token."""
+    input_ids, _, targets, _ = data.tensors
+    starts = (targets != NOT_SCORED).int().argmax(dim=-1)  # [N, C] first option position
+    for ids, start in zip(input_ids, starts, strict=True):
+        p = int(start.min())
+        if p == 0 or not bool((ids[:, :p] == ids[:1, :p]).all()):
+            return False
+    return True
+
+
+@torch.no_grad()
+def _shared_prompt_activations(bundle: AdapterModel, data: TensorDataset, top: int):
+    """``prefix_activations`` of a causal LM's multiple-choice records: a record's C rows are
+    one prompt followed by each option, and a causal layer's output at a position depends on
+    the tokens up to it only, so the frozen prefix runs once over the prompt and then over the
+    C options with the prompt's keys and values cached (C times fewer prompt tokens). The
+    activations are those of running each whole row (``tests/test_option_rows``)."""
+    input_ids, attention_mask, targets, labels = data.tensors  # [N, C, L] each but labels
+    n, c, _ = attention_mask.shape
+    width = max(1, int(attention_mask.sum(dim=-1).max()))
+    stack = _hf_model(bundle.model).get_submodule(_hf_model(bundle.model).base_model_prefix)
+    stack = stack.get_submodule(_split_of(bundle)[1])
+    captured: list[torch.Tensor] = []
+
+    def capture(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+        captured.append((args[0] if args else kwargs["hidden_states"]).detach())
+        raise _PrefixDone
+
+    def prefix(**inputs: torch.Tensor) -> torch.Tensor:
+        try:
+            bundle.model(**inputs, use_cache=True)
+        except _PrefixDone:
+            return captured.pop()
+        raise AssertionError("the capture hook did not fire")
+
+    hook = stack[len(stack) - top].register_forward_pre_hook(capture, with_kwargs=True)
+    was_training = bundle.model.training
+    bundle.model.eval()
+    starts = (targets != NOT_SCORED).int().argmax(dim=-1).min(dim=-1).values  # [N]
+    activations: torch.Tensor | None = None  # [N, C, width, H]
+    try:
+        for i in range(n):
+            p, end = int(starts[i]), int(attention_mask[i].sum(dim=-1).max())
+            kv = DynamicCache()
+            ids, mask = input_ids[i, :, :end], attention_mask[i, :, :end]  # [C, end]
+            prompt = prefix(input_ids=ids[:1, :p], attention_mask=mask[:1, :p], past_key_values=kv)
+            kv.batch_repeat_interleave(c)
+            options = prefix(input_ids=ids[:, p:], attention_mask=mask, past_key_values=kv)
+            if activations is None:
+                activations = prompt.new_zeros((n, c, width, prompt.shape[-1]))
+            activations[i, :, :p] = prompt
+            activations[i, :, p:end] = options
+    finally:
+        hook.remove()
+        bundle.model.train(was_training)
+    assert activations is not None, "no examples to cache"
+    mask = attention_mask[..., :width]
+    activations *= mask[..., None].to(activations.dtype)  # padding carries nothing
+    return TensorDataset(activations, mask, targets[..., :width], labels)
 
 
 def scorer_and_rows(

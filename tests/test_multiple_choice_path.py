@@ -1,0 +1,58 @@
+"""The multiple-choice path learns, fast enough for CI: the encoder's (question, option) rows,
+their scores, the training loop and the prediction, on records whose answer is the option the
+question names (a cue the frozen encoder can see, so a few dozen steps must find it).
+
+A claim, not digits: well above chance (0.25) on held-out records after training, where the
+untrained head is near chance. It fails when the path stops learning: rows paired with the
+wrong option, scores read back in the wrong order, labels that do not follow their options
+(each checked by hand as a mutation of ``option_rows``). The real task's learning at scale is
+``test_multiple_choice_learns`` (slow).
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+from torch.utils.data import Subset
+
+from securefed.config import ModelConfig
+from securefed.model.adapters import build_adapter_model
+from securefed.model.prefix_cache import scorer_and_rows
+from securefed.model.training import encode_examples, labels_of, predict, train_local
+from securefed.tasks import accuracy, get_task
+from securefed.tasks.base import Example
+
+WORDS = ("apple", "river", "engine", "violin", "castle", "pepper", "desert", "lantern",
+         "rocket", "garden", "mirror", "tiger", "marble", "canyon", "harbor", "saddle")  # fmt: skip
+TRAIN, TEST = 160, 64
+
+
+def _records(count: int, rng: random.Random) -> list[Example]:
+    out = []
+    for _ in range(count):
+        options = rng.sample(WORDS, 4)
+        label = rng.randrange(4)
+        filler = " ".join(rng.sample(WORDS, 2))
+        text = f"The visitor mentioned {options[label]} and then talked about {filler}."
+        out.append(Example(text=text, choices=tuple(options), label=label))
+    return out
+
+
+def test_the_multiple_choice_path_learns_the_named_option():
+    task = get_task("synthetic_medqa")  # its encoder_pairs and layout; the records are ours
+    examples = _records(TRAIN + TEST, random.Random(0))
+    model = ModelConfig(adapter_layers="top-1", target_modules=["query", "value"], lora_alpha=32.0)
+    bundle = build_adapter_model(model, num_labels=4, seed=0, per_option=True)
+    rows = encode_examples(examples, task, bundle, max_length=32)
+    scorer, rows = scorer_and_rows(bundle, rows, model.adapter_layers, batch_size=64)
+    train, test = Subset(rows, range(TRAIN)), Subset(rows, range(TRAIN, TRAIN + TEST))
+
+    def held_out() -> float:
+        return accuracy(labels_of(test), predict(scorer, test, batch_size=64))
+
+    before = held_out()
+    train_local(scorer, train, steps=40, batch_size=16, lr=1e-2, weight_decay=0.0,
+                generator=torch.Generator().manual_seed(0))  # fmt: skip
+    after = held_out()
+    assert before < 0.45 and after >= 0.75, (before, after)
