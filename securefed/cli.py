@@ -2,6 +2,9 @@
 
 User errors (bad config, missing files, a protocol abort that ends a run) print one line and
 exit 2; anything else is a bug and keeps its traceback.
+
+May import: ``run``, ``sweep``, ``audit``, ``config``, ``errors`` (the top layer: nothing
+imports it).
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from securefed.config import RunConfig, dump_config, validate
 from securefed.config_yaml import apply_overrides
 from securefed.errors import ConfigError
 from securefed.run.federation import fedavg_weight
-from securefed.run.folder import RunFolder, read_json, write_json
+from securefed.run.folder import CONFIG, RunFolder, read_json, write_json
 
 DEFAULT_STATE_DIR = "~/.securefed"
 STATE_DIR_ENV = "SECUREFED_STATE_DIR"  # root of the default state-dir (node-<id> below it)
@@ -187,6 +187,6 @@ class NodeLedger:
 
 def save_run_config(folder: RunFolder, cfg: RunConfig) -> None:
     """Keep the config the server sent, so the node's record says what it agreed to run."""
-    path = folder.file("config.yaml")
+    path = folder.file(CONFIG)
     if not path.is_file():
         path.write_text(dump_config(cfg))

@@ -18,6 +18,7 @@ from pathlib import Path
 from securefed.audit import write_audit
 from securefed.flower.node import NodeLedger
 from securefed.privacy.ledger import PrivacyLedger
+from securefed.run.contract import read_record
 from securefed.run.folder import (
     CONFIG,
     LEDGERS,
@@ -89,11 +90,10 @@ def _file_node_records(run_dir: Path, node_dirs: dict[int, Path]) -> dict:
         "nodes_without_records": missing,
         "clients": {k: PrivacyLedger.from_json(v).report() for k, v in sorted(ledgers.items())},
     }
-    results_path = run_dir / RESULTS
-    if results_path.is_file():
-        results = read_json(results_path)
+    results = read_record(run_dir, RESULTS)
+    if results is not None:
         results["privacy"] = privacy
-        write_json(results_path, results)
+        write_json(run_dir / RESULTS, results)
     seal_run(folder)
     return privacy
 
