@@ -45,18 +45,22 @@ def missing_keys(obj: Any, shape: type, where: str = "") -> list[str]:
     return out
 
 
-def check_record(obj: Any, rel: str, where: str = "", folder: Path | None = None) -> None:
-    """Raise ``RunFolderError`` naming ``rel`` and the first key ``SHAPES[rel]`` requires that
+def check_shape(obj: Any, shape: type, file: str | Path, where: str = "") -> None:
+    """Raise ``RunFolderError`` naming ``file`` and the first key ``shape`` requires that
     ``obj`` lacks."""
-    missing = missing_keys(obj, SHAPES[rel])
+    missing = missing_keys(obj, shape)
     if missing:
         at = f" ({where})" if where else ""
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        file = folder / rel if folder else rel
         raise RunFolderError(
             f"{file}{at}: required key '{missing[0]}' is missing{more}; the file was edited, "
             "or written by a securefed whose records differ from this one's"
         )
+
+
+def check_record(obj: Any, rel: str, where: str = "", folder: Path | None = None) -> None:
+    """``check_shape`` against the shape of the run-folder file ``rel`` (``SHAPES``)."""
+    check_shape(obj, SHAPES[rel], folder / rel if folder else rel, where)
 
 
 def read_record(run_dir: Path, rel: str) -> Any:
