@@ -16,8 +16,9 @@ A mutant is killed when a test fails (a mutant that breaks collection counts: th
 noticed), survives when they all pass, and times out apart. The report (``--out``, JSON,
 written after every mutant so nothing is lost if stopped) lists every mutant with its
 outcome and the changed line; the summary gives per package killed / (killed + survived).
-``--rerun REPORT`` tests again only the survivors of an earlier report (same mutants), and
-carries the others over: the check after the tests were fixed. ``--resume`` continues an
+``--rerun REPORT`` tests again only the survivors and timeouts of an earlier report (same
+mutants; a larger ``--timeout`` settles a slow test set), and carries the killed over: the
+check after the tests were fixed. ``--resume`` continues an
 interrupted run from its ``--out`` (the sample of k is the first k of a larger one: the
 seeded draw picks one mutant at a time).
 
@@ -202,7 +203,7 @@ def main() -> None:
         tests = covering_tests(work)
         if args.rerun:
             earlier = json.loads(args.rerun.read_text())["mutants"]
-            plan = [(m, m["outcome"] != "survived") for m in earlier]
+            plan = [(m, m["outcome"] not in ("survived", "timeout")) for m in earlier]
         else:
             plan = []
             for package in args.packages:
