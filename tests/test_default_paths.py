@@ -1,10 +1,10 @@
 """A run with the default paths leaves the repository as it found it (``make demo`` included).
 
 ``securefed simulate`` writes its run folder under ``runs/`` and its audit under
-``audits/<run folder name>/``; both are ignored by the repository's ``.gitignore``, while the committed
-audits (``audits/example``, ``audits/sweeps``) stay tracked. The run happens in a fresh git
-repository holding this repository's ``.gitignore``, so the check reads the real ignore rules
-against the real default paths.
+``audits/<run folder name>/``; both are ignored by the repository's ``.gitignore``, while the
+committed audits (``audits/example``, ``audits/sweeps``) stay tracked. The run happens in a
+fresh git repository holding this repository's ``.gitignore``, so the check reads the real
+ignore rules against the real default paths.
 """
 
 from __future__ import annotations
