@@ -9,8 +9,9 @@ Each sampled mutant is applied (``cosmic-ray apply``) in a private copy of the t
 tree, or ``--rev``'s files), never in the checkout, and the test files that cover its module
 run under pytest with xdist off, ``-x``, the CI marker selection (``not slow``) and a per-mutant
 timeout. The covering tests are read from the import graph (``tests/import_graph.py``): the
-test files that import the module itself, or, where none does, those that import its package;
-the module's own test file (its name in the file's) first.
+test files that import the module itself; where none does, those importing a module of its
+package that reaches it inside the package; else those importing the package at all. The
+module's own test file (its name in the file's) runs first, then its package's test folder.
 
 A mutant is killed when a test fails (a mutant that breaks collection counts: the tests
 noticed), survives when they all pass, and times out apart. The report (``--out``, JSON,
@@ -74,15 +75,36 @@ def covering_tests(work: Path) -> dict[str, list[str]]:
         rel = str(mod.path.relative_to(work))
         direct = [t for t in tests if name in imported[t]]
         package = name.rsplit(".", 1)[0]
+        # else: tests importing a module of the same package that reaches this one inside it
+        via = {
+            m for m in graph if m.startswith(package + ".") and name in _reach(graph, m, package)
+        }
+        through = [t for t in tests if imported[t] & via]
         in_package = [
             t
             for t in tests
             if any(m == package or m.startswith(package + ".") for m in imported[t])
         ]
-        # the module's own test file first (``-x`` stops at its first failure)
-        chosen = sorted(direct or in_package, key=lambda t: (mod.path.stem not in t.stem, t))
+        # the module's own test file first, then its package's test folder (``-x`` stops at
+        # the first failure)
+        own = work / "tests" / name.split(".")[1]
+        chosen = sorted(
+            direct or through or in_package,
+            key=lambda t: (mod.path.stem not in t.stem, t.parent != own, t),
+        )
         out[rel] = [str(t.relative_to(work)) for t in chosen]
     return out
+
+
+def _reach(graph: dict, start: str, package: str) -> set[str]:
+    """The modules of ``package`` that ``start`` imports, directly or through others of it."""
+    seen, todo = set(), [start]
+    while todo:
+        for nxt in graph[todo.pop()].imports:
+            if nxt.startswith(package + ".") and nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
 
 
 def list_mutants(work: Path, package: str) -> list[dict]:
