@@ -87,7 +87,7 @@ def covering_tests(work: Path) -> dict[str, list[str]]:
         ]
         # the module's own test file first, then its package's test folder (``-x`` stops at
         # the first failure)
-        own = work / "tests" / name.split(".")[1]
+        own = work / "tests" / (name.split(".") + [""])[1]  # the root package: none
         chosen = sorted(
             direct or through or in_package,
             key=lambda t: (mod.path.stem not in t.stem, t.parent != own, t),
