@@ -124,7 +124,7 @@ def _check_committed(folder: RunFolder, committed: list[dict], next_round: int) 
 
 def _rewritten_by_round(folder: RunFolder, next_round: int) -> bool:
     ledgers = read_record(folder.path, LEDGERS)["ledgers"]
-    rounds = [e.get("round_index", -1) for obj in ledgers.values() for e in obj.get("events", [])]
+    rounds = [e["round_index"] for obj in ledgers.values() for e in obj["events"]]
     return any(r >= next_round for r in rounds)
 
 
