@@ -35,6 +35,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -165,10 +166,21 @@ def run_mutant(work: Path, mutant: dict, tests: list[str], timeout: float) -> di
     cmd += ["-m", "not slow", *tests]
     env = {**os.environ, **ENV, "PYTHONPATH": str(work)}
     start = time.monotonic()
+    # its own session, so a timeout ends what the tests started too (Flower's nodes)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=work,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
-        rc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, timeout=timeout).returncode
+        rc = proc.wait(timeout=timeout)
         outcome = "survived" if rc == 0 else ("no tests" if rc == 5 else "killed")
     except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
         outcome = "timeout"
     finally:
         path.write_text(original)
