@@ -2,6 +2,9 @@
 
 User errors (bad config, missing files, a protocol abort that ends a run) print one line and
 exit 2; anything else is a bug and keeps its traceback.
+
+May import: ``run``, ``sweep``, ``audit``, ``config``, ``errors`` (the top layer: nothing
+imports it).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from rich.console import Console
 from securefed.audit.command import add_audit_parser, write_audit
 from securefed.config import load_config
 from securefed.errors import ConfigError, SecurefedError
-from securefed.run.folder import RunFolder, read_json, write_json
+from securefed.run.folder import RunFolder, write_json
 from securefed.run.progress import Progress
 from securefed.run.resume import finished, finished_message
 from securefed.run.summary import print_results

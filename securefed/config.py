@@ -4,6 +4,9 @@ Every section is a pydantic model that forbids unknown keys, so a misspelled pri
 an error rather than a silent default. Cross-field rules (cohort vs threshold, modular overflow,
 impossible combinations) run in ``RunConfig``'s validator, before any work starts. Errors are
 turned into one ``ConfigError`` line naming the key, the value and what is allowed.
+
+May import: pydantic, yaml, scipy, ``config_yaml``, ``secagg`` (its round planner and overflow
+check: a config that cannot run is refused when it is loaded), ``errors``.
 """
 
 from __future__ import annotations
@@ -16,10 +19,15 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from scipy import stats
 
-from securefed.config_yaml import apply_overrides, default_config_path, read_yaml
+from securefed.config_yaml import (
+    apply_overrides,
+    default_config_path,
+    read_yaml,
+    validation_error,
+)
 from securefed.errors import ConfigError
-from securefed.privacy.distributed.parameters import modclip_stddevs
 from securefed.secagg import STAGES, SecAggParams, check_no_overflow, plan_round
 
 TASK_NAMES = ("synthetic_finance", "synthetic_medqa", "medqa", "medmcqa", "fpb", "fiqa_sa")
@@ -133,6 +141,14 @@ class DistributedDPConfig(_Section):
     delta: float | Literal["auto"] = "auto"
     clip_norm: float = Field(1.0, gt=0.0, le=1e9)
     modclip_probability: float = Field(1e-4, gt=0.0, lt=0.5)
+
+
+def modclip_stddevs(modclip_probability: float) -> float:
+    """k such that a Gaussian falls outside +-k std with probability ``modclip_probability``:
+    distributed DP's headroom in the secure sum (checked here, planned in privacy.distributed)."""
+    if not 0.0 < modclip_probability < 1.0:
+        raise ValueError(f"modclip_probability must be in (0, 1), got {modclip_probability}")
+    return float(stats.norm.isf(modclip_probability / 2.0))
 
 
 class PrivacyConfig(_Section):
@@ -350,39 +366,12 @@ def _check_distributed_dp(cfg: RunConfig) -> None:
         )
 
 
-def _format_validation_error(err: ValidationError) -> ConfigError:
-    first = err.errors()[0]
-    key = ".".join(str(p) for p in first["loc"]) or "<root>"
-    value, kind, msg = first.get("input"), first["type"], first["msg"]
-    if kind == "extra_forbidden":
-        parent_loc = first["loc"][:-1]
-        allowed = _allowed_keys(parent_loc)
-        return ConfigError(key, value, f"unknown key; allowed keys here: {', '.join(allowed)}")
-    if kind == "literal_error":
-        return ConfigError(key, value, msg.replace("Input should be", "allowed:"))
-    if isinstance(first.get("ctx", {}).get("error"), ConfigError):
-        return first["ctx"]["error"]
-    return ConfigError(key, value, msg)
-
-
-def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
-    model: type[BaseModel] = RunConfig
-    for part in loc:
-        field = model.model_fields.get(str(part))
-        if field is None or not isinstance(field.annotation, type):
-            return []
-        if not issubclass(field.annotation, BaseModel):
-            return []
-        model = field.annotation
-    return sorted(model.model_fields)
-
-
 def validate(raw: dict[str, Any]) -> RunConfig:
     """Validate a raw dict into a frozen ``RunConfig`` or raise one ``ConfigError``."""
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as err:
-        raise _format_validation_error(err) from None
+        raise validation_error(err, RunConfig) from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:

@@ -1,6 +1,9 @@
 """Config files and ``--set`` overrides as raw dicts: YAML read strictly (UTF-8, no repeated
 key, one ``ConfigError`` naming the line), dotted overrides applied. Validation into a
-``RunConfig`` happens in ``securefed.config``.
+``RunConfig`` happens in ``securefed.config``; its errors become one ``ConfigError`` naming
+the key here (``validation_error``).
+
+May import: yaml, pydantic, ``errors``.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel, ValidationError
 
 from securefed.errors import ConfigError
 
@@ -92,3 +96,32 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError("config", str(p), "a YAML mapping at the top level")
     return data
+
+
+def validation_error(err: ValidationError, root: type[BaseModel]) -> ConfigError:
+    """pydantic's first error as one ``ConfigError``: the dotted key, the value, what is
+    allowed (for an unknown key, the keys ``root`` allows in that section)."""
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "<root>"
+    value, kind, msg = first.get("input"), first["type"], first["msg"]
+    if kind == "extra_forbidden":
+        parent_loc = first["loc"][:-1]
+        allowed = _allowed_keys(root, parent_loc)
+        return ConfigError(key, value, f"unknown key; allowed keys here: {', '.join(allowed)}")
+    if kind == "literal_error":
+        return ConfigError(key, value, msg.replace("Input should be", "allowed:"))
+    if isinstance(first.get("ctx", {}).get("error"), ConfigError):
+        return first["ctx"]["error"]
+    return ConfigError(key, value, msg)
+
+
+def _allowed_keys(root: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    model = root
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None or not isinstance(field.annotation, type):
+            return []
+        if not issubclass(field.annotation, BaseModel):
+            return []
+        model = field.annotation
+    return sorted(model.model_fields)

@@ -2,6 +2,8 @@
 
 The CLI prints any ``SecurefedError`` as one line and exits non-zero; anything else is a
 bug and keeps its traceback.
+
+May import: the standard library only (every layer imports it).
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ plans every round from it, and refuses a server whose ``plan_inputs(config)`` di
 field. The pinned set is not a list: ``pinned_fields`` walks the fields of ``PlanInputs``
 (and of the sections it nests), so a field added here is pinned, under a node-config key
 derived from its name, by construction.
+
+May import: ``config``, ``secagg``.
 """
 
 from __future__ import annotations

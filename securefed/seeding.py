@@ -1,4 +1,7 @@
-"""Seeds for the randomness that decides *what happens* in a run (never for keys or noise)."""
+"""Seeds for the randomness that decides *what happens* in a run (never for keys or noise).
+
+May import: the standard library only.
+"""
 
 from __future__ import annotations
 

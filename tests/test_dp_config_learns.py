@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from securefed.audit.performance import majority_class
 from securefed.config import load_config
 from securefed.run.folder import PARTITION, read_json
+from securefed.tasks.partition import majority_class
 
 DP_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "dp.yaml"
 

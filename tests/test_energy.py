@@ -119,11 +119,14 @@ def _report(wall: float, cpu: float, wh: float, rss: int, kind: str) -> dict:
 
 def test_energy_json_accumulates_the_invocations_of_a_resumed_run(tmp_path):
     record_energy(tmp_path, _report(10.0, 8.0, 0.5, 100, "measured"))
-    ledger = record_energy(tmp_path, _report(5.0, 4.0, 0.25, 300, "estimate"))
+    record_energy(tmp_path, _report(5.0, 4.0, 0.25, 300, "estimate"))
+    ledger = record_energy(tmp_path, _report(1.0, 1.0, 0.25, 200, "measured"))
     assert json.loads((tmp_path / "energy.json").read_text()) == ledger
     total = ledger["total"]
-    assert total["invocations"] == 2
-    assert (total["wall_s"], total["cpu_s"], total["energy_wh"]) == (15.0, 12.0, 0.75)
+    assert total["invocations"] == 3
+    assert (total["wall_s"], total["cpu_s"], total["energy_wh"]) == (16.0, 13.0, 1.0)
+    # the largest peak, not the first, the last or their sum: a resumed run's peak is its
+    # largest invocation's
     assert total["peak_rss_bytes"] == 300
     assert total["energy_kind"] == "estimate"  # the weakest part labels the whole
     assert total["gpu_elapsed_s"] is None and total["peak_gpu_memory_bytes"] is None

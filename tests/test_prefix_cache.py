@@ -11,6 +11,7 @@ from torch.utils.data import TensorDataset
 
 from securefed.config import ModelConfig
 from securefed.errors import ConfigError
+from securefed.model.adapter_layers import top_layers
 from securefed.model.adapters import (
     attach_adapter,
     base_weights_hash,
@@ -20,7 +21,7 @@ from securefed.model.adapters import (
     trainable_parameters,
     vector_spec,
 )
-from securefed.model.prefix_cache import prefix_activations, suffix_view, top_layers
+from securefed.model.prefix_cache import prefix_activations, suffix_view
 from securefed.model.training import batch_loss, choice_scores, train_local, trim_padding
 from securefed.privacy.dp_sgd import DPPlan
 

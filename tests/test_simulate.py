@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -28,6 +29,15 @@ def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "tiny"
     run_dir, results = simulate(load_config(overrides=TINY), out=str(out))
     return run_dir, results
+
+
+def test_each_round_records_the_time_it_took(tiny_run):
+    """A round's cpu_s and wall_s are its own (end minus start), a share of this process's."""
+    run_dir, _ = tiny_run
+    records = RunFolder(run_dir).read_metrics()
+    spent = time.process_time()
+    assert all(0.0 < r["cpu_s"] <= spent and r["wall_s"] > 0.0 for r in records)
+    assert sum(r["cpu_s"] for r in records) <= spent
 
 
 def test_run_folder_has_every_artefact(tiny_run):

@@ -19,9 +19,10 @@ from securefed.audit.epsilons import check_audit_epsilons
 from securefed.audit.institution import check_audit_institution
 from securefed.audit.outputs import AUDIT_RECORD, audit_outputs
 from securefed.audit.report import build_audit, flags, verdict
-from securefed.audit.verify import Verification, verify_records
+from securefed.audit.verification import Verification
+from securefed.audit.verify import verify_records
 from securefed.errors import RunFolderError
-from securefed.run.folder import read_json, sha256_file
+from securefed.run.folder import CONFIG, read_json, sha256_file
 from securefed.run.seal import AUDITS, audit_entry_hash, audit_files, audit_link, read_audits
 
 MAX_FIELDS_NAMED = 20  # differences listed per audit file; the rest are counted
@@ -38,7 +39,7 @@ def verify_run(run_dir: str | Path) -> Verification:
 
 def is_audit_folder(path: str | Path) -> bool:
     """An audit folder (``audit.json``, no run folder's ``config.yaml``) rather than a run."""
-    return (Path(path) / AUDIT_RECORD).is_file() and not (Path(path) / "config.yaml").is_file()
+    return (Path(path) / AUDIT_RECORD).is_file() and not (Path(path) / CONFIG).is_file()
 
 
 def verify_audit(audit_dir: str | Path) -> Verification:

@@ -16,7 +16,7 @@ from rich.table import Table
 from securefed.audit.bound import is_audit_folder, verify_audit, verify_run
 from securefed.audit.outputs import AUDIT_RECORD, audit_outputs
 from securefed.audit.report import CRITICAL, build_audit
-from securefed.audit.verify import Verification
+from securefed.audit.verification import Verification
 from securefed.errors import OutputError, RunFolderError
 from securefed.run.folder import atomic_write_bytes, read_json
 from securefed.run.lock import RunLock

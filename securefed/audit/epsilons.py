@@ -20,13 +20,10 @@ folder is gone): every epsilon it shows, federated and baselines, from the event
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
 
 from securefed.audit.source import RunSnapshot
+from securefed.audit.verification import Verification
 from securefed.run.folder import LEDGERS, RESULTS, baseline_rel
-
-if TYPE_CHECKING:
-    from securefed.audit.verify import Verification
 
 
 @functools.lru_cache(maxsize=4096)
@@ -52,11 +49,12 @@ def check_epsilons(run: RunSnapshot, out: Verification) -> None:
         if run.metrics:
             out.expect("privacy ledgers", LEDGERS, "present", "missing")
         return
-    accountant = run.ledgers.get("accountant", "pld")
+    accountant = run.ledgers["accountant"]
     last_round = run.metrics[-1]["round"] if run.metrics else -1
-    configured = _configured_sigma(run.config)
-    sigmas = run.ledgers.get("noise_multipliers", {})
-    for c, ledger in run.ledgers.get("ledgers", {}).items():
+    dp = run.cfg.privacy.dp
+    configured = dp.noise_multiplier if dp.enabled else None
+    sigmas = run.ledgers["noise_multipliers"]
+    for c, ledger in run.ledgers["ledgers"].items():
         events, delta = ledger.get("events", []), ledger["delta"]
         where = f"institution {c}"
         _check_sigma(events, sigmas.get(c), configured, f"{where}, {LEDGERS}", out)
@@ -70,7 +68,7 @@ def check_epsilons(run: RunSnapshot, out: Verification) -> None:
             )
             trained = (
                 int(c) in rec["sampled"]
-                and int(c) not in rec.get("budget_stopped", [])
+                and int(c) not in rec["budget_stopped"]
                 and "skipped" not in rec  # skipped before anyone trained: no event may exist
             )
             in_round = sum(1 for e in events if e["round_index"] == rec["round"])
@@ -81,10 +79,10 @@ def check_epsilons(run: RunSnapshot, out: Verification) -> None:
             0,
             sum(1 for e in events if e["round_index"] > last_round),
         )
-    results_privacy = (run.results or {}).get("privacy")
+    results_privacy = run.results["privacy"] if run.results else None
     if results_privacy is not None:
         reports = results_privacy.get("clients", {})
-        for c, ledger in run.ledgers.get("ledgers", {}).items():
+        for c, ledger in run.ledgers["ledgers"].items():
             out.expect(
                 "events in results.json",
                 f"institution {c}",
@@ -146,12 +144,6 @@ def _check_sigma(
         out.expect("events' sigma = recorded sigma", place, [recorded], found)
     if found and configured is not None:
         out.expect("events' sigma = configured sigma", place, [configured], found)
-
-
-def _configured_sigma(config: dict) -> float | None:
-    dp = (config.get("privacy") or {}).get("dp") or {}
-    value = dp.get("noise_multiplier") if dp.get("enabled") else None
-    return None if value is None else float(value)
 
 
 def _one(values: set) -> object:

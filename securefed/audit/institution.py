@@ -17,10 +17,10 @@ shares, not the planned ones); each event's noise and sensitivities = the plan's
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
 
 from securefed.audit.source import RunSnapshot, as_float
 from securefed.audit.tables import fmt, table
+from securefed.audit.verification import Verification
 from securefed.privacy.display import epsilon_text
 from securefed.privacy.distributed.events import (
     INSTITUTION_PROTECTS,
@@ -28,9 +28,6 @@ from securefed.privacy.distributed.events import (
     protecting_shares,
 )
 from securefed.run.folder import LEDGERS, RESULTS
-
-if TYPE_CHECKING:
-    from securefed.audit.verify import Verification
 
 
 def within_budget(epsilon: object, target: object) -> bool | None:
@@ -49,7 +46,7 @@ def institution_section(run: RunSnapshot) -> dict | None:
     saved = (run.ledgers or {}).get("institution")
     if saved is None:
         return None
-    reported = ((run.results or {}).get("privacy") or {}).get("institution") or {}
+    reported = (run.results["privacy"] if run.results else {}).get("institution") or {}
     ledger, plan = saved["ledger"], saved["plan"]
     epsilon = reported.get("epsilon")
     target = ledger.get("target_epsilon")
@@ -94,7 +91,7 @@ def epsilon_of(events: list[dict], delta: float) -> float:
 def check_institution(run: RunSnapshot, out: Verification) -> None:
     """The run folder's institution-level claims against its ledger and its metrics."""
     saved = (run.ledgers or {}).get("institution")
-    enabled = bool(((run.config.get("privacy") or {}).get("distributed") or {}).get("enabled"))
+    enabled = run.cfg.privacy.distributed.enabled
     if saved is None:
         if enabled and run.ledgers is not None:
             out.expect("institution-level ledger", LEDGERS, "present", "missing")
@@ -131,7 +128,7 @@ def check_institution(run: RunSnapshot, out: Verification) -> None:
         0,
         sum(1 for e in events if e["round_index"] > last_round),
     )
-    reported = ((run.results or {}).get("privacy") or {}).get("institution")
+    reported = (run.results["privacy"] if run.results else {}).get("institution")
     if reported is not None:
         out.expect("institution-level events in results.json", RESULTS, events, reported["events"])
         out.expect(

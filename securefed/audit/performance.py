@@ -12,6 +12,7 @@ Accuracy compares three trainings of the same backbone and adapter on the same t
 from __future__ import annotations
 
 from securefed.audit.source import RunSnapshot
+from securefed.tasks.partition import majority_class
 
 TRAININGS = ("federated", "centralized", "isolated")
 
@@ -21,7 +22,7 @@ def accuracy_section(run: RunSnapshot) -> dict:
     federated = last["eval"] if last else None
     centralized = run.baselines.get("centralized")
     isolated = run.baselines.get("isolated")
-    task = (run.results or {}).get("task", {})
+    task = run.results["task"] if run.results else {}
     sample = federated or centralized or isolated
     metric_names = list(sample["pooled"]) if sample else []
     primary = task.get("primary_metric") or (metric_names[0] if metric_names else "accuracy")
@@ -34,7 +35,7 @@ def accuracy_section(run: RunSnapshot) -> dict:
             "isolated": isolated["clients"][c]["own"] if isolated else None,
             "isolated_pooled": isolated["clients"][c].get("pooled") if isolated else None,
         }
-    configured = list(run.config.get("baselines", []))
+    configured = list(run.cfg.baselines)
     return {
         "primary_metric": primary,
         "metrics": metric_names,
@@ -61,27 +62,6 @@ def accuracy_section(run: RunSnapshot) -> dict:
     }
 
 
-def majority_class(partition: dict) -> dict:
-    """The accuracy of always answering the most common label of each test split, from the
-    partition summary's label counts: the floor an adapter must clear to have learned at all
-    (federated, isolated and, under DP, even centralized training can fall to it)."""
-    clients = partition.get("clients", [])
-    pooled: dict[str, int] = {}
-    per_client = {}
-    for c in clients:
-        counts = c.get("test_labels") or {}
-        for label, n in counts.items():
-            pooled[label] = pooled.get(label, 0) + n
-        total = sum(counts.values())
-        per_client[str(c["client"])] = max(counts.values()) / total if total else None
-    total = sum(pooled.values())
-    return {
-        "pooled": max(pooled.values()) / total if total else None,
-        "label": max(pooled, key=pooled.get) if total else None,
-        "clients": per_client,
-    }
-
-
 def _baseline_steps(block: dict | None) -> int | dict | None:
     if block is None:
         return None
@@ -96,7 +76,7 @@ def communication_section(run: RunSnapshot) -> dict:
     for rec in run.metrics:
         per_client = {
             str(c): {"up": int(v["up"]), "down": int(v["down"])}
-            for c, v in sorted(rec.get("bytes", {}).items(), key=lambda kv: int(kv[0]))
+            for c, v in sorted(rec["bytes"].items(), key=lambda kv: int(kv[0]))
         }
         rounds.append({"round": rec["round"], "clients": per_client})
         for c, v in per_client.items():

@@ -21,13 +21,14 @@ from securefed.audit.source import RunSnapshot
 
 
 def privacy_section(run: RunSnapshot) -> dict:
-    dp = run.config.get("privacy", {}).get("dp", {})
-    enabled = bool(dp.get("enabled"))
-    ledgers = (run.ledgers or {}).get("ledgers", {})
-    noise = (run.ledgers or {}).get("noise_multipliers", {})
-    reports = ((run.results or {}).get("privacy") or {}).get("clients", {})
+    dp = run.cfg.privacy.dp
+    enabled = dp.enabled
+    ledgers = run.ledgers["ledgers"] if run.ledgers else {}
+    noise = run.ledgers["noise_multipliers"] if run.ledgers else {}
+    results_privacy = run.results["privacy"] if run.results else {}
+    reports = results_privacy.get("clients", {})
     last_epsilon = run.epsilon_after(run.metrics[-1]) if run.metrics else {}
-    target = dp.get("target_epsilon") if enabled else None
+    target = dp.target_epsilon if enabled else None
     clients = {}
     for c in (str(p["client"]) for p in run.partition.get("clients", [])):
         ledger, report = ledgers.get(c), reports.get(c, {})
@@ -36,13 +37,13 @@ def privacy_section(run: RunSnapshot) -> dict:
             **_from_events((ledger or {}).get("events", [])),
             "epsilon": epsilon,
             "delta": (ledger or {}).get("delta", report.get("delta")),
-            "accountant": report.get("accountant", dp.get("accountant")),
+            "accountant": report.get("accountant", dp.accountant),
             "cross_checks": report.get("cross_checks", {}),
             "cross_check_accountants": report.get("cross_check_accountants", {}),
             "noise_multiplier": noise.get(c),
-            "clip_norm": dp.get("max_grad_norm") if enabled else None,
+            "clip_norm": dp.max_grad_norm if enabled else None,
             "rounds_budget_stopped": [
-                r["round"] for r in run.metrics if int(c) in r.get("budget_stopped", [])
+                r["round"] for r in run.metrics if int(c) in r["budget_stopped"]
             ],
             "within_budget": within_budget(epsilon, target),
             "ledger_recorded": ledger is not None,
@@ -50,13 +51,13 @@ def privacy_section(run: RunSnapshot) -> dict:
         }
     return {
         "dp_enabled": enabled,
-        "accountant_of_record": dp.get("accountant"),
+        "accountant_of_record": dp.accountant,
         "target_epsilon": target,
-        "delta_rule": dp.get("delta"),
-        "clip_norm": dp.get("max_grad_norm") if enabled else None,
-        "secure_mode": dp.get("secure_mode") if enabled else None,
-        "noise_source": dp.get("noise_source", "torch") if enabled else None,
-        "noise_sources_used": ((run.results or {}).get("privacy") or {}).get("noise_sources"),
+        "delta_rule": dp.delta,
+        "clip_norm": dp.max_grad_norm if enabled else None,
+        "secure_mode": dp.secure_mode if enabled else None,
+        "noise_source": dp.noise_source if enabled else None,
+        "noise_sources_used": results_privacy.get("noise_sources"),
         "unit": "one record of one institution (add-or-remove-one), sample-level DP-SGD",
         "clients": clients,
         "epsilon_by_round": [

@@ -22,7 +22,8 @@ from securefed.audit.secure_aggregation import secure_aggregation_section
 from securefed.audit.source import RunSnapshot, as_float, json_safe, read_snapshot
 from securefed.audit.threat_model import threat_model_section
 from securefed.audit.verdict import verdict
-from securefed.audit.verify import Verification, verify_records
+from securefed.audit.verification import Verification
+from securefed.audit.verify import verify_records
 from securefed.run.folder import CONFIG, RESULTS
 
 SCHEMA_VERSION = 1
@@ -70,9 +71,7 @@ def build_audit(
         "warnings": run.warnings,
         "threat_model": threat_model_record or threat_model_section(threat_model),
         "privacy": privacy_section(run),
-        "empirical": audit_section(
-            run.canaries, int((run.config.get("audit") or {}).get("canaries") or 0)
-        ),
+        "empirical": audit_section(run.canaries, run.cfg.audit.canaries),
         "secure_aggregation": secure_aggregation_section(run),
         "accuracy": accuracy_section(run),
         "communication": communication_section(run),
@@ -99,21 +98,25 @@ def build_audit(
 
 
 def _run_section(run: RunSnapshot) -> dict:
-    cfg, results = run.config, run.results or {}
-    planned = cfg.get("training", {}).get("rounds")
-    task = results.get("task") or {
-        "name": cfg.get("task", {}).get("name"),
-        "synthetic": (run.environment.get("task") or {}).get("synthetic"),
-    }
+    cfg, results = run.cfg, run.results or {}
+    planned = cfg.training.rounds
+    task = (
+        results["task"]
+        if results
+        else {
+            "name": cfg.task.name,
+            "synthetic": (run.environment.get("task") or {}).get("synthetic"),
+        }
+    )
     return {
-        "name": cfg.get("name"),
+        "name": cfg.name,
         "folder": run.path.name,
         "task": task,
-        "backbone": cfg.get("model", {}).get("backbone"),
-        "adapter": cfg.get("model", {}).get("adapter"),
-        "trainable_parameters": results.get("trainable_parameters"),
+        "backbone": cfg.model.backbone,
+        "adapter": cfg.model.adapter,
+        "trainable_parameters": results["trainable_parameters"] if results else None,
         "institutions": len(run.partition.get("clients", [])),
-        "seed": cfg.get("seed"),
+        "seed": cfg.seed,
         "rounds_planned": planned,
         "rounds_finished": len(run.metrics),
         "complete": run.results is not None and len(run.metrics) == planned,

@@ -26,8 +26,8 @@ QUANTIZATION_KEYS = ("clip_norm", "bits", "modulus_bits", "extras_bound")
 
 
 def secure_aggregation_section(run: RunSnapshot) -> dict:
-    config = run.config.get("secure_aggregation", {})
-    enabled = bool(config.get("enabled"))
+    config = run.config["secure_aggregation"]  # shown as written; read through run.cfg
+    enabled = run.cfg.secure_aggregation.enabled
     rounds = [_round(rec, run.transcripts.get(rec["round"]), enabled) for rec in run.metrics]
     return {
         "enabled": enabled,
@@ -72,7 +72,7 @@ def _as_run(protocol: dict | None, joins: dict[str, list[dict]]) -> dict | None:
 
 
 def _round(rec: dict, transcript: dict | None, enabled: bool) -> dict:
-    stopped = list(rec.get("budget_stopped", []))
+    stopped = list(rec["budget_stopped"])
     skipped = rec.get("skipped")  # too few left to aggregate: skipped before anyone trained
     trained = [] if skipped else [c for c in rec["sampled"] if c not in stopped]
     out = {

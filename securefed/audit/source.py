@@ -16,7 +16,9 @@ from typing import Any
 
 import yaml
 
+from securefed.config import RunConfig
 from securefed.errors import RunFolderError
+from securefed.run.contract import SHAPES, check_record, run_config
 from securefed.run.folder import (
     CANARIES,
     CONFIG,
@@ -42,7 +44,8 @@ class RunSnapshot:
     """The parsed files of one run folder and the hash of every file read."""
 
     path: Path
-    config: dict
+    config: dict  # config.yaml as written (hashed, shown); ``cfg`` is the same through validate()
+    cfg: RunConfig
     environment: dict
     partition: dict
     metrics: list[dict]
@@ -60,15 +63,15 @@ class RunSnapshot:
 
     @property
     def name(self) -> str:
-        return str(self.config.get("name") or self.path.name)
+        return self.cfg.name
 
     def epsilon_after(self, record: dict) -> dict:
         """Each institution's epsilon after ``record``'s round as the run states it: in the
         record itself (simulate: the server keeps the ledgers) or, where each node keeps its
         own ledger (Flower), the last figure the node recorded up to that round (0 before it
         first trained); infinity stays the string "inf"."""
-        if record.get("epsilon") or not self.node_metrics:
-            return dict(record.get("epsilon") or {})
+        if record["epsilon"] or not self.node_metrics:
+            return dict(record["epsilon"] or {})
         stated, last = {}, record["round"]
         for c, records in self.node_metrics.items():
             upto = [r["epsilon"] for r in records if "epsilon" in r and r["round"] <= last]
@@ -94,9 +97,12 @@ def read_snapshot(run_dir: str | Path) -> RunSnapshot:
             return None
         sources[rel] = sha256_file(file)
         try:
-            return parse(file.read_text())
+            obj = parse(file.read_text())
         except (ValueError, yaml.YAMLError) as exc:
             raise RunFolderError(f"{file} cannot be parsed: {exc}") from None
+        if rel in SHAPES:
+            check_record(obj, rel, folder=path)
+        return obj
 
     config = load(CONFIG, yaml.safe_load)
     if not isinstance(config, dict):
@@ -109,6 +115,8 @@ def read_snapshot(run_dir: str | Path) -> RunSnapshot:
         metrics = folder.read_metrics()
     except ValueError as exc:
         raise RunFolderError(f"{path / METRICS} cannot be parsed: {exc}") from None
+    for number, record in enumerate(metrics, start=1):
+        check_record(record, METRICS, f"line {number}", folder=path)
     transcripts = {r: load(rel) for r, rel in folder.transcripts().items()}
     baselines = {name: obj for name in BASELINES if (obj := load(baseline_rel(name))) is not None}
     node_metrics, node_joins = {}, {}
@@ -118,6 +126,7 @@ def read_snapshot(run_dir: str | Path) -> RunSnapshot:
     return RunSnapshot(
         path=path,
         config=config,
+        cfg=run_config(config),
         environment=environment,
         partition=partition or {},
         metrics=metrics,

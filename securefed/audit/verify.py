@@ -41,18 +41,18 @@ cannot detect a folder rewritten consistently from scratch: for that, keep the c
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from securefed.audit.empirical_report import verify_scores
 from securefed.audit.epsilons import check_epsilons
 from securefed.audit.institution import check_institution
-from securefed.audit.source import BASELINES, RunSnapshot, as_float, read_snapshot
+from securefed.audit.source import BASELINES, RunSnapshot, read_snapshot
+from securefed.audit.verification import Verification
 from securefed.privacy.canaries import CanaryPlan, canary_blocks, canary_claim
 from securefed.run.folder import (
     CANARIES,
     GENESIS_HASH,
+    RESULTS,
     SETUP_FILES,
     STATE,
     WARNINGS,
@@ -65,42 +65,6 @@ from securefed.run.folder import (
     vector_hash,
 )
 from securefed.run.seal import seal_mismatches
-
-EPSILON_REL_TOL = 1e-6
-
-
-@dataclass(frozen=True)
-class Mismatch:
-    """One claim that does not hold: where, what was recorded, what is there now."""
-
-    check: str
-    where: str
-    recorded: str
-    found: str
-
-
-@dataclass
-class Verification:
-    checks: int = 0
-    mismatches: list[Mismatch] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.mismatches
-
-    def expect(self, check: str, where: str, recorded: object, found: object) -> None:
-        self.checks += 1
-        if not _same(recorded, found):
-            self.mismatches.append(Mismatch(check, where, _show(recorded), _show(found)))
-
-    def to_json(self) -> dict:
-        return {
-            "verified": self.ok,
-            "checks": self.checks,
-            "mismatches": [asdict(m) for m in self.mismatches],
-            "notes": list(self.notes),
-        }
 
 
 def verify_records(run_dir: str | Path) -> Verification:
@@ -123,16 +87,16 @@ def _check_chain(run: RunSnapshot, out: Verification) -> None:
     previous = GENESIS_HASH
     for i, rec in enumerate(run.metrics):
         where = f"metrics.jsonl record {i}"
-        out.expect("record hash", where, rec.get("record_hash"), record_hash(rec))
-        out.expect("chain link (prev_hash)", where, rec.get("prev_hash"), previous)
-        out.expect("round number", where, rec.get("round"), i)
-        previous = rec.get("record_hash")
+        out.expect("record hash", where, rec["record_hash"], record_hash(rec))
+        out.expect("chain link (prev_hash)", where, rec["prev_hash"], previous)
+        out.expect("round number", where, rec["round"], i)
+        previous = rec["record_hash"]
 
 
 def _check_artefacts(run: RunSnapshot, out: Verification) -> None:
     history: dict[str, list[tuple[int, str]]] = {}
     for rec in run.metrics:
-        for rel, digest in rec.get("artefacts", {}).items():
+        for rel, digest in rec["artefacts"].items():
             history.setdefault(rel, []).append((rec["round"], digest))
     for rel, versions in sorted(history.items()):
         last_round, digest = versions[-1]
@@ -161,7 +125,7 @@ def _check_checkpoints_and_transcripts(run: RunSnapshot, out: Verification) -> N
             out.expect(
                 "global adapter hash",
                 rel,
-                rec.get("global_adapter_sha256"),
+                rec["global_adapter_sha256"],
                 vector_hash(folder.load_adapter(rel)),
             )
         else:
@@ -172,7 +136,7 @@ def _check_checkpoints_and_transcripts(run: RunSnapshot, out: Verification) -> N
         where = transcript_rel(rec["round"])
         survivors = transcript.get("participants", {}).get("masked_input")
         out.expect("aggregated clients", where, list(rec["aggregated"]), survivors)
-        out.expect("bytes per client", where, rec.get("bytes"), transcript.get("bytes"))
+        out.expect("bytes per client", where, rec["bytes"], transcript.get("bytes"))
 
 
 def _check_finished_run_files(run: RunSnapshot, out: Verification) -> None:
@@ -180,16 +144,16 @@ def _check_finished_run_files(run: RunSnapshot, out: Verification) -> None:
     ``energy.json`` when the results quote its totals, ``warnings.json`` when simulate ran
     it, and a ``state.json`` that commits every round of the chain."""
     if run.results is None:
-        out.expect("finished run file", "results.json", "present", "missing")
+        out.expect("finished run file", RESULTS, "present", "missing")
         out.notes.append(
-            "results.json missing: the run did not finish (continue it with simulate --resume) "
+            f"{RESULTS} missing: the run did not finish (continue it with simulate --resume) "
             "or the file was deleted"
         )
         return
     # A deployment (results.json names its transport) trains no baseline: the data stays
     # with the nodes. A simulation must hold each configured one.
     deployment = "transport" in run.results
-    for name in run.config.get("baselines") or []:
+    for name in run.cfg.baselines:
         if name not in run.baselines and (not deployment or name in run.results):
             out.expect("finished run file", f"baselines/{name}.json", "present", "missing")
     if "energy" in run.results:
@@ -219,32 +183,32 @@ def _check_finished_run_files(run: RunSnapshot, out: Verification) -> None:
 def _check_results(run: RunSnapshot, out: Verification) -> None:
     if run.results is None:
         return
-    fed = run.results.get("federated", {})
+    fed = run.results["federated"]
     last = run.metrics[-1] if run.metrics else None
-    out.expect("rounds", "results.json federated.rounds", fed.get("rounds"), len(run.metrics))
+    out.expect("rounds", "results.json federated.rounds", fed["rounds"], len(run.metrics))
     out.expect(
         "final pooled metrics",
         "results.json federated.pooled",
-        fed.get("pooled"),
+        fed["pooled"],
         last["eval"]["pooled"] if last else None,
     )
     out.expect(
         "final metrics per institution",
         "results.json federated.clients",
-        fed.get("clients"),
+        fed["clients"],
         last["eval"]["clients"] if last else None,
     )
     out.expect(
         "pooled metrics by round",
         "results.json federated.pooled_by_round",
-        fed.get("pooled_by_round"),
+        fed["pooled_by_round"],
         [r["eval"]["pooled"] for r in run.metrics],
     )
     aborted = [r["round"] for r in run.metrics if not r["aggregated"]]
     out.expect(
         "aborted rounds",
         "results.json secure_aggregation.aborted_rounds",
-        run.results.get("secure_aggregation", {}).get("aborted_rounds"),
+        run.results["secure_aggregation"].get("aborted_rounds"),
         aborted,
     )
     timing = run.results.get("timing") or {}
@@ -278,17 +242,17 @@ def _check_results(run: RunSnapshot, out: Verification) -> None:
 
 def _check_canaries(run: RunSnapshot, out: Verification) -> None:
     """``canaries.json`` against the checkpoints, the reported epsilons and the config."""
-    configured = int((run.config.get("audit") or {}).get("canaries") or 0)
+    configured = run.cfg.audit.canaries
     if run.canaries is None:
         if configured and run.results is not None:
             out.expect("finished run file", CANARIES, "present", "missing")
         return
     plan = CanaryPlan.from_json(run.canaries["plan"])
-    kind = (run.config.get("audit") or {}).get("canary_kind")
+    kind = run.cfg.audit.canary_kind
     out.expect("canaries", f"{CANARIES} plan", [plan.count, plan.kind], [configured, kind])
     spec = run.environment.get("vector_spec") or {}
     if plan.kind == "gradient" and spec:
-        parameters = (run.config.get("audit") or {}).get("canary_parameters")
+        parameters = run.cfg.audit.canary_parameters
         shapes = tuple(tuple(shape) for shape in spec["shapes"])
         blocks = canary_blocks(tuple(spec["names"]), shapes, parameters)
         out.expect("canary blocks", f"{CANARIES} plan", list(plan.blocks), list(blocks))
@@ -309,27 +273,3 @@ def _check_canaries(run: RunSnapshot, out: Verification) -> None:
             [run.canaries["claimed_epsilon"], run.canaries["delta"]],
             [epsilon, delta],
         )
-
-
-def _same(a: object, b: object) -> bool:
-    a, b = _number(a), _number(b)
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, float | int) and isinstance(b, float | int) and not isinstance(a, bool):
-        x, y = as_float(a), as_float(b)
-        if math.isinf(x) or math.isinf(y) or math.isnan(x) or math.isnan(y):
-            return x == y or (math.isnan(x) and math.isnan(y))
-        return math.isclose(x, y, rel_tol=EPSILON_REL_TOL, abs_tol=1e-12)
-    return a == b
-
-
-def _number(value: object) -> object:
-    """Ledger reports write an infinite epsilon as the string "inf"; compare it as a number."""
-    return float(value) if isinstance(value, str) and value in ("inf", "-inf", "nan") else value
-
-
-def _show(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 200 else text[:197] + "..."

@@ -16,7 +16,10 @@ stay loaded across messages and rounds.
 Modules here import torch only inside the calls that train or evaluate, so the
 protocol-only ClientApp calls start quickly (``tests/flower/test_stage_imports.py``).
 
-May import: flwr, ``run``, ``secagg`` (its exported message types only), ``privacy``,
-``audit`` (``records``), ``config``, ``errors``.
+May import: flwr, ``run``, ``model`` and ``tasks`` (a node trains on its own shard; the server
+builds the global adapter, and the data when it evaluates), ``secagg`` (its exported message
+types and the roster), ``privacy``, ``plan_inputs`` (the round plan a node pins), ``audit``
+(the records module writes the audit), ``config`` and ``config_yaml`` (a node reads its own
+node config), ``errors``.
 Exports nothing here: ``server_app.app`` and ``client_app.app`` are what Flower loads.
 """

@@ -18,6 +18,7 @@ from pathlib import Path
 from securefed.audit import write_audit
 from securefed.flower.node import NodeLedger
 from securefed.privacy.ledger import PrivacyLedger
+from securefed.run.contract import check_shape, read_record
 from securefed.run.folder import (
     CONFIG,
     LEDGERS,
@@ -29,6 +30,7 @@ from securefed.run.folder import (
     write_json,
 )
 from securefed.run.lock import RunLock
+from securefed.run.records import LedgersFile
 from securefed.run.seal import SEAL, reseal, seal_run
 
 NODE_FILES = (CONFIG, NodeLedger.FILE, METRICS, "join.jsonl")
@@ -69,6 +71,7 @@ def _file_node_records(run_dir: Path, node_dirs: dict[int, Path]) -> dict:
             if (Path(source) / name).is_file():
                 shutil.copy2(Path(source) / name, target / name)
         saved = read_json(target / NodeLedger.FILE)
+        check_shape(saved, LedgersFile, target / NodeLedger.FILE)
         ledgers.update(saved["ledgers"])
         noise.update(saved["noise_multipliers"])
         dp_enabled, accountant = saved["dp_enabled"], saved["accountant"]
@@ -89,11 +92,10 @@ def _file_node_records(run_dir: Path, node_dirs: dict[int, Path]) -> dict:
         "nodes_without_records": missing,
         "clients": {k: PrivacyLedger.from_json(v).report() for k, v in sorted(ledgers.items())},
     }
-    results_path = run_dir / RESULTS
-    if results_path.is_file():
-        results = read_json(results_path)
+    results = read_record(run_dir, RESULTS)
+    if results is not None:
         results["privacy"] = privacy
-        write_json(results_path, results)
+        write_json(run_dir / RESULTS, results)
     seal_run(folder)
     return privacy
 

@@ -39,9 +39,9 @@ from transformers import (
 
 from securefed.config import ModelConfig
 from securefed.errors import ConfigError
+from securefed.model.adapter_layers import layers_to_transform
 from securefed.model.embedded import PREFIX as EMBEDDED_PREFIX
 from securefed.model.embedded import resolve_embedded
-from securefed.model.prefix_cache import layers_to_transform
 
 
 @dataclass(frozen=True)

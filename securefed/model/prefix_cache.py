@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import re
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -34,13 +32,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from transformers import DynamicCache
 
 from securefed.errors import ConfigError
+from securefed.model.adapter_layers import top_layers
+from securefed.model.adapters import AdapterModel
 from securefed.model.option_rows import NOT_SCORED
-
-if TYPE_CHECKING:  # adapters imports this module for the layer choice
-    from securefed.model.adapters import AdapterModel
-
-ALL_LAYERS = "all"
-_TOP_N = re.compile(r"^top-([1-9][0-9]*)$")
 
 # model_type: (module the suffix bypasses, given the cached activations, or None where the
 # architecture itself skips its token embedding when handed ``inputs_embeds``; layer stack),
@@ -51,26 +45,6 @@ SPLITS: dict[str, tuple[str | None, str]] = {
     "llama": (None, "layers"),
     "qwen2": (None, "layers"),
 }
-
-
-def top_layers(setting: str, num_layers: int) -> int | None:
-    """How many top layers carry the adapter: N for ``top-N`` (N <= num_layers), None for all."""
-    if setting == ALL_LAYERS:
-        return None
-    match = _TOP_N.match(setting)
-    if match is None or int(match.group(1)) > num_layers:
-        raise ConfigError(
-            "model.adapter_layers",
-            setting,
-            f"'all' or 'top-N' with 1 <= N <= {num_layers} (this backbone's layer count)",
-        )
-    return int(match.group(1))
-
-
-def layers_to_transform(setting: str, num_layers: int) -> list[int] | None:
-    """PEFT's ``layers_to_transform`` for ``model.adapter_layers`` (None: every layer)."""
-    top = top_layers(setting, num_layers)
-    return None if top is None else list(range(num_layers - top, num_layers))
 
 
 class _CachedActivations(nn.Module):

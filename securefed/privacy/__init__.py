@@ -19,7 +19,8 @@
 - ``planner``: before a run, per institution sigma and noise/signal, and the warning when a
   run is predicted to learn nothing.
 
-May import: dp_accounting, numpy, cryptography, opacus and torch (``dp_sgd``,
-``dp_optimizers`` and ``secure_noise`` only), ``config``, ``plan_inputs``, ``errors``.
+May import: dp_accounting, numpy, cryptography, opacus and torch (dp_sgd, dp_optimizers
+and secure_noise only), ``secagg`` (distributed DP's noise is an encoding of the secure sum:
+its codec seam and quantization), ``config``, ``plan_inputs``, ``errors``.
 Exports nothing here: import the submodule you need, so torch loads only with ``dp_sgd``.
 """

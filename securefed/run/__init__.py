@@ -11,10 +11,12 @@ folder       the run folder's layout (the only module that knows file names), ha
              the adapter-vector hash
 canaries     the empirical audit's canaries: planned before round 0, scored and recorded
              (canaries.json) when the run ends
-records      metrics records, environment.json and results.json, typed; library versions
+records      metrics records, environment.json, results.json and ledgers.json, typed
+contract     every reader's way in: a record read back, its required keys checked
 energy, progress, summary   energy meter, progress bars, the closing table
 
-May import: ``model``, ``privacy``, ``secagg``, ``tasks``, ``config``, ``errors``, ``seeding``.
+May import: ``model``, ``privacy``, ``secagg``, ``tasks``, ``plan_inputs``, ``config``,
+``errors``, ``seeding``.
 Exports nothing here: ``folder``, ``aggregation`` and ``federation`` stay torch-free so light
 commands (the audit, the Flower protocol stages) can use them; import submodules directly.
 """

@@ -37,9 +37,7 @@ class EvalMetrics(TypedDict):
     clients: dict[str, dict[str, float]]
 
 
-class RoundRecord(TypedDict, total=False):
-    """One line of ``metrics.jsonl`` (``prev_hash`` and ``record_hash`` added on append)."""
-
+class _RoundRecordKeys(TypedDict):
     round: int
     sampled: list[int]
     budget_stopped: list[int]
@@ -49,13 +47,19 @@ class RoundRecord(TypedDict, total=False):
     eval: EvalMetrics | None
     epsilon: dict[str, float | str]
     bytes: dict[str, dict[str, int]]
-    stage_wall_s: dict[str, float]  # Flower only: per protocol stage
-    skipped: str  # only when the round was skipped before anyone trained: why
     wall_s: float
     cpu_s: float
     artefacts: dict[str, str]
     prev_hash: str
     record_hash: str
+
+
+class RoundRecord(_RoundRecordKeys, total=False):
+    """One line of ``metrics.jsonl`` (``prev_hash`` and ``record_hash`` added on append; the
+    keys above are required, ``run.contract`` checks them when the line is read)."""
+
+    stage_wall_s: dict[str, float]  # Flower only: per protocol stage
+    skipped: str  # only when the round was skipped before anyone trained: why
 
 
 class TaskFacts(TypedDict):
@@ -77,24 +81,44 @@ class BaseWeights(TypedDict):
     unchanged: bool
 
 
-class Results(TypedDict, total=False):
-    """``results.json``: what the closing table, the sweep table and the audit read."""
-
+class _ResultsKeys(TypedDict):
     name: str
     task: TaskFacts
     adapter: str
     backbone: str
     trainable_parameters: int
     federated: FederatedResults
+    privacy: dict[str, Any]
+    secure_aggregation: dict[str, Any]
+
+
+class Results(_ResultsKeys, total=False):
+    """``results.json``: what the closing table, the sweep table and the audit read. The keys
+    above are in every run's (``federated_results``); the transport adds those below."""
+
     centralized: dict[str, Any]
     isolated: dict[str, Any]
     zero_shot: dict[str, Any]
-    privacy: dict[str, Any]
-    secure_aggregation: dict[str, Any]
     base_weights: BaseWeights
     transport: dict[str, Any]
     timing: dict[str, Any]
     energy: dict[str, Any]
+
+
+class _LedgersKeys(TypedDict):
+    dp_enabled: bool | None
+    accountant: str | None
+    noise_multipliers: dict[str, float]
+    ledgers: dict[str, dict[str, Any]]  # institution id -> ``PrivacyLedger.to_json()``
+
+
+class LedgersFile(_LedgersKeys, total=False):
+    """``privacy/ledgers.json``: ``privacy.budget.ClientPrivacy.to_json`` (simulate), or the
+    nodes' ledgers filed together (Flower, ``source: nodes``)."""
+
+    noise_sources: list[str]
+    institution: dict[str, Any]  # privacy.distributed on: the institution-level ledger
+    source: str
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from securefed.errors import RunFolderError
+from securefed.run.contract import read_record
 from securefed.run.folder import (
     CONFIG,
     LEDGERS,
@@ -105,12 +106,12 @@ def _check_committed(folder: RunFolder, committed: list[dict], next_round: int) 
     then holds events of that round, which ``privacy_before`` drops)."""
     latest: dict[str, str] = {}
     for record in committed:
-        latest.update(record.get("artefacts") or {})
+        latest.update(record["artefacts"])
     for rel, expected in sorted(latest.items()):
         path = folder.file(rel)
         if rel in SETUP_FILES or (path.is_file() and sha256_file(path) == expected):
             continue
-        if rel == LEDGERS and path.is_file() and _rewritten_by_round(path, next_round):
+        if rel == LEDGERS and path.is_file() and _rewritten_by_round(folder, next_round):
             continue
         state = (
             "is missing" if not path.is_file() else "no longer matches its SHA-256 in metrics.jsonl"
@@ -121,9 +122,9 @@ def _check_committed(folder: RunFolder, committed: list[dict], next_round: int) 
         )
 
 
-def _rewritten_by_round(ledgers_path, next_round: int) -> bool:
-    ledgers = read_json(ledgers_path).get("ledgers") or {}
-    rounds = [e.get("round_index", -1) for obj in ledgers.values() for e in obj.get("events", [])]
+def _rewritten_by_round(folder: RunFolder, next_round: int) -> bool:
+    ledgers = read_record(folder.path, LEDGERS)["ledgers"]
+    rounds = [e["round_index"] for obj in ledgers.values() for e in obj["events"]]
     return any(r >= next_round for r in rounds)
 
 

@@ -11,43 +11,12 @@ What the server learns: who is online, and public keys.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from securefed.errors import InvalidMessage
 from securefed.secagg import crypto
+from securefed.secagg.key_messages import AdvertiseKeys
 from securefed.secagg.roster import Roster
 from securefed.secagg.session import advertisement_statement
 from securefed.secagg.state import ClientState, ServerState
-from securefed.secagg.wire import Reader, Writer
-
-_TAG = 0x01
-
-
-@dataclass(frozen=True)
-class AdvertiseKeys:
-    """Client -> server: this round's public keys."""
-
-    client_id: int
-    round_index: int
-    mask_public: bytes
-    encryption_public: bytes
-    signature: bytes = b""  # Ed25519 over advertisement_statement(...), or empty
-
-    @property
-    def sender(self) -> int:
-        """The client it comes from (every client message names its sender)."""
-        return self.client_id
-
-    def to_bytes(self) -> bytes:
-        w = Writer(_TAG).u64(self.client_id).u64(self.round_index)
-        return w.blob(self.mask_public).blob(self.encryption_public).blob(self.signature).getvalue()
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> AdvertiseKeys:
-        r = Reader(data, _TAG)
-        msg = cls(r.u64(), r.u64(), r.blob(), r.blob(), r.blob())
-        r.end()
-        return msg
 
 
 def verify_advertisement(msg: AdvertiseKeys, round_index: int, roster: Roster | None) -> None:

@@ -16,12 +16,11 @@ What the server learns: ciphertexts it cannot open, and commitments to random se
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from securefed.errors import InvalidMessage, ProtocolAbort
 from securefed.secagg import crypto, shamir
-from securefed.secagg.advertise import AdvertiseKeys, verify_advertisement
+from securefed.secagg.advertise import verify_advertisement
 from securefed.secagg.graph import neighbours, neighbours_of
+from securefed.secagg.key_messages import AdvertiseKeys, KeyDirectory, ShareKeys
 from securefed.secagg.session import (
     graph_seed,
     seed_commitment,
@@ -30,57 +29,8 @@ from securefed.secagg.session import (
     share_encryption_keys,
 )
 from securefed.secagg.state import ClientState, HeldShares, ServerState
-from securefed.secagg.wire import Reader, Writer
 
-_DIRECTORY_TAG = 0x02
-_SHARES_TAG = 0x03
 COMMITMENT_BYTES = 32
-
-
-@dataclass(frozen=True)
-class KeyDirectory:
-    """Server -> every client in U1: all accepted advertisements."""
-
-    round_index: int
-    entries: tuple[AdvertiseKeys, ...]
-
-    def to_bytes(self) -> bytes:
-        w = Writer(_DIRECTORY_TAG).u64(self.round_index)
-        return w.id_blobs((e.client_id, e.to_bytes()) for e in self.entries).getvalue()
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> KeyDirectory:
-        r = Reader(data, _DIRECTORY_TAG)
-        round_index = r.u64()
-        entries = []
-        for client_id, blob in r.id_blobs():
-            entry = AdvertiseKeys.from_bytes(blob)
-            if entry.client_id != client_id:
-                raise InvalidMessage()
-            entries.append(entry)
-        r.end()
-        return cls(round_index, tuple(entries))
-
-
-@dataclass(frozen=True)
-class ShareKeys:
-    """Client -> server: sealed shares for each neighbour, and the commitment to b_u."""
-
-    sender: int
-    session_id: bytes
-    seed_commitment: bytes
-    ciphertexts: tuple[tuple[int, bytes], ...]  # (receiver, sealed shares), by receiver
-
-    def to_bytes(self) -> bytes:
-        w = Writer(_SHARES_TAG).u64(self.sender).blob(self.session_id).blob(self.seed_commitment)
-        return w.id_blobs(self.ciphertexts).getvalue()
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> ShareKeys:
-        r = Reader(data, _SHARES_TAG)
-        msg = cls(r.u64(), r.blob(), r.blob(), r.id_blobs())
-        r.end()
-        return msg
 
 
 def _abort(state: ClientState | ServerState, message: str) -> ProtocolAbort:

@@ -10,19 +10,15 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from securefed.errors import ProtocolAbort
 from securefed.secagg.crypto import KeyAgreement
 from securefed.secagg.entropy import Entropy
+from securefed.secagg.key_messages import AdvertiseKeys, ShareKeys
 from securefed.secagg.params import RoundContext, RoundPlan
 from securefed.secagg.roster import Roster
-
-if TYPE_CHECKING:
-    from securefed.secagg.advertise import AdvertiseKeys
-    from securefed.secagg.share_keys import ShareKeys
 
 
 class PeerStatus(enum.Enum):

@@ -5,7 +5,8 @@ runner   runs the cells (in parallel worker processes), resumable
 table    the sweep's table (CSV, Markdown) from the cells' run folders
 plots    accuracy vs epsilon / energy, federated vs baselines (matplotlib)
 
-May import: ``run`` (a cell is ``securefed simulate``), ``config``, ``errors``.
+May import: ``run`` (a cell is ``securefed simulate``), ``privacy`` (epsilon as text),
+``tasks`` (the majority-class floor), ``config``, ``errors``.
 Exports: ``add_sweep_parser``, ``load_spec``, ``plan_cells``, ``run_sweep``, ``slug``.
 """
 

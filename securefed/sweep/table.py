@@ -19,9 +19,10 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from securefed.audit.performance import majority_class
 from securefed.privacy.display import epsilon_text
+from securefed.run.contract import read_record
 from securefed.run.folder import ENERGY, PARTITION, RESULTS, STATE, RunFolder
+from securefed.tasks.partition import majority_class
 
 MB = 1024 * 1024
 # (column, what it holds) after the swept keys; the Markdown legend is built from this.
@@ -180,7 +181,7 @@ def _status(cell_dir: Path) -> str:
 def cell_row(cell_dir: Path, cell_id: str, swept: dict[str, Any]) -> dict[str, Any]:
     """The table row of one cell (metrics empty unless the cell is done)."""
     row: dict[str, Any] = {"cell": cell_id, **swept, "status": _status(cell_dir)}
-    results = _read(cell_dir / RESULTS)
+    results = read_record(cell_dir, RESULTS)
     if results is None:
         return row
     metric = results["task"]["primary_metric"]
@@ -196,7 +197,7 @@ def cell_row(cell_dir: Path, cell_id: str, swept: dict[str, Any]) -> dict[str, A
             "majority": majority_class(_read(cell_dir / PARTITION) or {})["pooled"],
             "eps_max": max(eps) if eps else None,
             "eps_mean": sum(eps) / len(eps) if eps else None,
-            "trainable_params": results.get("trainable_parameters"),
+            "trainable_params": results["trainable_parameters"],
             "upload_bytes": up,
             "download_bytes": down,
         }

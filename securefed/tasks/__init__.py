@@ -4,7 +4,7 @@
 One module per task, ``base`` (the task interface and metrics), ``sources`` (local files and
 the hub), ``partition`` (each institution's non-IID shard, seeded).
 
-May import: numpy, datasets (lazily, for hub tasks), ``config``, ``errors``, ``seeding``.
+May import: numpy, datasets (lazily, for hub tasks), ``config``, ``errors``.
 Exports: ``TASKS``, ``get_task``, the task base classes, ``Example``, the metrics.
 """
 

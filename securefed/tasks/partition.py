@@ -298,3 +298,24 @@ def label_skew(part: Partition) -> float:
         weighted += idx.size * 0.5 * float(np.abs(mix - overall).sum())
         total += idx.size
     return weighted / total
+
+
+def majority_class(partition: dict) -> dict:
+    """The accuracy of always answering the most common label of each test split, from the
+    partition summary's label counts: the floor an adapter must clear to have learned at all
+    (federated, isolated and, under DP, even centralized training can fall to it)."""
+    clients = partition.get("clients", [])
+    pooled: dict[str, int] = {}
+    per_client = {}
+    for c in clients:
+        counts = c.get("test_labels") or {}
+        for label, n in counts.items():
+            pooled[label] = pooled.get(label, 0) + n
+        total = sum(counts.values())
+        per_client[str(c["client"])] = max(counts.values()) / total if total else None
+    total = sum(pooled.values())
+    return {
+        "pooled": max(pooled.values()) / total if total else None,
+        "label": max(pooled, key=pooled.get) if total else None,
+        "clients": per_client,
+    }

@@ -182,7 +182,12 @@ def test_extras_and_update_share_one_uint32_vector():
     np.testing.assert_allclose(decoded.extras_sum, [5.0, 2.5], atol=1e-6)
     assert decoded.wrap_count == 0
     assert decoded.delta_sum.shape == (d,)
+    # headroom used: the largest |coordinate| of the sum mod 2^bits, centred, over 2^(bits-1)
+    half = 1 << (plan.bits - 1)
+    low = _secure_sum(inputs)[: plan.padded_dimension].astype(np.int64) % (2 * half)
+    centred = np.where(low >= half, low - 2 * half, low)
     assert 0.0 < decoded.headroom_used < 1.0
+    assert decoded.headroom_used == pytest.approx(np.abs(centred).max() / half, rel=1e-12)
 
 
 def test_encoder_refuses_a_wrong_dimension():

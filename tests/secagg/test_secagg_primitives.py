@@ -128,3 +128,15 @@ def test_every_index_that_reaches_shamir_is_checked(holders) -> None:
             shamir.combine(shares)
         with pytest.raises(ValueError, match="share holders"):
             shamir.recover(shares, 2, lambda s: True)
+
+
+def test_the_threshold_runs_from_one_to_every_holder() -> None:
+    """t = 1 (every share is the secret) and t = n are both shares; 0 and n + 1 are refused."""
+    secret = bytes(range(32))
+    for threshold in (1, 3):
+        shares = shamir.split(secret, [4, 5, 6], threshold, pinned_entropy(b"bounds"))
+        assert all(shamir.combine({h: s}) == secret for h, s in shares.items()) == (threshold == 1)
+        assert shamir.combine(shares) == secret
+    for threshold in (0, 4):
+        with pytest.raises(ValueError, match=f"threshold {threshold} not in"):
+            shamir.split(secret, [4, 5, 6], threshold, pinned_entropy(b"bounds"))

@@ -3,8 +3,9 @@
 Following TFF's ``DistributedDpSumFactory`` and google-research/federated
 ``distributed_dp/accounting_utils.py`` (Kairouz, Liu, Steinke ICML 2021 sections 4.2-4.4):
 
-- ``modclip_stddevs``: the aggregate coordinate is treated as Gaussian; k standard deviations
-  fit in the modulus with two-sided tail ``modclip_probability`` (1e-4: k = 3.89).
+- ``modclip_stddevs`` (``securefed.config``, which checks the bit width with it when the
+  config loads): the aggregate coordinate is treated as Gaussian; k standard deviations fit
+  in the modulus with two-sided tail ``modclip_probability`` (1e-4: k = 3.89).
 - ``heuristic_scale``: the scale s = 1/gamma solving
   2^b = 2k sqrt(rho/d (c n)^2 + (gamma^2/4 + sigma^2) n) / gamma, for the whole cohort n
   (the widest sum the modulus must hold: nobody dropped).
@@ -27,8 +28,8 @@ from typing import Any
 
 import numpy as np
 from dp_accounting.rdp.rdp_privacy_accountant import compute_epsilon
-from scipy import stats
 
+from securefed.config import modclip_stddevs
 from securefed.privacy.distributed.accounting import (
     RDP_ORDERS,
     event_rdp,
@@ -52,13 +53,6 @@ def institution_delta(num_institutions: int) -> float:
     if num_institutions < 1:
         raise ValueError(f"num_institutions must be >= 1, got {num_institutions}")
     return min(1e-5, float(num_institutions) ** -1.1)
-
-
-def modclip_stddevs(modclip_probability: float) -> float:
-    """k such that a Gaussian falls outside +-k std with probability ``modclip_probability``."""
-    if not 0.0 < modclip_probability < 1.0:
-        raise ValueError(f"modclip_probability must be in (0, 1), got {modclip_probability}")
-    return float(stats.norm.isf(modclip_probability / 2.0))
 
 
 def heuristic_scale(
