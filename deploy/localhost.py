@@ -43,14 +43,13 @@ from pathlib import Path
 
 from rich.console import Console
 
-from securefed.audit.outputs import AUDIT_RECORD
 from securefed.cli import EXIT_USER_ERROR
 from securefed.config import load_config
 from securefed.errors import SecurefedError
 from securefed.flower.localhost import LocalFederation, LocalSimulation
 from securefed.flower.node_security import pinned_node_config
 from securefed.flower.records import collect_node_records
-from securefed.run.folder import RESULTS, check_creatable, read_json
+from securefed.run.folder import AUDIT_RECORD, RESULTS, check_creatable, read_json
 from securefed.run.summary import print_results
 
 

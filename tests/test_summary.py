@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from securefed.audit.outputs import AUDIT_RECORD
+from securefed.run.folder import AUDIT_RECORD
 from securefed.run.summary import print_results, print_summary
 
 

@@ -14,8 +14,9 @@ command      `securefed audit RUN_DIR [--out DIR] [--verify]`, write_audit
 
 May import: ``run.folder`` (the run folder's layout), ``run.contract`` (its records read and
 checked) and ``config`` (the run's config through ``validate()``), ``run.seal`` and
-``run.lock`` (the seal binding the audit to its run, the folder's one-writer lock), ``secagg``
-(stage names), ``privacy.accounting`` (to recompute epsilon), ``privacy.distributed`` (the
+``run.lock`` (the seal binding the audit to its run, the folder's one-writer lock),
+``run.intervals`` (the Wilson interval), ``secagg`` (stage names), ``privacy.accounting`` (to
+recompute epsilon), ``privacy.distributed`` (the
 same for institution-level DP), ``privacy.canaries`` and ``privacy.canary_scores`` (numpy: the
 canaries' coins and scores), ``privacy.display`` (epsilon as text), ``tasks.partition`` (the
 majority-class floor of partition.json), numpy, scipy, matplotlib, ``errors`` -- never torch,

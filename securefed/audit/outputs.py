@@ -12,8 +12,8 @@ import json
 from securefed.audit.html import render_html
 from securefed.audit.markdown import render_markdown
 from securefed.audit.plots import Plot, audit_plots
+from securefed.run.folder import AUDIT_RECORD
 
-AUDIT_RECORD = "audit.json"
 AUDIT_MARKDOWN = "audit.md"
 AUDIT_HTML = "audit.html"
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from securefed.run.intervals import wilson_interval
+
 
 def fmt(value: object, digits: int = 4) -> str:
     """A cell: numbers to ``digits`` significant figures, infinity as ∞, absent left empty."""
@@ -38,15 +40,6 @@ def present(rows: list[list[object]]) -> list[list[object]]:
     """The rows that hold a value beyond their label: a missing figure is left out, not shown
     as a blank line."""
     return [row for row in rows if any(cell is not None for cell in row[1:])]
-
-
-def wilson_interval(accuracy: float, n: int) -> tuple[float, float]:
-    """The Wilson 95% interval of an accuracy measured on ``n`` records (scipy's)."""
-    from scipy.stats import binomtest  # scipy: the audit imports it only where it shows one
-
-    hits = round(accuracy * n)
-    ci = binomtest(hits, n).proportion_ci(confidence_level=0.95, method="wilson")
-    return float(ci.low), float(ci.high)
 
 
 def with_interval(value: object, n: int | None, metric: str = "accuracy") -> str:

@@ -14,6 +14,8 @@ canaries     the empirical audit's canaries: planned before round 0, scored and 
 records      metrics records, environment.json, results.json and ledgers.json, typed
 contract     every reader's way in: a record read back, its required keys checked
 energy, progress, summary   energy meter, progress bars, the closing table
+evaluate     ``securefed evaluate``: a saved adapter scored on a task's test split
+intervals    the Wilson interval of an accuracy (evaluate and the audit's tables)
 
 May import: ``model``, ``privacy``, ``secagg``, ``tasks``, ``plan_inputs``, ``config``,
 ``errors``, ``seeding``.

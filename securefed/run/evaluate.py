@@ -23,13 +23,13 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 from torch.utils.data import Subset
 
-from securefed.audit.tables import wilson_interval
 from securefed.config import RunConfig, apply_overrides, load_config, validate
 from securefed.errors import ConfigError, RunFolderError
 from securefed.model.adapters import set_vector
 from securefed.model.prefix_cache import scorer_and_rows
 from securefed.model.training import encode_examples, labels_of, predict
 from securefed.run.folder import CONFIG, STATE, RunFolder, read_json
+from securefed.run.intervals import wilson_interval
 from securefed.run.setup import adapter_model, load_and_partition
 
 HELD_OUT = "held out by the run (every institution's test split)"

@@ -57,6 +57,7 @@ ENERGY = "energy.json"
 WARNINGS = "warnings.json"
 FLOWER_PROGRESS = "flower/progress.jsonl"
 CANARIES = "canaries.json"
+AUDIT_RECORD = "audit.json"  # an audit folder's record (audit/outputs.py writes it)
 
 
 def checkpoint_rel(round_index: int | None) -> str:

@@ -7,9 +7,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from securefed.audit.outputs import AUDIT_RECORD
 from securefed.privacy.display import epsilon_text
-from securefed.run.folder import read_json
+from securefed.run.folder import AUDIT_RECORD, read_json
 
 
 def _cell(block: dict | None, key: str) -> str:
