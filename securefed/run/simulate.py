@@ -38,6 +38,7 @@ from securefed.run.folder import (
     check_creatable,
     read_json,
     removed_unless_a_round_commits,
+    server_state_rel,
     write_json,
 )
 from securefed.run.inprocess import InProcessTransport
@@ -61,6 +62,7 @@ from securefed.run.resume import (
 )
 from securefed.run.run_warnings import RunWarnings
 from securefed.run.seal import seal_run
+from securefed.run.server_optimizer import state_names
 from securefed.run.setup import RunSetup, build_setup, model_facts, plan_sizes, task_facts
 
 
@@ -288,10 +290,14 @@ def _start_or_continue(
     if env["base_weights_sha256"] != base_before:
         raise RunFolderError("the backbone's weights differ from the ones this run started with")
     folder.truncate_metrics(point.next_round - 1)
+    server_state = None  # before round 0: the optimizer's initial state
     if point.next_round > 0:
         privacy.restore(privacy_before(read_json(folder.file(LEDGERS)), point.next_round))
+        if state_names(setup.cfg.training.server_optimizer):
+            server_state = folder.load_server_state(server_state_rel(point.next_round - 1))
     return FederationState(
         global_vector=folder.load_adapter(point.checkpoint),
+        server_state=server_state,
         next_round=point.next_round,
         history=folder.read_metrics(),
     )
