@@ -117,3 +117,39 @@ def test_a_step_on_the_secure_sum_equals_the_step_on_the_plaintext_mean(name):
         for key in state_plain:
             np.testing.assert_allclose(state_secure[key], state_plain[key], rtol=1e-6, atol=1e-12)
     assert np.any(x_plain != 0)
+
+
+def test_the_dp_ledger_is_the_same_whatever_the_server_optimizer_and_proximal_term(tmp_path):
+    """Both act after the noise (the server on the released mean, FedProx on the noised
+    gradient): the same run under FedAvg and under FedAdam with FedProx records the very same
+    privacy events and epsilons, while its adapters differ."""
+    import json
+
+    from securefed.run.folder import RunFolder
+    from securefed.run.simulate import simulate
+
+    tiny = [
+        "task.synthetic.num_examples=96",
+        "training.rounds=2",
+        "training.local_steps=2",
+        "training.batch_size=8",
+        "model.max_length=32",
+        "partition.num_clients=3",
+        "training.clients_per_round=2",
+        "secure_aggregation.enabled=false",
+        "baselines=[]",
+        "privacy.dp.enabled=true",
+        "privacy.dp.target_epsilon=8",
+    ]
+    runs = {}
+    for name, extra in {
+        "fedavg": [],
+        "fedadam_prox": ["training.server_optimizer.name=fedadam", "training.proximal_mu=0.1"],
+    }.items():
+        run_dir, results = simulate(load_config(overrides=tiny + extra), out=str(tmp_path / name))
+        ledgers = json.loads((run_dir / "privacy/ledgers.json").read_text())
+        final = RunFolder(run_dir).load_adapter("checkpoints/round-0001.safetensors")
+        runs[name] = (ledgers, results["privacy"], final)
+    (ledgers_a, report_a, final_a), (ledgers_b, report_b, final_b) = runs.values()
+    assert ledgers_a == ledgers_b and report_a == report_b
+    assert ledgers_a["ledgers"] and not np.array_equal(final_a, final_b)
