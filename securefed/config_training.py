@@ -1,16 +1,17 @@
 """The ``training`` section of the run config: local training, and what the federation adds
 to it -- the server's optimizer on the aggregated update and FedProx's proximal term.
 
-Keys added after sweep cells were committed (``server_optimizer``, ``proximal_mu``) stay out
-of the resolved config while they hold their defaults (pydantic ``exclude_if``): every key of
-the resolved config enters a sweep cell's hash (``securefed.sweep.spec``), so a key that
-appeared in every dump would re-key every committed cell. ``config.py`` imports this module;
+Keys added after sweep cells were committed (``server_optimizer``, ``proximal_mu``,
+``lr_grid``, ``validation_fraction``) stay out of the resolved config while they hold their
+defaults (pydantic ``exclude_if``): every key of the resolved config enters a sweep cell's
+hash (``securefed.sweep.spec``), so a key that appeared in every dump would re-key every
+committed cell. ``config.py`` imports this module;
 it imports nothing of securefed's.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -61,5 +62,12 @@ class TrainingConfig(Section):
     # FedProx (Li et al., MLSys 2020): (mu/2) ||w - w_global||^2 added to each client's local
     # objective; its gradient is added after DP-SGD's clipping and noise (model.training)
     proximal_mu: float = Field(0.0, ge=0.0, le=1e4, exclude_if=lambda v: v == 0.0)
+    # Learning rates chosen alike for every arm (federated, centralized, isolated) on a
+    # validation split carved from the training data (run.tuning); null: training.lr for all.
+    # With any DP on the grid is not used: tuning on private data would itself be a release
+    lr_grid: list[Annotated[float, Field(gt=0.0, le=10.0)]] | None = Field(
+        None, min_length=1, exclude_if=lambda v: v is None
+    )
+    validation_fraction: float = Field(0.1, gt=0.0, lt=0.5, exclude_if=lambda v: v == 0.1)
     eval_batch_size: int = Field(64, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"

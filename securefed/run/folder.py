@@ -5,6 +5,7 @@ Layout (all paths relative to the run folder)::
     config.yaml                  resolved config (every key)
     environment.json             library versions, platform, vector spec, base-weights hash
     partition.json               per-client sizes and label histograms
+    tuning.json                  training.lr_grid set: each arm's learning rate (run.tuning)
     metrics.jsonl                one hash-chained record per finished federated round
     checkpoints/initial.safetensors, checkpoints/round-0003.safetensors
     checkpoints/server-0003.safetensors  the server optimizer's state after that round
@@ -59,6 +60,7 @@ ENERGY = "energy.json"
 WARNINGS = "warnings.json"
 FLOWER_PROGRESS = "flower/progress.jsonl"
 CANARIES = "canaries.json"
+TUNING = "tuning.json"
 
 
 def checkpoint_rel(round_index: int | None) -> str:
@@ -88,7 +90,7 @@ def node_dir_rel(institution: int | str) -> str:
 
 # Written once before round 0; every round's record carries their hashes as well, so
 # ``securefed audit --verify`` checks them too.
-SETUP_FILES = (CONFIG, ENVIRONMENT, PARTITION, checkpoint_rel(None))
+SETUP_FILES = (CONFIG, ENVIRONMENT, PARTITION, TUNING, checkpoint_rel(None))
 
 
 def vector_digest(vector: np.ndarray) -> bytes:

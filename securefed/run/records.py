@@ -89,6 +89,7 @@ class Results(TypedDict, total=False):
     centralized: dict[str, Any]
     isolated: dict[str, Any]
     zero_shot: dict[str, Any]
+    tuning: dict[str, Any]  # training.lr_grid set: tuning.json (run.tuning)
     privacy: dict[str, Any]
     secure_aggregation: dict[str, Any]
     base_weights: BaseWeights

@@ -6,6 +6,7 @@ train the same backbone and adapter on the same client shards.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -109,6 +110,11 @@ class RunSetup:
                 proximal_mu=proximal_mu,
                 **knobs,
             )
+
+    def with_lr(self, lr: float) -> RunSetup:
+        """This setup training at learning rate ``lr`` (the same model, data and splits)."""
+        training = self.cfg.training.model_copy(update={"lr": lr})
+        return dataclasses.replace(self, cfg=self.cfg.model_copy(update={"training": training}))
 
     def expected_rounds_per_client(self) -> float:
         t = self.cfg.training

@@ -33,6 +33,7 @@ from securefed.run.folder import (
     ENVIRONMENT,
     LEDGERS,
     RESULTS,
+    TUNING,
     WARNINGS,
     RunFolder,
     check_creatable,
@@ -64,6 +65,7 @@ from securefed.run.run_warnings import RunWarnings
 from securefed.run.seal import seal_run
 from securefed.run.server_optimizer import state_names
 from securefed.run.setup import RunSetup, build_setup, model_facts, plan_sizes, task_facts
+from securefed.run.tuning import FEDERATED, choose_learning_rates
 
 
 def new_run_dir(cfg: RunConfig, out: str | None) -> Path:
@@ -207,9 +209,12 @@ def _simulate(
         else:
             folder, guard = where, contextlib.nullcontext()
         with guard:
+            tuning = _tuning(setup, folder, point, progress)
             state = _start_or_continue(setup, folder, point, privacy, base_before)
-            transport = InProcessTransport(setup, privacy, progress)
-            with BackgroundBaselines(setup, folder, progress) as background, progress:
+            rates = tuning["lr"] if tuning is not None and tuning["tuned"] else {}
+            federation = setup.with_lr(rates[FEDERATED]) if FEDERATED in rates else setup
+            transport = InProcessTransport(federation, privacy, progress)
+            with BackgroundBaselines(setup, folder, progress, rates) as background, progress:
                 state = run_federation(
                     cfg, folder, state, transport, setup.evaluate, setup.bundle.spec.hash, progress
                 )
@@ -227,6 +232,8 @@ def _simulate(
         cfg.secure_aggregation.enabled,
     )
     results.update(baselines)  # type: ignore[typeddict-item]
+    if tuning is not None:
+        results["tuning"] = tuning
     results["base_weights"] = base_weights(base_before, base_after)
     results["timing"] = {
         **federated_timing(state.history),
@@ -263,6 +270,19 @@ def _open(
     if cfg is None:
         raise ValueError("simulate needs a config, or resume= a run folder")
     return RunFolder(new_run_dir(cfg, out)), cfg, None
+
+
+def _tuning(
+    setup: RunSetup, folder: RunFolder, point: ResumePoint | None, progress: Progress
+) -> dict | None:
+    """Each arm's learning rate (``run.tuning``): chosen and written to ``tuning.json`` before
+    the setup files are hashed (new run), or read back (resume); None without a grid."""
+    if point is not None:
+        return read_json(folder.file(TUNING)) if folder.file(TUNING).is_file() else None
+    tuning = choose_learning_rates(setup, progress)
+    if tuning is not None:
+        write_json(folder.file(TUNING), tuning)
+    return tuning
 
 
 def _start_or_continue(
