@@ -45,6 +45,7 @@ from securefed.run.folder import (
 from securefed.run.inprocess import InProcessTransport
 from securefed.run.lock import LOCK
 from securefed.run.parallel_baselines import BackgroundBaselines
+from securefed.run.partition_view import partition_lines
 from securefed.run.progress import Progress
 from securefed.run.records import (
     Results,
@@ -191,6 +192,8 @@ def _simulate(
             progress.log(f"resume: {repaired}")
         setup = build_setup(cfg)
         attach_canaries(setup)
+        for line in partition_lines(partition_record(setup)):  # training counts withheld under DP
+            progress.log(line)
         privacy = client_privacy(setup)
         if cfg.privacy.dp.enabled:
             steps = [setup.local_steps(c) for c in range(setup.num_clients)]
