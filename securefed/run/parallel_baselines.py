@@ -31,7 +31,8 @@ from securefed.run.setup import RunSetup, resolve_device
 _FORKED_SETUPS: dict[str, RunSetup] = {}  # what a forked worker inherits: each baseline's setup
 
 
-def _one_thread() -> None:
+def one_thread() -> None:
+    """A worker's torch threads: one (a fixed count keeps every number the same run to run)."""
     torch.set_num_threads(1)
 
 
@@ -48,7 +49,8 @@ def _run_in_worker(name: str) -> dict:
 _ERROR = "securefed_error"
 
 
-def _usable_cores() -> int:
+def usable_cores() -> int:
+    """The CPU cores this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
@@ -75,7 +77,7 @@ class BackgroundBaselines:
         self.parallel = (
             bool(self.missing)
             and resolve_device(setup.cfg.training.device) == "cpu"
-            and _usable_cores() > 1
+            and usable_cores() > 1
         )
         self._pool: multiprocessing.pool.Pool | None = None
         self._pending: dict[str, multiprocessing.pool.AsyncResult] = {}
@@ -85,9 +87,9 @@ class BackgroundBaselines:
         global _FORKED_SETUPS
         if self.parallel:
             _FORKED_SETUPS = self.setups
-            _one_thread()
+            one_thread()
             self._pool = multiprocessing.get_context("fork").Pool(
-                len(self.missing), initializer=_one_thread
+                len(self.missing), initializer=one_thread
             )
             self._pending = {
                 name: self._pool.apply_async(_run_in_worker, (name,)) for name in self.missing

@@ -15,6 +15,7 @@ With DP (either mechanism) on, nothing is tuned: choosing a rate by the accuracy
 trained on private records is itself a release the ledgers do not account (Papernot and
 Steinke, ICLR 2022), so every arm keeps the configured rate and the record says why.
 
+The candidates run in forked one-thread workers, one per core (CPU), as the baselines do.
 The choice is written to ``tuning.json`` before round 0, one of the run's setup files (hashed
 into state.json and every round's record), so a resumed run continues with the same rates.
 """
@@ -22,16 +23,18 @@ into state.json and every round's record), so a resumed run continues with the s
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 
 import numpy as np
 from torch.utils.data import Subset
 
 from securefed.run.baselines import RUNNERS
 from securefed.run.federation import fedavg_weight, sample_clients
+from securefed.run.parallel_baselines import one_thread, usable_cores
 from securefed.run.progress import Progress
 from securefed.run.records import EvalMetrics
 from securefed.run.server_optimizer import initial_state, server_step
-from securefed.run.setup import RunSetup, client_update
+from securefed.run.setup import RunSetup, client_update, resolve_device
 from securefed.seeding import derived_seed
 
 FEDERATED = "federated"
@@ -63,17 +66,13 @@ def choose_learning_rates(setup: RunSetup, progress: Progress) -> dict | None:
             "lr": {arm: rate for arm in tuned_arms(setup)},
         }
     held_out = validation_setup(setup)
+    jobs = [(arm, lr) for arm in tuned_arms(setup) for lr in grid]
+    accuracy = dict(zip(jobs, _run_candidates(held_out, jobs), strict=True))
     arms: dict[str, dict] = {}
     for arm in tuned_arms(setup):
-        scores = []
-        for lr in grid:
-            candidate = held_out.with_lr(lr)
-            if arm == FEDERATED:
-                metrics = federated_candidate(candidate, Progress(enabled=False))
-            else:
-                metrics = RUNNERS[arm](candidate, Progress(enabled=False))
-            scores.append(float(metrics["pooled"]["accuracy"]))
-            progress.log(f"tuning {arm}: lr {lr:g} -> validation accuracy {scores[-1]:.3f}")
+        scores = [accuracy[arm, lr] for lr in grid]
+        for lr, score in zip(grid, scores, strict=True):
+            progress.log(f"tuning {arm}: lr {lr:g} -> validation accuracy {score:.3f}")
         chosen = grid[int(np.argmax(scores))]  # argmax: the first of equal scores
         arms[arm] = {
             "lr": chosen,
@@ -88,6 +87,38 @@ def choose_learning_rates(setup: RunSetup, progress: Progress) -> dict | None:
         "lr": {arm: a["lr"] for arm, a in arms.items()},
         "arms": arms,
     }
+
+
+_HELD_OUT: RunSetup | None = None  # what a forked candidate worker inherits
+
+
+def _candidate(job: tuple[str, float]) -> float:
+    """One arm at one rate on the validation setup: its pooled validation accuracy."""
+    assert _HELD_OUT is not None, "candidate run without a validation setup"
+    arm, lr = job
+    candidate, quiet = _HELD_OUT.with_lr(lr), Progress(enabled=False)
+    if arm == FEDERATED:
+        metrics = federated_candidate(candidate, quiet)
+    else:
+        metrics = RUNNERS[arm](candidate, quiet)
+    return float(metrics["pooled"]["accuracy"])
+
+
+def _run_candidates(held_out: RunSetup, jobs: list[tuple[str, float]]) -> list[float]:
+    """Every candidate's accuracy: in forked one-thread workers, one per core, on a CPU with
+    several (as the baselines run, ``parallel_baselines``); else one after the other here.
+    Each candidate is seeded on its own, so the order and the process do not matter."""
+    global _HELD_OUT
+    _HELD_OUT = held_out
+    try:
+        cores = usable_cores()
+        if resolve_device(held_out.cfg.training.device) != "cpu" or cores < 2:
+            return [_candidate(job) for job in jobs]
+        context = multiprocessing.get_context("fork")
+        with context.Pool(min(cores, len(jobs)), initializer=one_thread) as pool:
+            return pool.map(_candidate, jobs, chunksize=1)
+    finally:
+        _HELD_OUT = None
 
 
 def validation_setup(setup: RunSetup) -> RunSetup:
