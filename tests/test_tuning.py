@@ -78,3 +78,26 @@ def test_each_arm_trains_at_the_rate_it_chose(tmp_path):
             out=str(tmp_path / arm),
         )
         assert tuned[arm]["pooled"] == fixed[arm]["pooled"], arm
+
+
+def test_the_audit_states_how_each_rate_was_chosen():
+    from securefed.audit.markdown import _learning_rates
+
+    assert "not tuned" in _learning_rates(None)
+    fixed = {
+        "grid": [0.1],
+        "tuned": False,
+        "reason": tuning.NOT_TUNED_UNDER_DP,
+        "lr": {"federated": 4.0},
+    }
+    assert "federated 4" in _learning_rates(fixed) and "DP is on" in _learning_rates(fixed)
+    chosen = {
+        "grid": [0.001, 0.003],
+        "tuned": True,
+        "lr": {"federated": 0.003, "centralized": 0.001},
+        "metric": "pooled accuracy on the validation parts of the training shards",
+        "validation_records": 64,
+        "validation_fraction": 0.1,
+    }
+    text = _learning_rates(chosen)
+    assert "federated 0.003, centralized 0.001" in text and "64 records" in text
