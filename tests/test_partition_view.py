@@ -23,10 +23,19 @@ def test_the_histograms_are_shown_with_dp_off():
     assert lines[0].startswith("partition: label skew, Dirichlet alpha 0.1 (label_skew ")
     for c, line in zip(summary["clients"], lines[1:], strict=True):
         counts = ", ".join(f"{k} {v}" for k, v in c["train_labels"].items())
-        assert f"train {c['train_size']} [{counts}]" in line
+        assert f"train {c['train_size']} ({counts})" in line
 
 
 def test_training_counts_are_withheld_with_dp_on():
     shown = "\n".join(partition_lines(_summary(withhold=True)))
     assert "withheld" in shown and "train " not in shown and "label_skew" not in shown
     assert "test " in shown
+
+
+def test_the_histograms_survive_the_console():  # rich reads [..] as markup and drops it
+    from rich.console import Console
+
+    console = Console(record=True, width=200)
+    for line in partition_lines(_summary(withhold=False)):
+        console.log(line)
+    assert "neg " in console.export_text()

@@ -34,4 +34,5 @@ def partition_lines(summary: dict) -> list[str]:
 
 
 def _histogram(counts: dict[str, int]) -> str:
-    return "[" + ", ".join(f"{label} {n}" for label, n in counts.items()) + "]"
+    # parentheses, not brackets: the console reads [...] as markup and drops it
+    return "(" + ", ".join(f"{label} {n}" for label, n in counts.items()) + ")"
