@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from opacus import GradSampleModule
 from opacus.optimizers import DPOptimizer
+from tiny_run import TINY
 
 import securefed.model.training as training
 from securefed.config import load_config
@@ -52,17 +53,5 @@ def test_only_the_federation_clients_train_with_the_proximal_term(tmp_path, monk
         real(optimizer, params, mu)
 
     monkeypatch.setattr(training, "add_proximal_term", spy)
-    overrides = [
-        "task.synthetic.num_examples=96",
-        "training.rounds=2",
-        "training.local_steps=2",
-        "training.batch_size=8",
-        "model.max_length=32",
-        "partition.num_clients=3",
-        "training.clients_per_round=2",
-        "secure_aggregation.enabled=false",
-        "baselines=[]",
-        "training.proximal_mu=0.25",
-    ]
-    simulate(load_config(overrides=overrides), out=str(tmp_path / "run"))
+    simulate(load_config(overrides=[*TINY, "training.proximal_mu=0.25"]), out=str(tmp_path / "r"))
     assert calls == [0.25] * 4  # 2 rounds x 2 clients

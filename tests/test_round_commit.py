@@ -9,6 +9,7 @@ import shutil
 
 import numpy as np
 import pytest
+from tiny_run import TINY
 
 import securefed.run.folder as folder_module
 from securefed.cli import main
@@ -16,17 +17,6 @@ from securefed.config import load_config
 from securefed.run.folder import RunFolder
 from securefed.run.simulate import simulate
 
-TINY = [
-    "task.synthetic.num_examples=96",
-    "training.rounds=2",
-    "training.local_steps=2",
-    "training.batch_size=8",
-    "model.max_length=32",
-    "partition.num_clients=3",
-    "training.clients_per_round=2",
-    "secure_aggregation.enabled=false",
-    "baselines=[]",
-]
 NOT_REPEATABLE = {"wall_s", "cpu_s", "timing", "energy", "record_hash", "prev_hash", "resumed"}
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tiny_run import TINY
 
 from securefed.config import load_config
 from securefed.config_training import SERVER_OPTIMIZERS, ServerOptimizerConfig
@@ -128,19 +129,7 @@ def test_the_dp_ledger_is_the_same_whatever_the_server_optimizer_and_proximal_te
     from securefed.run.folder import RunFolder
     from securefed.run.simulate import simulate
 
-    tiny = [
-        "task.synthetic.num_examples=96",
-        "training.rounds=2",
-        "training.local_steps=2",
-        "training.batch_size=8",
-        "model.max_length=32",
-        "partition.num_clients=3",
-        "training.clients_per_round=2",
-        "secure_aggregation.enabled=false",
-        "baselines=[]",
-        "privacy.dp.enabled=true",
-        "privacy.dp.target_epsilon=8",
-    ]
+    tiny = [*TINY, "privacy.dp.enabled=true", "privacy.dp.target_epsilon=8"]
     runs = {}
     for name, extra in {
         "fedavg": [],

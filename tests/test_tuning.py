@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import tiny_run
 
 import securefed.run.tuning as tuning
 from securefed.config import load_config
@@ -14,17 +15,7 @@ from securefed.run.progress import Progress
 from securefed.run.setup import build_setup
 from securefed.run.simulate import simulate
 
-TINY = [
-    "task.synthetic.num_examples=120",
-    "training.rounds=2",
-    "training.local_steps=2",
-    "training.batch_size=8",
-    "model.max_length=32",
-    "partition.num_clients=3",
-    "training.clients_per_round=2",
-    "secure_aggregation.enabled=false",
-    "baselines=[centralized]",
-]
+TINY = [*tiny_run.TINY, "task.synthetic.num_examples=120", "baselines=[centralized]"]
 
 
 def _indices(subsets) -> list[set[int]]:
