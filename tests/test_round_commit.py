@@ -12,6 +12,7 @@ import pytest
 from tiny_run import TINY
 
 import securefed.run.folder as folder_module
+from securefed.audit import verify_run
 from securefed.cli import main
 from securefed.config import load_config
 from securefed.run.folder import RunFolder
@@ -122,6 +123,7 @@ def test_a_kill_mid_run_with_fedadam_resumes_to_the_same_run(tmp_path, monkeypat
         writes = _spy_writes(patch)
         run_dir, _ = simulate(load_config(overrides=FEDADAM), out=str(tmp_path / "reference"))
     expected = _outcome(run_dir)
+    assert verify_run(run_dir).ok  # the optimizer's state files are in the hash chain
     states = [i for i, w in enumerate(writes) if w.endswith("state.json")]  # setup, r0, r1
     round1 = writes[states[1] + 1 : states[2] + 1]
     assert round1[:2] == [

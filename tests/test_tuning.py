@@ -10,6 +10,7 @@ import pytest
 import tiny_run
 
 import securefed.run.tuning as tuning
+from securefed.audit import verify_run
 from securefed.config import load_config
 from securefed.run.progress import Progress
 from securefed.run.setup import build_setup
@@ -60,6 +61,7 @@ def test_each_arm_trains_at_the_rate_it_chose(tmp_path):
     )
     record = json.loads((tmp_path / "t" / "tuning.json").read_text())
     assert tuned["tuning"] == record and record["tuned"]
+    assert verify_run(tmp_path / "t").ok  # tuning.json is bound into the records
     for arm in ("federated", "centralized"):
         scores = record["arms"][arm]["validation_accuracy"]
         assert list(scores) == [repr(lr) for lr in grid]
