@@ -5,8 +5,8 @@ an error rather than a silent default. Cross-field rules (cohort vs threshold, m
 impossible combinations) run in ``RunConfig``'s validator, before any work starts. Errors are
 turned into one ``ConfigError`` line naming the key, the value and what is allowed.
 
-May import: pydantic, yaml, scipy, ``config_yaml``, ``secagg`` (its round planner and overflow
-check: a config that cannot run is refused when it is loaded), ``errors``.
+May import: pydantic, yaml, scipy, ``config_training``, ``config_yaml``, ``secagg`` (its round
+planner and overflow check: a config that cannot run is refused when it is loaded), ``errors``.
 """
 
 from __future__ import annotations
@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 from scipy import stats
 
+from securefed.config_training import Section as _Section
+from securefed.config_training import TrainingConfig
 from securefed.config_yaml import (
     apply_overrides,
     default_config_path,
@@ -31,12 +33,6 @@ from securefed.errors import ConfigError
 from securefed.secagg import STAGES, SecAggParams, check_no_overflow, plan_round
 
 TASK_NAMES = ("synthetic_finance", "synthetic_medqa", "medqa", "medmcqa", "fpb", "fiqa_sa")
-
-
-class _Section(BaseModel):
-    # NaN and infinity pass every range check unnoticed (or fail it with a misleading message):
-    # refused as "not a finite number" wherever a float is read.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, allow_inf_nan=False)
 
 
 class SyntheticConfig(_Section):
@@ -78,24 +74,6 @@ class ModelConfig(_Section):
     max_length: int = Field(96, ge=8, le=8192)
     adapter_layers: str = Field("all", pattern=r"^(all|top-[1-9][0-9]*)$")
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-
-
-class TrainingConfig(_Section):
-    rounds: int = Field(5, ge=1, le=100_000)
-    clients_per_round: int = Field(4, ge=1)
-    local_epochs: float = Field(1.0, gt=0.0, le=1000)
-    local_steps: int | None = Field(None, ge=1)
-    batch_size: int = Field(16, ge=1, le=65_536)
-    lr: float = Field(3.0e-3, gt=0.0, le=10.0)
-    weight_decay: float = Field(0.0, ge=0.0)
-    dp_optimizer: Literal["adamw", "sgd", "adam_bc"] = "adamw"
-    dp_lr: float | None = Field(None, gt=0.0, le=10.0)
-    dp_momentum: float = Field(0.9, ge=0.0, lt=1.0)
-    linear_probe_rounds: int = Field(0, ge=0)
-    weighting: Literal["auto", "uniform", "examples"] = "auto"  # resolved at load, see below
-    server_lr: float = Field(1.0, gt=0.0, le=100.0)
-    eval_batch_size: int = Field(64, ge=1)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
 # The least noise the accountants can bound in reasonable time (securefed.privacy.accounting

@@ -9,24 +9,15 @@ import shutil
 
 import numpy as np
 import pytest
+from tiny_run import TINY
 
 import securefed.run.folder as folder_module
+from securefed.audit import verify_run
 from securefed.cli import main
 from securefed.config import load_config
 from securefed.run.folder import RunFolder
 from securefed.run.simulate import simulate
 
-TINY = [
-    "task.synthetic.num_examples=96",
-    "training.rounds=2",
-    "training.local_steps=2",
-    "training.batch_size=8",
-    "model.max_length=32",
-    "partition.num_clients=3",
-    "training.clients_per_round=2",
-    "secure_aggregation.enabled=false",
-    "baselines=[]",
-]
 NOT_REPEATABLE = {"wall_s", "cpu_s", "timing", "energy", "record_hash", "prev_hash", "resumed"}
 
 
@@ -46,6 +37,7 @@ def _spy_writes(monkeypatch, kill_after: int | None = None) -> list[str]:
     """Every file write of the run, in order; ``Killed`` right after write ``kill_after``."""
     writes: list[str] = []
     text_write, adapter_write = folder_module.atomic_write_text, RunFolder.save_adapter
+    server_write = RunFolder.save_server_state
 
     def record(name: str) -> None:
         writes.append(name)
@@ -61,8 +53,13 @@ def _spy_writes(monkeypatch, kill_after: int | None = None) -> list[str]:
         record(rel)
         return digest
 
+    def save_server_state(self, rel, state):
+        server_write(self, rel, state)
+        record(rel)
+
     monkeypatch.setattr(folder_module, "atomic_write_text", atomic_write_text)
     monkeypatch.setattr(RunFolder, "save_adapter", save_adapter)
+    monkeypatch.setattr(RunFolder, "save_server_state", save_server_state)
     return writes
 
 
@@ -111,6 +108,34 @@ def test_a_kill_between_any_two_writes_of_a_round_resumes_to_the_same_run(
             _spy_writes(patch, kill_after)
             with pytest.raises(Killed):
                 simulate(load_config(overrides=TINY), out=str(out))
+        simulate(resume=str(out))
+        _assert_same(_outcome(out), expected)
+
+
+FEDADAM = [*TINY, "training.server_optimizer.name=fedadam", "training.server_lr=0.01"]
+
+
+def test_a_kill_mid_run_with_fedadam_resumes_to_the_same_run(tmp_path, monkeypatch):
+    """FedAdam's moments are part of each round's commit: a run killed inside round 1 (after
+    its checkpoint, after its optimizer state, after its metrics record) and resumed takes
+    round 1's step from round 0's committed moments, as the uninterrupted run did."""
+    with monkeypatch.context() as patch:
+        writes = _spy_writes(patch)
+        run_dir, _ = simulate(load_config(overrides=FEDADAM), out=str(tmp_path / "reference"))
+    expected = _outcome(run_dir)
+    assert verify_run(run_dir).ok  # the optimizer's state files are in the hash chain
+    states = [i for i, w in enumerate(writes) if w.endswith("state.json")]  # setup, r0, r1
+    round1 = writes[states[1] + 1 : states[2] + 1]
+    assert round1[:2] == [
+        "checkpoints/round-0001.safetensors",
+        "checkpoints/server-0001.safetensors",
+    ]
+    for kill_after in range(states[1] + 1, states[2]):
+        out = tmp_path / f"killed-after-{kill_after}"
+        with monkeypatch.context() as patch:
+            _spy_writes(patch, kill_after)
+            with pytest.raises(Killed):
+                simulate(load_config(overrides=FEDADAM), out=str(out))
         simulate(resume=str(out))
         _assert_same(_outcome(out), expected)
 

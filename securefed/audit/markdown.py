@@ -269,6 +269,20 @@ def _secure_aggregation(sa: dict) -> str:
     return head + "\n\nPer round (institution ids):\n\n" + table(header, rows)
 
 
+def _learning_rates(tuning: dict | None) -> str:
+    """How each arm's learning rate was chosen (``run.tuning``)."""
+    if tuning is None:
+        return "Learning rates: training.lr for every arm (no training.lr_grid: not tuned)."
+    rates = ", ".join(f"{arm} {lr:g}" for arm, lr in tuning["lr"].items())
+    if not tuning["tuned"]:
+        return f"Learning rates ({rates}): {tuning['reason']} (grid {tuning['grid']} unused)."
+    return (
+        f"Learning rates chosen alike by each arm from the grid {tuning['grid']}: {rates}, by "
+        f"{tuning['metric']} ({tuning['validation_records']} records, "
+        f"{tuning['validation_fraction']:g} of each shard); the test splits were not used."
+    )
+
+
 def _accuracy(audit: dict) -> str:
     acc = audit["accuracy"]
     metric = acc["primary_metric"]
@@ -329,6 +343,7 @@ def _accuracy(audit: dict) -> str:
             "each institution alone; per institution on its own test split, pooled as the mean of "
             "the institutions' models on the pooled test set.",
             "Pooled test set:\n\n" + pooled,
+            _learning_rates(acc["learning_rates"]),
             majority,
             "Each institution's own test split:\n\n" + clients,
             *absent,

@@ -46,6 +46,7 @@ def accuracy_section(run: RunSnapshot) -> dict:
             "isolated": isolated["pooled"] if isolated else None,
         },
         "clients": clients,
+        "learning_rates": (run.results or {}).get("tuning"),  # run.tuning; None: no grid
         "majority_class": majority_class(run.partition),
         "by_round": [
             {"round": r["round"], "pooled": r["eval"]["pooled"], "clients": r["eval"]["clients"]}

@@ -55,6 +55,7 @@ from securefed.run.folder import (
     RESULTS,
     SETUP_FILES,
     STATE,
+    TUNING,
     WARNINGS,
     RunFolder,
     checkpoint_rel,
@@ -112,8 +113,9 @@ def _check_artefacts(run: RunSnapshot, out: Verification) -> None:
                 f"file on disk is checked against round {last_round}'s hash"
             )
     if run.metrics:
-        for rel in SETUP_FILES:
-            if rel not in history:
+        tuned = (run.config.get("training") or {}).get("lr_grid") is not None
+        for rel in SETUP_FILES:  # tuning.json exists where lr_grid is set (run.tuning)
+            if rel not in history and (rel != TUNING or tuned):
                 out.expect("artefact recorded", rel, "a sha256 in metrics.jsonl", "none recorded")
 
 

@@ -4,7 +4,8 @@ Classification records are one row (see ``adapters``): encoders return C logits 
 head; causal LMs the log-likelihood of each of the C answer tokens after the prompt. Multiple-
 choice records are one row per option (``option_rows``), scored one score per row.
 Local training is plain AdamW on the adapter, or DP-SGD through ``securefed.privacy.dp_sgd``
-when a ``DPStep`` plan is given.
+when a ``DPStep`` plan is given; either can carry FedProx's proximal term
+(``add_proximal_term``).
 """
 
 from __future__ import annotations
@@ -139,6 +140,28 @@ def _optimizer(bundle: AdapterModel, lr: float, weight_decay: float) -> torch.op
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 
+def add_proximal_term(
+    optimizer: torch.optim.Optimizer, params: Sequence[torch.nn.Parameter], mu: float
+) -> None:
+    """FedProx (Li et al., MLSys 2020): the gradient of (mu/2) ||w - w_start||^2 added to each
+    step's gradient, ``w_start`` the global adapter the round began from.
+
+    A step pre-hook on ``optimizer``: under DP-SGD that is the optimizer Opacus wraps, whose
+    step runs after per-sample clipping and noise, so the proximal gradient is added outside
+    both. It depends on no record (only on the current parameters, already a DP output, and
+    on the global adapter the client was sent): post-processing, with no effect on the
+    sensitivity or the privacy accounting."""
+    anchor = [p.detach().clone() for p in params]
+
+    def add(_optimizer: torch.optim.Optimizer, _args: tuple, _kwargs: dict) -> None:
+        with torch.no_grad():
+            for p, start in zip(params, anchor, strict=True):
+                if p.grad is not None:
+                    p.grad.add_(p - start, alpha=mu)
+
+    optimizer.register_step_pre_hook(add)
+
+
 def train_local(
     bundle: AdapterModel,
     data: Subset | TensorDataset,
@@ -153,6 +176,7 @@ def train_local(
     canaries: tuple[CanaryPlan, int] | None = None,
     canary_clip_norm: float = 1.0,
     input_canaries: Dataset | None = None,
+    proximal_mu: float = 0.0,
 ) -> LocalStats:
     """Train the adapter in place for ``steps`` optimizer steps on ``data``.
 
@@ -165,7 +189,8 @@ def train_local(
     They are not records of ``data``: no count or loss reported here includes them.
     ``input_canaries``: this institution's included input canaries, which join ``data`` as
     records (``carried_rows``): shuffled or Poisson-sampled with them, at q = B / len(data),
-    and left out of the reported ``examples`` and ``mean_loss``.
+    and left out of the reported ``examples`` and ``mean_loss``. ``proximal_mu`` > 0:
+    FedProx's proximal term towards the adapter training starts from (``add_proximal_term``).
     """
     bundle.model.train()
     # Dropout inside the backbone draws from torch's global RNG: seed it from this client's
@@ -175,9 +200,10 @@ def train_local(
     if input_canaries is not None:
         data, loss_fn = CarriedRows(data, input_canaries), RecordLoss(example_losses)
         tally = loss_fn
+    trainable = [p for _, p in trainable_parameters(bundle.model)]
     if dp is not None:
         optimizer = make_dp_optimizer(
-            [p for _, p in trainable_parameters(bundle.model)],
+            trainable,
             dp.optimizer,
             lr=dp.lr if dp.lr is not None else lr,
             weight_decay=weight_decay,
@@ -186,6 +212,8 @@ def train_local(
             max_grad_norm=dp.max_grad_norm,
             expected_batch=min(batch_size, records),
         )
+        if proximal_mu:
+            add_proximal_term(optimizer, trainable, proximal_mu)
         stats = train_private(
             bundle,
             data,
@@ -201,6 +229,8 @@ def train_local(
         )
         return stats if tally is None else _records_only(stats, tally)
     optimizer = _optimizer(bundle, lr, weight_decay)
+    if proximal_mu:
+        add_proximal_term(optimizer, trainable, proximal_mu)
     loader = DataLoader(data, batch_size=batch_size, shuffle=True, generator=generator)
     canary_rows = None
     if canaries is not None:

@@ -4,6 +4,10 @@ federation   THE round loop (sample -> train and aggregate -> global step -> eva
              record), transport-agnostic; ``Transport`` is what a transport provides
 inprocess    the transport of ``securefed simulate``: clients are function calls
 aggregation  one round's secure (securefed.secagg) or plain aggregation; torch-free
+server_optimizer  the server's step on the unmasked mean (FedAvg, FedAvgM, FedAdam, FedYogi,
+             FedAdagrad) and its state, committed with each round; numpy only
+tuning       each arm's learning rate from one grid on a validation part of the training data
+partition_view  the shards' histograms printed before round 0 (withheld under DP)
 simulate     ``securefed simulate``: open or resume a run folder, run, write results
 setup        data, partition, model and encoded splits, built once per run
 baselines    centralized and isolated references on the same budget of local steps

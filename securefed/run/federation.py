@@ -2,7 +2,8 @@
 
     per round sample clients (seeded) -> transport: local training (optionally DP-SGD) and
               aggregation (secure: only the masked sum reaches the server; or plain)
-              -> global += server_lr * weighted mean delta -> evaluate -> record
+              -> the server optimizer's step on the weighted mean delta (fedavg: global +=
+              server_lr * mean delta; ``server_optimizer``) -> evaluate -> record
     finally   transport delivers the final global adapter
 
 A transport provides the two things that depend on where the clients are (``Transport``):
@@ -28,9 +29,17 @@ import numpy as np
 
 from securefed.config import RunConfig
 from securefed.run.aggregation import AggregateResult
-from securefed.run.folder import LEDGERS, RunFolder, transcript_rel, vector_hash, write_json
+from securefed.run.folder import (
+    LEDGERS,
+    RunFolder,
+    server_state_rel,
+    transcript_rel,
+    vector_hash,
+    write_json,
+)
 from securefed.run.progress import Progress
 from securefed.run.records import EvalMetrics, RoundRecord
+from securefed.run.server_optimizer import ServerState, initial_state, server_step
 from securefed.seeding import derived_seed
 
 
@@ -61,9 +70,11 @@ class Transport(Protocol):
 
 @dataclass
 class FederationState:
-    """What a resumed run needs: the global adapter, the next round, the records so far."""
+    """What a resumed run needs: the global adapter, the server optimizer's state, the next
+    round, the records so far."""
 
     global_vector: np.ndarray  # (d,) float32
+    server_state: ServerState | None = None  # None: the optimizer's state before round 0
     next_round: int = 0
     history: list[RoundRecord] = field(default_factory=list)
     delivery_wall_s: float = 0.0  # handing the final adapter to the clients
@@ -93,6 +104,9 @@ def run_federation(
     progress: Progress,
 ) -> FederationState:
     """Run rounds ``state.next_round .. rounds-1``, recording each one as it finishes."""
+    optimizer = cfg.training.server_optimizer
+    if state.server_state is None:
+        state.server_state = initial_state(optimizer, int(state.global_vector.shape[0]))
     for r in progress.iterate(
         range(state.next_round, cfg.training.rounds),
         "rounds",
@@ -103,16 +117,20 @@ def run_federation(
         # ---- sample, then train and aggregate: the server learns only the (masked) sum ------
         sampled = sample_clients(cfg, cfg.partition.num_clients, r)
         outcome = transport.train_and_aggregate(r, sampled, state.global_vector)
-        # ---- the global step ----------------------------------------------------------------
+        # ---- the global step: the server optimizer on the unmasked mean (post-processing) -----
         mean_delta = outcome.aggregate.mean_delta
         if mean_delta is not None:
-            state.global_vector = (
-                state.global_vector + cfg.training.server_lr * mean_delta
-            ).astype(np.float32)
+            state.global_vector, state.server_state = server_step(
+                optimizer,
+                cfg.training.server_lr,
+                state.global_vector,
+                mean_delta,
+                state.server_state,
+            )
         # ---- evaluate the new global adapter (where the server holds test data) -------------
         metrics = evaluate(state.global_vector)
         # ---- record: checkpoint, transcript, ledgers, hash-chained metrics line -------------
-        record = _record(folder, r, sampled, outcome, state.global_vector, spec_hash, metrics)
+        record = _record(folder, r, sampled, outcome, state, spec_hash, metrics)
         record["wall_s"] = time.perf_counter() - started
         record["cpu_s"] = time.process_time() - cpu_started
         state.history.append(folder.append_metrics(record))
@@ -134,13 +152,17 @@ def _record(
     r: int,
     sampled: list[int],
     outcome: RoundOutcome,
-    global_vector: np.ndarray,
+    state: FederationState,
     spec_hash: str,
     metrics: EvalMetrics | None,
 ) -> RoundRecord:
     """Write this round's artefacts; the metrics record that names them (without timings)."""
+    global_vector = state.global_vector
     artefacts = [folder.checkpoint_rel(r)]
     folder.save_adapter(artefacts[0], global_vector, spec_hash)
+    if state.server_state:  # a stateful server optimizer: its state is part of the commit
+        artefacts.append(server_state_rel(r))
+        folder.save_server_state(artefacts[-1], state.server_state)
     agg = outcome.aggregate
     if agg.transcript is not None:
         write_json(folder.file(transcript_rel(r)), agg.transcript)

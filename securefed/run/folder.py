@@ -5,8 +5,11 @@ Layout (all paths relative to the run folder)::
     config.yaml                  resolved config (every key)
     environment.json             library versions, platform, vector spec, base-weights hash
     partition.json               per-client sizes and label histograms
+    tuning.json                  training.lr_grid set: each arm's learning rate (run.tuning)
     metrics.jsonl                one hash-chained record per finished federated round
     checkpoints/initial.safetensors, checkpoints/round-0003.safetensors
+    checkpoints/server-0003.safetensors  the server optimizer's state after that round
+                                 (stateful optimizers only: fedavgm, fedadam, ...)
     secagg/round-0003.json       secure-aggregation transcript summary of that round
     privacy/ledgers.json         every institution's privacy events (recomputable epsilon)
     baselines/centralized.json, baselines/isolated.json
@@ -39,7 +42,7 @@ from typing import Any
 
 import numpy as np
 from safetensors import SafetensorError
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load, load_file, save, save_file
 
 from securefed.errors import OutputError, RunFolderError
 from securefed.run.lock import LOCK, RunLock, release_folder
@@ -58,12 +61,18 @@ WARNINGS = "warnings.json"
 FLOWER_PROGRESS = "flower/progress.jsonl"
 CANARIES = "canaries.json"
 AUDIT_RECORD = "audit.json"  # an audit folder's record (audit/outputs.py writes it)
+TUNING = "tuning.json"
 
 
 def checkpoint_rel(round_index: int | None) -> str:
     """The global adapter after ``round_index`` (``None``: the one every run starts from)."""
     name = "initial" if round_index is None else f"round-{round_index:04d}"
     return f"checkpoints/{name}.safetensors"
+
+
+def server_state_rel(round_index: int) -> str:
+    """The server optimizer's state after ``round_index`` (``run.server_optimizer``)."""
+    return f"checkpoints/server-{round_index:04d}.safetensors"
 
 
 def transcript_rel(round_index: int) -> str:
@@ -82,7 +91,7 @@ def node_dir_rel(institution: int | str) -> str:
 
 # Written once before round 0; every round's record carries their hashes as well, so
 # ``securefed audit --verify`` checks them too.
-SETUP_FILES = (CONFIG, ENVIRONMENT, PARTITION, checkpoint_rel(None))
+SETUP_FILES = (CONFIG, ENVIRONMENT, PARTITION, TUNING, checkpoint_rel(None))
 
 
 def vector_digest(vector: np.ndarray) -> bytes:
@@ -263,6 +272,18 @@ class RunFolder:
         if not path.is_file():
             raise RunFolderError(f"checkpoint {path} is missing")
         return load_file(str(path))["adapter"]
+
+    def save_server_state(self, rel: str, state: dict[str, np.ndarray]) -> None:
+        """The server optimizer's arrays (float64), written atomically."""
+        atomic_write_bytes(
+            self.file(rel), save({k: np.ascontiguousarray(v) for k, v in state.items()})
+        )
+
+    def load_server_state(self, rel: str) -> dict[str, np.ndarray]:
+        path = self.file(rel)
+        if not path.is_file():
+            raise RunFolderError(f"the server optimizer's state {path} is missing")
+        return load(path.read_bytes())
 
     # ---- metrics log -------------------------------------------------------------------
     def read_metrics(self) -> list[dict]:

@@ -28,19 +28,20 @@ from securefed.run.folder import RunFolder, baseline_rel, read_json, write_json
 from securefed.run.progress import Progress
 from securefed.run.setup import RunSetup, resolve_device
 
-_FORKED_SETUP: RunSetup | None = None  # what a forked worker inherits from the parent
+_FORKED_SETUPS: dict[str, RunSetup] = {}  # what a forked worker inherits: each baseline's setup
 
 
-def _one_thread() -> None:
+def one_thread() -> None:
+    """A worker's torch threads: one (a fixed count keeps every number the same run to run)."""
     torch.set_num_threads(1)
 
 
 def _run_in_worker(name: str) -> dict:
     """One baseline's result; a user error comes back as its one-line message (securefed's
     errors take several constructor arguments, so they do not survive pickling as such)."""
-    assert _FORKED_SETUP is not None, "worker started without a setup"
+    assert name in _FORKED_SETUPS, "worker started without a setup"
     try:
-        return RUNNERS[name](_FORKED_SETUP, Progress(enabled=False))
+        return RUNNERS[name](_FORKED_SETUPS[name], Progress(enabled=False))
     except SecurefedError as exc:
         return {_ERROR: str(exc)}
 
@@ -48,35 +49,47 @@ def _run_in_worker(name: str) -> dict:
 _ERROR = "securefed_error"
 
 
-def _usable_cores() -> int:
+def usable_cores() -> int:
+    """The CPU cores this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class BackgroundBaselines:
     """Context manager: on enter, start every missing baseline (in workers where possible);
-    ``results()`` after the federation returns all of them, from disk or freshly run."""
+    ``results()`` after the federation returns all of them, from disk or freshly run.
+    ``rates``: a baseline's learning rate where ``run.tuning`` chose one."""
 
-    def __init__(self, setup: RunSetup, folder: RunFolder, progress: Progress) -> None:
+    def __init__(
+        self,
+        setup: RunSetup,
+        folder: RunFolder,
+        progress: Progress,
+        rates: dict[str, float] | None = None,
+    ) -> None:
         self.setup, self.folder, self.progress = setup, folder, progress
+        self.setups = {
+            name: setup.with_lr(rates[name]) if rates and name in rates else setup
+            for name in setup.cfg.baselines
+        }
         self.missing = [
             name for name in setup.cfg.baselines if not folder.file(baseline_rel(name)).is_file()
         ]
         self.parallel = (
             bool(self.missing)
             and resolve_device(setup.cfg.training.device) == "cpu"
-            and _usable_cores() > 1
+            and usable_cores() > 1
         )
         self._pool: multiprocessing.pool.Pool | None = None
         self._pending: dict[str, multiprocessing.pool.AsyncResult] = {}
         self._threads = torch.get_num_threads()
 
     def __enter__(self) -> BackgroundBaselines:
-        global _FORKED_SETUP
+        global _FORKED_SETUPS
         if self.parallel:
-            _FORKED_SETUP = self.setup
-            _one_thread()
+            _FORKED_SETUPS = self.setups
+            one_thread()
             self._pool = multiprocessing.get_context("fork").Pool(
-                len(self.missing), initializer=_one_thread
+                len(self.missing), initializer=one_thread
             )
             self._pending = {
                 name: self._pool.apply_async(_run_in_worker, (name,)) for name in self.missing
@@ -84,7 +97,7 @@ class BackgroundBaselines:
         return self
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
-        global _FORKED_SETUP
+        global _FORKED_SETUPS
         if self._pool is not None:
             if exc_type is None:
                 self._pool.close()
@@ -92,7 +105,7 @@ class BackgroundBaselines:
                 self._pool.terminate()
             self._pool.join()  # waited-for workers: their CPU time is in energy.json
             self._pool = None
-        _FORKED_SETUP = None
+        _FORKED_SETUPS = {}
         torch.set_num_threads(self._threads)
 
     def results(self) -> dict[str, dict]:
@@ -108,7 +121,7 @@ class BackgroundBaselines:
                 if _ERROR in result:
                     raise SecurefedError(result[_ERROR])
             else:
-                result = RUNNERS[name](self.setup, self.progress)
+                result = RUNNERS[name](self.setups[name], self.progress)
             write_json(path, result)
             out[name] = result
             self.progress.log(f"{name}: pooled {self.progress.metrics(result['pooled'])}")

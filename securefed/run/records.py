@@ -99,6 +99,7 @@ class Results(_ResultsKeys, total=False):
     centralized: dict[str, Any]
     isolated: dict[str, Any]
     zero_shot: dict[str, Any]
+    tuning: dict[str, Any]  # training.lr_grid set: tuning.json (run.tuning)
     base_weights: BaseWeights
     transport: dict[str, Any]
     timing: dict[str, Any]

@@ -6,6 +6,7 @@ train the same backbone and adapter on the same client shards.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -82,12 +83,14 @@ class RunSetup:
         head_only_round: bool = False,
         canaries: tuple[CanaryPlan, int] | None = None,
         input_canaries: Subset | None = None,
+        proximal_mu: float = 0.0,
     ) -> LocalStats:
         """Load ``start`` into the adapter and train it in place for ``steps`` steps on
         ``data``, batches drawn from a generator seeded by ``seed_parts`` (see
         ``securefed.seeding``); ``dp`` is a DP plan or None; gradient ``canaries`` (plan,
-        institution) join its steps, ``input_canaries`` (rows) its records. The one training
-        call of the federation's clients and of both baselines."""
+        institution) join its steps, ``input_canaries`` (rows) its records; ``proximal_mu``:
+        FedProx's term towards ``start``. The one training call of the federation's clients
+        and of both baselines."""
         t = self.cfg.training
         set_vector(self.scorer.model, start, self.scorer.spec)
         generator = torch.Generator().manual_seed(derived_seed(self.cfg.seed, *seed_parts))
@@ -104,8 +107,14 @@ class RunSetup:
                 canaries=canaries,
                 canary_clip_norm=self.cfg.privacy.dp.max_grad_norm,
                 input_canaries=input_canaries,
+                proximal_mu=proximal_mu,
                 **knobs,
             )
+
+    def with_lr(self, lr: float) -> RunSetup:
+        """This setup training at learning rate ``lr`` (the same model, data and splits)."""
+        training = self.cfg.training.model_copy(update={"lr": lr})
+        return dataclasses.replace(self, cfg=self.cfg.model_copy(update={"training": training}))
 
     def expected_rounds_per_client(self) -> float:
         t = self.cfg.training
@@ -160,6 +169,7 @@ def client_update(
         head_only_round=head_only_round,
         canaries=carried,
         input_canaries=rows,
+        proximal_mu=setup.cfg.training.proximal_mu,
     )
     delta = get_vector(setup.bundle.model) - global_vector  # (d,) float32
     return delta, stats

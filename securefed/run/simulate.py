@@ -33,16 +33,19 @@ from securefed.run.folder import (
     ENVIRONMENT,
     LEDGERS,
     RESULTS,
+    TUNING,
     WARNINGS,
     RunFolder,
     check_creatable,
     read_json,
     removed_unless_a_round_commits,
+    server_state_rel,
     write_json,
 )
 from securefed.run.inprocess import InProcessTransport
 from securefed.run.lock import LOCK
 from securefed.run.parallel_baselines import BackgroundBaselines
+from securefed.run.partition_view import partition_lines
 from securefed.run.progress import Progress
 from securefed.run.records import (
     Results,
@@ -61,7 +64,9 @@ from securefed.run.resume import (
 )
 from securefed.run.run_warnings import RunWarnings
 from securefed.run.seal import seal_run
+from securefed.run.server_optimizer import state_names
 from securefed.run.setup import RunSetup, build_setup, model_facts, plan_sizes, task_facts
+from securefed.run.tuning import FEDERATED, choose_learning_rates
 
 
 def new_run_dir(cfg: RunConfig, out: str | None) -> Path:
@@ -187,6 +192,8 @@ def _simulate(
             progress.log(f"resume: {repaired}")
         setup = build_setup(cfg)
         attach_canaries(setup)
+        for line in partition_lines(partition_record(setup)):  # training counts withheld under DP
+            progress.log(line)
         privacy = client_privacy(setup)
         if cfg.privacy.dp.enabled:
             steps = [setup.local_steps(c) for c in range(setup.num_clients)]
@@ -205,9 +212,12 @@ def _simulate(
         else:
             folder, guard = where, contextlib.nullcontext()
         with guard:
+            tuning = _tuning(setup, folder, point, progress)
             state = _start_or_continue(setup, folder, point, privacy, base_before)
-            transport = InProcessTransport(setup, privacy, progress)
-            with BackgroundBaselines(setup, folder, progress) as background, progress:
+            rates = tuning["lr"] if tuning is not None and tuning["tuned"] else {}
+            federation = setup.with_lr(rates[FEDERATED]) if FEDERATED in rates else setup
+            transport = InProcessTransport(federation, privacy, progress)
+            with BackgroundBaselines(setup, folder, progress, rates) as background, progress:
                 state = run_federation(
                     cfg, folder, state, transport, setup.evaluate, setup.bundle.spec.hash, progress
                 )
@@ -225,6 +235,8 @@ def _simulate(
         cfg.secure_aggregation.enabled,
     )
     results.update(baselines)  # type: ignore[typeddict-item]
+    if tuning is not None:
+        results["tuning"] = tuning
     results["base_weights"] = base_weights(base_before, base_after)
     results["timing"] = {
         **federated_timing(state.history),
@@ -263,6 +275,19 @@ def _open(
     return RunFolder(new_run_dir(cfg, out)), cfg, None
 
 
+def _tuning(
+    setup: RunSetup, folder: RunFolder, point: ResumePoint | None, progress: Progress
+) -> dict | None:
+    """Each arm's learning rate (``run.tuning``): chosen and written to ``tuning.json`` before
+    the setup files are hashed (new run), or read back (resume); None without a grid."""
+    if point is not None:
+        return read_json(folder.file(TUNING)) if folder.file(TUNING).is_file() else None
+    tuning = choose_learning_rates(setup, progress)
+    if tuning is not None:
+        write_json(folder.file(TUNING), tuning)
+    return tuning
+
+
 def _start_or_continue(
     setup: RunSetup,
     folder: RunFolder,
@@ -288,10 +313,14 @@ def _start_or_continue(
     if env["base_weights_sha256"] != base_before:
         raise RunFolderError("the backbone's weights differ from the ones this run started with")
     folder.truncate_metrics(point.next_round - 1)
+    server_state = None  # before round 0: the optimizer's initial state
     if point.next_round > 0:
         privacy.restore(privacy_before(read_json(folder.file(LEDGERS)), point.next_round))
+        if state_names(setup.cfg.training.server_optimizer):
+            server_state = folder.load_server_state(server_state_rel(point.next_round - 1))
     return FederationState(
         global_vector=folder.load_adapter(point.checkpoint),
+        server_state=server_state,
         next_round=point.next_round,
         history=folder.read_metrics(),
     )

@@ -64,6 +64,12 @@ SHORT_NAMES = {
     "partition.num_clients": "clients",
     "secure_aggregation.enabled": "secagg",
     "partition.alpha": "alpha",
+    "partition.scheme": "",
+    "partition.column": "",
+    "training.server_optimizer.name": "",
+    "training.server_optimizer.momentum": "m",
+    "training.server_lr": "slr",
+    "training.proximal_mu": "prox",
 }
 
 
