@@ -22,7 +22,7 @@ evaluate     ``securefed evaluate``: a saved adapter scored on a task's test spl
 intervals    the Wilson interval of an accuracy (evaluate and the audit's tables)
 
 May import: ``model``, ``privacy``, ``secagg``, ``tasks``, ``plan_inputs``, ``config``,
-``errors``, ``seeding``.
+``config_training``, ``errors``, ``seeding``.
 Exports nothing here: ``folder``, ``aggregation`` and ``federation`` stay torch-free so light
 commands (the audit, the Flower protocol stages) can use them; import submodules directly.
 """
