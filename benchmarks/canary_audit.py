@@ -100,20 +100,19 @@ def run_one(
 
 
 def rescore(run_dir: Path) -> dict:
-    """A saved run folder's figures with this checkout's gradient-canary scoring."""
+    """A saved run folder's figures with this checkout's gradient-canary scoring (from the
+    run's canary trace)."""
     from securefed.audit.empirical_report import section_from_record
     from securefed.privacy.canaries import CanaryPlan
     from securefed.privacy.canary_scores import gradient_scores
-    from securefed.run.canaries import released_adapters
-    from securefed.run.folder import CANARIES, RunFolder
+    from securefed.privacy.canary_trace import CanaryTrace
+    from securefed.run.folder import CANARIES, CANARY_TRACE, RunFolder
 
     folder = RunFolder(run_dir)
     record = json.loads(folder.file(CANARIES).read_text())
-    rounds = [int(r["round"]) for r in folder.read_metrics()]
-    scores = gradient_scores(
-        CanaryPlan.from_json(record["plan"]), released_adapters(folder, rounds)
-    )
-    section = section_from_record(record, scores)
+    plan = CanaryPlan.from_json(record["plan"])
+    trace = CanaryTrace.from_arrays(plan, folder.load_arrays(CANARY_TRACE))
+    section = section_from_record(record, gradient_scores(plan, trace))
     return {
         "run": run_dir.name,
         **_figures(section),
@@ -146,7 +145,7 @@ def _figures(section: dict) -> dict:
         "lower_bound": section["epsilon_lower_bound"],
         "estimate": section["epsilon_estimate"],
         "interval": section["epsilon_estimate_interval"],
-        "estimate_share_of_claim": section["epsilon_estimate"] / claimed,
+        "estimate_share_of_claim": float(section["epsilon_estimate"]) / claimed,
     }
 
 

@@ -217,8 +217,8 @@ def one_shot_estimate(
     # percentile 67-76% coverage, basic 96-97% (m = 1000, epsilon 2 and 8, delta 1e-5).
     # Near epsilon 0 (no leak) every bootstrap copy lies above the plug-in estimate, and the
     # reflection would end below it: the interval is widened to hold the estimate.
-    if np.isinf(eps):
-        interval = (float(q_low), float("inf"))
+    if np.isinf(eps):  # copies that are all infinite interpolate to nan: take an order statistic
+        interval = (float(np.quantile(boot, tail, method="lower")), float("inf"))
     else:
         low, high = max(0.0, 2 * eps - float(q_high)), max(0.0, 2 * eps - float(q_low))
         interval = (min(low, eps), max(high, eps))
