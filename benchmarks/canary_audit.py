@@ -7,19 +7,20 @@ overrides (e.g. more training). The figures are the audit's own (``build_audit``
 ``empirical`` section). The broken case scales DP-SGD's noise through ``dp_training``'s
 test-only ``noise_scale_for_testing`` (patched in this process only). Prints one line per
 run, with the estimate's share of the claim. ``--rescore RUN_DIR ...`` recomputes the scores
-and figures of saved run folders with this checkout's scoring (no training). ``--ideal SIGMA
-...`` draws the scores the best possible auditor of a Dirac canary would get from what the
-server sees (the records' own gradients gone, equal weight on every step): the canary's
-Binomial(steps, q) samples plus the sum of every institution's noise over those steps, for
-configs/dp.yaml's q = 0.128, 32 canary-carrying steps and 4 institutions; five draws each.
+and figures of saved run folders with this checkout's scoring, from their canary traces (no
+training). ``--ideal SIGMA ...`` draws the scores of the best linear auditor of a Dirac
+canary: its Binomial(steps, q) samples plus the noise over those steps, for configs/dp.yaml's
+q = 0.128 and 32 canary-carrying steps, five draws each; of one institution's own DP-SGD
+output (what the audit scores: ``privacy.canary_trace``) and of the server's view (the sum
+of 4 institutions' noise, without the records' drift or the optimizer).
 
     PYTHONPATH=. HF_HUB_OFFLINE=1 python benchmarks/canary_audit.py [--seeds 0 1 2]
         [--scenarios dp_off eps8 eps2 broken_eps2] [--canaries 1000] [--kind input]
         [--set KEY=VALUE ...] [--out DIR] [--config configs/dp.yaml] [--rescore RUN_DIR ...]
         [--ideal SIGMA ...]
 
-On the 2-core reference machine a DP run takes 1-3 minutes (most of it calibration and
-1000 canaries' directions), the DP-off run under one.
+On configs/dp.yaml a run takes about 4 minutes alone on the 2-core reference machine, and
+20-25 minutes when the machine is shared (docs/empirical-audit.md).
 """
 
 from __future__ import annotations

@@ -267,13 +267,12 @@ DP_RECIPE = [
 
 
 @pytest.mark.parametrize(("noise_scale", "fires"), [(1.0, False), (0.1, True)])
-def test_the_audit_catches_a_run_without_noise_and_verifies(tmp_path, noise_scale, fires):
+def test_the_audit_catches_a_tenth_of_the_noise_and_verifies(tmp_path, noise_scale, fires):
     """DP runs with 1000 canaries: honest noise stays below the claim; a tenth of the noise
     (the ledger still records the full sigma) fires the critical flag: 4.1-4.6 against 3.48
     in simulation of 16 steps at q = 1/2 (configs/dp.yaml's figures: benchmarks/
-    canary_audit.py). Scored on the released global adapters instead of the carriers'
-    traces, the bound stayed below 2 here. Either way every score recomputes from the run's
-    canary trace (``verify_run``)."""
+    canary_audit.py). Either way every score recomputes from the run's canary trace
+    (``verify_run``), and a trace with a step left out disagrees with the ledger."""
     import securefed.privacy.dp_sgd as dp_sgd
     from securefed.run.simulate import simulate
 
