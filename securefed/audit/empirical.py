@@ -1,10 +1,9 @@
 """Empirical privacy from canaries in one training run: a lower bound and an estimate.
 
 A run that carries m canaries includes each with probability 1/2 by a secret coin. After the
-run, every canary gets a score from the released model (higher = "looks included"): for a
-gradient canary, the cosine of its direction with the step the released adapter took
-(initial minus final: descent moves against a gradient); for an input
-canary, minus its loss. From the scores and the coins:
+run, every canary gets a score (higher = "looks included"): for a gradient canary, from its
+carrier's own privatized gradient at every step (``privacy.canary_scores``); for an input
+canary, minus its loss under the released model. From the scores and the coins:
 
 - ``one_run_lower_bound``: Steinke, Nasr and Jagielski, "Privacy Auditing with One (1)
   Training Run" (NeurIPS 2023, arXiv 2305.08846). An auditor who sees only the scores guesses

@@ -62,6 +62,7 @@ def test_the_audit_shows_the_figures_beside_the_claim_with_the_plot(canary_audit
     page = (canary_audit / "audit.html").read_text()
     section = page[page.index("Empirical privacy") :]
     assert "one-run lower bound" in section and "claimed epsilon" in section
+    assert "Observer: the scores read each carrier's own privatized gradient" in section
     assert '<img src="data:image/png;base64,' in section and 'alt="canary scores"' in section
     assert (canary_audit / "plots" / "canary_scores.png").is_file()
 
