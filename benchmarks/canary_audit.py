@@ -7,19 +7,20 @@ overrides (e.g. more training). The figures are the audit's own (``build_audit``
 ``empirical`` section). The broken case scales DP-SGD's noise through ``dp_training``'s
 test-only ``noise_scale_for_testing`` (patched in this process only). Prints one line per
 run, with the estimate's share of the claim. ``--rescore RUN_DIR ...`` recomputes the scores
-and figures of saved run folders with this checkout's scoring (no training). ``--ideal SIGMA
-...`` draws the scores the best possible auditor of a Dirac canary would get from what the
-server sees (the records' own gradients gone, equal weight on every step): the canary's
-Binomial(steps, q) samples plus the sum of every institution's noise over those steps, for
-configs/dp.yaml's q = 0.128, 32 canary-carrying steps and 4 institutions; five draws each.
+and figures of saved run folders with this checkout's scoring, from their canary traces (no
+training). ``--ideal SIGMA ...`` draws the scores of the best linear auditor of a Dirac
+canary: its Binomial(steps, q) samples plus the noise over those steps, for configs/dp.yaml's
+q = 0.128 and 32 canary-carrying steps, five draws each; of one institution's own DP-SGD
+output (what the audit scores: ``privacy.canary_trace``) and of the server's view (the sum
+of 4 institutions' noise, without the records' drift or the optimizer).
 
     PYTHONPATH=. HF_HUB_OFFLINE=1 python benchmarks/canary_audit.py [--seeds 0 1 2]
         [--scenarios dp_off eps8 eps2 broken_eps2] [--canaries 1000] [--kind input]
         [--set KEY=VALUE ...] [--out DIR] [--config configs/dp.yaml] [--rescore RUN_DIR ...]
         [--ideal SIGMA ...]
 
-On the 2-core reference machine a DP run takes 1-3 minutes (most of it calibration and
-1000 canaries' directions), the DP-off run under one.
+On configs/dp.yaml a run takes about 4 minutes alone on the 2-core reference machine, and
+20-25 minutes when the machine is shared (docs/empirical-audit.md).
 """
 
 from __future__ import annotations
@@ -100,20 +101,19 @@ def run_one(
 
 
 def rescore(run_dir: Path) -> dict:
-    """A saved run folder's figures with this checkout's gradient-canary scoring."""
+    """A saved run folder's figures with this checkout's gradient-canary scoring (from the
+    run's canary trace)."""
     from securefed.audit.empirical_report import section_from_record
     from securefed.privacy.canaries import CanaryPlan
     from securefed.privacy.canary_scores import gradient_scores
-    from securefed.run.canaries import released_adapters
-    from securefed.run.folder import CANARIES, RunFolder
+    from securefed.privacy.canary_trace import CanaryTrace
+    from securefed.run.folder import CANARIES, CANARY_TRACE, RunFolder
 
     folder = RunFolder(run_dir)
     record = json.loads(folder.file(CANARIES).read_text())
-    rounds = [int(r["round"]) for r in folder.read_metrics()]
-    scores = gradient_scores(
-        CanaryPlan.from_json(record["plan"]), released_adapters(folder, rounds)
-    )
-    section = section_from_record(record, scores)
+    plan = CanaryPlan.from_json(record["plan"])
+    trace = CanaryTrace.from_arrays(plan, folder.load_arrays(CANARY_TRACE))
+    section = section_from_record(record, gradient_scores(plan, trace))
     return {
         "run": run_dir.name,
         **_figures(section),
@@ -146,7 +146,7 @@ def _figures(section: dict) -> dict:
         "lower_bound": section["epsilon_lower_bound"],
         "estimate": section["epsilon_estimate"],
         "interval": section["epsilon_estimate_interval"],
-        "estimate_share_of_claim": section["epsilon_estimate"] / claimed,
+        "estimate_share_of_claim": float(section["epsilon_estimate"]) / claimed,
     }
 
 

@@ -1,10 +1,9 @@
 """Empirical privacy from canaries in one training run: a lower bound and an estimate.
 
 A run that carries m canaries includes each with probability 1/2 by a secret coin. After the
-run, every canary gets a score from the released model (higher = "looks included"): for a
-gradient canary, the cosine of its direction with the step the released adapter took
-(initial minus final: descent moves against a gradient); for an input
-canary, minus its loss. From the scores and the coins:
+run, every canary gets a score (higher = "looks included"): for a gradient canary, from its
+carrier's own privatized gradient at every step (``privacy.canary_scores``); for an input
+canary, minus its loss under the released model. From the scores and the coins:
 
 - ``one_run_lower_bound``: Steinke, Nasr and Jagielski, "Privacy Auditing with One (1)
   Training Run" (NeurIPS 2023, arXiv 2305.08846). An auditor who sees only the scores guesses
@@ -217,8 +216,8 @@ def one_shot_estimate(
     # percentile 67-76% coverage, basic 96-97% (m = 1000, epsilon 2 and 8, delta 1e-5).
     # Near epsilon 0 (no leak) every bootstrap copy lies above the plug-in estimate, and the
     # reflection would end below it: the interval is widened to hold the estimate.
-    if np.isinf(eps):
-        interval = (float(q_low), float("inf"))
+    if np.isinf(eps):  # copies that are all infinite interpolate to nan: take an order statistic
+        interval = (float(np.quantile(boot, tail, method="lower")), float("inf"))
     else:
         low, high = max(0.0, 2 * eps - float(q_high)), max(0.0, 2 * eps - float(q_low))
         interval = (min(low, eps), max(high, eps))

@@ -10,9 +10,9 @@ that claim, so a bound above it contradicts the run's privacy claim).
 ``section_from_record`` turns that record into the section (figures, and the record's own
 plan and scores, so an audit folder can recompute its figures alone); ``empirical_flags``
 raises the critical flag when the lower bound exceeds the claim; ``verify_scores``
-recomputes the scores from the global adapters (checkpoints): of gradient canaries from
-every released round's (numpy, ``privacy.canary_scores``), of input canaries from the final
-one's losses on the canaries regenerated from the seed, which needs the backbone
+recomputes the scores: of gradient canaries from their carriers' trace in the run folder
+(numpy, ``privacy.canary_scores``), of input canaries from the final global adapter's losses
+on the canaries regenerated from the seed, which needs the backbone
 (``securefed.run.canaries``, imported then: torch); ``verify_figures`` recomputes both
 figures from the scores and coins; each lists what does not match.
 """
@@ -23,6 +23,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+from safetensors import SafetensorError
 
 from securefed.audit.empirical import (
     CONFIDENCE,
@@ -32,10 +33,11 @@ from securefed.audit.empirical import (
 )
 from securefed.privacy.canaries import CanaryPlan
 from securefed.privacy.canary_scores import gradient_scores
-from securefed.run.folder import CANARIES
+from securefed.privacy.canary_trace import CanaryTrace
+from securefed.run.folder import CANARIES, CANARY_TRACE, RunFolder
 
 BOOTSTRAP_SEED = 0  # the interval is a bootstrap: a fixed seed makes it recomputable
-SCORE_REL_TOL = 1e-6  # float32 checkpoints: scores recomputed in float64 from the same bytes
+SCORE_REL_TOL = 1e-6  # scores recomputed in float64 from the same float32 trace values
 # Input canaries' losses come from a float32 forward pass: the same on one machine, within
 # ~1e-6 across thread counts or devices (the audit recomputes them on the CPU).
 INPUT_SCORE_TOL = 1e-5
@@ -121,13 +123,15 @@ def empirical_flags(section: dict | None) -> list[dict]:
             }
         ]
     if section["estimate_exceeds_claim"]:
-        low, high = section["epsilon_estimate_interval"]
+        # strict JSON holds an infinite estimate (perfectly separated scores) as "inf"
+        low, high = (float(v) for v in section["epsilon_estimate_interval"])
+        estimate = float(section["epsilon_estimate"])
         return [
             {
                 "severity": "caveat",
                 "code": "empirical_estimate_above_claim",
                 "message": (
-                    f"The empirical estimate from {who} ({section['epsilon_estimate']:.2f}, "
+                    f"The empirical estimate from {who} ({estimate:.2f}, "
                     f"interval {low:.2f}-{high:.2f}) lies above {claim}; the lower bound "
                     f"({section['epsilon_lower_bound']:.2f}, at most "
                     f"{section['lower_bound_ceiling']:.2f} with this many canaries) does not "
@@ -139,47 +143,47 @@ def empirical_flags(section: dict | None) -> list[dict]:
 
 
 def verify_empirical(
-    section: dict,
-    record: dict,
-    adapters: list[np.ndarray] | np.ndarray | None = None,
-    run_dir: Path | None = None,
+    section: dict, record: dict, run_dir: Path, final: np.ndarray | None = None
 ) -> list[str]:
     """``verify_scores`` then ``verify_figures`` against the recomputed scores."""
-    problems, scores = verify_scores(record, adapters, run_dir)
+    problems, scores = verify_scores(record, run_dir, final)
     return problems + verify_figures(section, {**record, "scores": scores.tolist()})
 
 
 def verify_scores(
-    record: dict, adapters: list[np.ndarray] | np.ndarray | None, run_dir: Path | None = None
+    record: dict, run_dir: Path, final: np.ndarray | None = None
 ) -> tuple[list[str], np.ndarray]:
-    """The canaries' scores recomputed from the global adapters ``adapters`` [rounds + 1, d]
-    (the initial one, then each round's): gradient canaries' from all of them, input
-    canaries' from the final one and the run folder ``run_dir`` (its config names the
-    backbone); one line per mismatch with the record, and the scores to recompute the
-    figures from."""
+    """The canaries' scores recomputed from the run folder ``run_dir``: gradient canaries'
+    from its ``canary_trace.safetensors`` (bound by the seal), input canaries' from the
+    ``final`` global adapter and the backbone its config names; one line per mismatch with
+    the record, and the scores to recompute the figures from."""
     plan = CanaryPlan.from_json(record["plan"])
     recorded = np.asarray(record["scores"], dtype=np.float64)
-    if adapters is None or len(adapters) < 2:
-        return [f"{CANARIES}: the scores need the initial and every round's checkpoint"], recorded
     if plan.kind == "input":
-        if run_dir is None:
-            return [f"{CANARIES}: input canaries are rescored from their run folder"], recorded
+        if final is None:
+            return [f"{CANARIES}: input canaries need the final checkpoint"], recorded
         from securefed.run.canaries import (
             rescore_input_canaries,  # lazy: imports torch, needed for input canaries only
         )
 
-        scores = rescore_input_canaries(run_dir, plan, adapters[-1])
+        scores = rescore_input_canaries(run_dir, plan, final)
         tolerance = INPUT_SCORE_TOL
     else:
-        scores, tolerance = gradient_scores(plan, np.stack(adapters)), SCORE_REL_TOL
+        try:
+            arrays = RunFolder(run_dir).load_arrays(CANARY_TRACE)
+            trace = CanaryTrace.from_arrays(plan, arrays)
+        except (OSError, SafetensorError, ValueError) as exc:
+            return [f"{CANARY_TRACE}: missing or not the plan's ({exc})"], recorded
+        scores, tolerance = gradient_scores(plan, trace), SCORE_REL_TOL
     if recorded.shape != scores.shape:
         return [f"{CANARIES} scores: {recorded.size} recorded for {plan.count} canaries"], scores
     atol = tolerance if plan.kind == "input" else 1e-12
     if not np.allclose(scores, recorded, rtol=tolerance, atol=atol):
         worst = int(np.argmax(np.abs(scores - recorded)))
+        source = "the final checkpoint" if plan.kind == "input" else CANARY_TRACE
         return [
             f"{CANARIES} scores: canary {worst} recorded {recorded[worst]!r}, "
-            f"the checkpoints give {scores[worst]!r}"
+            f"{source} gives {scores[worst]!r}"
         ], scores
     return [], scores
 

@@ -153,6 +153,21 @@ def epsilon_by_round_markdown(by_round: list[dict], ids: list[str]) -> str:
     )
 
 
+# Who the figures assume sees what the canaries are scored on (docs/empirical-audit.md).
+OBSERVERS = {
+    "gradient": (
+        "Observer: the scores read each carrier's own privatized gradient at every DP-SGD "
+        "step, less its records' clipped part: the strongest observer the sample-level claim "
+        "allows (it knows every other record), far more than the server, which sees only the "
+        "masked sum of updates. The optimizer after the noise is outside what it tests."
+    ),
+    "input": (
+        "Observer: the scores are the canaries' losses under the final global adapter, which "
+        "anyone holding the released adapter can compute."
+    ),
+}
+
+
 def empirical_markdown(empirical: dict, scores_plot: str | None) -> str:
     """The leak measured by the run's canaries beside the epsilon claimed for them;
     ``scores_plot``: the image of the canary scores (None: not drawn)."""
@@ -186,6 +201,9 @@ def empirical_markdown(empirical: dict, scores_plot: str | None) -> str:
         "(Steinke, Nasr and Jagielski 2023) holds at the stated confidence for any "
         f"implementation: it guessed {guesses['in']} in and {guesses['out']} out, "
         f"{guesses['correct']} right. The estimate (Andrew et al. 2024) fits one Gaussian to "
-        "each group of scores; it is no bound.\n\n" + table(["", ""], present(rows))
+        "each group of scores; it is no bound. "
+        + OBSERVERS[empirical["canary_kind"]]
+        + "\n\n"
+        + table(["", ""], present(rows))
     )
     return head + text + (f"\n\n![canary scores]({scores_plot})" if scores_plot else "")

@@ -22,11 +22,12 @@ Checks, each against the files as they are now:
    (``securefed simulate``), and ``state.json`` committing every round of the chain;
 6. ``results.json`` against the chain (final metrics, rounds, aborted rounds, timing sums)
    and against ``baselines/*.json``;
-7. a run with canaries: ``canaries.json``'s scores recomputed from the initial and every
-   round's checkpoints (hashed in the chain; input canaries: their losses under the final
-   adapter, on the backbone the config names), gradient canaries' matrices from the config and
-   the vector spec in ``environment.json``, its claim from the epsilons ``results.json`` reports
-   (checked in 4), its count and kind against the config.
+7. a run with canaries: ``canaries.json``'s scores recomputed (gradient canaries: from their
+   carriers' ``canary_trace.safetensors``, bound by the seal, whose steps must be the ledger's;
+   input canaries: their losses under the final adapter, hashed in the chain, on the backbone
+   the config names), gradient canaries' matrices from the config and the vector spec in
+   ``environment.json``, its claim from the epsilons ``results.json`` reports (checked in 4),
+   its count and kind against the config.
 
 ``verify_records`` runs these checks; ``bound.verify_run`` adds the audits bound to the
 run, and ``bound.verify_audit`` checks an audit folder instead (its ``audit.json`` alone, as
@@ -43,14 +44,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from safetensors import SafetensorError
+
 from securefed.audit.empirical_report import verify_scores
 from securefed.audit.epsilons import check_epsilons
 from securefed.audit.institution import check_institution
 from securefed.audit.source import BASELINES, RunSnapshot, read_snapshot
 from securefed.audit.verification import Verification
 from securefed.privacy.canaries import CanaryPlan, canary_blocks, canary_claim
+from securefed.privacy.canary_trace import CanaryTrace
 from securefed.run.folder import (
     CANARIES,
+    CANARY_TRACE,
     GENESIS_HASH,
     RESULTS,
     SETUP_FILES,
@@ -258,15 +263,18 @@ def _check_canaries(run: RunSnapshot, out: Verification) -> None:
         shapes = tuple(tuple(shape) for shape in spec["shapes"])
         blocks = canary_blocks(tuple(spec["names"]), shapes, parameters)
         out.expect("canary blocks", f"{CANARIES} plan", list(plan.blocks), list(blocks))
-    folder = RunFolder(run.path)
-    rounds = [int(record["round"]) for record in run.metrics]
-    checkpoints = [folder.checkpoint_rel(r) for r in [None, *rounds]]
-    if not rounds or not all(folder.file(rel).is_file() for rel in checkpoints):
-        out.expect("canary scores", CANARIES, "initial and every round's checkpoint", "missing")
-        return
-    adapters = [folder.load_adapter(rel) for rel in checkpoints]
-    problems, _ = verify_scores(run.canaries, adapters, run.path)
-    out.expect("canary scores", f"{CANARIES} vs the {len(checkpoints)} checkpoints", problems, [])
+    final = None
+    if plan.kind == "input":
+        folder, rounds = RunFolder(run.path), [int(record["round"]) for record in run.metrics]
+        final_rel = folder.checkpoint_rel(rounds[-1]) if rounds else ""
+        if not rounds or not folder.file(final_rel).is_file():
+            out.expect("canary scores", CANARIES, "the final checkpoint", "missing")
+            return
+        final = folder.load_adapter(final_rel)
+    problems, _ = verify_scores(run.canaries, run.path, final)
+    source = "the final checkpoint" if plan.kind == "input" else CANARY_TRACE
+    out.expect("canary scores", f"{CANARIES} vs {source}", problems, [])
+    _check_trace_steps(run, plan, out)
     if run.results is not None:
         epsilon, delta = canary_claim(plan, run.results["privacy"])
         out.expect(
@@ -275,3 +283,27 @@ def _check_canaries(run: RunSnapshot, out: Verification) -> None:
             [run.canaries["claimed_epsilon"], run.canaries["delta"]],
             [epsilon, delta],
         )
+
+
+def _check_trace_steps(run: RunSnapshot, plan: CanaryPlan, out: Verification) -> None:
+    """Under DP-SGD, each carrier's trace holds one row per noised step its ledger records in
+    the rounds the canaries rode (from ``training.linear_probe_rounds`` on): a trace with
+    steps left out would audit less than the claim covers."""
+    ledgers = (run.ledgers or {}).get("ledgers") or {}
+    if plan.kind != "gradient" or not (run.ledgers or {}).get("dp_enabled"):
+        return
+    try:
+        trace = CanaryTrace.from_arrays(plan, RunFolder(run.path).load_arrays(CANARY_TRACE))
+    except (OSError, SafetensorError, ValueError):
+        return  # the scores' check reports it
+    probe = run.cfg.training.linear_probe_rounds
+    for c in plan.institutions:
+        events = (ledgers.get(str(c)) or {}).get("events") or []
+        steps = sum(
+            int(e["steps"])
+            for e in events
+            if e.get("kind") == "poisson_gaussian" and int(e["round_index"]) >= probe
+        )
+        where = f"{CANARY_TRACE} institution {c} vs its ledger's steps"
+        out.expect("canary trace steps", where, len(trace.steps(c)[0]), steps)
+

@@ -25,7 +25,7 @@ from securefed.model.adapters import AdapterModel, trainable_parameters
 from securefed.model.carried_rows import CarriedRows, RecordLoss
 from securefed.model.option_rows import encode_option_rows, option_scores, rows_per_record
 from securefed.model.prompts import continuation, prompt_text, special_tokens
-from securefed.privacy.canaries import CanaryPlan
+from securefed.privacy.canary_trace import CarriedCanaries
 from securefed.privacy.dp_canary_rows import GradientCanaryRows
 from securefed.privacy.dp_optimizers import make_dp_optimizer
 from securefed.privacy.dp_sgd import train_private
@@ -173,7 +173,7 @@ def train_local(
     generator: torch.Generator,
     dp: DPPlan | None = None,
     on_step: Callable[[], None] | None = None,
-    canaries: tuple[CanaryPlan, int] | None = None,
+    canaries: CarriedCanaries | None = None,
     canary_clip_norm: float = 1.0,
     input_canaries: Dataset | None = None,
     proximal_mu: float = 0.0,
@@ -181,7 +181,7 @@ def train_local(
     """Train the adapter in place for ``steps`` optimizer steps on ``data``.
 
     Without DP: uniformly shuffled mini-batches (seeded by ``generator``). With ``dp`` (a
-    ``DPPlan``): Opacus DP-SGD with Poisson sampling. ``canaries`` = (plan, institution):
+    ``DPPlan``): Opacus DP-SGD with Poisson sampling. ``canaries`` (plan, institution, trace):
     that institution's included gradient canaries join its steps (``dp_canary_rows``): under
     DP Poisson-sampled at q = B / len(data) and appended before clipping, without DP once an
     epoch each, as the shuffled records are, added unclipped to the batch-mean gradient (norm
@@ -235,7 +235,7 @@ def train_local(
     canary_rows = None
     if canaries is not None:
         canary_rows = GradientCanaryRows(
-            *canaries,
+            canaries,
             [p for _, p in trainable_parameters(bundle.model)],
             min(1.0, batch_size / records),
             canary_clip_norm,
@@ -251,8 +251,10 @@ def train_local(
             loss.backward()
             if canary_rows is not None:
                 rows = int(batch[0].shape[0])
+                canary_rows.note_batch_records([p.grad for p in canary_rows.params], rows)
                 for p, canary in canary_rows().items():
                     p.grad += canary.to(p.grad).sum(0) / rows  # the batch mean's scale
+                canary_rows.note_released([p.grad for p in canary_rows.params], rows)
             optimizer.step()
             losses.append(float(loss.detach()))
             seen += int(batch[0].shape[0])

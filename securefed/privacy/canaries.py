@@ -86,11 +86,15 @@ class CanaryPlan:
         """The institution that carries canary ``index``."""
         return self.institutions[index % len(self.institutions)]
 
+    def carried_by(self, institution: int) -> np.ndarray:
+        """Indices of every canary ``institution`` carries, included or not (ascending)."""
+        carried = np.arange(self.count) % len(self.institutions)
+        return np.flatnonzero(carried == self.institutions.index(institution))
+
     def included_at(self, institution: int) -> np.ndarray:
         """Indices of the included canaries that ``institution`` trains on (ascending)."""
-        carried = np.arange(self.count) % len(self.institutions)
-        mine = carried == self.institutions.index(institution)
-        return np.flatnonzero(mine & self.included)
+        carried = self.carried_by(institution)
+        return carried[self.included[carried]]
 
     def to_json(self) -> dict:
         return {

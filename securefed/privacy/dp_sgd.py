@@ -45,7 +45,6 @@ weights silently corrupted under DP); otherwise the round stops with ``AdapterCo
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -61,7 +60,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from securefed.errors import ConfigError
-from securefed.privacy.canaries import CanaryPlan
+from securefed.privacy.canary_trace import CarriedCanaries
 from securefed.privacy.dp_canary_rows import GradientCanaryRows
 from securefed.privacy.dp_optimizers import check_step_moved_adapter
 from securefed.privacy.dp_sampling import (
@@ -94,14 +93,12 @@ class _RecordingCollate:
         return self.collate(samples)
 
 
-ExtraRows = Callable[[], dict[torch.Tensor, torch.Tensor]]
-
-
 class _CheckedDPOptimizer(DPOptimizer):
     """Opacus's DPOptimizer that first checks one gradient row per example of a loader batch,
-    then appends the rows of ``extra_rows`` (canaries; per parameter) before clipping, draws
-    its noise from ``csprng`` when given, and checks every step left the adapter finite and
-    changed (Opacus issue 820)."""
+    then appends the rows of ``extra_rows`` (canaries; per parameter) before clipping (noting
+    the records' part and the released gradient in their trace), draws its noise from
+    ``csprng`` when given, and checks every step left the adapter finite and changed (Opacus
+    issue 820)."""
 
     def __init__(
         self,
@@ -109,7 +106,7 @@ class _CheckedDPOptimizer(DPOptimizer):
         batch_log: _BatchLog,
         csprng: AesCtrRandom | None,
         param_names: dict[int, str],
-        extra_rows: ExtraRows | None = None,
+        extra_rows: GradientCanaryRows | None = None,
         rows_per_record: int = 1,
         **kwargs: Any,
     ) -> None:
@@ -136,6 +133,7 @@ class _CheckedDPOptimizer(DPOptimizer):
                 " rather than each record and the privacy accounting would be wrong"
             )
         if self.extra_rows is not None:
+            self.extra_rows.note_clipped_records(self.grad_samples, self.max_grad_norm)
             rows = self.extra_rows()
             for p in self.params:
                 p.grad_sample = torch.cat([p.grad_sample, rows[p].to(p.grad_sample)])
@@ -154,6 +152,12 @@ class _CheckedDPOptimizer(DPOptimizer):
             summed = p.summed_grad
             p.grad = (summed + chunk.to(summed.device, summed.dtype).view_as(summed)).view_as(p)
             _mark_as_processed(p.summed_grad)
+
+    def pre_step(self, closure: Callable[[], float] | None = None) -> bool:
+        ready = super().pre_step(closure)
+        if ready and self.extra_rows is not None:  # what the optimizer reads: noised, over B
+            self.extra_rows.note_released([p.grad for p in self.params], self.expected_batch_size)
+        return ready
 
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         before = [p.detach().clone() for p in self.params]
@@ -203,7 +207,7 @@ def dp_training(
     batch_size: int,
     generator: torch.Generator | None = None,
     secure_mode: bool = False,
-    canaries: tuple[CanaryPlan, int] | None = None,
+    canaries: CarriedCanaries | None = None,
     real_records: int | None = None,
     noise_scale_for_testing: float = 1.0,
     noise_source: NoiseSource = "aes_ctr",
@@ -214,8 +218,8 @@ def dp_training(
     The model is not wrapped: Opacus's hooks are attached to it and removed on exit, so a
     fresh call next round stacks nothing. Sampling and noise come from ``noise_source``
     (module doc) keyed from OS entropy; ``generator`` (CPU) pins both for tests, and the
-    round's ``noise_source`` label then says TEST ONLY. ``canaries`` = (plan,
-    institution): that institution's included gradient canaries join every step (module
+    round's ``noise_source`` label then says TEST ONLY. ``canaries`` (plan,
+    institution, trace): that institution's included gradient canaries join every step (module
     docstring); ``real_records``: the count q is computed from (default ``len(dataset)``).
     ``rows_per_record``: model rows per record (multiple choice: one per option, consecutive);
     their per-row gradients are summed into the record's one before clipping.
@@ -278,13 +282,9 @@ def dp_training(
         loader = poisson_loader(dataset, sample_rate, sampler)
         loader.collate_fn = _RecordingCollate(loader.collate_fn, log)
         extra_rows = None
-        if canaries is not None:
-            plan, institution = canaries
-            canary_rng = sampling_rng or torch.Generator().manual_seed(
-                int.from_bytes(os.urandom(8), "little")
-            )  # the canaries' own Poisson draws: OS entropy unless a test pins the generator
-            extra_rows = GradientCanaryRows(
-                plan, institution, trainable, sample_rate, max_grad_norm, canary_rng
+        if canaries is not None:  # their own Poisson draws: OS entropy unless a test pins them
+            extra_rows = GradientCanaryRows.private(
+                canaries, trainable, sample_rate, max_grad_norm, sampling_rng
             )
         dp_optimizer = _CheckedDPOptimizer(
             optimizer,
@@ -322,7 +322,7 @@ def train_private(
     loss_fn: Callable[[Any, Any], torch.Tensor],
     on_step: Callable[[], None] | None = None,
     generator: torch.Generator | None = None,
-    canaries: tuple[CanaryPlan, int] | None = None,
+    canaries: CarriedCanaries | None = None,
     real_records: int | None = None,
     rows_per_record: int = 1,
 ) -> Any:

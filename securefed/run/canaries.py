@@ -2,10 +2,11 @@
 
 ``simulate`` makes the plan before round 0 (its seed from the OS, held in this process only)
 and the carriers' local training takes it (``setup.client_update``); ``attach_canaries``
-also builds the rows of input canaries. After the last round, ``record_canaries`` scores
-every canary against the released global adapters (gradient canaries: every round's, from
-the checkpoints, ``released_adapters``; input canaries: the final one's loss on them) and
-writes ``canaries.json``: the plan with its seed, the scores and the claim they are audited
+also builds the rows of input canaries, or the ``CanaryTrace`` gradient canaries' carriers
+record their steps into (``privacy.canary_trace``). After the last round,
+``record_canaries`` scores every canary (gradient canaries: from the trace, which it writes
+beside; input canaries: the final global adapter's loss on them) and writes
+``canaries.json``: the plan with its seed, the scores and the claim they are audited
 against. The audit computes the figures from that file
 (``securefed.audit.empirical_report``); ``rescore_input_canaries`` recomputes input
 canaries' scores for ``audit --verify`` from the run folder alone. Until the run ends the
@@ -32,7 +33,8 @@ from securefed.privacy.canaries import (
     plan_canaries,
 )
 from securefed.privacy.canary_scores import gradient_scores
-from securefed.run.folder import CANARIES, CONFIG, RunFolder, checkpoint_rel, write_json
+from securefed.privacy.canary_trace import CanaryTrace
+from securefed.run.folder import CANARIES, CANARY_TRACE, CONFIG, RunFolder, write_json
 from securefed.run.setup import RunSetup, adapter_model
 from securefed.tasks import get_task
 
@@ -63,9 +65,12 @@ def canary_plan(cfg: RunConfig, spec: VectorSpec) -> CanaryPlan | None:
 
 
 def attach_canaries(setup: RunSetup) -> None:
-    """Plan the run's canaries into ``setup``; input canaries also get their rows, encoded and
-    cached as the records are (``securefed.model.input_canaries``)."""
+    """Plan the run's canaries into ``setup``; gradient canaries also get the trace their
+    carriers record into, input canaries their rows, encoded and cached as the records are
+    (``securefed.model.input_canaries``)."""
     setup.canaries = plan = canary_plan(setup.cfg, setup.bundle.spec)
+    if plan is not None and plan.kind == "gradient":
+        setup.canary_trace = CanaryTrace(plan)
     if plan is not None and plan.kind == "input":
         cfg = setup.cfg
         setup.canary_rows = input_canary_rows(
@@ -83,20 +88,13 @@ def record_canaries(
         batch = setup.cfg.training.eval_batch_size
         scores = _scored(setup.scorer, setup.canary_rows, final, batch)
     else:
-        rounds = list(range(setup.cfg.training.rounds))
-        scores = gradient_scores(plan, released_adapters(folder, rounds))
+        assert setup.canary_trace is not None, "gradient canaries record into a trace"
+        folder.save_arrays(CANARY_TRACE, setup.canary_trace.arrays())
+        scores = gradient_scores(plan, setup.canary_trace)
     epsilon, delta = canary_claim(plan, privacy_report)
     record = canary_record(plan, scores, delta=delta, claimed_epsilon=epsilon)
     write_json(folder.file(CANARIES), record)
     return record
-
-
-def released_adapters(folder: RunFolder, rounds: list[int]) -> np.ndarray:
-    """[len(rounds) + 1, d]: the initial global adapter, then the one after each of
-    ``rounds``, from ``folder``'s checkpoints (what the server saw, and what the audit
-    rescores gradient canaries from)."""
-    rels = [checkpoint_rel(None), *(checkpoint_rel(r) for r in rounds)]
-    return np.stack([folder.load_adapter(rel) for rel in rels])
 
 
 def rescore_input_canaries(run_dir: str | Path, plan: CanaryPlan, final: np.ndarray) -> np.ndarray:

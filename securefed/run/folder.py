@@ -18,6 +18,7 @@ Layout (all paths relative to the run folder)::
     energy.json                  energy and time of every invocation
     warnings.json                each warning the run printed, once
     canaries.json                audit.canaries > 0: the canaries' seed and scores (at the end)
+    canary_trace.safetensors     gradient canaries: their carriers' steps the scores come from
     flower/progress.jsonl        Flower runs: the server's stage events, as they happen
     nodes/<id>/                  Flower runs: each node's own records, filed for the audit
 
@@ -62,6 +63,7 @@ FLOWER_PROGRESS = "flower/progress.jsonl"
 CANARIES = "canaries.json"
 AUDIT_RECORD = "audit.json"  # an audit folder's record (audit/outputs.py writes it)
 TUNING = "tuning.json"
+CANARY_TRACE = "canary_trace.safetensors"
 
 
 def checkpoint_rel(round_index: int | None) -> str:
@@ -266,6 +268,15 @@ class RunFolder:
                 f"intact: free space, then continue with --resume {self.path}"
             ) from None
         return sha256_file(path)
+
+    def save_arrays(self, rel: str, arrays: dict[str, np.ndarray]) -> None:
+        """Write named arrays (safetensors, through a temporary name)."""
+        tmp = self.file(rel + ".tmp")
+        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp))
+        os.replace(tmp, self.file(rel))
+
+    def load_arrays(self, rel: str) -> dict[str, np.ndarray]:
+        return load_file(str(self.file(rel)))
 
     def load_adapter(self, rel: str) -> np.ndarray:
         path = self.file(rel)

@@ -28,6 +28,7 @@ from securefed.model.evaluation import evaluate_splits
 from securefed.model.prefix_cache import scorer_and_rows
 from securefed.model.training import encode_examples, steps_for, train_local
 from securefed.privacy.canaries import CanaryPlan
+from securefed.privacy.canary_trace import CanaryTrace, CarriedCanaries
 from securefed.privacy.plan import DPPlan, LocalStats
 from securefed.run.progress import Progress
 from securefed.run.records import EvalMetrics, ModelFacts, TaskFacts
@@ -59,6 +60,7 @@ class RunSetup:
     initial_vector: np.ndarray  # (d,) float32: the adapter every run starts from
     canaries: CanaryPlan | None = None  # the empirical audit's canaries (``simulate`` sets it)
     canary_rows: TensorDataset | None = None  # input canaries only: every one, as ``data``'s rows
+    canary_trace: CanaryTrace | None = None  # gradient canaries only: their carriers' steps
 
     @property
     def num_clients(self) -> int:
@@ -81,14 +83,14 @@ class RunSetup:
         progress: Progress,
         label: str,
         head_only_round: bool = False,
-        canaries: tuple[CanaryPlan, int] | None = None,
+        canaries: CarriedCanaries | None = None,
         input_canaries: Subset | None = None,
         proximal_mu: float = 0.0,
     ) -> LocalStats:
         """Load ``start`` into the adapter and train it in place for ``steps`` steps on
         ``data``, batches drawn from a generator seeded by ``seed_parts`` (see
         ``securefed.seeding``); ``dp`` is a DP plan or None; gradient ``canaries`` (plan,
-        institution) join its steps, ``input_canaries`` (rows) its records; ``proximal_mu``:
+        institution, trace) join its steps, ``input_canaries`` (rows) its records; ``proximal_mu``:
         FedProx's term towards ``start``. The one training call of the federation's clients
         and of both baselines."""
         t = self.cfg.training
@@ -157,7 +159,7 @@ def client_update(
             included = plan.included_at(client).tolist()
             rows = Subset(setup.canary_rows, included) if included else None
         elif not head_only_round:
-            carried = (plan, client)
+            carried = CarriedCanaries(plan, client, setup.canary_trace)
     stats = setup.train_from(
         global_vector,
         setup.client_train[client],

@@ -19,74 +19,83 @@ from securefed.config import validate
 from securefed.errors import ConfigError
 from securefed.privacy.canaries import CanaryPlan, canary_coordinates, canary_record
 from securefed.privacy.canary_scores import gradient_scores
+from securefed.privacy.canary_trace import CanaryTrace
+from securefed.run.folder import CANARY_TRACE, RunFolder
 
-DIM = 2048
 BLOCKS = ((0, 64, 32),)
 
 
-def _released(plan: CanaryPlan, strength: float) -> np.ndarray:
-    """[3, DIM]: initial adapter and two rounds, each moving ``strength`` against each
-    included canary's coordinate over a noise of 0.05."""
+def _trace(plan: CanaryPlan, strength: float) -> CanaryTrace:
+    """Two steps per carrier: each included canary adds ``strength`` (sign included) to the
+    sum, over the records' part and a noise of 0.05; B = 50."""
     rng = np.random.default_rng(0)
-    adapters = [rng.normal(size=DIM)]
-    for _ in range(2):
-        step = rng.normal(size=DIM) * 0.05
-        if plan.kind == "gradient":
-            coordinates, signs = canary_coordinates(plan)
-            step[coordinates[plan.included]] += strength * signs[plan.included]
-        adapters.append(adapters[-1] - step)
-    return np.stack(adapters).astype(np.float32)
+    _, signs = canary_coordinates(plan)
+    trace = CanaryTrace(plan)
+    for institution in plan.institutions:
+        carried = plan.carried_by(institution)
+        for _ in range(2):
+            records = rng.normal(size=len(carried))
+            canaries = strength * signs[carried] * plan.included[carried]
+            summed = records + canaries + 0.05 * rng.normal(size=len(carried))
+            trace.add_step(institution, summed / 50.0, records, 50.0)
+    return trace
 
 
-def _run(strength: float = 0.05, claimed: float = 1.0, kind: str = "gradient"):
+def _run(tmp_path, strength: float = 0.05, claimed: float = 1.0, kind: str = "gradient"):
     plan = CanaryPlan(kind, 200, (0, 1), seed=42, blocks=BLOCKS if kind == "gradient" else ())
-    adapters = _released(plan, strength)
-    scores = (
-        gradient_scores(plan, adapters)
-        if kind == "gradient"
-        else np.random.default_rng(1).normal(size=200) + plan.included
-    )
+    if kind == "gradient":
+        trace = _trace(plan, strength)
+        RunFolder(tmp_path).save_arrays(CANARY_TRACE, trace.arrays())
+        scores = gradient_scores(plan, trace)
+    else:
+        scores = np.random.default_rng(1).normal(size=200) + plan.included
     record = canary_record(plan, scores, delta=1e-5, claimed_epsilon=claimed)
     # What the run and the audit write: strict JSON (infinity as the string "inf").
     record = json.loads(json.dumps(json_safe(record)))
     section = json.loads(json.dumps(json_safe(section_from_record(record))))  # as in audit.json
     assert section["scores"] == record["scores"] and section["plan"] == record["plan"]
-    return section, record, adapters
+    return section, record, tmp_path
 
 
-def test_an_untouched_run_verifies():
-    section, record, adapters = _run()
-    assert verify_empirical(section, record, adapters) == []
+def test_an_untouched_run_verifies(tmp_path):
+    section, record, run_dir = _run(tmp_path)
+    assert verify_empirical(section, record, run_dir) == []
     assert section["canaries"] == 200 and section["canary_kind"] == "gradient"
     assert section["confidence"] == 0.95
     low, high = section["epsilon_estimate_interval"]
     assert 0 <= low <= high
 
 
-def test_dp_off_claim_of_infinity_verifies_and_never_flags():
-    section, record, adapters = _run(strength=1.0, claimed=math.inf)
+def test_dp_off_claim_of_infinity_verifies_and_never_flags(tmp_path):
+    section, record, run_dir = _run(tmp_path, strength=1.0, claimed=math.inf)
     assert section["claimed_epsilon"] == "inf"
-    assert verify_empirical(section, record, adapters) == []
+    assert verify_empirical(section, record, run_dir) == []
     assert empirical_flags(section) == []
 
 
-def test_a_changed_checkpoint_score_or_figure_is_reported():
-    section, record, adapters = _run()
-    coordinates, _ = canary_coordinates(CanaryPlan.from_json(record["plan"]))
-    for round_index in (1, 2):  # an edit to any round's checkpoint, not only the last
-        other = adapters.copy()
-        other[round_index, coordinates[:10]] += 1.0
-        assert any("scores" in p for p in verify_empirical(section, record, other))
+def test_a_changed_trace_score_or_figure_is_reported(tmp_path):
+    section, record, run_dir = _run(tmp_path)
+    folder = RunFolder(run_dir)
+    arrays = folder.load_arrays(CANARY_TRACE)
+    for name in ("released/1", "records/0"):  # either part of any carrier's trace
+        edited = {**arrays, name: arrays[name].copy()}
+        edited[name][1, :10] += 1.0
+        folder.save_arrays(CANARY_TRACE, edited)
+        assert any("scores" in p for p in verify_empirical(section, record, run_dir))
+    folder.save_arrays(CANARY_TRACE, {k: v for k, v in arrays.items() if k != "divisor/1"})
+    assert "canary_trace" in verify_empirical(section, record, run_dir)[0]
+    folder.save_arrays(CANARY_TRACE, arrays)
     edited = {**section, "epsilon_lower_bound": section["epsilon_lower_bound"] + 0.5}
-    (problem,) = verify_empirical(edited, record, adapters)
+    (problem,) = verify_empirical(edited, record, run_dir)
     assert problem.startswith("empirical.epsilon_lower_bound")
     claimed = {**section, "claimed_epsilon": 9.0}
-    assert any("claimed_epsilon" in p for p in verify_empirical(claimed, record, adapters))
-    assert "checkpoint" in verify_empirical(section, record)[0]
+    assert any("claimed_epsilon" in p for p in verify_empirical(claimed, record, run_dir))
+    folder.file(CANARY_TRACE).unlink()
+    assert "canary_trace" in verify_empirical(section, record, run_dir)[0]
 
 
-def test_an_audit_folder_recomputes_its_figures_from_its_own_scores():
-    section, *_ = _run()
+def test_an_audit_folder_recomputes_its_figures_from_its_own_scores(tmp_path):
+    section, *_ = _run(tmp_path)
     assert verify_figures(section, section) == []
     edited = json.loads(json.dumps(section))
     edited["scores"][int(np.argmax(edited["scores"]))] = -1.0  # the top guess, now wrong
@@ -95,24 +104,24 @@ def test_an_audit_folder_recomputes_its_figures_from_its_own_scores():
     assert verify_figures(reseeded, reseeded) != []
 
 
-def test_input_canaries_are_rescored_from_their_run_folder_only():
-    """Their scores need the backbone: without a run folder they cannot verify (the run test,
-    ``test_input_canary_run``, rescores them from one)."""
-    section, record, adapters = _run(kind="input")
-    (problem,) = verify_empirical(section, record, adapters)
-    assert "run folder" in problem
+def test_input_canaries_are_rescored_from_the_final_checkpoint_only(tmp_path):
+    """Their scores need the final adapter and the backbone (the run test,
+    ``test_input_canary_run``, rescores them from a run folder)."""
+    section, record, run_dir = _run(tmp_path, kind="input")
+    (problem,) = verify_empirical(section, record, run_dir)
+    assert "final checkpoint" in problem
 
 
-def test_the_flag_is_critical_only_when_the_bound_exceeds_the_claim():
-    loud, *_ = _run(strength=1.0, claimed=1.0)
+def test_the_flag_is_critical_only_when_the_bound_exceeds_the_claim(tmp_path):
+    loud, *_ = _run(tmp_path, strength=1.0, claimed=1.0)
     assert loud["epsilon_lower_bound"] > 1.0
     (flag,) = empirical_flags(loud)
     assert flag["severity"] == "critical" and flag["code"] == "empirical_leak"
     assert "200 gradient canaries" in flag["message"]
-    above_bound, *_ = _run(strength=1.0, claimed=loud["epsilon_lower_bound"] + 0.01)
+    above_bound, *_ = _run(tmp_path, strength=1.0, claimed=loud["epsilon_lower_bound"] + 0.01)
     (caveat,) = empirical_flags(above_bound)  # the estimate still lies far above such a claim
     assert caveat["severity"] == "caveat" and caveat["code"] == "empirical_estimate_above_claim"
-    quiet, *_ = _run(strength=1.0, claimed=loud["epsilon_estimate_interval"][1] + 1.0)
+    quiet, *_ = _run(tmp_path, strength=1.0, claimed=loud["epsilon_estimate_interval"][1] + 1.0)
     assert empirical_flags(quiet) == [] and empirical_flags(None) == []
     assert loud["lower_bound_ceiling"] >= loud["epsilon_lower_bound"]
 

@@ -20,6 +20,7 @@ from securefed.privacy.canaries import (
     plan_canaries,
 )
 from securefed.privacy.canary_scores import gradient_scores
+from securefed.privacy.canary_trace import CanaryTrace, CarriedCanaries
 from securefed.privacy.dp_canary_rows import GradientCanaryRows
 from securefed.privacy.dp_sgd import dp_training
 
@@ -75,22 +76,52 @@ def test_canary_blocks_are_the_named_matrices_in_vector_order():
     assert canary_blocks(names, shapes, ["nothing"]) == ()
 
 
-def test_gradient_score_sees_one_entry_through_a_low_rank_step():
-    """A rank-1 step (the records') far larger than the canary's entry does not hide it."""
-    plan = CanaryPlan("gradient", 20, (0,), seed=3, blocks=((0, 64, 32),))
-    rng = np.random.default_rng(0)
-    coordinates, signs = canary_coordinates(plan)
-    rounds = [rng.normal(size=2048)]
-    for _ in range(3):
-        low_rank = 5.0 * np.outer(rng.normal(size=64), rng.normal(size=32)).ravel()
-        step = low_rank + 0.01 * rng.normal(size=2048)
-        step[coordinates[11]] += 0.2 * signs[11]  # descent against canary 11's gradient
-        rounds.append(rounds[-1] - step)
-    scores = gradient_scores(plan, np.stack(rounds))
-    assert scores[11] > 3 * 10  # 0.2 over a noise of 0.01, in each of 3 rounds
-    assert np.abs(np.delete(scores, 11)).max() < 15
-    frozen = gradient_scores(plan, np.stack([rounds[0], rounds[0]]))
-    np.testing.assert_array_equal(frozen, 0.0)  # a round that did not move counts nothing
+def _synthetic_trace(plan: CanaryPlan, steps: int, drift: float, seed: int = 0) -> CanaryTrace:
+    """A trace of ``steps`` steps per carrier at q = 1/2, sigma = 1, B = 100: the records'
+    part ``drift`` times a per-coordinate direction plus its own variation each step."""
+    rng = np.random.default_rng(seed)
+    _, signs = canary_coordinates(plan)
+    trace = CanaryTrace(plan)
+    for institution in plan.institutions:
+        carried = plan.carried_by(institution)
+        direction = rng.normal(size=len(carried))
+        for _ in range(steps):
+            records = drift * (direction + 0.3 * rng.normal(size=len(carried)))
+            sampled = plan.included[carried] & (rng.random(len(carried)) < 0.5)
+            summed = records + sampled * signs[carried] + rng.normal(size=len(carried))
+            trace.add_step(institution, summed / 100.0, records, 100.0)
+    return trace
+
+
+def test_scores_take_the_records_part_out_of_each_step():
+    """The records' part, 50x a canary's C and different at every coordinate, leaves the
+    scores as they would be without it: the canary's samples plus the noise."""
+    plan = CanaryPlan("gradient", 400, (0, 3), seed=3, blocks=((0, 64, 32),))
+    quiet, loud = (gradient_scores(plan, _synthetic_trace(plan, 30, d)) for d in (0.0, 50.0))
+    np.testing.assert_allclose(loud, quiet, atol=1e-3)  # float32 released values
+    coins = plan.included
+    auc = np.mean(loud[coins][:, None] > loud[~coins][None, :])
+    assert auc > 0.97  # 15 samples of C against sqrt(30) of noise
+
+
+def test_the_trace_round_trips_and_refuses_what_does_not_fit_the_plan():
+    plan = CanaryPlan("gradient", 41, (0, 3), seed=4, blocks=((0, 64, 32),))
+    trace = _synthetic_trace(plan, 3, 5.0)
+    arrays = trace.arrays()
+    assert arrays["released/0"].shape == (3, 21) and arrays["records/3"].shape == (3, 20)
+    again = CanaryTrace.from_arrays(plan, arrays)
+    np.testing.assert_array_equal(gradient_scores(plan, again), gradient_scores(plan, trace))
+    with pytest.raises(ValueError, match="expected"):
+        CanaryTrace.from_arrays(plan, {k: v for k, v in arrays.items() if k != "divisor/3"})
+    with pytest.raises(ValueError, match="carries 21"):
+        CanaryTrace.from_arrays(
+            plan,
+            {
+                **arrays,
+                "released/0": arrays["released/0"][:, 1:],
+                "records/0": arrays["records/0"][:, 1:],
+            },
+        )
 
 
 def test_input_canaries_are_uniform_random_records():
@@ -120,8 +151,9 @@ def _flat(model) -> np.ndarray:
     return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).numpy().copy()
 
 
-def _one_round(model, data, plan, *, sigma, noise_scale, loss_scale=1.0, steps=1):
-    """``steps`` DP-SGD steps of plain SGD (lr 1) at q = 1; returns (initial, final) vectors."""
+def _one_round(model, data, plan, *, sigma, noise_scale, loss_scale=1.0, steps=1, trace=None):
+    """``steps`` DP-SGD steps of plain SGD (lr 1) at q = 1, recorded into ``trace`` when
+    given; returns (initial, final) vectors."""
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     initial = _flat(model)
     with dp_training(
@@ -132,7 +164,7 @@ def _one_round(model, data, plan, *, sigma, noise_scale, loss_scale=1.0, steps=1
         max_grad_norm=CLIP,
         batch_size=RECORDS,  # q = 1: every record and every included canary, every step
         generator=torch.Generator().manual_seed(1),
-        canaries=(plan, 0),
+        canaries=CarriedCanaries(plan, 0, trace),
         noise_scale_for_testing=noise_scale,
     ) as dp:
         assert dp.sample_rate == 1.0 and dp.noise_multiplier == sigma  # the claim, unscaled
@@ -173,7 +205,7 @@ def test_canary_rows_are_poisson_sampled_at_the_records_rate():
         max_grad_norm=CLIP,
         batch_size=2,
         generator=torch.Generator().manual_seed(2),
-        canaries=(plan, 0),
+        canaries=CarriedCanaries(plan, 0),
         real_records=RECORDS,
     ) as dp:
         rows = dp.optimizer.extra_rows
@@ -200,24 +232,48 @@ def test_noise_switch_scales_the_noise_but_not_the_claim():
 
 
 def test_a_non_private_loop_carries_the_same_canary_rows():
-    """DP off: no clipping, no noise; the loop adds the sampled rows' batch mean to .grad."""
+    """DP off: no clipping, no noise; the loop adds the sampled rows' batch mean to .grad,
+    and the trace's released sum less the records' part is exactly those rows."""
     model, data = _model_and_data()
     params = list(model.parameters())
     plan = CanaryPlan("gradient", 200, (0,), seed=10, blocks=WEIGHT)
-    rows = GradientCanaryRows(plan, 0, params, 1.0, CLIP, torch.Generator().manual_seed(4))
+    carried = CarriedCanaries(plan, 0, CanaryTrace(plan))
+    rows = GradientCanaryRows(carried, params, 1.0, CLIP, torch.Generator().manual_seed(4))
     optimizer = torch.optim.SGD(params, lr=1.0)
     initial = _flat(model)
     x, y = data.tensors
     optimizer.zero_grad(set_to_none=True)
-    (0.0 * F.cross_entropy(model(x), y)).backward()  # the records' gradient out of the way
+    F.cross_entropy(model(x), y).backward()
+    records = torch.cat([p.grad.reshape(-1) for p in params]).numpy().copy()
+    rows.note_batch_records([p.grad for p in params], len(x))
     for p, r in rows().items():
         p.grad += r.sum(0) / len(x)
+    rows.note_released([p.grad for p in params], len(x))
     optimizer.step()
     coordinates, signs = canary_coordinates(plan)
     included = plan.included_at(0)
     expected = np.zeros(initial.size)
     expected[coordinates[included]] = GRADIENT_NORM_FACTOR * CLIP * signs[included] / len(x)
-    np.testing.assert_allclose(initial - _flat(model), expected, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(initial - _flat(model) - records, expected, atol=1e-5)
+    scores = gradient_scores(plan, carried.trace)
+    np.testing.assert_allclose(scores, GRADIENT_NORM_FACTOR * CLIP * plan.included, atol=1e-3)
+
+
+def test_the_trace_holds_the_clipped_sum_less_the_records_part():
+    """No noise, q = 1, three steps on real records (whose clipped gradients are nonzero at
+    the canaries' coordinates): each included canary's score is exactly 3 C, an excluded
+    one's 0. Summing the records' rows unclipped, or reading the step before the canaries
+    join, would leave the records' gradient in the scores."""
+    model, data = _model_and_data()
+    plan = CanaryPlan("gradient", 300, (0,), seed=12, blocks=WEIGHT)
+    trace = CanaryTrace(plan)
+    _one_round(model, data, plan, sigma=1.0, noise_scale=0.0, steps=3, trace=trace)
+    released, records, divisor = trace.steps(0)
+    assert released.shape == (3, 300) and np.all(divisor == RECORDS)
+    assert np.abs(records).max() > 0.05  # the records move the canaries' coordinates too
+    clipped = CLIP * GRADIENT_NORM_FACTOR * CLIP / (GRADIENT_NORM_FACTOR * CLIP + 1e-6)
+    expected = 3 * clipped * plan.included
+    np.testing.assert_allclose(gradient_scores(plan, trace), expected, atol=1e-5)
 
 
 # ---- the audit end to end: large without noise, silent when honest, loud when broken ----------
@@ -228,8 +284,9 @@ def _audit(noise_scale: float, claimed_epsilon: float = 2.0) -> dict:
     sigma = dp_accounting.get_sigma_gaussian(claimed_epsilon, DELTA)
     model, data = _model_and_data()
     plan = CanaryPlan("gradient", 1000, (0,), seed=11, blocks=WEIGHT)
-    initial, final = _one_round(model, data, plan, sigma=sigma, noise_scale=noise_scale)
-    scores = gradient_scores(plan, np.stack([initial, final]))
+    trace = CanaryTrace(plan)
+    _one_round(model, data, plan, sigma=sigma, noise_scale=noise_scale, trace=trace)
+    scores = gradient_scores(plan, trace)
     return empirical_section(
         scores, plan.included, kind="gradient", delta=DELTA, claimed_epsilon=claimed_epsilon
     )
@@ -297,7 +354,7 @@ def test_canaries_ride_a_peft_adapter_in_adapter_vector_order(adapter):
         max_grad_norm=CLIP,
         batch_size=RECORDS,
         generator=torch.Generator().manual_seed(3),
-        canaries=(plan, 0),
+        canaries=CarriedCanaries(plan, 0, trace := CanaryTrace(plan)),
         noise_scale_for_testing=0.05,  # a little noise, as any real step has
     ) as dp:
         x, y = next(iter(dp.loader))
@@ -305,9 +362,9 @@ def test_canaries_ride_a_peft_adapter_in_adapter_vector_order(adapter):
         F.cross_entropy(model(input_ids=x).logits, y).backward()
         dp.optimizer.step()
     final = torch.cat([p.detach().reshape(-1) for p in params]).numpy()
-    scores = gradient_scores(plan, np.stack([initial, final]))
-    inside, outside = scores[plan.included], scores[~plan.included]
-    # A few hundred adapter coordinates hold 16-20 canaries: separation is clear, not perfect.
-    # Mapped to the wrong parameters, the canaries would score like the excluded ones (AUC 0.5).
-    auc = np.mean(inside[:, None] > outside[None, :])
-    assert auc > 0.8
+    coordinates, signs = canary_coordinates(plan)
+    moved = signs * (initial - final)[coordinates]  # the step moves against included ones
+    for scores in (moved, gradient_scores(plan, trace)):
+        inside, outside = scores[plan.included], scores[~plan.included]
+        # Mapped to the wrong parameters, the canaries would score like the excluded (AUC 0.5).
+        assert np.mean(inside[:, None] > outside[None, :]) > 0.8
