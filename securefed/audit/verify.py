@@ -306,4 +306,3 @@ def _check_trace_steps(run: RunSnapshot, plan: CanaryPlan, out: Verification) ->
         )
         where = f"{CANARY_TRACE} institution {c} vs its ledger's steps"
         out.expect("canary trace steps", where, len(trace.steps(c)[0]), steps)
-
