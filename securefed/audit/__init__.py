@@ -16,12 +16,12 @@ May import: ``run.folder`` (the run folder's layout), ``run.contract`` (its reco
 checked) and ``config`` (the run's config through ``validate()``), ``run.seal`` and
 ``run.lock`` (the seal binding the audit to its run, the folder's one-writer lock),
 ``run.intervals`` (the Wilson interval), ``secagg`` (stage names), ``privacy.accounting`` (to
-recompute epsilon), ``privacy.distributed`` (the
-same for institution-level DP), ``privacy.canaries`` and ``privacy.canary_scores`` (numpy: the
-canaries' coins and scores), ``privacy.display`` (epsilon as text), ``tasks.partition`` (the
-majority-class floor of partition.json), numpy, scipy, matplotlib, ``errors`` -- never torch,
-except that ``--verify`` of a run with input canaries imports ``run.canaries`` to recompute
-their losses.
+recompute epsilon), ``privacy.distributed`` (the same for institution-level DP),
+``privacy.canaries``, ``privacy.canary_scores`` and ``privacy.canary_trace`` (numpy: the
+canaries' coins, scores and the carriers' trace), ``privacy.display`` (epsilon as text),
+``tasks.partition`` (the majority-class floor of partition.json), numpy, scipy, matplotlib,
+``errors`` -- never torch, except that ``--verify`` of a run with input canaries imports
+``run.canaries`` to recompute their losses.
 Exports: ``build_audit``, ``write_audit``, ``verify_run``, ``verify_audit``, ``Verification``,
 ``add_audit_parser``, ``SCHEMA_VERSION``.
 """
