@@ -188,7 +188,9 @@ def test_noise_has_the_calibrated_scale_and_fails_if_switched_off():
     assert noise.numel() > 500
     expected_std = 2.0 * 0.5 / 4  # sigma * C / expected batch size
     assert noise.std().item() == pytest.approx(expected_std, rel=0.15)
-    assert noise.mean().abs().item() < 3 * expected_std / noise.numel() ** 0.5 + 1e-3
+    # the noise is drawn from the OS (unseeded): a 3-sigma bound on its mean failed once in CI
+    # (3.4 sigma, p = 7e-4 a run); 5 sigma fails an honest run with p < 6e-7
+    assert noise.mean().abs().item() < 5 * expected_std / noise.numel() ** 0.5
 
 
 def test_noise_is_fresh_each_round_unless_pinned():
