@@ -133,11 +133,19 @@ def _fake_cell(
     folder = root / "cells" / cell_id
     folder.mkdir(parents=True)
     clients = {str(c): {"epsilon": eps * (1 + c) / 2} for c in range(2)}
-    results = {
-        "task": {"name": "synthetic_finance", "primary_metric": "accuracy"},
+    results = {  # every key the run-folder contract requires of results.json
+        "name": cell_id,
+        "task": {"name": "synthetic_finance", "synthetic": True, "primary_metric": "accuracy"},
         "adapter": adapter,
+        "backbone": "embedded:all-MiniLM-L6-v2",
         "trainable_parameters": 1000,
-        "federated": {"pooled": {"accuracy": fed}},
+        "federated": {
+            "pooled": {"accuracy": fed},
+            "clients": None,
+            "rounds": 2,
+            "pooled_by_round": None,
+        },
+        "secure_aggregation": {},
         "centralized": {"pooled": {"accuracy": fed + 0.1}},
         "isolated": {"pooled": {"accuracy": fed - 0.1}},
         "privacy": {"clients": clients},

@@ -75,16 +75,17 @@ def _file_node_records(run_dir: Path, node_dirs: dict[int, Path]) -> dict:
         ledgers.update(saved["ledgers"])
         noise.update(saved["noise_multipliers"])
         dp_enabled, accountant = saved["dp_enabled"], saved["accountant"]
-    write_json(
-        run_dir / LEDGERS,
-        {
-            "dp_enabled": dp_enabled,
-            "accountant": accountant,
-            "noise_multipliers": noise,
-            "ledgers": ledgers,
-            "source": "nodes",
-        },
-    )
+    filed = {
+        "dp_enabled": dp_enabled,
+        "accountant": accountant,
+        "noise_multipliers": noise,
+        "ledgers": ledgers,
+        "source": "nodes",
+    }
+    server = read_record(run_dir, LEDGERS)  # the server's institution-level ledger, if any
+    if server is not None and "institution" in server:
+        filed["institution"] = server["institution"]
+    write_json(run_dir / LEDGERS, filed)
     privacy = {
         "dp_enabled": dp_enabled,
         "accountant_of_record": accountant,

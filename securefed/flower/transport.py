@@ -82,9 +82,19 @@ class FlowerTransport:
             result.bytes_per_client,
             result.aborted,
         )
-        # each node keeps its own sample-level ledger; the server keeps only the
-        # institution-level one (distributed DP), which counts the noise shares it summed
-        ledgers = None if self.institution is None else {"institution": self.institution.to_json()}
+        # each node keeps its own sample-level ledger (filed here by collect_node_records); the
+        # server keeps only the institution-level one (distributed DP), which counts the noise
+        # shares it summed: the file has the contract's shape with the nodes' part still empty
+        ledgers = None
+        if self.institution is not None:
+            ledgers = {
+                "dp_enabled": None,
+                "accountant": None,
+                "noise_multipliers": {},
+                "ledgers": {},
+                "source": "nodes",
+                "institution": self.institution.to_json(),
+            }
         return RoundOutcome(aggregate, result.budget_stopped, {}, ledgers, result.stage_wall_s)
 
     def deliver(self, global_vector: np.ndarray) -> float:

@@ -12,6 +12,7 @@ from inprocess_grid import InProcessGrid
 from securefed.config import load_config
 from securefed.flower.client_app import app as client_app
 from securefed.flower.node_security import pinned_node_config
+from securefed.flower.records import collect_node_records
 from securefed.flower.server_app import ServerSettings, run_flower_federation
 from securefed.run.folder import RunFolder, read_json
 
@@ -257,6 +258,10 @@ def test_distributed_dp_over_flower_accounts_the_noise_that_reached_the_sum(tmp_
         assert all(s["local_variance"] == plan.local_variance for s in shares)
     verification = verify_run(run_dir)
     assert verification.ok, verification.mismatches
+    nodes = {i: tmp_path / f"node-{i}" / "run-12" for i in INSTITUTIONS}
+    collect_node_records(run_dir, nodes, audit_dir=tmp_path / "audit")
+    filed = read_json(run_dir / "privacy/ledgers.json")
+    assert filed["institution"] == saved and filed["ledgers"]  # the nodes' filed beside it
 
     # The noise is in the sum: round 0's step minus the mean of the clipped updates the nodes
     # kept has the variance of 3 shares (not 2, not none).
