@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from kill_points import CrashAfterRound
+from tiny_run import TINY as TINY_RUN
 
 from securefed.audit import verify_run
 from securefed.cli import main
@@ -27,17 +28,7 @@ def _audits_under_tmp(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
 
-TINY = [
-    "task.synthetic.num_examples=96",
-    "training.rounds=2",
-    "training.local_steps=2",
-    "training.batch_size=8",
-    "model.max_length=32",
-    "partition.num_clients=3",
-    "training.clients_per_round=3",
-    "secure_aggregation.enabled=false",
-    "baselines=[]",
-]
+TINY = [*TINY_RUN, "training.clients_per_round=3"]  # every institution, every round
 
 
 def _argv(out: Path, *extra: str) -> list[str]:
