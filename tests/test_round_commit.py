@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -98,17 +99,25 @@ def reference(tmp_path_factory):
     return _outcome(run_dir), round1
 
 
+def _killed_then_resumed(
+    monkeypatch, overrides: list[str], kill_after: int, tmp_path: Path
+) -> Path:
+    """A run of ``overrides`` killed after its ``kill_after``-th write, then resumed: its folder."""
+    out = tmp_path / f"killed-after-{kill_after}"
+    with monkeypatch.context() as patch:
+        _spy_writes(patch, kill_after)
+        with pytest.raises(Killed):
+            simulate(load_config(overrides=overrides), out=str(out))
+    simulate(resume=str(out))
+    return out
+
+
 def test_a_kill_between_any_two_writes_of_a_round_resumes_to_the_same_run(
     reference, tmp_path, monkeypatch
 ):
     expected, round1 = reference
     for kill_after in round1:  # before round 1's first write, between each pair, after its last
-        out = tmp_path / f"killed-after-{kill_after}"
-        with monkeypatch.context() as patch:
-            _spy_writes(patch, kill_after)
-            with pytest.raises(Killed):
-                simulate(load_config(overrides=TINY), out=str(out))
-        simulate(resume=str(out))
+        out = _killed_then_resumed(monkeypatch, TINY, kill_after, tmp_path)
         _assert_same(_outcome(out), expected)
 
 
@@ -131,12 +140,7 @@ def test_a_kill_mid_run_with_fedadam_resumes_to_the_same_run(tmp_path, monkeypat
         "checkpoints/server-0001.safetensors",
     ]
     for kill_after in range(states[1] + 1, states[2]):
-        out = tmp_path / f"killed-after-{kill_after}"
-        with monkeypatch.context() as patch:
-            _spy_writes(patch, kill_after)
-            with pytest.raises(Killed):
-                simulate(load_config(overrides=FEDADAM), out=str(out))
-        simulate(resume=str(out))
+        out = _killed_then_resumed(monkeypatch, FEDADAM, kill_after, tmp_path)
         _assert_same(_outcome(out), expected)
 
 
