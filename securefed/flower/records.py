@@ -75,16 +75,15 @@ def _file_node_records(run_dir: Path, node_dirs: dict[int, Path]) -> dict:
         ledgers.update(saved["ledgers"])
         noise.update(saved["noise_multipliers"])
         dp_enabled, accountant = saved["dp_enabled"], saved["accountant"]
-    filed = {
-        "dp_enabled": dp_enabled,
-        "accountant": accountant,
-        "noise_multipliers": noise,
-        "ledgers": ledgers,
-        "source": "nodes",
-    }
-    server = read_record(run_dir, LEDGERS)  # the server's institution-level ledger, if any
-    if server is not None and "institution" in server:
-        filed["institution"] = server["institution"]
+    # the nodes' part filed into the server's own file (its institution-level ledger stays)
+    filed = read_record(run_dir, LEDGERS) or {}
+    filed.update(
+        dp_enabled=dp_enabled,
+        accountant=accountant,
+        noise_multipliers=noise,
+        ledgers=ledgers,
+        source="nodes",
+    )
     write_json(run_dir / LEDGERS, filed)
     privacy = {
         "dp_enabled": dp_enabled,
