@@ -5,6 +5,12 @@ exchanges in a row, so this polls at ``poll_s`` instead (the SuperLink is local 
 ServerApp). A node that has not replied by the deadline, or that replied with a Flower error
 (its ClientApp raised, or it was unreachable), is simply absent from the result: for the
 protocol that is a dropout at this stage.
+
+``await_online`` runs before a round's first exchange: a node that is restarting (a supervisor
+brings a killed SuperNode back once the SuperLink has marked it offline) is given a bounded
+wait to come back instead of being dropped at once. With few institutions one dropout before
+key sharing can abort the round for everyone (a client uploads only when it holds enough
+neighbours' shares), so a short wait at the round's start saves the whole round.
 """
 
 from __future__ import annotations
@@ -67,3 +73,14 @@ def exchange(
     failed.update({node: "could not be pushed to the SuperLink" for node in unsent})
     timed_out = tuple(sorted(node_of[mid] for mid in pending))
     return Exchange(replies, failed, timed_out, time.perf_counter() - started)
+
+
+def await_online(grid: Grid, node_ids: list[int], *, timeout_s: float, poll_s: float) -> set[int]:
+    """Wait up to ``timeout_s`` until every node in ``node_ids`` is online (the SuperLink lists
+    it in ``Grid.get_node_ids``, which leaves out nodes marked offline); those still offline."""
+    deadline = time.perf_counter() + timeout_s
+    while True:
+        offline = set(node_ids) - set(grid.get_node_ids())
+        if not offline or time.perf_counter() >= deadline:
+            return offline
+        time.sleep(poll_s)

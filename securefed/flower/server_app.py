@@ -11,8 +11,10 @@ Run config (``[tool.flwr.app.config]`` in ``deploy/app/pyproject.toml``, or ``fl
 --run-config``): ``config`` (YAML path on the server; empty: the embedded default),
 ``overrides`` (``key=value`` pairs separated by ``;``), ``run-dir``, ``min-nodes``
 (0: ``partition.num_clients``), ``join-timeout``, ``train-timeout``, ``stage-timeout``,
-``poll-interval`` (seconds), ``server-evaluation`` and ``final-evaluation`` (each node
-evaluates the final adapter on its own test split and keeps the result).
+``online-wait`` (seconds a round waits at its start for invited nodes marked offline, e.g.
+one being restarted), ``poll-interval`` (seconds), ``server-evaluation`` and
+``final-evaluation`` (each node evaluates the final adapter on its own test split and keeps
+the result).
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ class ServerSettings:
                 train_s=float(run_config.get("train-timeout", 900)),
                 stage_s=float(run_config.get("stage-timeout", 120)),
                 poll_s=float(run_config.get("poll-interval", 0.2)),
+                online_s=float(run_config.get("online-wait", 30)),
             ),
             server_evaluation=bool(run_config.get("server-evaluation", True)),
             final_evaluation=bool(run_config.get("final-evaluation", True)),

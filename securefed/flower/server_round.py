@@ -7,6 +7,8 @@
     consistency_check  SurvivorSet (U3) to U3       -> SurvivorSignature                 (U4)
     unmasking          each node's UnmaskRequest    -> UnmaskResponse                    (U5)
 
+Before the first exchange the server waits, up to ``Timeouts.online_s``, for the invited nodes
+the SuperLink lists as offline (one being restarted) to come back (``exchange.await_online``).
 A node that times out, fails, refuses (aborts) or sends a message that does not verify is a
 dropout at that stage; the protocol recovers it when at least t remain. A reply is only
 accepted from the node that joined as that institution: a node cannot speak for another.
@@ -15,6 +17,7 @@ The server keeps the running sum of masked vectors and nothing per client.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -25,7 +28,7 @@ from flwr.serverapp import Grid
 from securefed.config import RunConfig
 from securefed.errors import InvalidMessage, ProtocolAbort
 from securefed.flower import wire
-from securefed.flower.exchange import Exchange, exchange
+from securefed.flower.exchange import Exchange, await_online, exchange
 from securefed.flower.protocol import extras_count, global_adapter_hash, round_encoding
 from securefed.plan_inputs import plan_inputs
 from securefed.privacy.institution import InstitutionPrivacy
@@ -45,6 +48,7 @@ class Timeouts:
     train_s: float  # the advertise exchange: includes loading the model and local training
     stage_s: float  # each of the four protocol-only exchanges
     poll_s: float = 0.2
+    online_s: float = 0.0  # at a round's start, how long to wait for invited nodes offline
 
 
 @dataclass
@@ -174,6 +178,21 @@ def secure_round(
     )
     server = SecAggServer(context, invited=frozenset(invited), roster=roster)
     rnd = _Round(grid, nodes, round_index, timeouts, on_stage)
+    started = time.perf_counter()
+    offline = await_online(
+        grid,
+        [nodes[i] for i in invited if i in nodes],
+        timeout_s=timeouts.online_s,
+        poll_s=timeouts.poll_s,
+    )
+    on_stage(
+        {
+            "round": round_index,
+            "stage": "online",
+            "waited_s": time.perf_counter() - started,
+            "offline": sorted(rnd.institution_of[n] for n in offline),
+        }
+    )
     stopped: list[int] = []
     try:
         # ---- the stages of STAGE_TABLE, in order: one message to each node still in, one back

@@ -51,6 +51,7 @@ def _launch(
             "stage-timeout": stage_timeout,
             "train-timeout": TRAIN_TIMEOUT_S,
             "poll-interval": 0.1,
+            "online-wait": STAGE_TIMEOUT_S,  # a restarting node is back well within this
             "final-evaluation": final_evaluation,
         }
     )
@@ -100,9 +101,12 @@ def test_a_node_killed_mid_round_and_restarted_drops_out_then_rejoins_warm(tmp_p
     """The SuperNode of institution 2 is killed after key sharing in round 0 and restarted at
     once; its warm executor (the node's long-running ClientApp process) lives on. Round 0
     recovers without it: the restarted node lost the round's seed with its state, so it
-    answers nothing more of that round. Round 1 takes it back with the model still loaded,
-    under a fresh seed: its advertised keys differ from round 0's (a reused seed would
-    advertise the very same keys)."""
+    answers nothing more of that round. The SuperLink lets the node back in only once it has
+    marked it offline, so round 1 may open before it is back: the server waits for it
+    (``online-wait``; with three institutions one dropout before key sharing aborts the
+    round). Round 1 takes it back with the model still loaded, under a fresh seed: its
+    advertised keys differ from round 0's (a reused seed would advertise the very same
+    keys)."""
     overrides = TINY + ["secure_aggregation.threshold=2"]
     cfg = load_config(None, overrides)
     run_dir = tmp_path / "run"
@@ -119,7 +123,13 @@ def test_a_node_killed_mid_round_and_restarted_drops_out_then_rejoins_warm(tmp_p
     collect_node_records(run_dir, nodes, audit_dir=tmp_path / "audit")
 
     records = RunFolder(run_dir).read_metrics()
-    assert [r["aggregated"] for r in records] == [[0, 1], INSTITUTIONS]
+    assert [r["aggregated"] for r in records] == [[0, 1], INSTITUTIONS], [
+        (r["round"], r.get("aborted"), r["stage_wall_s"], _failures(run_dir, r["round"]))
+        for r in records
+    ]
+    progress = [json.loads(line) for line in (run_dir / "flower/progress.jsonl").open()]
+    opened = {e["round"]: e for e in progress if e.get("stage") == "online"}
+    assert opened[1]["offline"] == [], opened  # back within the wait (or never marked offline)
     transcript = read_json(run_dir / "secagg/round-0000.json")
     assert transcript["participants"]["share_keys"] == INSTITUTIONS
     assert transcript["dropouts"]["masked_input"] == [2]
@@ -138,6 +148,12 @@ def test_a_node_killed_mid_round_and_restarted_drops_out_then_rejoins_warm(tmp_p
     assert keys[0]["keys_sha256"] != keys[1]["keys_sha256"]
     assert [(r["round"], r.get("stage")) for r in own][-1] == (2, "final")
     _check_audit(tmp_path / "audit" / "audit.json")
+
+
+def _failures(run_dir, round_index: int) -> dict:
+    """What each stage of a round recorded against each institution (for a failure's message)."""
+    path = run_dir / f"secagg/round-{round_index:04d}.json"
+    return read_json(path)["failures"] if path.exists() else {}
 
 
 def _check_audit(path) -> None:
