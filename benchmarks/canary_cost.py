@@ -8,11 +8,13 @@ at the end (and, for input canaries, encoding and caching them and training on t
 ones as records).
 
     PYTHONPATH=. HF_HUB_OFFLINE=1 python benchmarks/canary_cost.py [--repeats 2] [--canaries 1000]
-        [--kind gradient|input] [--config configs/dp.yaml]
+        [--kind gradient|input] [--config configs/dp.yaml] [--set baselines=[]]
 
 The canaries' cost is fixed (m directions, or m records to encode and score) while the run's
 grows with its data and rounds, so the ratio depends on the run: ``--config configs/dp.yaml``
-measures it on the DP config of record.
+measures it on the DP config of record. ``--set KEY=VALUE`` (repeatable) overrides that config
+like ``securefed simulate --set``: ``--set baselines=[]`` times the federated run alone, the one
+the canaries ride in (the baselines would only add to both sides and flatter the ratio).
 """
 
 from __future__ import annotations
@@ -39,10 +41,14 @@ CONFIG = [
 
 
 def timed_run(
-    canaries: int, out: Path, kind: str = "gradient", config: str | None = None
+    canaries: int,
+    out: Path,
+    kind: str = "gradient",
+    config: str | None = None,
+    overrides: tuple[str, ...] = (),
 ) -> tuple[float, float]:
     """(wall seconds, CPU seconds of this process) of one run: ``config`` (None: the small
-    DP config above)."""
+    DP config above) with ``overrides``."""
     from securefed.config import load_config
     from securefed.run.simulate import simulate
 
@@ -51,6 +57,7 @@ def timed_run(
         overrides=[
             "name=cost",
             *(CONFIG if config is None else ()),
+            *overrides,
             f"audit.canaries={canaries}",
             f"audit.canary_kind={kind}",
         ],
@@ -66,13 +73,23 @@ def main() -> None:
     parser.add_argument("--canaries", type=int, default=1000)
     parser.add_argument("--kind", choices=["gradient", "input"], default="gradient")
     parser.add_argument("--config", help="a config file instead of the small DP config")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a key of the config, as securefed simulate --set (repeatable)",
+    )
     args = parser.parse_args()
     times: dict[int, list[tuple[float, float]]] = {0: [], args.canaries: []}
     with tempfile.TemporaryDirectory() as tmp:
         timed_run(0, Path(tmp) / "warm-up")  # imports, backbone from disk: the small config
         for i in range(args.repeats):
             for m in times:
-                wall, cpu = timed_run(m, Path(tmp) / f"m{m}-{i}", args.kind, args.config)
+                wall, cpu = timed_run(
+                    m, Path(tmp) / f"m{m}-{i}", args.kind, args.config, tuple(args.overrides)
+                )
                 times[m].append((wall, cpu))
                 print(f"canaries {m:5d}: {wall:6.1f} s wall, {cpu:6.1f} CPU-s", flush=True)
     for what, column in (("wall", 0), ("CPU", 1)):  # CPU time: less disturbed by other work
