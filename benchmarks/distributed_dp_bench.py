@@ -31,6 +31,7 @@ from securefed.privacy.distributed.encoding import encode_client
 from securefed.privacy.distributed.noise import share_random
 from securefed.privacy.distributed.parameters import plan_distributed_dp
 from securefed.secagg import RoundContext, SecAggClient, SecAggParams, SecAggServer, plan_round
+from securefed.secagg.params import cohort_colluders
 from securefed.secagg.quantize import encode_input
 
 
@@ -76,6 +77,7 @@ def main() -> None:
         dimension=d,
         cohort_size=n,
         min_survivors=t,
+        colluders=cohort_colluders(n, params.corrupt_fraction),
         sample_rate=n / 50,
         rounds=30,
     )

@@ -1,11 +1,12 @@
 """Distributed DP against central DP: how much more noise the same epsilon costs.
 
 For the federation of configs/distributed_dp.yaml (50 institutions, 15 per round, Shamir
-threshold 11, 20 rounds, epsilon 8, delta 1e-5, clip 1) it calibrates the distributed
-mechanism at several bit widths and dimensions and prints the noise std in the descaled sum
-(all 15 survive; and the 11 the calibration assumes) against the continuous Gaussian a
-trusted server would add for the same epsilon (dp-accounting, exact Poisson-subsampled
-Gaussian RDP). The ratio is the utility price of not trusting the server, before training.
+threshold 11, c = floor(0.05 x 15) = 0 colluders, 20 rounds, epsilon 8, delta 1e-5, clip 1)
+it calibrates the distributed mechanism at several bit widths and dimensions and prints the
+noise std in the descaled sum (all 15 survive; and the 11 the calibration assumes) against
+the continuous Gaussian a trusted server would add for the same epsilon (dp-accounting,
+exact Poisson-subsampled Gaussian RDP). The ratio is the utility price of not trusting the
+server, before training.
 
     python benchmarks/distributed_dp_noise.py
 """
@@ -18,6 +19,8 @@ import dp_accounting as dpa
 
 from securefed.privacy.distributed.accounting import RDP_ORDERS
 from securefed.privacy.distributed.parameters import central_noise_std, plan_distributed_dp
+from securefed.secagg import SecAggParams
+from securefed.secagg.params import cohort_colluders
 
 
 def central_gaussian_std(epsilon: float, delta: float, q: float, rounds: int, clip: float) -> float:
@@ -54,6 +57,7 @@ def main() -> None:
                     dimension=d,
                     cohort_size=cohort,
                     min_survivors=threshold,
+                    colluders=cohort_colluders(cohort, SecAggParams().corrupt_fraction),
                     sample_rate=q,
                     rounds=rounds,
                 )

@@ -1,6 +1,7 @@
 """Distributed DP in a whole simulated run: dropouts at every stage of one round, the ledger
-accounts the noise shares that reached the sum, the audit recomputes the epsilon, and a run
-that is killed and resumed records each round once."""
+accounts the noise shares that reached the sum less the own and the colluder's, the audit
+recomputes the epsilon and the colluder bound, and a run that is killed and resumed records
+each round once."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ TINY_DDP = [
     "baselines=[]",
     "privacy.distributed.enabled=true",
     "secure_aggregation.adversary=curious",
-    "secure_aggregation.corrupt_fraction=0.0",
+    "secure_aggregation.corrupt_fraction=0.125",  # c = 1 colluder among the 8
     "secure_aggregation.dropout_budget=0.7",  # threshold 3 of 8: five drops leave enough
     *(f"secure_aggregation.dropout.{stage}=[{cid}]" for stage, cid in DROPS.items()),
     "secure_aggregation.dropout.rounds=[0]",
@@ -65,9 +66,10 @@ def test_dropouts_at_every_stage_are_accounted_with_the_survivors_noise(run_dir)
     assert metrics[1]["aggregated"] == list(range(COHORT))
     saved = _ledgers(run_dir)["institution"]
     plan = DistributedDpPlan(**saved["plan"])
-    assert plan.min_survivors == 3
+    assert (plan.min_survivors, plan.colluders) == (3, 1)
     events = [event_from_json(e) for e in saved["ledger"]["events"]]
     assert [e.noise_contributors for e in events] == [5, COHORT]
+    assert [e.protecting_shares for e in events] == [5 - 2, COHORT - 2]
     reported = json.loads((run_dir / "results.json").read_text())["privacy"]["institution"]
     survivors = institution_epsilon([plan.event(0, 5), plan.event(1, COHORT)], plan.delta)
     assert reported["epsilon"] == pytest.approx(survivors, rel=1e-12)
@@ -79,15 +81,35 @@ def test_dropouts_at_every_stage_are_accounted_with_the_survivors_noise(run_dir)
     assert transcript["dropouts"] == {stage: [cid] for stage, cid in DROPS.items()}
 
 
+def _count_the_colluder(run_dir) -> None:
+    """Rewrite the run as if the colluder's share protected: c = 0 in the plan and every event,
+    and the epsilon (and events) in results.json recomputed to match, so only c is wrong."""
+    ledgers = _ledgers(run_dir)
+    institution = ledgers["institution"]
+    institution["plan"]["colluders"] = 0
+    for e in institution["ledger"]["events"]:
+        e["colluders"] = 0
+    (run_dir / "privacy/ledgers.json").write_text(json.dumps(ledgers))
+    results = json.loads((run_dir / "results.json").read_text())
+    events = institution["ledger"]["events"]
+    reported = results["privacy"]["institution"]
+    lower = institution_epsilon([event_from_json(e) for e in events], reported["delta"])
+    assert lower < reported["epsilon"]
+    reported.update(events=events, epsilon=lower)
+    (run_dir / "results.json").write_text(json.dumps(results))
+
+
 def test_verify_recomputes_the_institution_epsilon_and_catches_edits(run_dir, tmp_path):
     assert verify_run(run_dir).ok
-    for edit in ("contributors", "epsilon"):
+    for edit in ("contributors", "epsilon", "colluders"):
         copy = tmp_path / edit
         shutil.copytree(run_dir, copy)
         if edit == "contributors":  # claim the full cohort's noise in the round with dropouts
             ledgers = _ledgers(copy)
             ledgers["institution"]["ledger"]["events"][0]["noise_contributors"] = COHORT
             (copy / "privacy/ledgers.json").write_text(json.dumps(ledgers))
+        elif edit == "colluders":
+            _count_the_colluder(copy)
         else:
             results = json.loads((copy / "results.json").read_text())
             results["privacy"]["institution"]["epsilon"] *= 0.9
@@ -96,6 +118,7 @@ def test_verify_recomputes_the_institution_epsilon_and_catches_edits(run_dir, tm
         expected = {
             "contributors": "noise contributors = institutions aggregated",
             "epsilon": "institution-level epsilon",
+            "colluders": "institution-level colluders = the config's bound",
         }[edit]
         assert expected in found
 

@@ -35,6 +35,7 @@ def _plan(**overrides):
         "dimension": DIMENSION,
         "cohort_size": CLIENTS,
         "min_survivors": 18,
+        "colluders": 1,  # floor(0.05 x 20)
         "sample_rate": 1.0,
         "rounds": 5,
     }
@@ -81,7 +82,7 @@ def test_wraps_are_counted_where_the_exact_sum_left_the_modulus():
 
 
 def test_a_dropout_after_encoding_is_refused():
-    plan = _plan(dimension=8, cohort_size=3, min_survivors=2)
+    plan = _plan(dimension=8, cohort_size=3, min_survivors=2, colluders=0)
     codec = utility.CapturingCodec(DistributedDpCodec(plan, EXTRAS, b"seed"), 1, {})
     inputs = [codec.encode(np.ones(8), 1.0, np.array([1.0])) for _ in range(3)]
     with pytest.raises(RuntimeError, match="no dropouts"):

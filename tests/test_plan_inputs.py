@@ -36,7 +36,15 @@ def test_the_planners_read_nothing_but_plan_inputs():
     assert list(inspect.signature(plan_for_run).parameters) == ["inputs", "dimension"]
     pinned_in_context = {"cohort_size", "params", "extras_count"}  # extras: from dp_sgd, ddp
     assert {f.name for f in dataclasses.fields(RoundContext)} == pinned_in_context | ROUND_FACTS
-    computed = {"dimension", "cohort_size", "min_survivors", "sample_rate", "bits", "delta"}
+    computed = {  # colluders: from cohort_size and secure_aggregation.corrupt_fraction
+        "dimension",
+        "cohort_size",
+        "min_survivors",
+        "colluders",
+        "sample_rate",
+        "bits",
+        "delta",
+    }
     from_ddp = {
         "mechanism",
         "target_epsilon",

@@ -11,7 +11,10 @@ Verified (``check_institution``): the ledger's neighbouring relation is the one 
 accounts (``events.INSTITUTION_RELATION``); the epsilon in ``results.json`` from its events;
 exactly one event in each round whose sum was released (none in a skipped or aborted round);
 each event's noise contributors = the institutions aggregated that round (the survivors'
-shares, not the planned ones); each event's noise and sensitivities = the plan's.
+shares, not the planned ones); each event's noise, sensitivities and colluders = the plan's;
+the plan's colluders = the bound the run config gives (``secagg.params.cohort_colluders`` of
+``training.clients_per_round`` and ``secure_aggregation.corrupt_fraction``), so a ledger that
+counts a colluder's share as protecting does not verify.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from securefed.privacy.distributed.events import (
     protecting_shares,
 )
 from securefed.run.folder import LEDGERS, RESULTS
+from securefed.secagg.params import cohort_colluders
 
 
 def within_budget(epsilon: object, target: object) -> bool | None:
@@ -38,7 +42,7 @@ def within_budget(epsilon: object, target: object) -> bool | None:
     return eps <= budget
 
 
-_PLAN_FIELDS = ("mechanism", "l2_sensitivity", "l1_sensitivity", "local_variance")
+_PLAN_FIELDS = ("mechanism", "l2_sensitivity", "l1_sensitivity", "local_variance", "colluders")
 
 
 def institution_section(run: RunSnapshot) -> dict | None:
@@ -58,6 +62,7 @@ def institution_section(run: RunSnapshot) -> dict | None:
         "bits": plan["bits"],
         "clip_norm": plan["clip_norm"],
         "calibrated_for_survivors": plan["min_survivors"],
+        "colluders": plan["colluders"],
         "invitation_rate": saved.get("invitation_rate"),
         "claimed_sample_rate": reported.get("claimed_sample_rate"),
         "epsilon": epsilon,
@@ -97,6 +102,13 @@ def check_institution(run: RunSnapshot, out: Verification) -> None:
             out.expect("institution-level ledger", LEDGERS, "present", "missing")
         return
     ledger, plan = saved["ledger"], saved["plan"]
+    cfg = run.cfg
+    out.expect(
+        "institution-level colluders = the config's bound",
+        LEDGERS,
+        cohort_colluders(cfg.training.clients_per_round, cfg.secure_aggregation.corrupt_fraction),
+        plan["colluders"],
+    )
     out.expect(
         "institution-level neighbouring relation",
         LEDGERS,
@@ -156,22 +168,23 @@ def institution_markdown(section: dict | None) -> str:
     """The audit's paragraph and table on institution-level DP ('' when it was off)."""
     if section is None:
         return ""
-    s = section
+    s, c = section, section["colluders"]
     head = (
         "### Institution-level DP (distributed noise inside the secure sum)\n\n"
         f"Protects {s['protects']}. Neighbouring relation: {s['neighbouring_relation']}. "
         f"Mechanism **{s['mechanism']}**, aggregate width "
         f"{s['bits']} bits, clip norm {fmt(s['clip_norm'])} per institution update; noise "
-        f"calibrated for {s['calibrated_for_survivors']} surviving institutions (each protected "
-        f"by the other {protecting_shares(s['calibrated_for_survivors'])} shares) and accounted "
-        f"with the shares that reached each sum. **Epsilon {epsilon_text(s['epsilon'])}** at "
+        f"calibrated for {s['calibrated_for_survivors']} surviving institutions, each protected "
+        f"by {protecting_shares(s['calibrated_for_survivors'], c)} shares (its own and the "
+        f"c = {c} colluding institutions' shares are not counted), and accounted with the "
+        f"shares that reached each sum. **Epsilon {epsilon_text(s['epsilon'])}** at "
         f"delta {fmt(s['delta'])} (target {epsilon_text(s['target_epsilon'])}; a continuous "
         f"Gaussian of the same variance: {epsilon_text(s['gaussian_reference_epsilon'])}). "
         f"Institutions were invited at "
         f"rate {fmt(s['invitation_rate'])} as fixed-size cohorts; amplification claimed: "
         f"sampling rate {fmt(s['claimed_sample_rate'])}. Accountant: {s['accountant']}."
     )
-    rows = [[r, n, protecting_shares(n)] for r, n in s["noise_contributors_by_round"].items()]
+    rows = [[r, n, protecting_shares(n, c)] for r, n in s["noise_contributors_by_round"].items()]
     columns = ["round", "noise shares in the sum", "shares protecting each institution"]
     caveats = "\n".join(f"- {c}" for c in s["caveats"])
     return "\n\n".join(p for p in (head, table(columns, rows), caveats) if p)

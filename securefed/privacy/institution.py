@@ -3,10 +3,12 @@ ledger.
 
 The plan is made once, when the run starts, for the whole planned run: ``training.rounds``
 rounds, each carrying at least the noise shares of the smallest survivor set that secure
-aggregation's threshold allows among ``training.clients_per_round`` invited institutions
-(``securefed.privacy.distributed.parameters``). Each round the server records the shares that
-actually reached the sum -- the institutions whose masked input is in it -- so the ledger's
-epsilon is what the survivors' noise gives, never the planned amount.
+aggregation's threshold allows among ``training.clients_per_round`` invited institutions,
+less the protected institution's own and the shares of the c colluders the threat model
+allows in the cohort (``secagg.params.cohort_colluders``, the bound the threshold is secure
+against; ``securefed.privacy.distributed.parameters``). Each round the server records the
+shares that actually reached the sum -- the institutions whose masked input is in it -- so
+the ledger's epsilon is what the survivors' noise gives, never the planned amount.
 
 Client sampling: the round loop invites a fixed-size cohort drawn without replacement, not a
 Poisson sample, so no amplification by sampling is claimed: every event carries sample_rate
@@ -22,6 +24,7 @@ from securefed.config import RunConfig
 from securefed.errors import ConfigError
 from securefed.plan_inputs import PlanInputs, plan_inputs
 from securefed.privacy.distributed.encoding import DistributedDpCodec, round_rotation_seed
+from securefed.privacy.distributed.events import protecting_shares
 from securefed.privacy.distributed.ledger import InstitutionLedger
 from securefed.privacy.distributed.parameters import (
     DistributedDpPlan,
@@ -30,6 +33,7 @@ from securefed.privacy.distributed.parameters import (
     plan_distributed_dp,
 )
 from securefed.secagg import QuantizationParams, plan_round
+from securefed.secagg.params import cohort_colluders
 
 CLAIMED_SAMPLE_RATE = 1.0  # fixed-size cohorts are not Poisson samples: no amplification
 
@@ -37,9 +41,22 @@ CLAIMED_SAMPLE_RATE = 1.0  # fixed-size cohorts are not Poisson samples: no ampl
 def plan_for_run(inputs: PlanInputs, dimension: int) -> DistributedDpPlan:
     """The distributed-DP plan of a run whose adapter has ``dimension`` coordinates (on a
     Flower node, from the node's own pinned ``inputs``); ``ConfigError`` when no noise level
-    reaches the target at these bits and dimension."""
+    reaches the target at these bits and dimension, or when the smallest survivor set leaves
+    no protecting share beyond the colluders'."""
     ddp, params, k = inputs.distributed, inputs.secure_aggregation, inputs.cohort_size
     delta = institution_delta(inputs.institutions) if ddp.delta == "auto" else ddp.delta
+    threshold = plan_round(k, params).threshold
+    colluders = cohort_colluders(k, params.corrupt_fraction)
+    if protecting_shares(threshold, colluders) < 1:
+        raise ConfigError(
+            "secure_aggregation.threshold",
+            threshold,
+            f"at least {colluders + 2} with privacy.distributed on: in the smallest survivor "
+            f"set (t = {threshold} of training.clients_per_round = {k}) the noise protecting "
+            f"one institution is t - 1 - c shares, with c = {colluders} colluders "
+            f"(secure_aggregation.corrupt_fraction = {params.corrupt_fraction}) and it must be "
+            "at least 1; raise the threshold or lower secure_aggregation.dropout_budget",
+        )
     try:
         return plan_distributed_dp(
             mechanism=ddp.mechanism,
@@ -49,7 +66,8 @@ def plan_for_run(inputs: PlanInputs, dimension: int) -> DistributedDpPlan:
             bits=params.bits,
             dimension=dimension,
             cohort_size=k,
-            min_survivors=plan_round(k, params).threshold,
+            min_survivors=threshold,
+            colluders=colluders,
             sample_rate=CLAIMED_SAMPLE_RATE,
             rounds=inputs.rounds,
             modclip_probability=ddp.modclip_probability,

@@ -105,14 +105,16 @@ class RoundPlan:
         )
 
 
-def complete_graph_colluders(clients: int, corrupt_fraction: float) -> int:
-    """c on the complete graph: floor(corrupt_fraction * n), colluders being whole clients."""
+def cohort_colluders(clients: int, corrupt_fraction: float) -> int:
+    """floor(corrupt_fraction * n): the colluding clients the threat model allows in a cohort
+    of n. It is c on the complete graph (every client holds a share of every other) and the
+    colluders whose noise shares distributed DP does not count (``privacy.distributed``)."""
     return math.floor(corrupt_fraction * clients + 1e-12)
 
 
 def security_minimum(clients: int, corrupt_fraction: float, adversary: Adversary) -> int:
     """Smallest secure threshold for the complete graph on ``clients`` clients."""
-    colluders = complete_graph_colluders(clients, corrupt_fraction)
+    colluders = cohort_colluders(clients, corrupt_fraction)
     if adversary == "semi_malicious":
         return max(2, semi_malicious_minimum(clients, colluders))
     return max(2, colluders + 1)
@@ -191,9 +193,7 @@ def _complete_plan(n: int, params: SecAggParams) -> RoundPlan:
             f"'auto' or an integer in [{minimum}, {n}] for {n} clients on the complete graph "
             f"({params.adversary} server, corrupt_fraction {params.corrupt_fraction})",
         )
-    return RoundPlan(
-        "complete", n - 1, threshold, n, complete_graph_colluders(n, params.corrupt_fraction)
-    )
+    return RoundPlan("complete", n - 1, threshold, n, cohort_colluders(n, params.corrupt_fraction))
 
 
 def _harary_plan(n: int, params: SecAggParams) -> RoundPlan:

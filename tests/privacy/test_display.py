@@ -59,6 +59,7 @@ def test_the_audit_and_the_sweep_table_show_0_999948_as_1():
         "bits": 20,
         "clip_norm": 1.0,
         "calibrated_for_survivors": 18,
+        "colluders": 1,
         "epsilon": 0.999948,
         "delta": 1e-5,
         "target_epsilon": 1.0,

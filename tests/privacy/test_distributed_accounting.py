@@ -1,5 +1,6 @@
 """Institution-level accounting: Skellam and DDGauss RDP against brute force, the Gaussian and
-dp-accounting; the Zhu-Wang subsampling bound; calibration; events as recomputable JSON."""
+dp-accounting; the Zhu-Wang subsampling bound; calibration; the colluders' shares counted out;
+events as recomputable JSON."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import math
 import dp_accounting as dpa
 import numpy as np
 import pytest
-from dp_accounting.rdp.rdp_privacy_accountant import _compute_rdp_poisson_subsampled_gaussian
+from dp_accounting.rdp.rdp_privacy_accountant import (
+    _compute_rdp_poisson_subsampled_gaussian,
+    compute_epsilon,
+)
 from scipy import special, stats
 
 from securefed.errors import RunFolderError
@@ -26,6 +30,7 @@ from securefed.privacy.distributed.events import (
     DistributedNoiseEvent,
     event_from_json,
     event_to_json,
+    protecting_shares,
 )
 from securefed.privacy.distributed.parameters import (
     heuristic_scale,
@@ -43,9 +48,10 @@ def _gaussian_epsilon(z: float, q: float, rounds: int, delta: float) -> float:
 
 
 def _skellam_event(z: float, q: float, l2: float = 1000.0) -> DistributedNoiseEvent:
-    """10 shares reach the sum; the 9 besides the protected institution's own carry z * l2."""
+    """10 shares reach the sum, 1 of them a colluder's; the 8 besides it and the protected
+    institution's own carry z * l2."""
     central = (z * l2) ** 2
-    return DistributedNoiseEvent("skellam", 0, q, 10, central / 9, l2, l2 * 100, 10_000)
+    return DistributedNoiseEvent("skellam", 0, q, 10, central / 8, l2, l2 * 100, 10_000, 1)
 
 
 @pytest.mark.parametrize(("variance", "shift"), [(4.0, 1), (30.0, 2), (400.0, 3)])
@@ -121,8 +127,9 @@ def test_modclip_and_scale_heuristic():
         heuristic_scale(0.5, 1.0, 2, 10, 1024, 3.89)
 
 
+@pytest.mark.parametrize("colluders", [0, 2])
 @pytest.mark.parametrize("mechanism", ["skellam", "dgauss"])
-def test_calibration_meets_the_target_and_dropouts_beyond_it_exceed_it(mechanism):
+def test_calibration_meets_the_target_and_dropouts_beyond_it_exceed_it(mechanism, colluders):
     plan = plan_distributed_dp(
         mechanism=mechanism,
         target_epsilon=4.0,
@@ -132,15 +139,77 @@ def test_calibration_meets_the_target_and_dropouts_beyond_it_exceed_it(mechanism
         dimension=5000,
         cohort_size=15,
         min_survivors=10,
+        colluders=colluders,
         sample_rate=0.3,
         rounds=20,
     )
+    assert plan.colluders == colluders
+    assert all(plan.event(0, n).colluders == colluders for n in (9, 10, 15))
     planned = institution_epsilon([plan.event(r, 10) for r in range(20)], 1e-3)
     assert 4.0 * 0.999 <= planned <= 4.0
     everyone = institution_epsilon([plan.event(r, 15) for r in range(20)], 1e-3)
     assert everyone < planned  # more survivors, more noise
     too_few = institution_epsilon([plan.event(r, 9) for r in range(20)], 1e-3)
     assert too_few > 4.0  # the ledger reports what the survivors' noise gives
+
+
+def _skellam_rounds(event: DistributedNoiseEvent, rounds: int, shares: int) -> float:
+    """Epsilon of ``rounds`` unsampled Skellam rounds protected by ``shares`` shares: Agarwal,
+    Kairouz and Liu's Theorem 3.5 written out per order, dp-accounting's RDP to epsilon."""
+    mu, d1, d2 = shares * event.local_variance, event.l1_sensitivity, event.l2_sensitivity
+    rdp = [
+        rounds
+        * (a * d2**2 / (2 * mu) + min(((2 * a - 1) * d2**2 + 6 * d1) / (4 * mu**2), 1.5 * d1 / mu))
+        for a in RDP_ORDERS
+    ]
+    return float(compute_epsilon(list(RDP_ORDERS), rdp, 1e-5)[0])
+
+
+@pytest.mark.parametrize("colluders", [0, 1, 3])
+@pytest.mark.parametrize("arriving", [6, 9, 12])
+def test_the_colluders_shares_protect_nobody(arriving, colluders):
+    """n shares reach the sum, c of them the colluders': n - 1 - c protect, and counting one
+    of the colluders' (or the own) share would report less than that."""
+    event = DistributedNoiseEvent("skellam", 0, 1.0, arriving, 2.5e5, 1000.0, 4e4, 4096, colluders)
+    assert (
+        event.protecting_shares
+        == protecting_shares(arriving, colluders)
+        == arriving - 1 - colluders
+    )
+    reported = institution_epsilon([event] * 5, 1e-5)
+    assert reported == pytest.approx(_skellam_rounds(event, 5, arriving - 1 - colluders), rel=1e-9)
+    assert _skellam_rounds(event, 5, arriving - colluders) < 0.98 * reported  # one share too many
+    # the same sum with c = 0 and the colluders' shares taken out accounts the same
+    honest = dataclasses.replace(event, noise_contributors=arriving - colluders, colluders=0)
+    assert institution_epsilon([honest] * 5, 1e-5) == reported
+
+
+@pytest.mark.parametrize("mechanism", ["skellam", "dgauss"])
+def test_nothing_honest_protects_when_only_the_own_and_the_colluders_shares_arrive(mechanism):
+    event = DistributedNoiseEvent(mechanism, 0, 0.5, 3, 1e6, 10.0, 100.0, 64, 2)
+    assert event.protecting_shares == 0
+    assert institution_epsilon([event], 1e-5) == math.inf
+    assert math.isfinite(institution_epsilon([dataclasses.replace(event, colluders=1)], 1e-5))
+
+
+def test_calibration_refuses_a_survivor_set_the_colluders_leave_unprotected():
+    shape = {
+        "mechanism": "skellam",
+        "target_epsilon": 4.0,
+        "delta": 1e-5,
+        "clip_norm": 1.0,
+        "bits": 20,
+        "dimension": 100,
+        "cohort_size": 10,
+        "sample_rate": 1.0,
+        "rounds": 1,
+    }
+    for survivors, colluders in ((2, 1), (4, 3), (1, 0)):
+        with pytest.raises(ValueError, match=f"min_survivors must be in \\[{colluders + 2}, 10\\]"):
+            plan_distributed_dp(**shape, min_survivors=survivors, colluders=colluders)
+    with pytest.raises(ValueError, match="colluders must be an integer >= 0"):
+        plan_distributed_dp(**shape, min_survivors=5, colluders=-1)
+    assert plan_distributed_dp(**shape, min_survivors=5, colluders=3).colluders == 3
 
 
 def test_calibration_refuses_a_bit_width_the_rounding_cannot_fit():
@@ -154,6 +223,7 @@ def test_calibration_refuses_a_bit_width_the_rounding_cannot_fit():
             dimension=10**6,
             cohort_size=15,
             min_survivors=10,
+            colluders=0,
             sample_rate=0.3,
             rounds=30,
         )
@@ -169,8 +239,12 @@ def test_events_round_trip_as_json_and_bad_ones_are_refused():
         event_from_json({**event_to_json(event), "extra": 1})
     with pytest.raises(RunFolderError, match="noise_contributors"):
         event_from_json({**event_to_json(event), "noise_contributors": 0})
+    with pytest.raises(RunFolderError, match="keys"):  # an event without its colluders
+        event_from_json({k: v for k, v in event_to_json(event).items() if k != "colluders"})
+    with pytest.raises(RunFolderError, match="colluders"):
+        event_from_json({**event_to_json(event), "colluders": -1})
     with pytest.raises(ValueError, match="mechanism"):
-        DistributedNoiseEvent("laplace", 0, 1.0, 1, 1.0, 1.0, 1.0, 1)
+        DistributedNoiseEvent("laplace", 0, 1.0, 1, 1.0, 1.0, 1.0, 1, 0)
 
 
 def test_auto_delta_is_below_one_over_the_federation():
@@ -188,9 +262,16 @@ def test_plan_bytes_bind_every_parameter():
         dimension=1000,
         cohort_size=10,
         min_survivors=7,
+        colluders=1,
         sample_rate=0.2,
         rounds=5,
     )
     assert plan.to_bytes() == dataclasses.replace(plan).to_bytes()
-    for change in ({"bits": 19}, {"scale": plan.scale * (1 + 1e-12)}, {"mechanism": "skellam"}):
+    changes = (
+        {"bits": 19},
+        {"scale": plan.scale * (1 + 1e-12)},
+        {"mechanism": "skellam"},
+        {"colluders": 0},
+    )
+    for change in changes:
         assert dataclasses.replace(plan, **change).to_bytes() != plan.to_bytes()

@@ -45,6 +45,7 @@ def _plan(mechanism: str, dimension: int, **overrides) -> DistributedDpPlan:
         "dimension": dimension,
         "cohort_size": 12,
         "min_survivors": 8,
+        "colluders": 0,
         "sample_rate": 0.25,
         "rounds": 40,
     }
@@ -211,7 +212,7 @@ def test_without_noise_the_pipeline_returns_the_clipped_sum_up_to_rounding(d, n,
     l2 = rounded_l2_bound(scale, DEFAULT_BETA, m)
     plan = DistributedDpPlan(  # scale for sigma 0.3, then silenced: Skellam(5e-10) is 0 w.h.p.
         "skellam", d, m, 1.0, bits, scale, 1e-9, DEFAULT_BETA, l2, rounded_l1_bound(l2, m),
-        n, n, 1.0, 1, 1e-4, 1.0, 1e-5,
+        n, n, 0, 1.0, 1, 1e-4, 1.0, 1e-5,
     )  # fmt: skip
     rng = np.random.default_rng(seed)
     noise = AesCtrRandom.seeded_for_tests(seed)

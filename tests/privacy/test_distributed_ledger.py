@@ -26,6 +26,7 @@ def plan():
         dimension=50_000,
         cohort_size=15,
         min_survivors=10,
+        colluders=0,
         sample_rate=0.3,
         rounds=10,
     )

@@ -150,6 +150,7 @@ def test_every_encoded_share_draws_from_a_fresh_os_keyed_aes_ctr_stream(monkeypa
         dimension=100,
         cohort_size=5,
         min_survivors=4,
+        colluders=0,
         sample_rate=1.0,
         rounds=1,
     )

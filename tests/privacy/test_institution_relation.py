@@ -1,17 +1,20 @@
 """Institution-level DP under add/remove on the config of record: the protected institution's
-own noise share leaves with it, so only the other shares protect it.
+own noise share leaves with it and the c colluders the threat model allows know theirs, so in
+a sum that n shares reached only n - 1 - c protect it.
 
 The reported epsilon (the ledger of ``configs/distributed_dp.yaml``'s plan) is recomputed here
-along a code path of its own: Agarwal, Kairouz and Liu (NeurIPS 2021) Theorem 3.5 for the
-Skellam mechanism, written out per order with Python floats from the plan's integer-domain
-sensitivities and noise, composed over the rounds, converted by dp-accounting's RDP-to-epsilon
-(dp-accounting has no Skellam mechanism of its own). Cohorts are fixed-size, so every round
-counts in full (no subsampling). Counting the institution's own share in this recomputation
-gives a lower epsilon than the one reported, and at the calibration point one above the target.
+along a code path of its own: c as the threat model states it, floor(corrupt_fraction x
+cohort size), from the config's numbers; Agarwal, Kairouz and Liu (NeurIPS 2021) Theorem 3.5
+for the Skellam mechanism, written out per order with Python floats from the plan's
+integer-domain sensitivities and noise, composed over the rounds, converted by dp-accounting's
+RDP-to-epsilon (dp-accounting has no Skellam mechanism of its own). Cohorts are fixed-size, so
+every round counts in full (no subsampling). Counting the institution's own share or a
+colluder's in this recomputation gives a lower epsilon than the one reported.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -25,16 +28,28 @@ from securefed.privacy.distributed.events import INSTITUTION_PROTECTS, INSTITUTI
 from securefed.privacy.distributed.ledger import InstitutionLedger
 from securefed.privacy.institution import plan_for_run
 from securefed.run.setup import plan_sizes
+from securefed.secagg import plan_round
 
 ROOT = Path(__file__).resolve().parents[2]
 ORDERS = [*range(2, 129), 256]
 
 
 @pytest.fixture(scope="module")
-def plan():
-    cfg = load_config(str(ROOT / "configs/distributed_dp.yaml"))
-    _, _, dimension = plan_sizes(cfg)
-    return plan_for_run(plan_inputs(cfg), dimension)
+def config():
+    return load_config(str(ROOT / "configs/distributed_dp.yaml"))
+
+
+@pytest.fixture(scope="module")
+def plan(config):
+    _, _, dimension = plan_sizes(config)
+    return plan_for_run(plan_inputs(config), dimension)
+
+
+@pytest.fixture(scope="module")
+def colluders(config) -> int:
+    """c as threat_model.md states it: floor(corrupt_fraction x k) of a cohort of k."""
+    k, fraction = config.training.clients_per_round, config.secure_aggregation.corrupt_fraction
+    return math.floor(fraction * k)
 
 
 def theorem_3_5_epsilon(plan, shares_protecting: int) -> float:
@@ -56,11 +71,23 @@ def reported_epsilon(plan, arriving: int) -> float:
     return ledger.report()["epsilon"]
 
 
-@pytest.mark.parametrize("arriving", [18, 19, 20])
-def test_reported_epsilon_is_theorem_3_5_without_the_own_share_and_within_target(plan, arriving):
+def test_the_plan_counts_out_the_colluders_secure_aggregation_is_secure_against(
+    config, plan, colluders
+):
     assert plan.mechanism == "skellam" and plan.sample_rate == 1.0
     assert plan.min_survivors == 18 and plan.cohort_size == 20  # the plan allows 18 to 20
-    independent = theorem_3_5_epsilon(plan, arriving - 1)
+    assert plan.colluders == colluders == 1
+    # the complete graph's c: the bound the threshold 18 of 20 is secure against
+    round_plan = plan_round(20, config.secure_aggregation.params())
+    assert round_plan.graph == "complete" and round_plan.colluders == plan.colluders
+    assert all(plan.event(0, n).colluders == colluders for n in (18, 19, 20))
+
+
+@pytest.mark.parametrize("arriving", [18, 19, 20])
+def test_reported_epsilon_is_theorem_3_5_without_the_own_and_the_colluders_shares(
+    plan, colluders, arriving
+):
+    independent = theorem_3_5_epsilon(plan, arriving - 1 - colluders)
     reported = reported_epsilon(plan, arriving)
     assert reported == pytest.approx(independent, rel=1e-12)
     assert reported <= plan.target_epsilon
@@ -68,11 +95,19 @@ def test_reported_epsilon_is_theorem_3_5_without_the_own_share_and_within_target
         assert reported >= 0.999 * plan.target_epsilon
 
 
-def test_counting_the_own_share_would_understate_epsilon_and_break_the_target(plan):
-    for arriving in (18, 19, 20):
-        assert theorem_3_5_epsilon(plan, arriving) < 0.97 * reported_epsilon(plan, arriving)
-    # the calibration point with one share fewer (17 arriving, 16 protecting) is past the plan
-    assert theorem_3_5_epsilon(plan, 16) > plan.target_epsilon
+@pytest.mark.parametrize("arriving", [18, 19, 20])
+def test_counting_a_colluders_or_the_own_share_would_understate_epsilon(plan, colluders, arriving):
+    reported = reported_epsilon(plan, arriving)
+    assert colluders >= 1
+    assert theorem_3_5_epsilon(plan, arriving - 1) < 0.98 * reported  # the colluder's counted
+    assert theorem_3_5_epsilon(plan, arriving) < 0.95 * reported  # and the own as well
+
+
+def test_one_share_fewer_than_the_plan_allows_is_past_the_target(plan, colluders):
+    # 17 arriving (15 protecting), below the threshold: the calibration is not loose
+    independent = theorem_3_5_epsilon(plan, 17 - 1 - colluders)
+    assert reported_epsilon(plan, 17) == pytest.approx(independent, rel=1e-12)
+    assert reported_epsilon(plan, 17) > plan.target_epsilon
 
 
 def _flat(text: str) -> str:

@@ -18,7 +18,7 @@ from securefed.privacy.distributed.accounting import institution_epsilon
 from securefed.privacy.distributed.encoding import DistributedDpCodec, round_rotation_seed
 from securefed.privacy.distributed.parameters import central_noise_std, plan_distributed_dp
 from securefed.secagg import ClientInput, DropoutSchedule, SecAggParams, simulate_round
-from securefed.secagg.params import plan_round
+from securefed.secagg.params import cohort_colluders, plan_round
 from securefed.secagg.quantize import QuantizationParams
 
 D, COHORT = 1 << 14, 8
@@ -42,6 +42,7 @@ def test_noisy_sum_survives_dropouts_at_every_stage(mechanism):
         dimension=D,
         cohort_size=COHORT,
         min_survivors=min_survivors,
+        colluders=cohort_colluders(COHORT, params.corrupt_fraction),
         sample_rate=0.2,
         rounds=30,
     )
@@ -89,6 +90,7 @@ def test_simulate_round_carries_the_codec_and_the_survivors_noise():
         dimension=D,
         cohort_size=COHORT,
         min_survivors=plan_round(COHORT, params).threshold,
+        colluders=cohort_colluders(COHORT, params.corrupt_fraction),
         sample_rate=1.0,
         rounds=30,
     )

@@ -2,8 +2,9 @@
 
 All quantities are in the integer (scaled) domain where the noise is added: sensitivities
 are the L2 / L1 norm bounds of one institution's rounded vector, variances are of the noise.
-Each round counts the noise of ``event.protecting_shares`` (events.py: the shares that reached
-the sum, the protected institution's own excluded, since under add/remove it leaves with it).
+Each round counts the noise of ``event.protecting_shares`` (events.py: of the n shares that
+reached the sum, n - 1 - c: the protected institution's own leaves with it under add/remove,
+and the c colluders' are known to the adversary).
 
 - Skellam (Agarwal, Kairouz, Liu, NeurIPS 2021, Theorem 3.5 as implemented in
   google-research/federated ``distributed_dp/accounting_utils.py``), central variance mu:
@@ -135,7 +136,8 @@ def poisson_subsampled_rdp(orders: Iterable[int], sample_rate: float, rdp: RdpCu
 
 def event_rdp(event: DistributedNoiseEvent, orders: Iterable[int] = RDP_ORDERS) -> np.ndarray:
     """RDP at ``orders`` of one round's institution-level release, subsampling included;
-    infinite when no share but the protected institution's own reached the sum."""
+    infinite when no share but the protected institution's own and the colluders' reached
+    the sum."""
     protecting = event.protecting_shares
     if protecting < 1:
         return np.full(len(list(orders)), np.inf)
@@ -164,7 +166,7 @@ def institution_epsilon(
     events: Iterable[DistributedNoiseEvent], delta: float, orders: Iterable[int] = RDP_ORDERS
 ) -> float:
     """(epsilon, ``delta``)-DP of the composed rounds for one institution under
-    ``events.INSTITUTION_RELATION``; infinite when a round left it only its own share."""
+    ``events.INSTITUTION_RELATION``; infinite when a round left it no protecting share."""
     if not 0.0 < delta < 1.0:
         raise ValueError(f"delta must be in (0, 1), got {delta}")
     order_list = [int(a) for a in orders]

@@ -8,12 +8,16 @@ claimed).
 
 The neighbouring relation and what it protects are stated here and only here
 (``INSTITUTION_RELATION``, ``INSTITUTION_PROTECTS``); the ledger, the audit, README.md and
-threat_model.md quote them. ``protecting_shares`` is the relation in code: removing an
-institution removes its own noise share with its update, so only the other shares that
-reached the sum protect it (Agarwal, Kairouz and Liu 2021 count the n shares of a
-sum against a change of one input whose noise stays; under add/remove it does not). The
-bound holds because the released sum is a post-processing of (the others' noisy sum plus the
-institution's update, the institution's own share), and that share is independent of the data.
+threat_model.md quote them. ``protecting_shares`` is the relation in code: in a sum that n
+shares reached, n - 1 - c protect one institution. Removing an institution removes its own
+noise share with its update (Agarwal, Kairouz and Liu 2021 count the n shares of a sum
+against a change of one input whose noise stays; under add/remove it does not), and the
+threat model grants the adversary up to c colluding institutions (c = floor(corrupt_fraction
+x cohort size), ``secagg.params.cohort_colluders``, the bound secure aggregation's threshold
+is secure against), each of which knows its own share or omits it: their shares are
+known to the adversary and protect nobody. The bound holds because the released sum is a
+post-processing of (the honest others' noisy sum plus the institution's update, the
+institution's own share, the colluders' shares), and those shares are independent of its data.
 """
 
 from __future__ import annotations
@@ -27,23 +31,27 @@ from securefed.errors import RunFolderError
 
 INSTITUTION_RELATION = (
     "add or remove one institution: its clipped update leaves the sum together with its own "
-    "noise share, so only the other institutions' shares that reached the sum protect it"
+    "noise share, and the c = floor(corrupt_fraction x cohort size) colluding institutions "
+    "the threat model allows know their own shares, so in a sum that n shares reached only "
+    "the other n - 1 - c shares protect it"
 )
 INSTITUTION_PROTECTS = (
     "the content of one institution's update (everything its clipped update carries), against "
-    "anyone who sees the released sums, the server included, provided the other institutions "
-    "add their noise shares and keep them secret; not whether it took part: cohorts come from "
-    "the public seed and the server sees the signed survivor set"
+    "anyone who sees the released sums, the server and up to c colluding institutions "
+    "included, provided the other institutions add their noise shares and keep them secret; "
+    "not against more than c colluders; not whether it took part: cohorts come from the "
+    "public seed and the server sees the signed survivor set"
 )
 
 Mechanism = Literal["skellam", "dgauss"]
 MECHANISMS: tuple[str, ...] = ("skellam", "dgauss")
 
 
-def protecting_shares(noise_contributors: int) -> int:
+def protecting_shares(noise_contributors: int, colluders: int) -> int:
     """The noise shares that protect any one institution in a sum that ``noise_contributors``
-    shares reached: all but its own (``INSTITUTION_RELATION``)."""
-    return noise_contributors - 1
+    shares reached: all but its own and the ``colluders``' (``INSTITUTION_RELATION``); below 1
+    nothing honest protects it."""
+    return noise_contributors - 1 - colluders
 
 
 @dataclass(frozen=True)
@@ -52,7 +60,9 @@ class DistributedNoiseEvent:
 
     ``local_variance``: each contributor's noise variance (Skellam) or sigma^2 of its discrete
     Gaussian (dgauss); ``l2_sensitivity`` / ``l1_sensitivity``: bounds on one institution's
-    rounded integer vector; ``dimension``: length of that vector (the padded dimension).
+    rounded integer vector; ``dimension``: length of that vector (the padded dimension);
+    ``colluders``: c, the colluding institutions whose shares protect nobody (counted as if
+    all of them were among the ``noise_contributors``).
     """
 
     mechanism: Mechanism
@@ -63,19 +73,20 @@ class DistributedNoiseEvent:
     l2_sensitivity: float
     l1_sensitivity: float
     dimension: int
+    colluders: int
     kind: ClassVar[str] = "distributed_noise"
 
     @property
     def protecting_shares(self) -> int:
         """The noise shares that protect any one institution in this round's sum."""
-        return protecting_shares(self.noise_contributors)
+        return protecting_shares(self.noise_contributors, self.colluders)
 
     def __post_init__(self) -> None:
         if self.mechanism not in MECHANISMS:
             raise ValueError(f"mechanism must be one of {MECHANISMS}, got {self.mechanism!r}")
-        for name in ("round_index", "noise_contributors", "dimension"):
+        for name in ("round_index", "noise_contributors", "dimension", "colluders"):
             value = getattr(self, name)
-            low = 0 if name == "round_index" else 1
+            low = 0 if name in ("round_index", "colluders") else 1
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         if not 0.0 < self.sample_rate <= 1.0:

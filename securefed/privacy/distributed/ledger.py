@@ -3,10 +3,10 @@
 Beside each institution's sample-level ``PrivacyLedger`` (one record of that institution),
 this ledger covers a whole institution's update (``events.INSTITUTION_RELATION``; what that
 protects: ``events.INSTITUTION_PROTECTS``): every round's ``DistributedNoiseEvent`` records
-the noise shares that reached the sum, so a round with dropouts is accounted with the
-survivors' noise, never the planned amount, and without the protected institution's own
-share. An auditor recomputes the epsilon from ``to_json()["events"]`` with
-``accounting.institution_epsilon``.
+the noise shares that reached the sum and the colluder bound c, so a round with dropouts is
+accounted with the survivors' noise, never the planned amount, less the protected
+institution's own share and the c colluders'. An auditor recomputes the epsilon from
+``to_json()["events"]`` with ``accounting.institution_epsilon``.
 """
 
 from __future__ import annotations
@@ -26,10 +26,11 @@ from securefed.privacy.distributed.events import (
 )
 from securefed.privacy.event_ledger import EventLedger
 
-INSTITUTION_LEDGER_FORMAT = "securefed.institution-ledger/1"
+INSTITUTION_LEDGER_FORMAT = "securefed.institution-ledger/2"  # 2: events carry colluders
 INSTITUTION_CAVEATS = (
-    f"institution-level DP protects {INSTITUTION_PROTECTS}; a client that omits its share, or "
-    "reveals it to the server, lowers the noise that protects the others",
+    f"institution-level DP protects {INSTITUTION_PROTECTS}; the c colluders' shares are not "
+    "counted, but each further institution that omits its share, or reveals it to the server, "
+    "lowers the noise that protects the others below what this epsilon accounts",
     "the subsampling amplification assumes institutions are Poisson-sampled at sample_rate; "
     "a round recorded with sample_rate 1.0 claims none",
     "plaintext metrics summed beside the update (extras: loss, accuracy, weights) are outside "
@@ -82,6 +83,7 @@ class InstitutionLedger(EventLedger[DistributedNoiseEvent]):
             "target_epsilon": self.target_epsilon,
             "rounds": [e.round_index for e in self._events],
             "noise_contributors": [e.noise_contributors for e in self._events],
+            "colluders": [e.colluders for e in self._events],
             "protecting_shares": [e.protecting_shares for e in self._events],
             "events": [event_to_json(e) for e in self._events],
             "caveats": list(INSTITUTION_CAVEATS),

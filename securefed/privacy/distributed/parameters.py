@@ -11,10 +11,11 @@ Following TFF's ``DistributedDpSumFactory`` and google-research/federated
   (the widest sum the modulus must hold: nobody dropped).
 - ``plan_distributed_dp``: the noise for ``target_epsilon`` over all rounds, calibrated for
   the smallest survivor set the secure-aggregation threshold allows under
-  ``events.INSTITUTION_RELATION``: the protected institution's own share leaves with it, so
-  the min_survivors - 1 other shares must carry the central noise (each client adds
-  central / (min_survivors - 1) of its variance); any allowed survivor set protects each of
-  its members at least as well (better when more survive). The rounding inflation of the
+  ``events.INSTITUTION_RELATION``: the protected institution's own share leaves with it and
+  the c colluders' shares are known, so the min_survivors - 1 - c other shares must carry the
+  central noise (each client adds central / (min_survivors - 1 - c) of its variance); any
+  allowed survivor set protects each of its members at least as well (better when more
+  survive). The rounding inflation of the
   sensitivity and the scale's dependence on the noise are inside the calibration, so the
   target holds for the integer mechanism actually run.
 """
@@ -84,7 +85,8 @@ class DistributedDpPlan:
 
     ``scale``: integer units per unit of the clipped, rotated vector; ``local_variance``:
     each client's noise variance in integer units (sigma^2 of its discrete Gaussian);
-    ``l2_sensitivity`` / ``l1_sensitivity``: bounds on one client's rounded integer vector.
+    ``l2_sensitivity`` / ``l1_sensitivity``: bounds on one client's rounded integer vector;
+    ``colluders``: c, the colluding institutions whose shares are not counted.
     """
 
     mechanism: Mechanism
@@ -99,6 +101,7 @@ class DistributedDpPlan:
     l1_sensitivity: float
     cohort_size: int
     min_survivors: int
+    colluders: int
     sample_rate: float
     rounds: int
     modclip_probability: float
@@ -116,6 +119,7 @@ class DistributedDpPlan:
             l2_sensitivity=self.l2_sensitivity,
             l1_sensitivity=self.l1_sensitivity,
             dimension=self.padded_dimension,
+            colluders=self.colluders,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -135,13 +139,15 @@ def _plan_for_noise(
     dimension: int,
     cohort_size: int,
     min_survivors: int,
+    colluders: int,
     beta: float,
     k_stddevs: float,
 ) -> tuple[float, float, float, float]:
     """(scale, local variance, L2, L1 sensitivity) in integer units for one noise level:
     ``central_multiplier`` * clip is the std of the shares that protect one institution."""
     m = padded_dimension(dimension)
-    local_std = central_multiplier * clip_norm / math.sqrt(protecting_shares(min_survivors))
+    protecting = protecting_shares(min_survivors, colluders)
+    local_std = central_multiplier * clip_norm / math.sqrt(protecting)
     scale = heuristic_scale(local_std, clip_norm, bits, cohort_size, m, k_stddevs)
     l2 = rounded_l2_bound(scale * clip_norm, beta, m)
     return scale, (scale * local_std) ** 2, l2, rounded_l1_bound(l2, m)
@@ -157,20 +163,24 @@ def plan_distributed_dp(
     dimension: int,
     cohort_size: int,
     min_survivors: int,
+    colluders: int,
     sample_rate: float,
     rounds: int,
     modclip_probability: float = 1e-4,
     beta: float = DEFAULT_BETA,
 ) -> DistributedDpPlan:
     """The least noise whose ``rounds`` rounds, with ``min_survivors`` shares each reaching the
-    sum, give each of them at most (``target_epsilon``, ``delta``) under
-    ``events.INSTITUTION_RELATION``; raises ``ValueError`` when no noise level does."""
+    sum, ``colluders`` of them known to the adversary, give each honest one at most
+    (``target_epsilon``, ``delta``) under ``events.INSTITUTION_RELATION``; raises
+    ``ValueError`` when no noise level does."""
     if mechanism not in MECHANISMS:
         raise ValueError(f"mechanism must be one of {MECHANISMS}, got {mechanism!r}")
-    if not (protecting_shares(min_survivors) >= 1 and min_survivors <= cohort_size):
+    if isinstance(colluders, bool) or not isinstance(colluders, int) or colluders < 0:
+        raise ValueError(f"colluders must be an integer >= 0, got {colluders!r}")
+    if not (protecting_shares(min_survivors, colluders) >= 1 and min_survivors <= cohort_size):
         raise ValueError(
-            f"min_survivors must be in [2, {cohort_size}] (one institution's own share does not "
-            f"protect it), got {min_survivors}"
+            f"min_survivors must be in [{colluders + 2}, {cohort_size}] (one institution's own "
+            f"share and the {colluders} colluders' do not protect it), got {min_survivors}"
         )
     if not (target_epsilon > 0 and 0 < delta < 1 and clip_norm > 0 and rounds >= 1):
         raise ValueError("target_epsilon, clip_norm and rounds must be > 0, delta in (0, 1)")
@@ -182,6 +192,7 @@ def plan_distributed_dp(
         "dimension": dimension,
         "cohort_size": cohort_size,
         "min_survivors": min_survivors,
+        "colluders": colluders,
         "beta": beta,
         "k_stddevs": k,
     }
@@ -189,7 +200,15 @@ def plan_distributed_dp(
     def epsilon(log_multiplier: float) -> float:
         scale, variance, l2, l1 = _plan_for_noise(math.exp(log_multiplier), **shape)
         event = DistributedNoiseEvent(
-            mechanism, 0, sample_rate, min_survivors, variance, l2, l1, padded_dimension(dimension)
+            mechanism,
+            0,
+            sample_rate,
+            min_survivors,
+            variance,
+            l2,
+            l1,
+            padded_dimension(dimension),
+            colluders,
         )
         rdp = event_rdp(event) * rounds
         return float(compute_epsilon(list(RDP_ORDERS), rdp.tolist(), delta)[0])
@@ -217,6 +236,7 @@ def plan_distributed_dp(
         l1_sensitivity=l1,
         cohort_size=cohort_size,
         min_survivors=min_survivors,
+        colluders=colluders,
         sample_rate=sample_rate,
         rounds=rounds,
         modclip_probability=modclip_probability,
