@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from securefed.audit import verify_run
+from securefed.audit import build_audit, verify_run
 from securefed.config import load_config
 from securefed.privacy.distributed.accounting import institution_epsilon
 from securefed.privacy.distributed.events import event_from_json
@@ -121,6 +121,21 @@ def test_verify_recomputes_the_institution_epsilon_and_catches_edits(run_dir, tm
             "colluders": "institution-level colluders = the config's bound",
         }[edit]
         assert expected in found
+
+
+def test_the_verdict_states_the_institution_level_epsilon_not_dp_off(run_dir):
+    """Sample-level DP is off in this run; the audit's first line must not say "DP OFF" as if
+    nothing protected the institutions, and must give the institution-level epsilon."""
+    audit = build_audit(run_dir)
+    epsilon = json.loads((run_dir / "results.json").read_text())["privacy"]["institution"][
+        "epsilon"
+    ]
+    assert "DP OFF" not in audit["verdict"]
+    assert "sample-level DP off" in audit["verdict"]
+    assert "institution-level epsilon <= " in audit["verdict"]
+    shown = audit["verdict"].split("institution-level epsilon <= ")[1].split(" ")[0]
+    assert float(shown) >= epsilon  # rounded up, never down
+    assert float(shown) == pytest.approx(epsilon, rel=1e-2)
 
 
 def test_resume_drops_the_uncommitted_rounds_institution_events(run_dir):

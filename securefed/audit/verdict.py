@@ -46,8 +46,11 @@ def verdict(audit: dict) -> str:
         )
     if not run["complete"]:
         parts.append(f"INCOMPLETE: {run['rounds_finished']} of {run['rounds_planned']} rounds")
-    if not privacy["dp_enabled"]:
+    institution = privacy.get("institution")
+    if not privacy["dp_enabled"] and institution is None:
         parts.append("DP OFF (epsilon infinite for every institution that trained)")
+    elif not privacy["dp_enabled"]:
+        parts.append("sample-level DP off (epsilon infinite for one record)")
     else:
         spent = [as_float(c["epsilon"]) for c in privacy["clients"].values()]
         worst = max((e for e in spent if e is not None), default=0.0)
@@ -56,6 +59,8 @@ def verdict(audit: dict) -> str:
             if math.isinf(worst)
             else f"epsilon <= {epsilon_text(worst, 3)} per institution"
         )
+    if institution is not None:
+        parts.append(_institution_clause(institution))
     protocol = sa.get("protocol") or {}
     if not sa["enabled"]:
         parts.append("NO secure aggregation (the server saw each update)")
@@ -67,3 +72,11 @@ def verdict(audit: dict) -> str:
         parts.append("secure aggregation against a server that lies in its lists")
     parts.append("verified" if audit["integrity"]["verified"] else "VERIFICATION FAILED")
     return "; ".join(parts)
+
+
+def _institution_clause(institution: dict) -> str:
+    """Institution-level DP's epsilon: one institution's whole update (add/remove)."""
+    epsilon = as_float(institution.get("epsilon"))
+    if epsilon is None or math.isinf(epsilon):
+        return "institution-level epsilon infinite"
+    return f"institution-level epsilon <= {epsilon_text(epsilon, 3)} (one institution's update)"
