@@ -26,7 +26,9 @@ def _audited(tmp_path: Path, noise_scale: float, *overrides: str) -> dict:
     import securefed.privacy.dp_sgd as dp_sgd
     from securefed.run.simulate import simulate  # lazy: torch, only for these slow tests
 
-    cfg = load_config(str(DP_CONFIG), [*overrides, "audit.canaries=1000"])
+    # the federation alone: the audit concerns it, and the config's DP baselines would triple
+    # each run's cost
+    cfg = load_config(str(DP_CONFIG), [*overrides, "audit.canaries=1000", "baselines=[]"])
     scaled = functools.partial(dp_sgd.dp_training, noise_scale_for_testing=noise_scale)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(dp_sgd, "dp_training", scaled)
