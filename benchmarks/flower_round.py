@@ -17,6 +17,7 @@ loaded. The breakdown of the Flower round:
 - server: the rest of the server's round 1 (the global step, evaluation, records).
 
     nice python benchmarks/flower_round.py --nodes 3 10 [--set KEY=VALUE ...] [--cold]
+        [--idle-poll SECONDS]
 
 Prints one block per node count and, last, ``flower/in-process round: <ratio>x`` for the
 first node count (the goal: at most 1.5x with 3 nodes for the default encoder). Results are
@@ -36,6 +37,7 @@ from pathlib import Path
 from securefed.config import load_config
 from securefed.flower.localhost import LocalFederation
 from securefed.flower.node_security import pinned_node_config
+from securefed.flower.supernode import IDLE_POLL_S
 from securefed.run.folder import RunFolder, read_json
 from securefed.secagg import STAGE_TABLE
 
@@ -54,13 +56,17 @@ def in_process(config: str | None, overrides: list[str], workdir: Path) -> float
     return RunFolder(run_dir).read_metrics()[1]["wall_s"]
 
 
-def on_flower(config: str | None, overrides: list[str], workdir: Path, warm: bool) -> dict:
+def on_flower(
+    config: str | None, overrides: list[str], workdir: Path, warm: bool, idle_poll_s: float
+) -> dict:
     """One Flower run on localhost; the round-1 breakdown from the server's and nodes' records."""
     cfg = load_config(config, overrides)
     nodes = cfg.partition.num_clients
     pinned = {i: pinned_node_config(cfg) for i in range(nodes)}
     run_dir = workdir / "run"
-    with LocalFederation(workdir / "fed", list(range(nodes)), node_config=pinned, warm=warm) as fed:
+    with LocalFederation(
+        workdir / "fed", list(range(nodes)), node_config=pinned, warm=warm, idle_poll_s=idle_poll_s
+    ) as fed:
         run_id = fed.launch(
             {
                 "config": config or "",
@@ -119,6 +125,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", type=lambda p: str(Path(p).resolve()),
                         help="securefed YAML (default: the embedded default)")  # fmt: skip
     parser.add_argument("--cold", action="store_true", help="a process per message (Flower's)")
+    parser.add_argument("--idle-poll", type=float, default=IDLE_POLL_S,
+                        help="a SuperNode's idle pull interval, s (Flower's own: 3)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("runs/flower_round.jsonl"))
     args = parser.parse_args(argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -129,9 +137,10 @@ def main(argv: list[str] | None = None) -> None:
             print(f"--- {nodes} nodes: in process ...", flush=True)
             inproc = in_process(args.config, overrides, Path(tmp))
             print(f"in-process round: {inproc:.2f} s; on Flower ...", flush=True)
-            flower = on_flower(args.config, overrides, Path(tmp), warm=not args.cold)
+            flower = on_flower(args.config, overrides, Path(tmp), not args.cold, args.idle_poll)
         start = process_start_s()
-        row = {"nodes": nodes, "warm": not args.cold, "in_process_round_s": inproc,
+        row = {"nodes": nodes, "warm": not args.cold, "idle_poll_s": args.idle_poll,
+               "in_process_round_s": inproc,
                "process_start_s": start, **flower, "ratio": flower["round_s"] / inproc}  # fmt: skip
         with args.out.open("a") as handle:
             handle.write(json.dumps(row) + "\n")
