@@ -13,7 +13,8 @@ loaded. The breakdown of the Flower round:
 - train: each node's round-1 ``advertise`` (evaluate, train, encode, keys) less any model
   load, mean over nodes;
 - protocol: the server's wall time of the stages after ``advertise`` in round 1 (message
-  delivery, polling and each node's answer);
+  delivery, polling and each node's answer), and of it the slowest node's own answer time
+  per stage (its records' ``wall_s``): the rest is delivery;
 - server: the rest of the server's round 1 (the global step, evaluation, records).
 
     nice python benchmarks/flower_round.py --nodes 3 10 [--set KEY=VALUE ...] [--cold]
@@ -82,6 +83,7 @@ def on_flower(
     train: list[float] = []  # round 1
     load: list[float] = []
     traffic: dict[str, list[tuple[int, int]]] = {}  # stage -> (down, up) per node, round 1
+    answer: dict[str, list[float]] = {}  # stage -> each node's own time on it, round 1
     for i in range(nodes):
         for record in RunFolder(workdir / "fed" / f"node-{i}" / f"run-{run_id}").read_metrics():
             if record.get("stage") == advertise:  # training: the exchange less any load
@@ -93,6 +95,7 @@ def on_flower(
                 traffic.setdefault(record["stage"], []).append(
                     (record["bytes_down"], record["bytes_up"])
                 )
+                answer.setdefault(record["stage"], []).append(record["wall_s"])
     stages = server["stage_wall_s"]
     protocol = sum(s for name, s in stages.items() if name != advertise)
     return {
@@ -103,6 +106,7 @@ def on_flower(
         "protocol_s": protocol,
         "server_s": server["wall_s"] - sum(stages.values()),
         "stages_s": stages,
+        "protocol_answers_s": sum(max(v) for stage, v in answer.items() if stage != advertise),
         "bytes_per_node": {  # mean (down, up) per node and stage, round 1
             stage: [sum(d for d, _ in v) / len(v), sum(u for _, u in v) / len(v)]
             for stage, v in traffic.items()
@@ -154,6 +158,8 @@ def main(argv: list[str] | None = None) -> None:
             f"process start {start:.2f} s ({per})",
             flush=True,
         )
+        answers = flower["protocol_answers_s"]
+        print(f"protocol: of it the slowest node's answers {answers:.2f} s", flush=True)
         print(f"{nodes} nodes: flower/in-process round {row['ratio']:.2f}x", flush=True)
         ratios.append(row["ratio"])
     print(f"flower/in-process round: {ratios[0]:.2f}x")
