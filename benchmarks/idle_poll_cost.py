@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from securefed.flower.localhost import LocalFederation
-from securefed.flower.supernode import FLOWER_IDLE_SLEEP_S, IDLE_POLL_S
+from securefed.flower.supernode import IDLE_POLL_S, IDLE_SLEEP
 
 
 def _cpu_s(pid: int) -> float:
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--settle", type=float, default=10.0, help="seconds before measuring")
     args = parser.parse_args(argv)
     load = {}
-    for poll in (args.idle_poll, FLOWER_IDLE_SLEEP_S):
+    for poll in (args.idle_poll, IDLE_SLEEP.seconds):
         load[poll] = idle_superlink_cpu(args.nodes, poll, args.seconds, args.settle)
         pulls = args.nodes / poll  # an upper bound: each pull also takes its own time
         print(
@@ -67,11 +67,11 @@ def main(argv: list[str] | None = None) -> None:
             f"(<= {pulls:.0f} pulls/s)",
             flush=True,
         )
-    extra_pulls = args.nodes / args.idle_poll - args.nodes / FLOWER_IDLE_SLEEP_S
-    extra_cpu = load[args.idle_poll] - load[FLOWER_IDLE_SLEEP_S]
+    extra_pulls = args.nodes / args.idle_poll - args.nodes / IDLE_SLEEP.seconds
+    extra_cpu = load[args.idle_poll] - load[IDLE_SLEEP.seconds]
     print(f"marginal SuperLink CPU per extra pull: {1000 * extra_cpu / extra_pulls:.2f} ms")
-    ratio = load[args.idle_poll] / load[FLOWER_IDLE_SLEEP_S]
-    print(f"idle superlink CPU, {args.idle_poll} s / {FLOWER_IDLE_SLEEP_S} s poll: {ratio:.2f}x")
+    ratio = load[args.idle_poll] / load[IDLE_SLEEP.seconds]
+    print(f"idle superlink CPU, {args.idle_poll} s / {IDLE_SLEEP.seconds} s poll: {ratio:.2f}x")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""securefed's SuperNode is Flower's with one sleep shortened: the patch applies to the
-installed flwr (this file fails when an upgrade moves or changes that sleep), the patched loop
-sleeps ``--idle-poll`` where Flower's sleeps 3 s, and anything else is refused."""
+"""securefed's SuperNode is Flower's with two sleeps shortened: the patch applies to the
+installed flwr (this file fails when an upgrade moves or changes either sleep), the patched
+loop sleeps ``--idle-poll`` and ``--reply-poll`` where Flower's sleeps 3 s and 0.5 s, and
+anything else is refused."""
 
 from __future__ import annotations
 
@@ -13,79 +14,109 @@ from types import SimpleNamespace
 import pytest
 
 from securefed.flower import supernode
-from securefed.flower.supernode import SuperNodePatchError, install_idle_poll, patch_idle_sleep
+from securefed.flower.supernode import (
+    IDLE_SLEEP,
+    REPLY_SLEEP,
+    SuperNodePatchError,
+    install_polls,
+    patch_sleeps,
+)
 
 LOOP = importlib.import_module("flwr.supernode.start_client_internal")
 CLI = importlib.import_module("flwr.supernode.cli.flower_supernode")
+BOTH = {IDLE_SLEEP: 0.1, REPLY_SLEEP: 0.01}
 
 
 @pytest.fixture
-def restore_flower(monkeypatch):
-    """Flower's own loop function is put back after the test (the patch rebinds it)."""
-    monkeypatch.setattr(LOOP, "start_client_internal", LOOP.start_client_internal)
-    monkeypatch.setattr(CLI, "start_client_internal", CLI.start_client_internal)
+def flowers(monkeypatch):
+    """Flower's own functions, put back after the test (the patch rebinds them)."""
+    for module, name in ((LOOP, "start_client_internal"), (LOOP, "_push_messages"),
+                         (CLI, "start_client_internal")):  # fmt: skip
+        monkeypatch.setattr(module, name, getattr(module, name))
+    return LOOP.start_client_internal, LOOP._push_messages
 
 
 class _Stop(Exception):
     pass
 
 
-def _first_idle_sleep(monkeypatch, loop) -> float:
-    """Run ``loop`` against a SuperLink that never has a message; the seconds of its first
-    sleep (which ends the run)."""
+def _first_sleep(monkeypatch, call) -> float:
+    """The seconds of the first ``time.sleep`` that ``call()`` reaches (which stops it)."""
     slept = []
 
     def sleep(seconds):
         slept.append(seconds)
         raise _Stop
 
+    monkeypatch.setattr(LOOP, "time", SimpleNamespace(sleep=sleep))
+    with pytest.raises(_Stop):
+        call()
+    return slept[0]
+
+
+def _idle_sleep(monkeypatch) -> float:
+    """What the SuperNode loop sleeps when the SuperLink has no message for it."""
+
     @contextmanager
-    def no_messages(**_):
+    def connection(**_):
         yield (7, None, None, None, None, None, None, None)
 
-    monkeypatch.setattr(LOOP, "time", SimpleNamespace(sleep=sleep))
     monkeypatch.setattr(LOOP, "register_signal_handlers", lambda **_: None)
-    monkeypatch.setattr(LOOP, "_init_connection", no_messages)
+    monkeypatch.setattr(LOOP, "_init_connection", connection)
     monkeypatch.setattr(LOOP, "_pull_and_store_message", lambda **_: None)
     factory = SimpleNamespace(
         objectstore_factory=SimpleNamespace(store=lambda: None),
         state=lambda: SimpleNamespace(set_node_id=lambda _: None),
     )
-    with pytest.raises(_Stop):
-        loop(state_factory=factory, server_address="x", node_config={}, isolation="process")
-    return slept[0]
+    return _first_sleep(monkeypatch, lambda: LOOP.start_client_internal(
+        state_factory=factory, server_address="x", node_config={}, isolation="process"
+    ))  # fmt: skip
 
 
-def test_the_patched_loop_polls_at_idle_poll_where_flowers_sleeps_3_s(monkeypatch, restore_flower):
-    flowers = LOOP.start_client_internal
-    loop = install_idle_poll(0.05)
-    assert CLI.start_client_internal is loop  # what flower-supernode calls
-    assert loop.__code__.co_filename == inspect.getsourcefile(LOOP)  # tracebacks: Flower's file
-    assert _first_idle_sleep(monkeypatch, flowers) == 3
-    assert _first_idle_sleep(monkeypatch, loop) == 0.05
+def _reply_sleep(monkeypatch) -> float:
+    """What the SuperNode sleeps when its ClientApp's reply is not ready yet."""
+    state = SimpleNamespace(get_messages_legacy=lambda **_: [])
+    return _first_sleep(monkeypatch, lambda: LOOP._push_messages(
+        state=state, object_store=None, send=None, push_object=None
+    ))  # fmt: skip
 
 
-def test_a_moved_or_changed_idle_sleep_is_refused():
+def test_the_patched_loop_waits_the_given_seconds_where_flowers_waits_3_and_0_5(
+    monkeypatch, flowers
+):
+    assert (_idle_sleep(monkeypatch), _reply_sleep(monkeypatch)) == (3, 0.5)  # Flower's
+    install_polls(0.2, 0.05)
+    assert CLI.start_client_internal is LOOP.start_client_internal  # what flower-supernode calls
+    assert (LOOP.start_client_internal, LOOP._push_messages) != flowers
+    assert LOOP._push_messages.__code__.co_filename == inspect.getsourcefile(LOOP)  # tracebacks
+    assert (_idle_sleep(monkeypatch), _reply_sleep(monkeypatch)) == (0.2, 0.05)
+
+
+def test_a_moved_or_changed_sleep_is_refused():
     source = inspect.getsource(LOOP)
-    assert patch_idle_sleep(source, 0.1)  # the installed flwr's source patches
+    assert patch_sleeps(source, BOTH)  # the installed flwr's source patches
+    guard = "while not (reply_messages := state.get_messages_legacy(is_reply=True)):"
     for changed in (
         source.replace("time.sleep(3)", "time.sleep(2)"),  # Flower changed the constant
         source.replace("time.sleep(3)", "time.sleep(3); time.sleep(3)"),  # a second one
         source.replace("if run_id is None:", "if not run_id:"),  # the branch changed
-        source.replace("        while True:", "        time.sleep(3)\n        while True:"),
         source.replace("def start_client_internal(", "def start_node("),  # renamed
+        source.replace(guard, guard.replace("is_reply=True", "is_reply=True, limit=1")),
+        source.replace(f"{guard}\n        time.sleep(0.5)", f"{guard}\n        time.sleep(1)"),
     ):
         assert changed != source
         with pytest.raises(SuperNodePatchError):
-            patch_idle_sleep(changed, 0.1)
+            patch_sleeps(changed, BOTH)
 
 
-def test_another_flwr_version_or_a_bad_interval_is_refused(monkeypatch, restore_flower):
+def test_another_flwr_version_or_a_bad_interval_is_refused(monkeypatch, flowers):
     with pytest.raises(SuperNodePatchError, match="--idle-poll must be in"):
-        install_idle_poll(0)
+        install_polls(0)
+    with pytest.raises(SuperNodePatchError, match="--reply-poll must be in"):
+        install_polls(0.2, 0.6)
     monkeypatch.setattr(supernode.importlib.metadata, "version", lambda _: "1.43.0")
     with pytest.raises(SuperNodePatchError, match="flwr 1.43.0 is installed"):
-        install_idle_poll(0.1)
+        install_polls(0.1)
     monkeypatch.setattr(sys, "argv", ["x", "--idle-poll", "0.1", "--insecure"])
-    with pytest.raises(SystemExit, match="patches flwr 1.42.0's idle poll"):
+    with pytest.raises(SystemExit, match="patches flwr 1.42.0's polling"):
         supernode.main()
