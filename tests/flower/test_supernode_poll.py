@@ -8,14 +8,18 @@ from __future__ import annotations
 import importlib
 import inspect
 import sys
+import tomllib
 from contextlib import contextmanager
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from packaging.requirements import Requirement
 
 from securefed.flower import supernode
 from securefed.flower.supernode import (
     IDLE_SLEEP,
+    PATCHED_FLWR_VERSION,
     REPLY_SLEEP,
     SuperNodePatchError,
     install_polls,
@@ -120,3 +124,11 @@ def test_another_flwr_version_or_a_bad_interval_is_refused(monkeypatch, flowers)
     monkeypatch.setattr(sys, "argv", ["x", "--idle-poll", "0.1", "--insecure"])
     with pytest.raises(SystemExit, match="patches flwr 1.42.0's polling"):
         supernode.main()
+
+
+def test_securefed_pins_the_flwr_its_supernode_patches():
+    project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"].values()
+    listed = [Requirement(r) for r in project["dependencies"] + [r for e in extras for r in e]]
+    flwr = [r for r in listed if r.name == "flwr"]
+    assert len(flwr) == 2 and all(str(r.specifier) == f"=={PATCHED_FLWR_VERSION}" for r in flwr)
