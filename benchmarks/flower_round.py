@@ -13,12 +13,15 @@ loaded. The breakdown of the Flower round:
 - train: each node's round-1 ``advertise`` (evaluate, train, encode, keys) less any model
   load, mean over nodes;
 - protocol: the server's wall time of the stages after ``advertise`` in round 1 (message
-  delivery, polling and each node's answer);
+  delivery, polling and each node's answer), and of it the slowest node's own answer time
+  per stage (its records' ``wall_s``): the rest is delivery;
 - server: the rest of the server's round 1 (the global step, evaluation, records).
 
     nice python benchmarks/flower_round.py --nodes 3 10 [--set KEY=VALUE ...] [--cold]
+        [--idle-poll SECONDS] [--repeat N]
 
-Prints one block per node count and, last, ``flower/in-process round: <ratio>x`` for the
+Prints one block per run (``--repeat`` runs of each arm, alternating) and, last,
+``flower/in-process round: <ratio>x``, the median over the runs, for the
 first node count (the goal: at most 1.5x with 3 nodes for the default encoder). Results are
 also appended to ``--out`` (JSON lines) as they come.
 """
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,6 +40,7 @@ from pathlib import Path
 from securefed.config import load_config
 from securefed.flower.localhost import LocalFederation
 from securefed.flower.node_security import pinned_node_config
+from securefed.flower.supernode import IDLE_POLL_S
 from securefed.run.folder import RunFolder, read_json
 from securefed.secagg import STAGE_TABLE
 
@@ -54,13 +59,17 @@ def in_process(config: str | None, overrides: list[str], workdir: Path) -> float
     return RunFolder(run_dir).read_metrics()[1]["wall_s"]
 
 
-def on_flower(config: str | None, overrides: list[str], workdir: Path, warm: bool) -> dict:
+def on_flower(
+    config: str | None, overrides: list[str], workdir: Path, warm: bool, idle_poll_s: float
+) -> dict:
     """One Flower run on localhost; the round-1 breakdown from the server's and nodes' records."""
     cfg = load_config(config, overrides)
     nodes = cfg.partition.num_clients
     pinned = {i: pinned_node_config(cfg) for i in range(nodes)}
     run_dir = workdir / "run"
-    with LocalFederation(workdir / "fed", list(range(nodes)), node_config=pinned, warm=warm) as fed:
+    with LocalFederation(
+        workdir / "fed", list(range(nodes)), node_config=pinned, warm=warm, idle_poll_s=idle_poll_s
+    ) as fed:
         run_id = fed.launch(
             {
                 "config": config or "",
@@ -76,6 +85,7 @@ def on_flower(config: str | None, overrides: list[str], workdir: Path, warm: boo
     train: list[float] = []  # round 1
     load: list[float] = []
     traffic: dict[str, list[tuple[int, int]]] = {}  # stage -> (down, up) per node, round 1
+    answer: dict[str, list[float]] = {}  # stage -> each node's own time on it, round 1
     for i in range(nodes):
         for record in RunFolder(workdir / "fed" / f"node-{i}" / f"run-{run_id}").read_metrics():
             if record.get("stage") == advertise:  # training: the exchange less any load
@@ -87,6 +97,7 @@ def on_flower(config: str | None, overrides: list[str], workdir: Path, warm: boo
                 traffic.setdefault(record["stage"], []).append(
                     (record["bytes_down"], record["bytes_up"])
                 )
+                answer.setdefault(record["stage"], []).append(record["wall_s"])
     stages = server["stage_wall_s"]
     protocol = sum(s for name, s in stages.items() if name != advertise)
     return {
@@ -97,6 +108,7 @@ def on_flower(config: str | None, overrides: list[str], workdir: Path, warm: boo
         "protocol_s": protocol,
         "server_s": server["wall_s"] - sum(stages.values()),
         "stages_s": stages,
+        "protocol_answers_s": sum(max(v) for stage, v in answer.items() if stage != advertise),
         "bytes_per_node": {  # mean (down, up) per node and stage, round 1
             stage: [sum(d for d, _ in v) / len(v), sum(u for _, u in v) / len(v)]
             for stage, v in traffic.items()
@@ -119,35 +131,52 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", type=lambda p: str(Path(p).resolve()),
                         help="securefed YAML (default: the embedded default)")  # fmt: skip
     parser.add_argument("--cold", action="store_true", help="a process per message (Flower's)")
+    parser.add_argument("--idle-poll", type=float, default=IDLE_POLL_S,
+                        help="a SuperNode's idle pull interval, s (Flower's own: 3)")  # fmt: skip
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="runs of each arm per node count (median ratio)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("runs/flower_round.jsonl"))
     args = parser.parse_args(argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    ratios = []
+    ratios: dict[int, list[float]] = {}
     for nodes in args.nodes:
-        overrides = _overrides(nodes, args.set)
-        with tempfile.TemporaryDirectory(prefix="flower-round-") as tmp:
-            print(f"--- {nodes} nodes: in process ...", flush=True)
-            inproc = in_process(args.config, overrides, Path(tmp))
-            print(f"in-process round: {inproc:.2f} s; on Flower ...", flush=True)
-            flower = on_flower(args.config, overrides, Path(tmp), warm=not args.cold)
-        start = process_start_s()
-        row = {"nodes": nodes, "warm": not args.cold, "in_process_round_s": inproc,
-               "process_start_s": start, **flower, "ratio": flower["round_s"] / inproc}  # fmt: skip
-        with args.out.open("a") as handle:
-            handle.write(json.dumps(row) + "\n")
-        per = "per node life" if not args.cold else "per message"
-        print(
-            f"flower round {flower['round_s']:.2f} s = advertise exchange "
-            f"{flower['advertise_exchange_s']:.2f} s (node: train {flower['train_s']:.2f} s) + "
-            f"protocol {flower['protocol_s']:.2f} s + server {flower['server_s']:.2f} s; "
-            f"model load {flower['model_load_s']:.2f} s ({'every' if args.cold else 'round 0'}"
-            " advertise); "
-            f"process start {start:.2f} s ({per})",
-            flush=True,
-        )
-        print(f"{nodes} nodes: flower/in-process round {row['ratio']:.2f}x", flush=True)
-        ratios.append(row["ratio"])
-    print(f"flower/in-process round: {ratios[0]:.2f}x")
+        for _ in range(args.repeat):
+            ratios.setdefault(nodes, []).append(_pair(args, nodes))
+        if args.repeat > 1:
+            runs = ", ".join(f"{r:.2f}x" for r in ratios[nodes])
+            median = statistics.median(ratios[nodes])
+            print(f"{nodes} nodes: median {median:.2f}x of {runs}", flush=True)
+    print(f"flower/in-process round: {statistics.median(ratios[args.nodes[0]]):.2f}x")
+
+
+def _pair(args: argparse.Namespace, nodes: int) -> float:
+    """One in-process run and one Flower run of the same config; the ratio of their round 1."""
+    overrides = _overrides(nodes, args.set)
+    with tempfile.TemporaryDirectory(prefix="flower-round-") as tmp:
+        print(f"--- {nodes} nodes: in process ...", flush=True)
+        inproc = in_process(args.config, overrides, Path(tmp))
+        print(f"in-process round: {inproc:.2f} s; on Flower ...", flush=True)
+        flower = on_flower(args.config, overrides, Path(tmp), not args.cold, args.idle_poll)
+    start = process_start_s()
+    row = {"nodes": nodes, "warm": not args.cold, "idle_poll_s": args.idle_poll,
+           "in_process_round_s": inproc,
+           "process_start_s": start, **flower, "ratio": flower["round_s"] / inproc}  # fmt: skip
+    with args.out.open("a") as handle:
+        handle.write(json.dumps(row) + "\n")
+    per = "per node life" if not args.cold else "per message"
+    print(
+        f"flower round {flower['round_s']:.2f} s = advertise exchange "
+        f"{flower['advertise_exchange_s']:.2f} s (node: train {flower['train_s']:.2f} s) + "
+        f"protocol {flower['protocol_s']:.2f} s + server {flower['server_s']:.2f} s; "
+        f"model load {flower['model_load_s']:.2f} s ({'every' if args.cold else 'round 0'}"
+        " advertise); "
+        f"process start {start:.2f} s ({per})",
+        flush=True,
+    )
+    answers = flower["protocol_answers_s"]
+    print(f"protocol: of it the slowest node's answers {answers:.2f} s", flush=True)
+    print(f"{nodes} nodes: flower/in-process round {row['ratio']:.2f}x", flush=True)
+    return row["ratio"]
 
 
 if __name__ == "__main__":

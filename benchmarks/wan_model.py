@@ -13,8 +13,9 @@ Inputs, each measured here or stated as an assumption (flags):
   keystream for the masks (each node k + 1 masks of the vector, the server n self-masks),
   at this machine's rate, measured here.
 - latency: five exchanges per round (``secagg.STAGE_TABLE``); in each, the slowest node
-  waits up to ``--poll-s`` (Flower 1.42's SuperNode sleeps 3 s after an empty pull, a
-  constant in ``flwr.supernode.start_client_internal``) plus two round trips of ``--rtt-s``
+  waits up to ``--poll-s`` (securefed's SuperNode, ``securefed.flower.supernode``, pulls
+  again 0.2 s after an empty pull; plain ``flower-supernode`` 1.42 sleeps 3 s, a constant in
+  ``flwr.supernode.start_client_internal``) plus two round trips of ``--rtt-s``
   (pull, push); bandwidth ``--node-mbps`` at each institution and ``--server-mbps`` at the
   coordinator, which sends and receives every node's bytes.
 
@@ -31,6 +32,7 @@ import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from securefed.config import load_config
+from securefed.flower.supernode import IDLE_POLL_S
 from securefed.secagg import STAGE_TABLE, ClientInput, plan_round, simulate_round
 from securefed.secagg.roster import generate_identities
 
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dimension", type=int, required=True, help="adapter coordinates")
     parser.add_argument("--train-s", type=float, required=True, help="local training, seconds")
     parser.add_argument("--rtt-s", type=float, default=0.05)
-    parser.add_argument("--poll-s", type=float, default=3.0)
+    parser.add_argument("--poll-s", type=float, default=IDLE_POLL_S)
     parser.add_argument("--node-mbps", type=float, default=100.0)
     parser.add_argument("--server-mbps", type=float, default=1000.0)
     parser.add_argument("--measure-1000", action="store_true")

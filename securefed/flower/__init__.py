@@ -8,7 +8,8 @@ Flower's records; ``exchange`` collects replies under a deadline. ``certs`` and
 ``localhost`` set up a TLS deployment with node authentication; ``records`` files the
 nodes' records next to the server's run folder for the audit. ``warm_node`` is a
 long-running ClientApp process per SuperNode (``--isolation process``): the model and data
-stay loaded across messages and rounds.
+stay loaded across messages and rounds. ``supernode`` is Flower's SuperNode with its 3 s idle
+poll shortened.
 
 ``transport`` plugs the Flower side into securefed's one round loop
 (``securefed.run.federation``), as ``securefed simulate`` plugs in function calls.

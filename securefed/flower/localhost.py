@@ -2,6 +2,8 @@
 
 Every component is its own process (its own session, so it can be stopped or killed with its
 children), TLS is on everywhere, and the SuperLink admits only registered SuperNode keys.
+Each SuperNode is Flower's, run through ``securefed.flower.supernode`` so that an idle node
+pulls every ``idle_poll_s`` seconds instead of Flower's 3.
 Used by ``deploy/localhost.py`` (the one-command recipe) and by the deployment tests.
 
     with LocalFederation(Path("fed"), institutions=[0, 1, 2]) as fed:
@@ -29,6 +31,7 @@ import tomli_w
 from securefed.errors import SecurefedError
 from securefed.flower.certs import make_node_key, make_tls
 from securefed.flower.node import NODE_CONFIG_DIR_ENV, STATE_DIR_ENV
+from securefed.flower.supernode import IDLE_POLL_S
 from securefed.secagg import generate_roster
 
 CONNECTION = "securefed-local"
@@ -77,12 +80,14 @@ class LocalFederation:
         node_config: dict[int, dict] | None = None,
         threads: int = 1,
         warm: bool = True,
+        idle_poll_s: float = IDLE_POLL_S,
     ) -> None:
         self.workdir = Path(workdir).resolve()
         self.institutions = list(institutions)
         self.node_config = node_config or {}
         self.threads = threads
         self.warm = warm  # one long-running ClientApp executor per node (warm_node)
+        self.idle_poll_s = idle_poll_s  # a node's pull interval while it has no message
         self.certs = self.workdir / "certs"
         self.port = free_port()
         self.processes: dict[str, subprocess.Popen] = {}
@@ -147,7 +152,8 @@ class LocalFederation:
                 secret.write_bytes(secrets.token_bytes(32))
             isolation = ["--isolation", "process", "--superexec-auth-secret-file", str(secret)]
         self._spawn(f"node-{institution}", [
-            "flower-supernode", "--root-certificates", str(self.certs / "ca.crt"),
+            sys.executable, "-m", "securefed.flower.supernode", "--idle-poll",
+            str(self.idle_poll_s), "--root-certificates", str(self.certs / "ca.crt"),
             "--superlink", f"127.0.0.1:{self.port}",
             "--auth-supernode-private-key", str(self.certs / f"node-{institution}"),
             "--node-config", text, "--port", str(runtime), *isolation])  # fmt: skip
