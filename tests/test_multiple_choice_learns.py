@@ -3,11 +3,11 @@
 on query, key, value, dense of the top 2 layers, batch 16, AdamW at 3e-3).
 
 A claim, not digits: after 40 steps, held-out accuracy at least 0.60 (chance 0.25) and well
-above the untrained encoder's. Measured (seed 0, the same calls; docs/llm.md): 0.44 untrained
+above the untrained encoder's. Measured (seed 0, these calls; docs/llm.md): 0.425 untrained
 (the cosine of the question and the disease name already carries some of the pretrained
-model's knowledge), 0.64 after 20 steps, 0.72 after 40. With a one-output head over
+model's knowledge), 0.669 after 40 steps, mean training loss 0.96. With a one-output head over
 (question, option) pairs instead, the loss stayed at ln 4 and accuracy at 0.24-0.31 for 200
-steps (issue 32). ``slow``: about 80 CPU-seconds.
+steps (issue 32). ``slow``: about 70 CPU-seconds.
 """
 
 from __future__ import annotations
