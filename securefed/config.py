@@ -15,7 +15,7 @@ import dataclasses
 import math
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
@@ -225,6 +225,10 @@ class OutputConfig(_Section):
     dir: str = "runs"
 
 
+BaselineName = Literal["centralized", "isolated", "zero_shot"]
+BASELINE_NAMES: tuple[str, ...] = get_args(BaselineName)
+
+
 class RunConfig(_Section):
     name: str = Field("default", pattern=r"^[A-Za-z0-9_.-]{1,80}$")
     seed: int = Field(0, ge=0, le=2**32 - 1)
@@ -234,7 +238,7 @@ class RunConfig(_Section):
     training: TrainingConfig = TrainingConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     secure_aggregation: SecureAggregationConfig = SecureAggregationConfig()
-    baselines: list[Literal["centralized", "isolated", "zero_shot"]] = ["centralized", "isolated"]
+    baselines: list[BaselineName] = ["centralized", "isolated"]
     audit: AuditConfig = AuditConfig()
     output: OutputConfig = OutputConfig()
 

@@ -1,10 +1,13 @@
-"""The multiple-choice path learns: synthetic_medqa on the default encoder, a small config.
+"""The multiple-choice path learns: synthetic_medqa on the default encoder at the default's scale
+(800 records, difficulty 0.3; 640 trained on centrally, 160 held out), its model settings (LoRA
+on query, key, value, dense of the top 2 layers, batch 16, AdamW at 3e-3).
 
-A claim, not digits: after 90 steps on 240 records, held-out accuracy well above chance (0.25)
-and above the untrained model's. One 4-way head over the lettered prompt stayed at chance on
-4,000 records (issue 32). Measured (seed 0, the same calls): 0.275 untrained, 0.31 after 30
-steps, 0.36 after 60, 0.45 after 90, the loss from ln 4 to 1.19: a plateau, then learning.
-``slow``: about 100 CPU-seconds.
+A claim, not digits: after 40 steps, held-out accuracy at least 0.60 (chance 0.25) and well
+above the untrained encoder's. Measured (seed 0, these calls; docs/llm.md): 0.425 untrained
+(the cosine of the question and the disease name already carries some of the pretrained
+model's knowledge), 0.669 after 40 steps, mean training loss 0.96. With a one-output head over
+(question, option) pairs instead, the loss stayed at ln 4 and accuracy at 0.24-0.31 for 200
+steps (issue 32). ``slow``: about 70 CPU-seconds.
 """
 
 from __future__ import annotations
@@ -19,13 +22,13 @@ from securefed.model.prefix_cache import scorer_and_rows
 from securefed.model.training import encode_examples, labels_of, predict, train_local
 from securefed.tasks import accuracy, get_task
 
-TRAIN, TEST = 240, 80
+TRAIN, TEST = 640, 160
 
 
 @pytest.mark.slow
 def test_synthetic_medqa_learns_on_the_encoder():
     task = get_task("synthetic_medqa")
-    knobs = {"num_examples": TRAIN + TEST, "difficulty": 0.0}
+    knobs = {"num_examples": TRAIN + TEST, "difficulty": 0.3}
     examples = task.load(TaskConfig(name=task.name, synthetic=knobs), seed=0)
     model = ModelConfig(adapter_layers="top-2", target_modules=["query", "key", "value", "dense"])
     bundle = build_adapter_model(model, num_labels=4, seed=0, per_option=True)
@@ -36,9 +39,8 @@ def test_synthetic_medqa_learns_on_the_encoder():
     def held_out() -> float:
         return accuracy(labels_of(test), predict(scorer, test, batch_size=64))
 
-    before, generator = held_out(), torch.Generator().manual_seed(0)
-    for _ in range(3):  # as measured: three calls of 30 steps, one generator
-        stats = train_local(scorer, train, steps=30, batch_size=16, lr=3e-3, weight_decay=0.0,
-                            generator=generator)  # fmt: skip
+    before = held_out()
+    stats = train_local(scorer, train, steps=40, batch_size=16, lr=3e-3, weight_decay=0.0,
+                        generator=torch.Generator().manual_seed(0))  # fmt: skip
     after = held_out()
-    assert after >= 0.40 and after >= before + 0.1 and stats.mean_loss < 1.3, (before, after)
+    assert after >= 0.60 and after >= before + 0.15 and stats.mean_loss < 1.2, (before, after)

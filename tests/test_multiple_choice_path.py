@@ -1,12 +1,13 @@
-"""The multiple-choice path learns, fast enough for CI: the encoder's (question, option) rows,
-their scores, the training loop and the prediction, on records whose answer is the option the
-question names (a cue the frozen encoder can see, so a few dozen steps must find it).
+"""The multiple-choice path learns, fast enough for CI: the encoder's rows (the question, then
+each option), their similarity scores, the training loop and the prediction, on records whose
+answer is the partner of the word the question names (fixed, arbitrary pairs: a mapping the
+untrained encoder does not know and a few dozen steps must teach it).
 
 A claim, not digits: well above chance (0.25) on held-out records after training, where the
-untrained head is near chance. It fails when the path stops learning: rows paired with the
-wrong option, scores read back in the wrong order, labels that do not follow their options
-(each checked by hand as a mutation of ``option_rows``). The real task's learning at scale is
-``test_multiple_choice_learns`` (slow).
+untrained encoder is near chance (the named word itself is never an option). It fails when
+the path stops learning: rows paired with the wrong question, scores read back in the wrong
+order, labels that do not follow their options (each checked by hand as a mutation of
+``option_rows``). The real task's learning at scale is ``test_multiple_choice_learns`` (slow).
 """
 
 from __future__ import annotations
@@ -23,24 +24,27 @@ from securefed.model.training import encode_examples, labels_of, predict, train_
 from securefed.tasks import accuracy, get_task
 from securefed.tasks.base import Example
 
-WORDS = ("apple", "river", "engine", "violin", "castle", "pepper", "desert", "lantern",
-         "rocket", "garden", "mirror", "tiger", "marble", "canyon", "harbor", "saddle")  # fmt: skip
+PAIRS = (("apple", "violin"), ("river", "saddle"), ("engine", "pepper"), ("castle", "tiger"),
+         ("desert", "mirror"), ("lantern", "harbor"), ("rocket", "marble"),
+         ("garden", "canyon"))  # fmt: skip
+PARTNER = {a: b for a, b in PAIRS} | {b: a for a, b in PAIRS}
 TRAIN, TEST = 160, 64
 
 
 def _records(count: int, rng: random.Random) -> list[Example]:
     out = []
     for _ in range(count):
-        options = rng.sample(WORDS, 4)
-        label = rng.randrange(4)
-        filler = " ".join(rng.sample(WORDS, 2))
-        text = f"The visitor mentioned {options[label]} and then talked about {filler}."
-        out.append(Example(text=text, choices=tuple(options), label=label))
+        named = rng.choice(sorted(PARTNER))
+        others = rng.sample([w for w in PARTNER if w not in (named, PARTNER[named])], 3)
+        options = [PARTNER[named], *others]
+        rng.shuffle(options)
+        text = f"The visitor mentioned {named} and then left."
+        out.append(Example(text=text, choices=tuple(options), label=options.index(PARTNER[named])))
     return out
 
 
-def test_the_multiple_choice_path_learns_the_named_option():
-    task = get_task("synthetic_medqa")  # its encoder_pairs and layout; the records are ours
+def test_the_multiple_choice_path_learns_the_partner_option():
+    task = get_task("synthetic_medqa")  # its encoder_rows and layout; the records are ours
     examples = _records(TRAIN + TEST, random.Random(0))
     model = ModelConfig(adapter_layers="top-1", target_modules=["query", "value"], lora_alpha=32.0)
     bundle = build_adapter_model(model, num_labels=4, seed=0, per_option=True)

@@ -1,5 +1,6 @@
-"""Multiple choice, one row per option: the layout, scores that match the full model, and DP-SGD
-that clips one gradient per record (its C option rows together), not one per row."""
+"""Multiple choice as rows of the model (an encoder: the question, then each option; a causal LM:
+one row per option): the layout, scores that match the full model, and DP-SGD that clips one
+gradient per record (its rows together), not one per row."""
 
 from __future__ import annotations
 
@@ -19,9 +20,11 @@ from securefed.model.adapters import (
     set_vector,
     trainable_parameters,
 )
-from securefed.model.option_rows import NOT_SCORED
+from securefed.model.input_canaries import INPUT_CANARY_TOKENS, canary_token_rows
+from securefed.model.option_rows import NOT_SCORED, SIMILARITY_SCALE
 from securefed.model.prefix_cache import scorer_and_rows
 from securefed.model.training import batch_loss, choice_scores, encode_examples, trim_padding
+from securefed.privacy.canaries import CanaryPlan
 from securefed.privacy.dp_sgd import dp_training
 from securefed.tasks import get_task
 
@@ -65,15 +68,25 @@ def _bundle(which, encoder, causal):
     return encoder if which == "encoder" else causal
 
 
-def test_encoder_head_scores_each_pair_with_one_output(encoder):
-    head = [p for n, p in trainable_parameters(encoder.model) if "classifier" in n]
-    assert {tuple(p.shape) for p in head} == {(1, 384), (1,)}
+def test_encoder_scores_each_option_by_its_similarity_to_the_question(encoder):
+    assert not [n for n, _ in trainable_parameters(encoder.model) if "classifier" in n]  # no head
     rows = encode_examples(EXAMPLES, TASK, encoder, max_length=96)
     ids, mask, targets, labels = rows.tensors
-    assert ids.shape == mask.shape == (6, 4, 96) and labels.shape == (6,)
+    assert ids.shape == mask.shape == (6, 5, 96) and labels.shape == (6,)
     tok = encoder.tokenizer
-    first = tok.decode(ids[0, 2][mask[0, 2] == 1], skip_special_tokens=True)
-    assert first.endswith(EXAMPLES[0].choices[2].lower())  # the pair's second text: option 2
+    for j, text in enumerate((EXAMPLES[0].text, *EXAMPLES[0].choices)):
+        assert torch.equal(ids[0, j][mask[0, j] == 1], torch.tensor(tok(text)["input_ids"]))
+    # the score is the scaled cosine of the mean-pooled embeddings, question row first
+    encoder.model.eval()
+    with torch.no_grad():
+        scores = choice_scores(encoder, *trim_padding(ids[:1], mask[:1]), targets[:1])  # [1, 4]
+        bert = encoder.model.get_base_model().bert
+        emb = []
+        for j in range(5):
+            one = ids[0, j][mask[0, j] == 1][None]
+            emb.append(bert(input_ids=one).last_hidden_state[0].mean(0))
+        cos = torch.nn.functional.cosine_similarity(emb[0][None], torch.stack(emb[1:]))
+    torch.testing.assert_close(scores[0], SIMILARITY_SCALE * cos, rtol=1e-4, atol=1e-4)
 
 
 def test_causal_rows_score_each_option_text(causal):
@@ -126,8 +139,9 @@ def test_causal_prefix_runs_each_prompt_once_and_scores_like_whole_rows(causal):
 
 @pytest.mark.parametrize("which", ["encoder", "causal"])
 def test_dp_sgd_clips_one_gradient_per_record_with_its_options_together(which, encoder, causal):
-    """What DP-SGD clips, against one plain backward per record (its C rows in one loss)."""
+    """What DP-SGD clips, against one plain backward per record (its R rows in one loss)."""
     bundle = _bundle(which, encoder, causal)
+    rows = 5 if which == "encoder" else 4  # the question and 4 options, or the 4 options
     top = "top-2" if which == "encoder" else "top-1"
     view, data = scorer_and_rows(
         bundle, encode_examples(EXAMPLES, TASK, bundle, 96), top, batch_size=6
@@ -138,11 +152,11 @@ def test_dp_sgd_clips_one_gradient_per_record_with_its_options_together(which, e
     optimizer = torch.optim.SGD(params, lr=0.0)
     with dp_training(view.model, optimizer, data, noise_multiplier=1.0, max_grad_norm=1e9,
                      batch_size=len(EXAMPLES), generator=torch.Generator().manual_seed(0),
-                     rows_per_record=4) as dp:  # fmt: skip
+                     rows_per_record=rows) as dp:  # fmt: skip
         batch = next(iter(dp.loader))  # q = 1: every record, in order
-        assert batch[1].shape[:2] == (len(EXAMPLES), 4)
+        assert batch[1].shape[:2] == (len(EXAMPLES), rows)
         batch_loss(view, batch).backward()
-        assert {int(p.grad_sample.shape[0]) for p in params} == {4 * len(EXAMPLES)}  # rows
+        assert {int(p.grad_sample.shape[0]) for p in params} == {rows * len(EXAMPLES)}
         dp.optimizer.clip_and_accumulate()
         for k, p in enumerate(params):
             assert p.grad_sample.shape[0] == len(EXAMPLES)  # one per record
@@ -178,3 +192,18 @@ def test_chat_template_opens_the_assistant_turn_and_the_option_follows_it(causal
     prompt = tok.decode(ids[0, 1][: int(torch.nonzero(scored)[0])])
     assert prompt.startswith("user says answer the following") and prompt.endswith("assistant says")
     assert tok.decode(row[-int(scored.sum()) :]) == EXAMPLES[0].choices[1].lower()
+
+
+def test_encoder_input_canaries_take_the_records_layout(encoder):
+    """An input canary on a multiple-choice encoder is 1 + C rows like a record: its random
+    tokens, then each option name alone; the records' scorer scores it."""
+    plan = CanaryPlan("input", 3, (0,), seed=1)
+    rows = canary_token_rows(plan, encoder, TASK, max_length=32)
+    ids, mask, targets, labels = rows.tensors
+    assert ids.shape == (3, 5, 32) and set(labels.tolist()) <= {0, 1, 2, 3}
+    tok = encoder.tokenizer
+    for j, name in enumerate(TASK.label_names, start=1):
+        assert torch.equal(ids[0, j][mask[0, j] == 1], torch.tensor(tok(name)["input_ids"]))
+    assert int(mask[0, 0].sum()) == INPUT_CANARY_TOKENS + 2  # [CLS] tokens [SEP]
+    with torch.no_grad():
+        assert choice_scores(encoder, *trim_padding(ids, mask), targets).shape == (3, 4)

@@ -138,3 +138,16 @@ def test_dropouts_at_every_stage_are_recovered_and_recorded(tmp_path):
     assert transcript["dropouts"]["unmasking"] == [1]
     assert records[1]["aggregated"] == [0, 1, 2, 3]
     assert results["secure_aggregation"]["aborted_rounds"] == []
+
+
+def test_a_run_with_the_zero_shot_baseline_verifies(tmp_path):
+    """Every baseline the config allows is read back by the audit: zero_shot too (it was
+    missing from the audit's own list, so its file counted as missing and verify failed)."""
+    from tiny_run import TINY as SMALLEST
+
+    from securefed.audit.verify import verify_records
+
+    cfg = load_config(overrides=[*SMALLEST, "baselines=[zero_shot]"])
+    run_dir, results = simulate(cfg, out=str(tmp_path / "run"))
+    assert (run_dir / "baselines/zero_shot.json").is_file() and "zero_shot" in results
+    assert verify_records(run_dir).mismatches == []

@@ -180,7 +180,7 @@ def test_prompts_end_before_the_answer():
     medqa = get_task("medqa")
     assert medqa.prompt(mc).endswith("C. z\nD. w\nAnswer:")
     assert medqa.option_texts(mc) == [f" {o}" for o in mc.choices]  # type: ignore[attr-defined]
-    assert medqa.encoder_pairs(mc) == [("Which?", o) for o in mc.choices]  # type: ignore[attr-defined]
+    assert medqa.encoder_rows(mc) == ["Which?", *mc.choices]  # type: ignore[attr-defined]
     sentiment = Example("Sales rose.", ("negative", "neutral", "positive"), 2)
     fpb = get_task("fpb")
     assert fpb.prompt(sentiment).endswith("Text: Sales rose.\nSentiment:")

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from securefed.config import RunConfig
+from securefed.config import BASELINE_NAMES, RunConfig
 from securefed.errors import RunFolderError
 from securefed.run.contract import SHAPES, check_record, run_config
 from securefed.run.folder import (
@@ -36,7 +36,7 @@ from securefed.run.folder import (
 
 REQUIRED_FILES = (CONFIG, ENVIRONMENT, PARTITION)
 NODE_JOINS = "join.jsonl"  # a Flower node's record of the settings it joined the run with
-BASELINES = ("centralized", "isolated")
+BASELINES = BASELINE_NAMES  # every baseline a run can write, from the config's own type
 
 
 @dataclass

@@ -5,9 +5,10 @@ Every task is posed as one C-way decision per record (DP-SGD clips one gradient 
 - classification (sentiment), one row per record: encoders get a sequence-classification head
   with C outputs (the head is part of the adapter: PEFT ``modules_to_save``); causal LMs score
   the C label words by the log-likelihood of their first token after the prompt;
-- multiple choice (``per_option``), C rows per record, one per option (``option_rows``): an
-  encoder's head has one output and scores each (question, option) pair (the SWAG
-  formulation); a causal LM scores each option's own text by its mean log-likelihood per token.
+- multiple choice (``per_option``), rows per record laid out by ``option_rows``: an encoder
+  scores each option by the cosine of its embedding with the question's (its head is left
+  frozen and unused, so no head is in the adapter); a causal LM scores each option's own text
+  by its mean log-likelihood per token.
 
 This module is the only importer of peft and (lazily, through transformers) bitsandbytes.
 """
@@ -146,7 +147,9 @@ def _names_in_layers(
 
 
 def _peft_config(cfg: ModelConfig, kind: str, heads: list[str], model: torch.nn.Module):
-    task_type = "CAUSAL_LM" if kind == "causal" else "SEQ_CLS"
+    """PEFT's config; an encoder without ``heads`` (multiple choice) is a feature extractor
+    (SEQ_CLS would make its unused head trainable)."""
+    task_type = "CAUSAL_LM" if kind == "causal" else "SEQ_CLS" if heads else "FEATURE_EXTRACTION"
     layers = layers_to_transform(cfg.adapter_layers, model.config.num_hidden_layers)
     modules_to_save = None if kind == "causal" else heads
     targets = cfg.target_modules
@@ -181,7 +184,7 @@ def build_adapter_model(
 ) -> AdapterModel:
     """Load the backbone (hub id, local path or embedded), attach the adapter, freeze the base.
 
-    ``per_option``: the task is multiple choice, scored one (question, option) row at a time."""
+    ``per_option``: the task is multiple choice, scored one option at a time (``option_rows``)."""
     source = resolve_backbone(cfg.backbone)
     if source.startswith((".", "/", "~")) and not Path(source).expanduser().is_dir():
         raise ConfigError(
@@ -213,8 +216,8 @@ def attach_adapter(
 ) -> AdapterModel:
     """Build the model from ``source`` (pretrained) or from ``hf_config`` (random init, tests).
 
-    ``per_option``: multiple choice, one row per option; an encoder's head then has one output
-    (the score of its row) instead of C."""
+    ``per_option``: multiple choice, scored by ``option_rows``; an encoder's head then is not
+    used (scores are similarities of embeddings), so it is built with one output and frozen."""
     kind = detect_kind(hf_config, cfg.kind)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
@@ -243,7 +246,7 @@ def attach_adapter(
         _disable_cpu_repacking(model)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    heads = _head_modules(model) if kind == "encoder" else []
+    heads = _head_modules(model) if kind == "encoder" and not per_option else []
     peft_config = _peft_config(cfg, kind, heads, model)
     try:
         model = get_peft_model(model, peft_config)
@@ -302,7 +305,8 @@ def head_only(model: torch.nn.Module) -> Iterator[None]:
         raise ConfigError(
             "training.linear_probe_rounds",
             "> 0",
-            "0 for a model without a classification head (causal LMs score answers instead)",
+            "0 for a model without a classification head (causal LMs, and encoders on multiple "
+            "choice, score answers instead)",
         )
     for p in adapter:
         p.requires_grad_(False)

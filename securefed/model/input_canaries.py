@@ -34,7 +34,7 @@ def canary_token_rows(
 ) -> TensorDataset:
     """``(input_ids, attention_mask, answer_ids, labels)`` of every input canary, as
     ``encode_examples`` lays out a record (right-padded to ``max_length``; multiple choice:
-    one row per option)."""
+    ``option_rows``' rows)."""
     tok = bundle.tokenizer
     head, tail = _special_tokens(tok)
     length = min(INPUT_CANARY_TOKENS, max_length - len(head) - len(tail))
@@ -45,6 +45,8 @@ def canary_token_rows(
     )
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     if bundle.per_option:
+        if bundle.kind == "encoder":
+            return _encoder_option_rows(tokens, labels, tok, task, (head, tail), max_length, pad)
         return _option_rows(tokens, labels, tok, task, (head, tail), max_length, pad)
     input_ids = torch.full((plan.count, max_length), pad, dtype=torch.long)  # [m, L]
     attention_mask = torch.zeros((plan.count, max_length), dtype=torch.long)
@@ -64,9 +66,9 @@ def canary_token_rows(
 
 
 def _option_rows(tokens, labels, tok, task, specials, max_length: int, pad: int) -> TensorDataset:
-    """Multiple choice (``option_rows``' layout): canary i's row for option c is its random
-    tokens followed by the option's name (``task.label_names[c]``: A, B, ...), which a causal
-    LM scores; its label picks one name at random."""
+    """Multiple choice on a causal LM (``option_rows``' layout): canary i's row for option c is
+    its random tokens followed by the option's name (``task.label_names[c]``: A, B, ...), which
+    the LM scores; its label picks one name at random."""
     head, tail = specials
     names = [tok(f" {name}", add_special_tokens=False)["input_ids"] for name in task.label_names]
     m, c = len(tokens), len(names)
@@ -80,6 +82,26 @@ def _option_rows(tokens, labels, tok, task, specials, max_length: int, pad: int)
             input_ids[i, j, : len(ids)] = torch.tensor(ids)
             attention_mask[i, j, : len(ids)] = 1
             targets[i, j, start : start + len(name)] = torch.tensor(name)
+    return TensorDataset(input_ids, attention_mask, targets, torch.from_numpy(labels))
+
+
+def _encoder_option_rows(
+    tokens, labels, tok, task, specials, max_length: int, pad: int
+) -> TensorDataset:
+    """Multiple choice on an encoder (``option_rows``' layout): canary i's 1 + C rows are its
+    random tokens, then each option name (``task.label_names``: A, B, ...) alone; its label
+    picks one name at random."""
+    head, tail = specials
+    names = [tok(name, add_special_tokens=False)["input_ids"] for name in task.label_names]
+    m, r = len(tokens), 1 + len(names)
+    input_ids = torch.full((m, r, max_length), pad, dtype=torch.long)  # [m, 1+C, L]
+    attention_mask = torch.zeros((m, r, max_length), dtype=torch.long)
+    for i, row in enumerate(tokens.tolist()):
+        for j, text in enumerate([row, *names]):
+            ids = head + text + tail
+            input_ids[i, j, : len(ids)] = torch.tensor(ids)
+            attention_mask[i, j, : len(ids)] = 1
+    targets = torch.full_like(input_ids, NOT_SCORED)
     return TensorDataset(input_ids, attention_mask, targets, torch.from_numpy(labels))
 
 

@@ -89,7 +89,8 @@ def run_isolated(setup: RunSetup, progress: Progress) -> dict:
 
 def run_zero_shot(setup: RunSetup, progress: Progress) -> dict:
     """The backbone before any fine-tuning (the initial adapter: LoRA's B and IA3's scales
-    are the identity), scored the same way; an encoder's head is untrained (chance)."""
+    are the identity), scored the same way; an encoder's classification head is untrained
+    (chance), while on multiple choice an encoder scores by similarity and has no head."""
     return dict(setup.evaluate(setup.initial_vector))
 
 

@@ -6,8 +6,8 @@ A task turns its source (a hub dataset, a local file or a seeded generator) into
 - a causal LM scores ``answer_texts(example)`` (classification: label words) or
   ``option_texts(example)`` (multiple choice: each option's text) as continuations of
   ``prompt(example)`` and predicts the candidate with the highest log-likelihood;
-- an encoder with a classification head reads ``encoder_text(example)``; one with a
-  multiple-choice head reads ``encoder_pairs(example)``, one (question, option) pair per option.
+- an encoder with a classification head reads ``encoder_text(example)``; multiple choice on an
+  encoder reads ``encoder_rows(example)``, the question and then each option as its own text.
 
 Labels are always an index: into ``label_names`` for classification, into ``choices`` for
 multiple choice.
@@ -118,9 +118,9 @@ class MultipleChoiceTask(Task):
         """Continuations of ``prompt(example)`` a causal LM scores: each option's own text."""
         return [f" {option}" for option in example.choices]
 
-    def encoder_pairs(self, example: Example) -> list[tuple[str, str]]:
-        """Inputs of an encoder with a multiple-choice head: one (question, option) per option."""
-        return [(example.text, option) for option in example.choices]
+    def encoder_rows(self, example: Example) -> list[str]:
+        """Texts an encoder embeds for multiple choice: the question, then each option."""
+        return [example.text, *example.choices]
 
     def metrics(self, y_true: Sequence[int], y_pred: Sequence[int]) -> dict[str, float]:
         return {"accuracy": accuracy(y_true, y_pred)}

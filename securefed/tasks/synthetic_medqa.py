@@ -1,15 +1,17 @@
 """SYNTHETIC medical multiple choice (4 options), generated offline from a seeded knowledge base.
 
-Not real data and not medical knowledge: the diseases are invented names and their symptom
-sets are drawn at random, so no pretrained model knows the answers; it has to learn the
-mapping from the training examples. Every example says so (``columns["source"] =
-"synthetic"``) and carries its institution and specialty (``columns["institution"]``,
-``columns["specialty"]``) for ``natural`` partitioning.
+Not real data: the questions are generated. The diseases are real and each carries a simplified
+textbook picture of 5 symptoms (``DISEASE_TABLE``, written for this generator; a teaching
+simplification, not a clinical reference), so, as in real MedQA, a pretrained model starts with
+some of the knowledge and fine-tuning has the rest to teach: which symptoms, in which
+institution's words, single out which disease among similar ones. Every example says so
+(``columns["source"] = "synthetic"``) and carries its institution and specialty
+(``columns["institution"]``, ``columns["specialty"]``) for ``natural`` partitioning.
 
-Knowledge base (a function of the seed): 16 diseases in 4 specialties; each specialty draws
-12 of 36 symptoms, each disease 5 of its specialty's 12, so diseases of one specialty overlap.
-Each symptom has a common name and three synonyms; each institution writes one synonym of its
-own (``institution_vocab`` is the rate at which it does instead of the common name).
+Knowledge base (a function of the seed): 16 diseases, 4 drawn from each of the table's 4
+specialties of 6; diseases of one specialty share symptoms. Each symptom has a common name and
+three synonyms; each institution writes one synonym of its own (``institution_vocab`` is the
+rate at which it does instead of the common name).
 
 A question lists some of the disease's symptoms plus unrelated ones, with age, sex and vital
 signs as filler; the options are the disease and three others. ``difficulty`` in [0, 1] shows
@@ -34,9 +36,7 @@ from securefed.tasks.base import (
 
 NAME = "synthetic_medqa"
 NUM_OPTIONS = 4
-SPECIALTIES = ("cardiopulmonary", "gastrointestinal", "neurological", "dermatological")
-DISEASES_PER_SPECIALTY = 4
-SYMPTOMS_PER_SPECIALTY = 12
+DISEASES_PER_SPECIALTY = 4  # drawn per seed from DISEASE_TABLE's six
 SYMPTOMS_PER_DISEASE = 5
 
 SYMPTOMS = (  # (common name, synonyms...)
@@ -77,10 +77,82 @@ SYMPTOMS = (  # (common name, synonyms...)
     ("bruising", "ecchymosis", "easy bruising", "purple patches"),
     ("hoarseness", "dysphonia", "raspy voice", "voice changes"),
 )
-NAME_HEADS = ("Var", "Tesk", "Quel", "Orn", "Brax", "Sil", "Nox", "Pel", "Thar", "Rin", "Gor",
-              "Zul", "Mav", "Kel", "Dren", "Lut", "Ash", "Vol")  # fmt: skip
-NAME_TAILS = ("ellin", "ara", "oth", "ine", "ur", "esk", "ani", "ove")
-NAME_KINDS = ("syndrome", "disease", "fever", "palsy", "dystrophy", "sclerosis")
+# Real diseases with a simplified textbook picture: 5 symptoms each, by their common names.
+# Written for this generator from general medical knowledge; a teaching simplification, not a
+# clinical reference. Diseases of one specialty share symptoms (abdominal pain runs through the
+# gastrointestinal ones), so the cue that decides is the combination.
+DISEASE_TABLE: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
+    "cardiopulmonary": (
+        ("pneumonia", ("fever", "cough", "shortness of breath", "chest pain", "fatigue")),
+        ("asthma", ("cough", "shortness of breath", "chest pain", "insomnia", "wheezing")),
+        (
+            "heart failure",
+            ("shortness of breath", "fatigue", "palpitations", "leg swelling", "loss of appetite"),
+        ),
+        ("tuberculosis", ("fever", "cough", "weight loss", "night sweats", "loss of appetite")),
+        (
+            "atrial fibrillation",
+            ("shortness of breath", "chest pain", "fatigue", "dizziness", "palpitations"),
+        ),
+        ("common cold", ("fever", "cough", "headache", "sore throat", "runny nose")),
+    ),
+    "gastrointestinal": (
+        (
+            "viral hepatitis",
+            ("nausea", "abdominal pain", "fatigue", "jaundice", "loss of appetite"),
+        ),
+        ("gastroenteritis", ("fever", "nausea", "vomiting", "diarrhea", "abdominal pain")),
+        (
+            "acute pancreatitis",
+            ("fever", "vomiting", "abdominal pain", "back pain", "loss of appetite"),
+        ),
+        (
+            "colorectal cancer",
+            ("diarrhea", "abdominal pain", "fatigue", "weight loss", "constipation"),
+        ),
+        ("celiac disease", ("diarrhea", "abdominal pain", "fatigue", "rash", "weight loss")),
+        (
+            "gastroesophageal reflux disease",
+            ("cough", "chest pain", "nausea", "sore throat", "hoarseness"),
+        ),
+    ),
+    "neurological": (
+        ("migraine", ("headache", "nausea", "vomiting", "dizziness", "blurred vision")),
+        (
+            "multiple sclerosis",
+            ("fatigue", "dizziness", "blurred vision", "numbness", "muscle weakness"),
+        ),
+        (
+            "Parkinson disease",
+            ("muscle weakness", "tremor", "insomnia", "constipation", "hoarseness"),
+        ),
+        ("stroke", ("headache", "numbness", "muscle weakness", "confusion", "hoarseness")),
+        ("meningitis", ("fever", "headache", "vomiting", "rash", "confusion")),
+        (
+            "Alzheimer disease",
+            ("fatigue", "weight loss", "confusion", "loss of appetite", "insomnia"),
+        ),
+    ),
+    "endocrine and immune": (
+        (
+            "type 2 diabetes",
+            ("fatigue", "blurred vision", "numbness", "frequent urination", "excessive thirst"),
+        ),
+        ("hyperthyroidism", ("diarrhea", "palpitations", "weight loss", "tremor", "insomnia")),
+        (
+            "hypothyroidism",
+            ("fatigue", "muscle weakness", "hair loss", "constipation", "hoarseness"),
+        ),
+        ("Addison disease", ("nausea", "fatigue", "dizziness", "weight loss", "loss of appetite")),
+        (
+            "Cushing syndrome",
+            ("muscle weakness", "excessive thirst", "back pain", "insomnia", "bruising"),
+        ),
+        ("systemic lupus erythematosus", ("fever", "fatigue", "joint pain", "rash", "hair loss")),
+    ),
+}
+SPECIALTIES = tuple(DISEASE_TABLE)
+_SYMPTOM_INDEX = {names[0]: i for i, names in enumerate(SYMPTOMS)}
 OCCUPATIONS = ("works as a teacher", "works on a farm", "works as a nurse", "is an accountant",
                "drives a truck", "is a student", "is retired")  # fmt: skip
 DURATIONS = ("for 2 days", "for a week", "for three weeks", "since yesterday", "for a month")
@@ -106,8 +178,8 @@ class SyntheticMedQA(MultipleChoiceTask):
     label_names: ClassVar[tuple[str, ...]] = OPTION_LETTERS[:NUM_OPTIONS]
     synthetic: ClassVar[bool] = True
     description: ClassVar[str] = (
-        "SYNTHETIC medical 4-option multiple choice over invented diseases, generated "
-        "offline; not real data and not medical knowledge"
+        "SYNTHETIC medical 4-option multiple choice over real diseases with a simplified "
+        "symptom table, generated offline; not real data and not a clinical reference"
     )
     instruction: ClassVar[str] = "Answer the following medical question (SYNTHETIC)."
 
@@ -117,19 +189,13 @@ class SyntheticMedQA(MultipleChoiceTask):
 
 
 def knowledge_base(seed: int) -> list[Disease]:
-    """The seeded diseases and their symptom sets."""
+    """The seed's 16 diseases: 4 of each specialty's 6 in ``DISEASE_TABLE``."""
     rng = synthetic.rng_for(NAME, seed, "knowledge")
-    count = len(SPECIALTIES) * DISEASES_PER_SPECIALTY
-    names = rng.sample(
-        [f"{h}{t} {k}" for h in NAME_HEADS for t in NAME_TAILS for k in NAME_KINDS], count
-    )
-    diseases = []
-    for s, specialty in enumerate(SPECIALTIES):
-        pool = rng.sample(range(len(SYMPTOMS)), SYMPTOMS_PER_SPECIALTY)
-        for j in range(DISEASES_PER_SPECIALTY):
-            symptoms = tuple(sorted(rng.sample(pool, SYMPTOMS_PER_DISEASE)))
-            diseases.append(Disease(names[s * DISEASES_PER_SPECIALTY + j], specialty, symptoms))
-    return diseases
+    return [
+        Disease(name, specialty, tuple(sorted(_SYMPTOM_INDEX[s] for s in symptoms)))
+        for specialty, table in DISEASE_TABLE.items()
+        for name, symptoms in rng.sample(table, DISEASES_PER_SPECIALTY)
+    ]
 
 
 def generate(knobs: synthetic.Knobs, seed: int) -> list[Example]:
