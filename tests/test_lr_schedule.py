@@ -64,12 +64,9 @@ def test_the_federation_rounds_tile_one_decay_and_a_baseline_spans_it_whole():
 def test_every_client_round_trains_its_slice_of_the_decay(tmp_path, monkeypatch):
     spans: list[tuple[float, float]] = []
     real = training.decay_learning_rate
-
-    def spy(optimizer, span, steps):
-        spans.append(span)
-        real(optimizer, span, steps)
-
-    monkeypatch.setattr(training, "decay_learning_rate", spy)
+    monkeypatch.setattr(
+        training, "decay_learning_rate", lambda o, span, n: (spans.append(span), real(o, span, n))
+    )
     simulate(load_config(overrides=[*TINY, "training.lr_schedule=linear"]), out=str(tmp_path / "r"))
     assert spans == [(1.0, 0.5)] * 2 + [(0.5, 0.0)] * 2  # 2 rounds x 2 clients
 
