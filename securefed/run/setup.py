@@ -93,8 +93,7 @@ class RunSetup:
         ``securefed.seeding``); ``dp`` is a DP plan or None; gradient ``canaries`` (plan,
         institution, trace) join its steps, ``input_canaries`` (rows) its records; ``proximal_mu``:
         FedProx's term towards ``start``; ``lr_span``: the schedule's slice (``lr_span``). The
-        one training call of the federation's clients
-        and of both baselines."""
+        one training call of the federation's clients and of both baselines."""
         t = self.cfg.training
         set_vector(self.scorer.model, start, self.scorer.spec)
         generator = torch.Generator().manual_seed(derived_seed(self.cfg.seed, *seed_parts))
