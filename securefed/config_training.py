@@ -2,10 +2,10 @@
 to it -- the server's optimizer on the aggregated update and FedProx's proximal term.
 
 Keys added after sweep cells were committed (``server_optimizer``, ``proximal_mu``,
-``lr_grid``, ``validation_fraction``) stay out of the resolved config while they hold their
-defaults (pydantic ``exclude_if``): every key of the resolved config enters a sweep cell's
-hash (``securefed.sweep.spec``), so a key that appeared in every dump would re-key every
-committed cell. ``config.py`` imports this module.
+``lr_grid``, ``validation_fraction``, ``lr_schedule``) stay out of the resolved config while
+they hold their defaults (pydantic ``exclude_if``): every key of the resolved config enters a
+sweep cell's hash (``securefed.sweep.spec``), so a key that appeared in every dump would re-key
+every committed cell. ``config.py`` imports this module.
 
 May import: pydantic.
 """
@@ -70,5 +70,10 @@ class TrainingConfig(Section):
         None, min_length=1, exclude_if=lambda v: v is None
     )
     validation_fraction: float = Field(0.1, gt=0.0, lt=0.5, exclude_if=lambda v: v == 0.1)
+    # constant: every step at the rate; linear: the rate decays linearly towards 0 over each
+    # arm's whole training (the federation's over its rounds; model.training.decay_learning_rate)
+    lr_schedule: Literal["constant", "linear"] = Field(
+        "constant", exclude_if=lambda v: v == "constant"
+    )
     eval_batch_size: int = Field(64, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -162,6 +162,29 @@ def add_proximal_term(
     optimizer.register_step_pre_hook(add)
 
 
+def decay_learning_rate(
+    optimizer: torch.optim.Optimizer, span: tuple[float, float], steps: int
+) -> None:
+    """A linear schedule over ``steps`` steps: the k-th step (from 0) trains at the rate times
+    ``start + (end - start) * k / steps``, ``span = (start, end)`` the fractions of the rate
+    at this call's beginning and end (a federated round's slice of the whole run's decay).
+
+    A step pre-hook, like ``add_proximal_term``: under DP-SGD it scales the step the noised
+    gradient takes, reading no record (post-processing, no effect on the accounting)."""
+    start, end = span
+    bases = [group["lr"] for group in optimizer.param_groups]
+    taken = 0
+
+    def scale(_optimizer: torch.optim.Optimizer, _args: tuple, _kwargs: dict) -> None:
+        nonlocal taken
+        factor = start + (end - start) * taken / steps
+        for group, base in zip(optimizer.param_groups, bases, strict=True):
+            group["lr"] = base * factor
+        taken += 1
+
+    optimizer.register_step_pre_hook(scale)
+
+
 def train_local(
     bundle: AdapterModel,
     data: Subset | TensorDataset,
@@ -177,6 +200,7 @@ def train_local(
     canary_clip_norm: float = 1.0,
     input_canaries: Dataset | None = None,
     proximal_mu: float = 0.0,
+    lr_span: tuple[float, float] | None = None,
 ) -> LocalStats:
     """Train the adapter in place for ``steps`` optimizer steps on ``data``.
 
@@ -191,6 +215,8 @@ def train_local(
     records (``carried_rows``): shuffled or Poisson-sampled with them, at q = B / len(data),
     and left out of the reported ``examples`` and ``mean_loss``. ``proximal_mu`` > 0:
     FedProx's proximal term towards the adapter training starts from (``add_proximal_term``).
+    ``lr_span`` (start, end): the rate decays linearly between these fractions of it over the
+    ``steps`` (``decay_learning_rate``); None: constant.
     """
     bundle.model.train()
     # Dropout inside the backbone draws from torch's global RNG: seed it from this client's
@@ -214,6 +240,8 @@ def train_local(
         )
         if proximal_mu:
             add_proximal_term(optimizer, trainable, proximal_mu)
+        if lr_span is not None:
+            decay_learning_rate(optimizer, lr_span, steps)
         stats = train_private(
             bundle,
             data,
@@ -231,6 +259,8 @@ def train_local(
     optimizer = _optimizer(bundle, lr, weight_decay)
     if proximal_mu:
         add_proximal_term(optimizer, trainable, proximal_mu)
+    if lr_span is not None:
+        decay_learning_rate(optimizer, lr_span, steps)
     loader = DataLoader(data, batch_size=batch_size, shuffle=True, generator=generator)
     canary_rows = None
     if canaries is not None:

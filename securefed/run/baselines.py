@@ -24,7 +24,7 @@ from securefed.model.evaluation import mean_metrics
 from securefed.privacy.budget import ClientPrivacy, Exhausted
 from securefed.run.progress import Progress
 from securefed.run.records import EvalMetrics
-from securefed.run.setup import RunSetup
+from securefed.run.setup import RunSetup, lr_span
 
 
 def baseline_steps(setup: RunSetup) -> list[int]:
@@ -58,6 +58,7 @@ def _train(
         dp=plan,
         progress=progress,
         label=label,
+        lr_span=lr_span(setup.cfg, None),
     )
     privacy.record_round(who, 0, stats)
     return {**info, "steps": stats.steps, "train_loss": stats.mean_loss}, setup.evaluate_current()

@@ -86,13 +86,14 @@ class RunSetup:
         canaries: CarriedCanaries | None = None,
         input_canaries: Subset | None = None,
         proximal_mu: float = 0.0,
+        lr_span: tuple[float, float] | None = None,
     ) -> LocalStats:
         """Load ``start`` into the adapter and train it in place for ``steps`` steps on
         ``data``, batches drawn from a generator seeded by ``seed_parts`` (see
         ``securefed.seeding``); ``dp`` is a DP plan or None; gradient ``canaries`` (plan,
         institution, trace) join its steps, ``input_canaries`` (rows) its records; ``proximal_mu``:
-        FedProx's term towards ``start``. The one training call of the federation's clients
-        and of both baselines."""
+        FedProx's term towards ``start``; ``lr_span``: the schedule's slice (``lr_span``). The
+        one training call of the federation's clients and of both baselines."""
         t = self.cfg.training
         set_vector(self.scorer.model, start, self.scorer.spec)
         generator = torch.Generator().manual_seed(derived_seed(self.cfg.seed, *seed_parts))
@@ -110,6 +111,7 @@ class RunSetup:
                 canary_clip_norm=self.cfg.privacy.dp.max_grad_norm,
                 input_canaries=input_canaries,
                 proximal_mu=proximal_mu,
+                lr_span=lr_span,
                 **knobs,
             )
 
@@ -136,6 +138,19 @@ class RunSetup:
             [len(t) for t in self.client_test],
             self.cfg.training.eval_batch_size,
         )
+
+
+def lr_span(cfg: RunConfig, round_index: int | None) -> tuple[float, float] | None:
+    """The fractions of the learning rate at the beginning and end of one training call
+    under ``training.lr_schedule``: linear decays over the whole run, so federated round r
+    of R spans (1 - r/R, 1 - (r+1)/R) and a baseline (``round_index`` None) spans (1, 0);
+    None under constant."""
+    if cfg.training.lr_schedule == "constant":
+        return None
+    if round_index is None:
+        return (1.0, 0.0)
+    rounds = cfg.training.rounds
+    return (1.0 - round_index / rounds, 1.0 - (round_index + 1) / rounds)
 
 
 def client_update(
@@ -172,6 +187,7 @@ def client_update(
         canaries=carried,
         input_canaries=rows,
         proximal_mu=setup.cfg.training.proximal_mu,
+        lr_span=lr_span(setup.cfg, round_index),
     )
     delta = get_vector(setup.bundle.model) - global_vector  # (d,) float32
     return delta, stats
