@@ -110,6 +110,11 @@ def _cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _add_set(parser: argparse.ArgumentParser, metavar: str, help_text: str) -> None:
+    """The repeatable ``--set KEY=VALUE`` override every config-reading command takes."""
+    parser.add_argument("--set", action="append", default=[], metavar=metavar, help=help_text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="securefed", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -117,13 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         "simulate", help="run a federation in one process (default: embedded demo)"
     )
     sim.add_argument("config", nargs="?", help="YAML config (default: the embedded default)")
-    sim.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, e.g. --set training.rounds=2 (repeatable)",
-    )
+    _add_set(sim, "KEY=VALUE", "override a config key, e.g. --set training.rounds=2 (repeatable)")
     sim.add_argument("--out", help="run folder to create (default: runs/<name>-<timestamp>)")
     sim.add_argument(
         "--resume", metavar="RUN_DIR", help="continue a run from its last finished round"
@@ -134,9 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         "plan", help="print each institution's DP noise and whether the run can learn; no training"
     )
     plan.add_argument("config", nargs="?", help="YAML config (default: the embedded default)")
-    plan.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key"
-    )
+    _add_set(plan, "KEY=VALUE", "override a config key")
     plan.set_defaults(func=_cmd_plan)
     ev = sub.add_parser(
         "evaluate",
@@ -146,12 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--round", type=int, help="score the adapter after this round (0-based)")
     ev.add_argument("--adapter", help="a saved adapter file (securefed's safetensors layout)")
     ev.add_argument("--config", help="the config the --adapter was trained with")
-    ev.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="task.KEY=VALUE",
-        help="score every record these task settings read (e.g. task.split=test)",
+    _add_set(
+        ev, "task.KEY=VALUE", "score every record these task settings read (e.g. task.split=test)"
     )
     ev.add_argument("--json", help="also write the result to this JSON file")
     ev.set_defaults(func=_cmd_evaluate)
