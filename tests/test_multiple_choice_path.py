@@ -14,14 +14,10 @@ from __future__ import annotations
 
 import random
 
-import torch
-from torch.utils.data import Subset
+from central_training import train_and_score
 
 from securefed.config import ModelConfig
-from securefed.model.adapters import build_adapter_model
-from securefed.model.prefix_cache import scorer_and_rows
-from securefed.model.training import encode_examples, labels_of, predict, train_local
-from securefed.tasks import accuracy, get_task
+from securefed.tasks import get_task
 from securefed.tasks.base import Example
 
 PAIRS = (("apple", "violin"), ("river", "saddle"), ("engine", "pepper"), ("castle", "tiger"),
@@ -47,16 +43,5 @@ def test_the_multiple_choice_path_learns_the_partner_option():
     task = get_task("synthetic_medqa")  # its encoder_rows and layout; the records are ours
     examples = _records(TRAIN + TEST, random.Random(0))
     model = ModelConfig(adapter_layers="top-1", target_modules=["query", "value"], lora_alpha=32.0)
-    bundle = build_adapter_model(model, num_labels=4, seed=0, per_option=True)
-    rows = encode_examples(examples, task, bundle, max_length=32)
-    scorer, rows = scorer_and_rows(bundle, rows, model.adapter_layers, batch_size=64)
-    train, test = Subset(rows, range(TRAIN)), Subset(rows, range(TRAIN, TRAIN + TEST))
-
-    def held_out() -> float:
-        return accuracy(labels_of(test), predict(scorer, test, batch_size=64))
-
-    before = held_out()
-    train_local(scorer, train, steps=40, batch_size=16, lr=1e-2, weight_decay=0.0,
-                generator=torch.Generator().manual_seed(0))  # fmt: skip
-    after = held_out()
-    assert before < 0.45 and after >= 0.75, (before, after)
+    learned = train_and_score(examples, task, model, train=TRAIN, max_length=32, steps=40, lr=1e-2)
+    assert learned.before < 0.45 and learned.after >= 0.75, (learned.before, learned.after)
