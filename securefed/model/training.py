@@ -135,11 +135,6 @@ def steps_for(
     return max(1, math.ceil(local_epochs * num_examples / batch_size))
 
 
-def _optimizer(bundle: AdapterModel, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    params = [p for _, p in trainable_parameters(bundle.model)]
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-
-
 def add_proximal_term(
     optimizer: torch.optim.Optimizer, params: Sequence[torch.nn.Parameter], mu: float
 ) -> None:
@@ -238,10 +233,13 @@ def train_local(
             max_grad_norm=dp.max_grad_norm,
             expected_batch=min(batch_size, records),
         )
-        if proximal_mu:
-            add_proximal_term(optimizer, trainable, proximal_mu)
-        if lr_span is not None:
-            decay_learning_rate(optimizer, lr_span, steps)
+    else:
+        optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=weight_decay)
+    if proximal_mu:
+        add_proximal_term(optimizer, trainable, proximal_mu)
+    if lr_span is not None:
+        decay_learning_rate(optimizer, lr_span, steps)
+    if dp is not None:
         stats = train_private(
             bundle,
             data,
@@ -256,17 +254,12 @@ def train_local(
             rows_per_record=rows_per_record(data),
         )
         return stats if tally is None else _records_only(stats, tally)
-    optimizer = _optimizer(bundle, lr, weight_decay)
-    if proximal_mu:
-        add_proximal_term(optimizer, trainable, proximal_mu)
-    if lr_span is not None:
-        decay_learning_rate(optimizer, lr_span, steps)
     loader = DataLoader(data, batch_size=batch_size, shuffle=True, generator=generator)
     canary_rows = None
     if canaries is not None:
         canary_rows = GradientCanaryRows(
             canaries,
-            [p for _, p in trainable_parameters(bundle.model)],
+            trainable,
             min(1.0, batch_size / records),
             canary_clip_norm,
             torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little")),
