@@ -29,6 +29,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from securefed.config import RunConfig, dump_config, load_config
 from securefed.errors import ConfigError
+from securefed.flower.object_pulls import install_pull_retry
 from securefed.flower.server_round import Timeouts
 from securefed.flower.transport import FlowerTransport, join_nodes, progress_note
 from securefed.model.adapters import base_weights_hash, build_adapter_model, get_vector
@@ -115,6 +116,7 @@ class ServerModel:
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Run the federation described by the run config; write the server's run folder."""
+    install_pull_retry()  # a reply is listed before its objects are all on the SuperLink
     settings = ServerSettings.from_run_config(dict(context.run_config))
     cfg = load_config(settings.config, settings.overrides)
     run_flower_federation(grid, cfg, settings, context.run_id)

@@ -1,23 +1,26 @@
-"""Flower's own SuperNode, with its two fixed waits shortened.
+"""Flower's own SuperNode, with its three fixed waits shortened.
 
 Flower 1.42's SuperNode loop (``flwr.supernode.start_client_internal``) pulls a message
 from the SuperLink and, when there is none, sleeps a hard-coded 3 s before pulling again;
-having pulled one, it looks for the ClientApp's reply every 0.5 s. No flag, environment
-variable or newer release changes either (deploy/README.md, "The SuperNode's polls"). A
-securefed round is five exchanges, and a node pulls again right after it pushes a reply,
-before the server has sent the next stage: every exchange waited up to 3 s for nothing and
-at least 0.5 s for a reply ready in a tenth of that. Run instead::
+having pulled one, it looks for the ClientApp's reply every 0.5 s, and then for each of the
+reply's objects (which its ClientApp pushes after the reply itself) every 0.5 s. No flag,
+environment variable or newer release changes any of them (deploy/README.md, "The
+SuperNode's polls"). A securefed round is five exchanges, and a node pulls again right
+after it pushes a reply, before the server has sent the next stage: every exchange waited
+up to 3 s for nothing and 0.5-1 s for a reply ready in a tenth of that. Run instead::
 
     python -m securefed.flower.supernode --idle-poll 0.2 --reply-poll 0.05 <flower-supernode args>
 
-which is ``flower-supernode`` with those two sleeps' arguments replaced and nothing else:
-the installed module's source is parsed, each sleep is found (``FlowerSleep``: the function,
-the condition it sits under, its seconds; exactly one match each, else this refuses), its
-argument replaced, and the two functions compiled back into Flower's own module, where
-``flower_supernode`` calls them. Every other line (connection, node authentication,
-heartbeats, the Runtime API) is Flower's. It refuses any flwr but the version it was written
-against (``PATCHED_FLWR_VERSION``), so an upgrade is a conscious step:
-``tests/flower/test_supernode_poll.py`` fails when the patch no longer applies.
+which is ``flower-supernode`` with those three sleeps' arguments replaced (``--reply-poll``
+for both waits on the ClientApp) and nothing else: the installed module's source is parsed,
+each sleep is found (``FlowerSleep``: the function, the condition it sits under, its
+seconds; exactly one match each, else this refuses), its argument replaced, and the two
+functions compiled back into Flower's own module, where ``flower_supernode`` calls them.
+Every other line (connection, node authentication, heartbeats, the Runtime API) is
+Flower's, but for the first retry of an object pull (``object_pulls``). It refuses any flwr
+but the version it was written against (``flower_pin.PATCHED_FLWR_VERSION``), so an upgrade
+is a conscious step: ``tests/flower/test_supernode_poll.py`` fails when the patch no longer
+applies.
 
 The cost: an idle node sends ``1 / idle-poll`` pull requests a second to the SuperLink; the
 reply poll reads the node's own in-memory state.
@@ -28,14 +31,13 @@ from __future__ import annotations
 import argparse
 import ast
 import importlib
-import importlib.metadata
 import inspect
 import sys
 from dataclasses import dataclass
 
-from securefed.errors import SecurefedError
+from securefed.flower.flower_pin import FlowerPatchError, require_patched_flwr
+from securefed.flower.object_pulls import install_pull_retry
 
-PATCHED_FLWR_VERSION = "1.42.0"
 IDLE_POLL_S = 0.2  # securefed's default: 5 pulls a second from an idle node
 REPLY_POLL_S = 0.05  # securefed's default: how often the node looks for its ClientApp's reply
 _LOOP_MODULE = "flwr.supernode.start_client_internal"
@@ -56,10 +58,9 @@ IDLE_SLEEP = FlowerSleep("start_client_internal", "run_id is None", 3)  # pulled
 REPLY_SLEEP = FlowerSleep(  # the SuperNode waits for its ClientApp's reply to push it
     "_push_messages", "not (reply_messages := state.get_messages_legacy(is_reply=True))", 0.5
 )
-
-
-class SuperNodePatchError(SecurefedError):
-    """The installed Flower is not the code this SuperNode's changes were written for."""
+OBJECT_SLEEP = FlowerSleep(  # ... and, having it, for each of its objects (pushed after it)
+    "_push_messages", "(content := object_store.get(tree.object_id)) == b''", 0.5
+)
 
 
 def _sleep_argument(statement: ast.stmt, seconds: float) -> ast.Constant | None:
@@ -79,19 +80,19 @@ def _sleep_argument(statement: ast.stmt, seconds: float) -> ast.Constant | None:
 
 def patch_sleeps(module_source: str, new_seconds: dict[FlowerSleep, float]) -> ast.Module:
     """The functions of ``module_source`` that hold the given sleeps, each sleep's argument
-    replaced. Raises ``SuperNodePatchError`` unless each function is defined once at module
+    replaced. Raises ``FlowerPatchError`` unless each function is defined once at module
     level, with exactly one statement under its guard and exactly one such sleep directly in
     that statement's body."""
     functions = {}
     for node in ast.parse(module_source).body:
         if isinstance(node, ast.FunctionDef) and node.name in {s.function for s in new_seconds}:
             if node.name in functions:
-                raise SuperNodePatchError(f"{_LOOP_MODULE} defines {node.name}() twice")
+                raise FlowerPatchError(f"{_LOOP_MODULE} defines {node.name}() twice")
             functions[node.name] = node
     for sleep, seconds in new_seconds.items():
         where = f"{_LOOP_MODULE}.{sleep.function}"
         if sleep.function not in functions:
-            raise SuperNodePatchError(f"{where} no longer exists")
+            raise FlowerPatchError(f"{where} no longer exists")
         guarded = [
             node
             for node in ast.walk(functions[sleep.function])
@@ -104,7 +105,7 @@ def patch_sleeps(module_source: str, new_seconds: dict[FlowerSleep, float]) -> a
             if (argument := _sleep_argument(statement, sleep.seconds)) is not None
         ]
         if len(guarded) != 1 or len(arguments) != 1:
-            raise SuperNodePatchError(
+            raise FlowerPatchError(
                 f"{where} no longer has the one time.sleep({sleep.seconds}) under "
                 f"'{sleep.guard}' that securefed's SuperNode shortens (found {len(guarded)} "
                 f"such conditions, {len(arguments)} such sleeps under them)"
@@ -115,24 +116,22 @@ def patch_sleeps(module_source: str, new_seconds: dict[FlowerSleep, float]) -> a
 
 def install_polls(idle_poll_s: float, reply_poll_s: float = REPLY_POLL_S) -> None:
     """Replace Flower's SuperNode loop, in this process, with the same loop that pulls every
-    ``idle_poll_s`` seconds while idle and looks for its ClientApp's reply every
-    ``reply_poll_s`` seconds."""
+    ``idle_poll_s`` seconds while idle and looks for its ClientApp's reply, and for each of
+    the reply's objects, every ``reply_poll_s`` seconds."""
     for name, value, sleep in (
         ("--idle-poll", idle_poll_s, IDLE_SLEEP),
         ("--reply-poll", reply_poll_s, REPLY_SLEEP),
     ):
         if not 0 < value <= sleep.seconds:
-            raise SuperNodePatchError(f"{name} must be in (0, {sleep.seconds}] s, got {value}")
-    installed = importlib.metadata.version("flwr")
-    if installed != PATCHED_FLWR_VERSION:
-        raise SuperNodePatchError(
-            f"securefed's SuperNode patches flwr {PATCHED_FLWR_VERSION}'s polling; flwr "
-            f"{installed} is installed. Run plain flower-supernode (3 s idle poll), or "
-            f"install flwr=={PATCHED_FLWR_VERSION}"
-        )
+            raise FlowerPatchError(f"{name} must be in (0, {sleep.seconds}] s, got {value}")
+    require_patched_flwr(
+        "securefed's SuperNode patches the polling of",
+        "Run plain flower-supernode (3 s idle poll), or ",
+    )
     loop_module = importlib.import_module(_LOOP_MODULE)
     patched = patch_sleeps(
-        inspect.getsource(loop_module), {IDLE_SLEEP: idle_poll_s, REPLY_SLEEP: reply_poll_s}
+        inspect.getsource(loop_module),
+        {IDLE_SLEEP: idle_poll_s, REPLY_SLEEP: reply_poll_s, OBJECT_SLEEP: reply_poll_s},
     )
     # compiled under the installed file's name and line numbers, into Flower's own module
     exec(compile(patched, inspect.getsourcefile(loop_module), "exec"), vars(loop_module))  # noqa: S102
@@ -149,7 +148,8 @@ def main(argv: list[str] | None = None) -> None:
     args, flower_args = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     try:
         install_polls(args.idle_poll, args.reply_poll)
-    except SuperNodePatchError as error:
+        install_pull_retry()
+    except FlowerPatchError as error:
         sys.exit(f"securefed.flower.supernode: {error}")
     from flwr.supernode.cli import flower_supernode
 

@@ -1,11 +1,12 @@
-"""securefed's SuperNode is Flower's with two sleeps shortened: the patch applies to the
-installed flwr (this file fails when an upgrade moves or changes either sleep), the patched
-loop sleeps ``--idle-poll`` and ``--reply-poll`` where Flower's sleeps 3 s and 0.5 s, and
-anything else is refused."""
+"""securefed's SuperNode is Flower's with three sleeps shortened: the patch applies to the
+installed flwr (this file fails when an upgrade moves or changes any of them), the patched
+loop sleeps ``--idle-poll`` and ``--reply-poll`` (twice) where Flower's sleeps 3 s and 0.5 s,
+and anything else is refused."""
 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import inspect
 import sys
 import tomllib
@@ -14,21 +15,22 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from flwr.proto.message_pb2 import ObjectTree  # pylint: disable=E0611
 from packaging.requirements import Requirement
 
 from securefed.flower import supernode
+from securefed.flower.flower_pin import PATCHED_FLWR_VERSION, FlowerPatchError
 from securefed.flower.supernode import (
     IDLE_SLEEP,
-    PATCHED_FLWR_VERSION,
+    OBJECT_SLEEP,
     REPLY_SLEEP,
-    SuperNodePatchError,
     install_polls,
     patch_sleeps,
 )
 
 LOOP = importlib.import_module("flwr.supernode.start_client_internal")
 CLI = importlib.import_module("flwr.supernode.cli.flower_supernode")
-BOTH = {IDLE_SLEEP: 0.1, REPLY_SLEEP: 0.01}
+ALL = {IDLE_SLEEP: 0.1, REPLY_SLEEP: 0.01, OBJECT_SLEEP: 0.01}
 
 
 @pytest.fixture
@@ -40,7 +42,7 @@ def flowers(monkeypatch):
     return LOOP.start_client_internal, LOOP._push_messages
 
 
-class _Stop(Exception):
+class _Stop(BaseException):  # not an Exception: Flower's loop catches those
     pass
 
 
@@ -85,20 +87,40 @@ def _reply_sleep(monkeypatch) -> float:
     ))  # fmt: skip
 
 
+def _object_sleep(monkeypatch) -> float:
+    """What the SuperNode sleeps when its ClientApp's reply is there but not its objects."""
+    metadata = SimpleNamespace(group_id="", run_id=1, message_type="train.x", message_id="m",
+                               reply_to_message_id="r")  # fmt: skip
+    state = SimpleNamespace(
+        get_messages_legacy=lambda **_: [SimpleNamespace(metadata=metadata)],
+        get_message_processing_duration=lambda **_: 0.0,
+        delete_messages=lambda **_: None,
+    )
+    store = SimpleNamespace(get_object_tree=lambda _: ObjectTree(object_id="m"),
+                            get=lambda _: b"", delete=lambda _: None)  # fmt: skip
+    return _first_sleep(monkeypatch, lambda: LOOP._push_messages(
+        state=state, object_store=store, send=lambda *_: ({"m"}, "s"), push_object=print
+    ))  # fmt: skip
+
+
+def _sleeps(monkeypatch) -> tuple[float, float, float]:
+    return _idle_sleep(monkeypatch), _reply_sleep(monkeypatch), _object_sleep(monkeypatch)
+
+
 def test_the_patched_loop_waits_the_given_seconds_where_flowers_waits_3_and_0_5(
     monkeypatch, flowers
 ):
-    assert (_idle_sleep(monkeypatch), _reply_sleep(monkeypatch)) == (3, 0.5)  # Flower's
+    assert _sleeps(monkeypatch) == (3, 0.5, 0.5)  # Flower's
     install_polls(0.2, 0.05)
     assert CLI.start_client_internal is LOOP.start_client_internal  # what flower-supernode calls
     assert (LOOP.start_client_internal, LOOP._push_messages) != flowers
     assert LOOP._push_messages.__code__.co_filename == inspect.getsourcefile(LOOP)  # tracebacks
-    assert (_idle_sleep(monkeypatch), _reply_sleep(monkeypatch)) == (0.2, 0.05)
+    assert _sleeps(monkeypatch) == (0.2, 0.05, 0.05)
 
 
 def test_a_moved_or_changed_sleep_is_refused():
     source = inspect.getsource(LOOP)
-    assert patch_sleeps(source, BOTH)  # the installed flwr's source patches
+    assert patch_sleeps(source, ALL)  # the installed flwr's source patches
     guard = "while not (reply_messages := state.get_messages_legacy(is_reply=True)):"
     for changed in (
         source.replace("time.sleep(3)", "time.sleep(2)"),  # Flower changed the constant
@@ -107,22 +129,25 @@ def test_a_moved_or_changed_sleep_is_refused():
         source.replace("def start_client_internal(", "def start_node("),  # renamed
         source.replace(guard, guard.replace("is_reply=True", "is_reply=True, limit=1")),
         source.replace(f"{guard}\n        time.sleep(0.5)", f"{guard}\n        time.sleep(1)"),
+        source.replace(
+            '== b"":\n                    # Wait', '== b"" and run_id:\n                    # Wait'
+        ),
     ):
         assert changed != source
-        with pytest.raises(SuperNodePatchError):
-            patch_sleeps(changed, BOTH)
+        with pytest.raises(FlowerPatchError):
+            patch_sleeps(changed, ALL)
 
 
 def test_another_flwr_version_or_a_bad_interval_is_refused(monkeypatch, flowers):
-    with pytest.raises(SuperNodePatchError, match="--idle-poll must be in"):
+    with pytest.raises(FlowerPatchError, match="--idle-poll must be in"):
         install_polls(0)
-    with pytest.raises(SuperNodePatchError, match="--reply-poll must be in"):
+    with pytest.raises(FlowerPatchError, match="--reply-poll must be in"):
         install_polls(0.2, 0.6)
-    monkeypatch.setattr(supernode.importlib.metadata, "version", lambda _: "1.43.0")
-    with pytest.raises(SuperNodePatchError, match="flwr 1.43.0 is installed"):
+    monkeypatch.setattr(importlib.metadata, "version", lambda _: "1.43.0")
+    with pytest.raises(FlowerPatchError, match="flwr 1.43.0 is installed"):
         install_polls(0.1)
     monkeypatch.setattr(sys, "argv", ["x", "--idle-poll", "0.1", "--insecure"])
-    with pytest.raises(SystemExit, match="patches flwr 1.42.0's polling"):
+    with pytest.raises(SystemExit, match="patches the polling of flwr 1.42.0"):
         supernode.main()
 
 
