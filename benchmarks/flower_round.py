@@ -18,7 +18,10 @@ loaded. The breakdown of the Flower round:
 - server: the rest of the server's round 1 (the global step, evaluation, records).
 
     nice python benchmarks/flower_round.py --nodes 3 10 [--set KEY=VALUE ...] [--cold]
-        [--idle-poll SECONDS] [--repeat N]
+        [--idle-poll SECONDS] [--repeat N] [--trace]
+
+``--trace`` also breaks each Flower run's round 1 down by stage and by process (requests,
+sleeps, CPU seconds: ``benchmarks/flower_trace.py``); it costs the traced processes a little.
 
 Prints one block per run (``--repeat`` runs of each arm, alternating) and, last,
 ``flower/in-process round: <ratio>x``, the median over the runs, for the
@@ -29,6 +32,7 @@ also appended to ``--out`` (JSON lines) as they come.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import subprocess
@@ -37,11 +41,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from flower_trace import breakdown, report, traced
+
 from securefed.config import load_config
 from securefed.flower.localhost import LocalFederation
 from securefed.flower.node_security import pinned_node_config
 from securefed.flower.supernode import IDLE_POLL_S
-from securefed.run.folder import RunFolder, read_json
+from securefed.run.folder import FLOWER_PROGRESS, RunFolder, read_json
 from securefed.secagg import STAGE_TABLE
 
 ROUNDS = ["training.rounds=2", "baselines=[]"]
@@ -60,16 +66,25 @@ def in_process(config: str | None, overrides: list[str], workdir: Path) -> float
 
 
 def on_flower(
-    config: str | None, overrides: list[str], workdir: Path, warm: bool, idle_poll_s: float
+    config: str | None,
+    overrides: list[str],
+    workdir: Path,
+    warm: bool,
+    idle_poll_s: float,
+    trace: bool = False,
 ) -> dict:
-    """One Flower run on localhost; the round-1 breakdown from the server's and nodes' records."""
+    """One Flower run on localhost; the round-1 breakdown from the server's and nodes' records
+    (and, with ``trace``, from every process's requests, sleeps and CPU)."""
     cfg = load_config(config, overrides)
     nodes = cfg.partition.num_clients
     pinned = {i: pinned_node_config(cfg) for i in range(nodes)}
     run_dir = workdir / "run"
-    with LocalFederation(
-        workdir / "fed", list(range(nodes)), node_config=pinned, warm=warm, idle_poll_s=idle_poll_s
-    ) as fed:
+    with (
+        traced(workdir / "trace") if trace else contextlib.nullcontext([]) as samples,
+        LocalFederation(
+            workdir / "fed", list(range(nodes)), node_config=pinned, warm=warm,
+            idle_poll_s=idle_poll_s) as fed,
+    ):  # fmt: skip
         run_id = fed.launch(
             {
                 "config": config or "",
@@ -114,6 +129,9 @@ def on_flower(
             for stage, v in traffic.items()
         },
         "degree": read_json(run_dir / "secagg" / "round-0001.json")["degree"],
+        "trace": breakdown(workdir / "trace", samples, run_dir / FLOWER_PROGRESS, 1)
+        if trace
+        else None,
     }
 
 
@@ -135,6 +153,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="a SuperNode's idle pull interval, s (Flower's own: 3)")  # fmt: skip
     parser.add_argument("--repeat", type=int, default=1,
                         help="runs of each arm per node count (median ratio)")  # fmt: skip
+    parser.add_argument("--trace", action="store_true", help="round 1 by stage and process")
     parser.add_argument("--out", type=Path, default=Path("runs/flower_round.jsonl"))
     args = parser.parse_args(argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -156,7 +175,9 @@ def _pair(args: argparse.Namespace, nodes: int) -> float:
         print(f"--- {nodes} nodes: in process ...", flush=True)
         inproc = in_process(args.config, overrides, Path(tmp))
         print(f"in-process round: {inproc:.2f} s; on Flower ...", flush=True)
-        flower = on_flower(args.config, overrides, Path(tmp), not args.cold, args.idle_poll)
+        flower = on_flower(
+            args.config, overrides, Path(tmp), not args.cold, args.idle_poll, args.trace
+        )
     start = process_start_s()
     row = {"nodes": nodes, "warm": not args.cold, "idle_poll_s": args.idle_poll,
            "in_process_round_s": inproc,
@@ -173,6 +194,8 @@ def _pair(args: argparse.Namespace, nodes: int) -> float:
         f"process start {start:.2f} s ({per})",
         flush=True,
     )
+    if flower["trace"] is not None:
+        print(report(flower["trace"]), flush=True)
     answers = flower["protocol_answers_s"]
     print(f"protocol: of it the slowest node's answers {answers:.2f} s", flush=True)
     print(f"{nodes} nodes: flower/in-process round {row['ratio']:.2f}x", flush=True)

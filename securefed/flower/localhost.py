@@ -27,6 +27,11 @@ from pathlib import Path
 
 import httpx
 import tomli_w
+from flwr.cli.cli_client_interceptor import CliClientHttpInterceptor
+from flwr.common.serde import run_from_proto
+from flwr.proto.control_pb2 import ListRunsRequest  # pylint: disable=E0611
+from flwr.supercore.control import ControlHttpClient
+from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
 
 from securefed.errors import SecurefedError
 from securefed.flower.certs import make_node_key, make_tls
@@ -92,6 +97,8 @@ class LocalFederation:
         self.port = free_port()
         self.processes: dict[str, subprocess.Popen] = {}
         self.runtime_ports: dict[int, int] = {}  # each node's Runtime API, kept over restarts
+        self._control: ControlHttpClient | None = None  # ``status``'s, made at its first call
+        self.insecure = False  # TLS on the SuperLink's one port (``LocalSimulation``: none)
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> LocalFederation:
@@ -191,6 +198,9 @@ class LocalFederation:
         raise DeploymentError(f"node {institution} not back after {timeout_s:.0f} s; see {log}")
 
     def stop(self) -> None:
+        if self._control is not None:
+            self._control.close()
+            self._control = None
         for process in self.processes.values():
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
@@ -213,11 +223,29 @@ class LocalFederation:
         return int(json.loads(out[out.index("{") :])["run-id"])
 
     def status(self, run_id: int) -> str:
-        out = self.flwr("ls", CONNECTION, "--format", "json")
-        runs = json.loads(out[out.index("{") :])["runs"]
-        return next(r["status"] for r in runs if int(r["run-id"]) == run_id)
+        """The run's status as ``flwr ls`` prints it (``running``, ``finished:completed``...),
+        asked over the SuperLink's Control API from this process: a ``flwr`` call is a fresh
+        Python process of 1-2 CPU-s, which waiting on a run paid at every poll, beside it."""
+        response = self._control_client().ListRuns(ListRunsRequest(run_id=run_id))
+        status = run_from_proto(response.run_dict[run_id]).status
+        return f"{status.status}:{status.sub_status}" if status.sub_status else status.status
 
-    def wait(self, run_id: int, timeout_s: float, poll_s: float = 2.0) -> str:
+    def _control_client(self) -> ControlHttpClient:
+        """A client of the SuperLink's Control API with the ``flwr`` CLI's own interceptors
+        (this federation has no account authentication)."""
+        if self._control is None:
+            self._control = ControlHttpClient.from_server_address(
+                server_address=f"127.0.0.1:{self.port}",
+                insecure=self.insecure,
+                root_certificates=None if self.insecure else str(self.certs / "ca.crt"),
+                interceptors=[
+                    CliClientHttpInterceptor(),
+                    RuntimeVersionHttpInterceptor(component_name="flwr CLI"),
+                ],
+            )
+        return self._control
+
+    def wait(self, run_id: int, timeout_s: float, poll_s: float = 0.5) -> str:
         """Block until the run finishes; ``DeploymentError`` with its log unless it completed."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -249,6 +277,7 @@ class LocalFederation:
 
     # ---- internals -----------------------------------------------------------------------------
     def _write_cli_config(self, insecure: bool = False) -> None:
+        self.insecure = insecure
         home = self.workdir / "flwr-home" / "cli"
         home.mkdir(parents=True, exist_ok=True)
         connection: dict = {"address": f"127.0.0.1:{self.port}"}
