@@ -17,8 +17,16 @@ loaded. The breakdown of the Flower round:
   per stage (its records' ``wall_s``): the rest is delivery;
 - server: the rest of the server's round 1 (the global step, evaluation, records).
 
+Evaluation: the in-process round evaluates the global adapter once, on the pooled test set
+(every institution's test split). On Flower each node evaluates it on its own test split
+in its ``advertise`` answer (together: that pooled test set), and the ServerApp evaluates it
+again on the pooled test set only with ``server-evaluation`` on, which needs a coordinator
+that holds every institution's data (a synthetic task). So by default the Flower arm runs
+with ``server-evaluation=false``, the same evaluation work as the in-process round, as a
+deployment whose coordinator has no data runs; ``--server-evaluation`` adds the second one.
+
     nice python benchmarks/flower_round.py --nodes 3 10 [--set KEY=VALUE ...] [--cold]
-        [--idle-poll SECONDS] [--repeat N] [--trace]
+        [--idle-poll SECONDS] [--repeat N] [--trace] [--server-evaluation]
 
 ``--trace`` also breaks each Flower run's round 1 down by stage and by process (requests,
 sleeps, CPU seconds: ``benchmarks/flower_trace.py``); it costs the traced processes a little.
@@ -58,10 +66,14 @@ def _overrides(nodes: int, sets: list[str]) -> list[str]:
 
 
 def in_process(config: str | None, overrides: list[str], workdir: Path) -> float:
-    """The in-process round 1 wall time (``securefed simulate``'s own record)."""
-    from securefed.run.simulate import simulate  # lazy: torch only where this arm runs
-
-    run_dir, _ = simulate(load_config(config, overrides), out=str(workdir / "sim"))
+    """The in-process round 1 wall time (``securefed simulate``'s own record), run as its own
+    process so that its model is not held in memory beside the Flower arm's (an LLM's is GBs)."""
+    run_dir = workdir / "sim"
+    command = [str(Path(sys.executable).parent / "securefed"), "simulate", "--quiet",
+               "--out", str(run_dir), *([config] if config else [])]  # fmt: skip
+    for override in overrides:
+        command += ["--set", override]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     return RunFolder(run_dir).read_metrics()[1]["wall_s"]
 
 
@@ -72,6 +84,7 @@ def on_flower(
     warm: bool,
     idle_poll_s: float,
     trace: bool = False,
+    server_evaluation: bool = False,
 ) -> dict:
     """One Flower run on localhost; the round-1 breakdown from the server's and nodes' records
     (and, with ``trace``, from every process's requests, sleeps and CPU)."""
@@ -92,6 +105,7 @@ def on_flower(
                 "run-dir": str(run_dir),
                 "poll-interval": 0.1,
                 "final-evaluation": False,
+                "server-evaluation": server_evaluation,
             }  # fmt: skip
         )
         fed.wait(run_id, timeout_s=3600, poll_s=0.5)
@@ -154,6 +168,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=1,
                         help="runs of each arm per node count (median ratio)")  # fmt: skip
     parser.add_argument("--trace", action="store_true", help="round 1 by stage and process")
+    parser.add_argument("--server-evaluation", action="store_true",
+                        help="the ServerApp evaluates too (a second evaluation)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("runs/flower_round.jsonl"))
     args = parser.parse_args(argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -176,10 +192,12 @@ def _pair(args: argparse.Namespace, nodes: int) -> float:
         inproc = in_process(args.config, overrides, Path(tmp))
         print(f"in-process round: {inproc:.2f} s; on Flower ...", flush=True)
         flower = on_flower(
-            args.config, overrides, Path(tmp), not args.cold, args.idle_poll, args.trace
-        )
+            args.config, overrides, Path(tmp), not args.cold, args.idle_poll, args.trace,
+            args.server_evaluation,
+        )  # fmt: skip
     start = process_start_s()
     row = {"nodes": nodes, "warm": not args.cold, "idle_poll_s": args.idle_poll,
+           "server_evaluation": args.server_evaluation,
            "in_process_round_s": inproc,
            "process_start_s": start, **flower, "ratio": flower["round_s"] / inproc}  # fmt: skip
     with args.out.open("a") as handle:
