@@ -9,7 +9,9 @@ Flower's records; ``exchange`` collects replies under a deadline. ``certs`` and
 nodes' records next to the server's run folder for the audit. ``warm_node`` is a
 long-running ClientApp process per SuperNode (``--isolation process``): the model and data
 stay loaded across messages and rounds. ``supernode`` is Flower's SuperNode with its 3 s idle
-poll shortened.
+poll and 0.5 s reply waits shortened; ``object_pulls`` shortens Flower's 1 s wait before it
+asks again for an object that was not there yet; ``flower_pin`` is the flwr release both
+were written against.
 
 ``transport`` plugs the Flower side into securefed's one round loop
 (``securefed.run.federation``), as ``securefed simulate`` plugs in function calls.
