@@ -74,10 +74,11 @@ def wait_for_stage(
     """Block until the server reports ``stage`` of ``round_index`` closed; fail at once, with
     the run's log, if the run finishes first (a run that aborted never gets there).
 
-    The run's status comes from the ``flwr`` CLI, a fresh Python process that takes seconds on
-    a loaded machine, so it is asked in a background thread: the progress file is read every
-    0.1 s throughout, and a caller that acts on the stage (kills a node before the next one)
-    acts within that, not after a CLI call that let the next stage finish unseen."""
+    The run's status (``LocalFederation.status``, a Control API request that can take a
+    while on a loaded machine) is asked in a background thread: the progress file is read
+    every 0.1 s throughout, and a caller that acts on the stage (kills a node before the next
+    one, which now takes well under a second) acts within that, not after a status request
+    that let the next stage finish unseen."""
     path = run_dir / "flower" / "progress.jsonl"
     deadline = time.monotonic() + timeout_s
     pool = ThreadPoolExecutor(max_workers=1)
