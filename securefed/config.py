@@ -5,9 +5,8 @@ an error rather than a silent default. Cross-field rules (cohort vs threshold, m
 impossible combinations) run in ``RunConfig``'s validator, before any work starts. Errors are
 turned into one ``ConfigError`` line naming the key, the value and what is allowed.
 
-May import: pydantic, yaml, scipy, ``config_partition``, ``config_training``, ``config_yaml``,
-``secagg`` (its round planner and overflow check: a config that cannot run is refused when it
-is loaded), ``errors``.
+May import: pydantic, yaml, scipy, ``config_training``, ``config_yaml``, ``secagg`` (its round
+planner and overflow check: a config that cannot run is refused when it is loaded), ``errors``.
 """
 
 from __future__ import annotations
@@ -22,9 +21,9 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 from scipy import stats
 
-from securefed.config_partition import PartitionConfig, apply_overrides
+from securefed.config_training import PRESET_KEYS, PartitionConfig, TrainingConfig
 from securefed.config_training import Section as _Section
-from securefed.config_training import TrainingConfig
+from securefed.config_yaml import apply_overrides as _apply_dotted
 from securefed.config_yaml import (
     default_config_path,
     read_yaml,
@@ -338,6 +337,23 @@ def _check_distributed_dp(cfg: RunConfig) -> None:
             f"at least {math.ceil(math.log(clients * k * k, 4))} for distributed DP with "
             f"{clients} clients per round at modclip_probability {ddp.modclip_probability}",
         )
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``dotted.key=value`` overrides to a raw config dict. An override that sets
+    ``partition.preset`` first clears the partition keys a preset sets (``PRESET_KEYS``) from
+    ``raw``: the preset replaces the file's partition, and only keys the same overrides set are
+    then checked against it."""
+    if any(_sets_preset(item) for item in overrides):
+        partition = raw.get("partition")
+        if isinstance(partition, dict):
+            raw["partition"] = {k: v for k, v in partition.items() if k not in PRESET_KEYS}
+    return _apply_dotted(raw, overrides)
+
+
+def _sets_preset(override: str) -> bool:
+    key, _, value = override.partition("=")
+    return key.strip() == "partition.preset" and value.strip() not in ("", "null", "~")
 
 
 def validate(raw: dict[str, Any]) -> RunConfig:

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from securefed.config import dump_config, load_config, validate
-from securefed.config_partition import PARTITION_PRESETS
+from securefed.config_training import PARTITION_PRESETS
 from securefed.errors import ConfigError
 from securefed.sweep import plan_cells
 from securefed.sweep.spec import SweepSpec
