@@ -5,16 +5,19 @@ and the optimizer the rule picks; and the table's mean of the last rounds it pic
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 from test_sweep import _fake_cell
 
+from securefed.sweep import load_spec, plan_cells
 from securefed.sweep.heterogeneity import (
     heterogeneity_findings,
     is_heterogeneity_sweep,
     picks,
 )
-from securefed.sweep.table import SweepTable, cell_row
+from securefed.sweep.table import SweepTable, cell_row, collect_table
 
 EPS = "privacy.dp.target_epsilon"
 KEYS = ("partition.scheme", "partition.alpha", "training.server_optimizer.name", EPS, "seed")
@@ -109,3 +112,21 @@ def test_the_table_s_tail_is_the_mean_of_the_last_five_evaluated_rounds(tmp_path
     metrics.write_text("".join(json.dumps(r) + "\n" for r in records))
     row = cell_row(tmp_path / "cells" / "cell", "cell", {})
     assert row["federated_tail"] == pytest.approx(expected)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_committed_findings_recompute_from_the_cells_and_the_docs_quote_them():
+    spec, base = load_spec(ROOT / "configs/sweeps/noniid_first.yaml")
+    planned = [(c.id, c.swept) for c in plan_cells(spec, base)]
+    table = collect_table(ROOT / "audits/noniid", planned)  # the committed cell records
+    findings = (ROOT / "audits/noniid/FINDINGS.md").read_text()
+    assert findings == heterogeneity_findings(table, spec.set, "configs/dp.yaml")
+    # docs/heterogeneity.md's seed table: each row is FINDINGS' row of its partition and privacy
+    docs = (ROOT / "docs/heterogeneity.md").read_text()
+    rows = re.findall(r"^\| ((?:IID|Dirichlet [\d.]+), [\w -]+?) (\| \w.*\|)$", docs, re.M)
+    assert len(rows) >= 3
+    for group, row in rows:
+        section = findings.split(f"### {group}\n", 1)[1].split("###", 1)[0]
+        assert row in section.splitlines(), (group, row)
