@@ -1,4 +1,5 @@
-"""Regenerate ``audits/sweeps/``: the CPU privacy-utility sweep, its table, plots and findings.
+"""Regenerate ``audits/sweeps/``: the CPU privacy-utility sweep, its table, plots and findings
+(a heterogeneity sweep's findings: ``securefed.sweep.heterogeneity``).
 
     python scripts/make_sweep_audit.py [--workers 2] [--sweep configs/sweeps/cpu_eps_adapters.yaml]
 
@@ -30,6 +31,7 @@ from rich.console import Console
 from securefed.audit.report import MAJORITY_MARGIN, at_majority_floor
 from securefed.run.folder import RESULTS
 from securefed.sweep import load_spec, plan_cells, run_sweep
+from securefed.sweep.heterogeneity import heterogeneity_findings, is_heterogeneity_sweep
 from securefed.sweep.table import SweepTable
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -330,7 +332,9 @@ def main(argv: list[str] | None = None) -> int:
     for png in sorted((work / "plots").glob("*.png")):
         shutil.copy2(png, out / "plots" / png.name)
     base = _base_name(Path(args.sweep), spec.base)
-    (out / "FINDINGS.md").write_text(findings(result.table, spec.set, base))
+    # A partition or optimizer sweep picks an optimizer; an epsilon sweep draws its curves.
+    write = heterogeneity_findings if is_heterogeneity_sweep(result.table.swept_keys) else findings
+    (out / "FINDINGS.md").write_text(write(result.table, spec.set, base))
     print(f"wrote {out}; {len(result.failed)} cells failed", file=sys.stderr)
     return 1 if result.failed else 0
 

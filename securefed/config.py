@@ -21,10 +21,10 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 from scipy import stats
 
+from securefed.config_training import PRESET_KEYS, PartitionConfig, TrainingConfig
 from securefed.config_training import Section as _Section
-from securefed.config_training import TrainingConfig
+from securefed.config_yaml import apply_overrides as _apply_dotted
 from securefed.config_yaml import (
-    apply_overrides,
     default_config_path,
     read_yaml,
     validation_error,
@@ -52,15 +52,6 @@ class TaskConfig(_Section):
     split: str = "train"
     max_examples: int | None = Field(None, ge=10)
     synthetic: SyntheticConfig = SyntheticConfig()
-
-
-class PartitionConfig(_Section):
-    scheme: Literal["iid", "dirichlet", "quantity", "natural"] = "dirichlet"
-    num_clients: int = Field(4, ge=1, le=10_000)
-    alpha: float = Field(0.5, gt=0.0, le=1e6)
-    column: str | None = None
-    test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
-    min_examples: int = Field(8, ge=2)
 
 
 class ModelConfig(_Section):
@@ -346,6 +337,23 @@ def _check_distributed_dp(cfg: RunConfig) -> None:
             f"at least {math.ceil(math.log(clients * k * k, 4))} for distributed DP with "
             f"{clients} clients per round at modclip_probability {ddp.modclip_probability}",
         )
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``dotted.key=value`` overrides to a raw config dict. An override that sets
+    ``partition.preset`` first clears the partition keys a preset sets (``PRESET_KEYS``) from
+    ``raw``: the preset replaces the file's partition, and only keys the same overrides set are
+    then checked against it."""
+    if any(_sets_preset(item) for item in overrides):
+        partition = raw.get("partition")
+        if isinstance(partition, dict):
+            raw["partition"] = {k: v for k, v in partition.items() if k not in PRESET_KEYS}
+    return _apply_dotted(raw, overrides)
+
+
+def _sets_preset(override: str) -> bool:
+    key, _, value = override.partition("=")
+    return key.strip() == "partition.preset" and value.strip() not in ("", "null", "~")
 
 
 def validate(raw: dict[str, Any]) -> RunConfig:

@@ -1,20 +1,24 @@
-"""The ``training`` section of the run config: local training, and what the federation adds
-to it -- the server's optimizer on the aggregated update and FedProx's proximal term.
+"""The ``training`` and ``partition`` sections of the run config: local training, what the
+federation adds to it -- the server's optimizer on the aggregated update and FedProx's
+proximal term -- and how the institutions' data differ (``partition.preset``, a named kind of
+heterogeneity expanded into the partition keys when the config is validated).
 
 Keys added after sweep cells were committed (``server_optimizer``, ``proximal_mu``,
-``lr_grid``, ``validation_fraction``, ``lr_schedule``) stay out of the resolved config while
-they hold their defaults (pydantic ``exclude_if``): every key of the resolved config enters a
-sweep cell's hash (``securefed.sweep.spec``), so a key that appeared in every dump would re-key
-every committed cell. ``config.py`` imports this module.
+``lr_grid``, ``validation_fraction``, ``lr_schedule``, ``partition.preset``) stay out of the
+resolved config while they hold their defaults (pydantic ``exclude_if``): every key of the
+resolved config enters a sweep cell's hash (``securefed.sweep.spec``), so a key that appeared
+in every dump would re-key every committed cell. ``config.py`` imports this module.
 
-May import: pydantic.
+May import: pydantic, ``errors``.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from securefed.errors import ConfigError
 
 SERVER_OPTIMIZERS = ("fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad")
 
@@ -77,3 +81,52 @@ class TrainingConfig(Section):
     )
     eval_batch_size: int = Field(64, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+# ``partition.preset``: each institutional heterogeneity preset (docs/heterogeneity.md) as the
+# partition keys it sets. It is expanded when the config is validated, and the resolved config
+# records the preset beside the keys it set, so a resumed run and a sweep cell's hash see both.
+PARTITION_PRESETS: dict[str, dict[str, Any]] = {
+    "iid": {"scheme": "iid"},
+    "label_skew_mild": {"scheme": "dirichlet", "alpha": 1.0},
+    "label_skew": {"scheme": "dirichlet", "alpha": 0.5},
+    "label_skew_severe": {"scheme": "dirichlet", "alpha": 0.1},
+    "quantity_skew": {"scheme": "quantity", "alpha": 0.5},
+    "natural": {"scheme": "natural", "column": "institution"},
+}
+PRESET_KEYS = ("scheme", "alpha", "column")  # every key a preset may set
+
+
+class PartitionConfig(Section):
+    """How the records are split into institutions; ``preset`` names a kind of
+    heterogeneity and sets the keys of its row (``PARTITION_PRESETS``)."""
+
+    # Left out of the resolved config while unset, so that every config resolved before the
+    # key existed (and each committed sweep cell's hash, sweep.spec) stays as it was.
+    preset: Literal[tuple(PARTITION_PRESETS)] | None = Field(  # type: ignore[valid-type]
+        None, exclude_if=lambda v: v is None
+    )
+    scheme: Literal["iid", "dirichlet", "quantity", "natural"] = "dirichlet"
+    num_clients: int = Field(4, ge=1, le=10_000)
+    alpha: float = Field(0.5, gt=0.0, le=1e6)
+    column: str | None = None
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    min_examples: int = Field(8, ge=2)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_preset(cls, data: Any) -> Any:
+        """Set the keys ``preset`` names; a key set to another value is refused (a null
+        ``column`` counts as unset). An unknown preset is left to the field's own check."""
+        if not isinstance(data, dict) or data.get("preset") not in PARTITION_PRESETS:
+            return data
+        preset = data["preset"]
+        for key, value in PARTITION_PRESETS[preset].items():
+            given = data.get(key)
+            if given is not None and given != value:
+                raise ConfigError(
+                    f"partition.{key}",
+                    given,
+                    f"{value!r} or unset: partition.preset {preset} sets it (set one of the two)",
+                )
+        return {**data, **PARTITION_PRESETS[preset]}

@@ -4,6 +4,7 @@ spec     the sweep file, its cells, ``run_sweep`` and the ``securefed sweep`` pa
 runner   runs the cells (in parallel worker processes), resumable
 table    the sweep's table (CSV, Markdown) from the cells' run folders
 plots    accuracy vs epsilon / energy, federated vs baselines (matplotlib)
+heterogeneity  the findings of a partition x optimizer sweep: the optimizer its rule picks
 
 May import: ``run`` (a cell is ``securefed simulate``), ``privacy`` (epsilon as text),
 ``tasks`` (the majority-class floor), ``config``, ``errors``.

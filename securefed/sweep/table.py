@@ -25,6 +25,7 @@ from securefed.run.folder import ENERGY, PARTITION, RESULTS, STATE, RunFolder
 from securefed.tasks.partition import majority_class
 
 MB = 1024 * 1024
+TAIL_ROUNDS = 5  # federated_tail: how many final rounds' pooled metrics it averages
 # (column, what it holds) after the swept keys; the Markdown legend is built from this.
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("status", "done | failed | incomplete (resumable) | pending"),
@@ -32,6 +33,10 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("adapter", "lora | qlora | ia3"),
     ("metric", "the task's primary metric, pooled over every institution's test split"),
     ("federated", "federated model after the last round"),
+    (
+        "federated_tail",
+        f"federated, mean of the last {TAIL_ROUNDS} rounds evaluated (one round's figure swings)",
+    ),
     ("centralized", "one model on the pooled data, same step budget"),
     ("isolated", "each institution alone, mean over institutions"),
     ("majority", "accuracy of always answering the most common test label (the floor)"),
@@ -170,6 +175,16 @@ def _bytes_per_client_round(metrics: list[dict]) -> tuple[float | None, float | 
     return up, down
 
 
+def _tail_mean(metrics: list[dict], metric: str) -> float | None:
+    """The pooled ``metric`` averaged over the last ``TAIL_ROUNDS`` rounds that evaluated."""
+    values = [
+        float(r["eval"]["pooled"][metric])
+        for r in metrics
+        if metric in ((r.get("eval") or {}).get("pooled") or {})
+    ][-TAIL_ROUNDS:]
+    return sum(values) / len(values) if values else None
+
+
 def _status(cell_dir: Path) -> str:
     if (cell_dir / RESULTS).is_file():
         return "done"
@@ -194,6 +209,7 @@ def cell_row(cell_dir: Path, cell_id: str, swept: dict[str, Any]) -> dict[str, A
             "adapter": results["adapter"],
             "metric": metric,
             **{t: _pooled(results, t, metric) for t in ("federated", "centralized", "isolated")},
+            "federated_tail": _tail_mean(records, metric),
             "majority": majority_class(_read(cell_dir / PARTITION) or {})["pooled"],
             "eps_max": max(eps) if eps else None,
             "eps_mean": sum(eps) / len(eps) if eps else None,
