@@ -13,8 +13,9 @@ html         self-contained HTML view                               -> audit.htm
 command      `securefed audit RUN_DIR [--out DIR] [--verify]`, write_audit
 
 May import: ``run.folder`` (the run folder's layout), ``run.contract`` (its records read and
-checked) and ``config`` (the run's config through ``validate()``), ``run.seal`` and
-``run.lock`` (the seal binding the audit to its run, the folder's one-writer lock),
+checked), ``run.records`` (the records' shapes) and ``config`` (the run's config through
+``validate()``), ``run.seal`` and ``run.lock`` (the seal binding the audit to its run, the
+folder's one-writer lock),
 ``run.intervals`` (the Wilson interval), ``secagg`` (stage names), ``privacy.accounting`` (to
 recompute epsilon), ``privacy.distributed`` (the same for institution-level DP),
 ``privacy.canaries``, ``privacy.canary_scores`` and ``privacy.canary_trace`` (numpy: the

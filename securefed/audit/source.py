@@ -33,6 +33,7 @@ from securefed.run.folder import (
     baseline_rel,
     sha256_file,
 )
+from securefed.run.records import LedgersFile, Results, RoundRecord
 
 REQUIRED_FILES = (CONFIG, ENVIRONMENT, PARTITION)
 NODE_JOINS = "join.jsonl"  # a Flower node's record of the settings it joined the run with
@@ -48,9 +49,9 @@ class RunSnapshot:
     cfg: RunConfig
     environment: dict
     partition: dict
-    metrics: list[dict]
-    results: dict | None
-    ledgers: dict | None
+    metrics: list[RoundRecord]  # each line checked against the shape by run.contract
+    results: Results | None
+    ledgers: LedgersFile | None
     transcripts: dict[int, dict]  # round -> secagg/round-NNNN.json
     baselines: dict[str, dict]
     energy: dict | None  # energy.json: per invocation and total
