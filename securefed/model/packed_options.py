@@ -74,7 +74,9 @@ def _attention_bias(segment: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return bias[:, None]
 
 
-def packed_option_scores(bundle, inputs, attention_mask, targets, prompt) -> torch.Tensor:
+def packed_option_scores(
+    bundle, inputs, attention_mask, targets, prompt, reduce: str = "mean"
+) -> torch.Tensor:
     """[B, C] mean log-likelihood of each option's tokens (``option_rows.option_scores``'
     causal scores), computed on one packed row per record. ``inputs``: token ids [B, C, L] or
     cached activations [B, C, L, H]; ``prompt``: ``shared_prompt_lengths(targets)``."""
@@ -104,4 +106,6 @@ def packed_option_scores(bundle, inputs, attention_mask, targets, prompt) -> tor
     slot = record * c + option
     total = torch.zeros(b * c, device=hidden.device).index_add(0, slot, token_ll)
     count = torch.zeros(b * c, device=hidden.device).index_add(0, slot, torch.ones_like(token_ll))
+    if reduce == "sum":
+        return total.view(b, c)
     return (total / count.clamp(min=1)).view(b, c)
