@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import resource
 import time
 from pathlib import Path
 
@@ -31,11 +30,6 @@ from securefed.model.training import encode_examples, labels_of, predict, train_
 from securefed.tasks import accuracy, get_task
 
 BACKBONE = "embedded:smollm2-135m-instruct"
-
-
-def cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -68,7 +62,7 @@ def main() -> None:
                         lora_r=args.r, lora_alpha=args.alpha, max_length=192)  # fmt: skip
     bundle = build_adapter_model(model, num_labels=4, seed=0, per_option=True)
     cache = Path(args.cache_dir) / f"top{args.top}_{args.train}_{args.test}.pt"
-    start = cpu_s()
+    start = time.process_time()
     if cache.exists():
         rows = TensorDataset(*torch.load(cache))
     else:
@@ -76,7 +70,7 @@ def main() -> None:
         rows = prefix_activations(bundle, tokens, args.top, batch_size=64)
         cache.parent.mkdir(parents=True, exist_ok=True)
         torch.save(rows.tensors, cache)
-    print(f"prefix cache: {cpu_s() - start:.0f} CPU-s", flush=True)
+    print(f"prefix cache: {time.process_time() - start:.0f} CPU-s", flush=True)
     scorer = suffix_view(bundle, args.top)
     train = Subset(rows, range(args.train))
     test = Subset(rows, range(args.train, args.train + args.test))
@@ -93,10 +87,10 @@ def main() -> None:
     while done < args.steps:
         k = min(args.eval_every, args.steps - done)
         span = (1 - done / args.steps, 1 - (done + k) / args.steps) if args.linear else None
-        t0 = cpu_s()
+        t0 = time.process_time()
         stats = train_local(scorer, train, steps=k, batch_size=args.batch, lr=args.lr,
                             weight_decay=0.0, generator=gen, lr_span=span)  # fmt: skip
-        train_cpu += cpu_s() - t0
+        train_cpu += time.process_time() - t0
         done += k
         curve.append((done, held_out(), stats.mean_loss))
         print(f"step {done}: held-out {curve[-1][1]:.3f} loss {stats.mean_loss:.3f} "

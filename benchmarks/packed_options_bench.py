@@ -12,7 +12,7 @@ builds them (difficulty 0.3, seed 0).
 from __future__ import annotations
 
 import argparse
-import resource
+import time
 
 import torch
 import torch.nn.functional as F
@@ -23,11 +23,6 @@ from securefed.model.option_rows import option_scores
 from securefed.model.prefix_cache import scorer_and_rows
 from securefed.model.training import choice_scores, encode_examples, trim_padding
 from securefed.tasks import get_task
-
-
-def cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -58,11 +53,11 @@ def main() -> None:
         inputs, m = trim_padding(acts[batch], mask[batch])
         scores = {}
         for name, score in paths.items():
-            t0 = cpu_s()
+            t0 = time.process_time()
             out = score(scorer, inputs, m, targets[batch])
             F.cross_entropy(out, labels[batch]).backward()
             if step:
-                spent[name] += cpu_s() - t0
+                spent[name] += time.process_time() - t0
             scorer.model.zero_grad(set_to_none=True)
             scores[name] = out.detach()
         worst = max(worst, float((scores["packed"] - scores["whole rows"]).abs().max()))

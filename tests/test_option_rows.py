@@ -160,7 +160,7 @@ def test_dp_sgd_clips_one_gradient_per_record_with_its_options_together(which, e
     if which == "encoder":
         expected = one_backward_per_record(view, data.tensors, params)
     else:  # the reference: each record's C whole rows
-        expected = _whole_row_gradients(view, data.tensors, params)
+        expected = one_backward_per_record(view, data.tensors, params, _whole_row_loss)
     optimizer = torch.optim.SGD(params, lr=0.0)
     with dp_training(view.model, optimizer, data, noise_multiplier=1.0, max_grad_norm=1e9,
                      batch_size=len(EXAMPLES), generator=torch.Generator().manual_seed(0),
@@ -180,20 +180,10 @@ def test_dp_sgd_clips_one_gradient_per_record_with_its_options_together(which, e
 
 
 def _whole_row_loss(bundle, tensors) -> torch.Tensor:
+    """A batch's loss from each record's C whole rows (the prompt C times)."""
     ids, mask, targets, labels = tensors
     ids, mask = trim_padding(ids, mask)
     return F.cross_entropy(option_scores(bundle, ids, mask, targets), labels)
-
-
-def _whole_row_gradients(bundle, tensors, params) -> list[list]:
-    """Each record's gradient of ``params`` from its C whole rows (the prompt C times)."""
-    grads = []
-    for i in range(len(tensors[0])):
-        bundle.model.zero_grad(set_to_none=True)
-        _whole_row_loss(bundle, [t[i : i + 1] for t in tensors]).backward()
-        grads.append([p.grad.clone() for p in params])
-    bundle.model.zero_grad(set_to_none=True)
-    return grads
 
 
 @pytest.mark.parametrize("cached", [False, True])
@@ -213,7 +203,7 @@ def test_packed_row_scores_and_gradients_equal_the_whole_rows(causal, cached):
         packed = choice_scores(bundle, *trim_padding(ids, mask), targets)
     torch.testing.assert_close(packed, whole, rtol=1e-4, atol=1e-5)
     params = [p for _, p in trainable_parameters(bundle.model)]
-    expected = _whole_row_gradients(bundle, rows.tensors, params)
+    expected = one_backward_per_record(bundle, rows.tensors, params, _whole_row_loss)
     for i, grads in enumerate(one_backward_per_record(bundle, rows.tensors, params)):  # packed
         for got, want in zip(grads, expected[i], strict=True):
             torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
