@@ -5,12 +5,13 @@ from __future__ import annotations
 from securefed.model.training import batch_loss
 
 
-def one_backward_per_record(bundle, tensors, params) -> list[list]:
-    """Each record's gradient of ``params``, from a plain backward on that record alone."""
+def one_backward_per_record(bundle, tensors, params, loss_fn=batch_loss) -> list[list]:
+    """Each record's gradient of ``params``, from a plain backward of ``loss_fn`` on that
+    record alone."""
     grads = []
     for i in range(len(tensors[0])):
         bundle.model.zero_grad(set_to_none=True)
-        batch_loss(bundle, [t[i : i + 1] for t in tensors]).backward()
+        loss_fn(bundle, [t[i : i + 1] for t in tensors]).backward()
         grads.append([p.grad.clone() for p in params])
     bundle.model.zero_grad(set_to_none=True)
     return grads

@@ -10,6 +10,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from per_record import one_backward_per_record
 
 from securefed.config import ModelConfig, TaskConfig
@@ -21,7 +22,8 @@ from securefed.model.adapters import (
     trainable_parameters,
 )
 from securefed.model.input_canaries import INPUT_CANARY_TOKENS, canary_token_rows
-from securefed.model.option_rows import NOT_SCORED, SIMILARITY_SCALE
+from securefed.model.option_rows import NOT_SCORED, SIMILARITY_SCALE, option_scores
+from securefed.model.packed_options import shared_prompt_lengths
 from securefed.model.prefix_cache import scorer_and_rows
 from securefed.model.training import batch_loss, choice_scores, encode_examples, trim_padding
 from securefed.privacy.canaries import CanaryPlan
@@ -137,18 +139,28 @@ def test_causal_prefix_runs_each_prompt_once_and_scores_like_whole_rows(causal):
     torch.testing.assert_close(suffix, full, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("which", ["encoder", "causal"])
+@pytest.mark.parametrize("which", ["encoder", "causal", "causal packed"])
 def test_dp_sgd_clips_one_gradient_per_record_with_its_options_together(which, encoder, causal):
-    """What DP-SGD clips, against one plain backward per record (its R rows in one loss)."""
-    bundle = _bundle(which, encoder, causal)
+    """What DP-SGD clips, against one plain backward per record (its R rows in one loss).
+    Causal: prompts cut at max_length 96 differ per option (C whole rows, folded by the
+    optimizer); uncut, a record is one packed row (``packed_options``), checked against its C
+    whole rows."""
+    bundle = _bundle(which.split()[0], encoder, causal)
     rows = 5 if which == "encoder" else 4  # the question and 4 options, or the 4 options
     top = "top-2" if which == "encoder" else "top-1"
+    packed = which == "causal packed"
+    short = [dataclasses.replace(ex, text=ex.text[:60]) for ex in EXAMPLES]  # nothing cut
+    examples = short if packed else EXAMPLES
     view, data = scorer_and_rows(
-        bundle, encode_examples(EXAMPLES, TASK, bundle, 96), top, batch_size=6
+        bundle, encode_examples(examples, TASK, bundle, 128 if packed else 96), top, batch_size=6
     )
     view.model.train()
     params = [p for _, p in trainable_parameters(view.model)]
-    expected = one_backward_per_record(view, data.tensors, params)
+    assert (shared_prompt_lengths(data.tensors[2]) is not None) == packed
+    if which == "encoder":
+        expected = one_backward_per_record(view, data.tensors, params)
+    else:  # the reference: each record's C whole rows
+        expected = one_backward_per_record(view, data.tensors, params, _whole_row_loss)
     optimizer = torch.optim.SGD(params, lr=0.0)
     with dp_training(view.model, optimizer, data, noise_multiplier=1.0, max_grad_norm=1e9,
                      batch_size=len(EXAMPLES), generator=torch.Generator().manual_seed(0),
@@ -156,13 +168,45 @@ def test_dp_sgd_clips_one_gradient_per_record_with_its_options_together(which, e
         batch = next(iter(dp.loader))  # q = 1: every record, in order
         assert batch[1].shape[:2] == (len(EXAMPLES), rows)
         batch_loss(view, batch).backward()
-        assert {int(p.grad_sample.shape[0]) for p in params} == {rows * len(EXAMPLES)}
+        # encoder: R rows per record, folded by the optimizer; causal: one packed row each
+        model_rows = 1 if packed else rows
+        assert {int(p.grad_sample.shape[0]) for p in params} == {model_rows * len(EXAMPLES)}
         dp.optimizer.clip_and_accumulate()
         for k, p in enumerate(params):
             assert p.grad_sample.shape[0] == len(EXAMPLES)  # one per record
             for i in range(len(EXAMPLES)):
                 torch.testing.assert_close(p.grad_sample[i], expected[i][k], rtol=1e-4, atol=1e-6)
         dp.optimizer.zero_grad(set_to_none=True)
+
+
+def _whole_row_loss(bundle, tensors) -> torch.Tensor:
+    """A batch's loss from each record's C whole rows (the prompt C times)."""
+    ids, mask, targets, labels = tensors
+    ids, mask = trim_padding(ids, mask)
+    return F.cross_entropy(option_scores(bundle, ids, mask, targets), labels)
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_packed_row_scores_and_gradients_equal_the_whole_rows(causal, cached):
+    """One packed row per record (its prompt once, then its options, each seeing only the
+    prompt and itself) gives the scores and each record's gradient of its C whole rows."""
+    short = [dataclasses.replace(ex, text=ex.text[:60]) for ex in EXAMPLES]  # nothing cut
+    bundle, rows = causal, encode_examples(short, TASK, causal, max_length=128)
+    if cached:
+        bundle, rows = scorer_and_rows(causal, rows, "top-1", batch_size=5)
+    ids, mask, targets, _ = rows.tensors
+    assert shared_prompt_lengths(targets) is not None
+    assert len({int(n) for n in (targets != NOT_SCORED).sum(-1).flatten()}) > 1  # lengths vary
+    bundle.model.eval()
+    with torch.no_grad():
+        whole = option_scores(bundle, *trim_padding(ids, mask), targets)
+        packed = choice_scores(bundle, *trim_padding(ids, mask), targets)
+    torch.testing.assert_close(packed, whole, rtol=1e-4, atol=1e-5)
+    params = [p for _, p in trainable_parameters(bundle.model)]
+    expected = one_backward_per_record(bundle, rows.tensors, params, _whole_row_loss)
+    for i, grads in enumerate(one_backward_per_record(bundle, rows.tensors, params)):  # packed
+        for got, want in zip(grads, expected[i], strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
 
 
 def test_dp_sgd_refuses_option_rows_it_was_not_told_of(encoder):

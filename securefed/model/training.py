@@ -24,6 +24,7 @@ from securefed.errors import DataError
 from securefed.model.adapters import AdapterModel, trainable_parameters
 from securefed.model.carried_rows import CarriedRows, RecordLoss
 from securefed.model.option_rows import encode_option_rows, option_scores, rows_per_record
+from securefed.model.packed_options import packed_option_scores, shared_prompt_lengths
 from securefed.model.prompts import continuation, prompt_text, special_tokens
 from securefed.privacy.canary_trace import CarriedCanaries
 from securefed.privacy.dp_canary_rows import GradientCanaryRows
@@ -90,6 +91,9 @@ def choice_scores(bundle: AdapterModel, input_ids, attention_mask, answer_ids) -
     records of one row per option carry a C axis after B (``option_rows.option_scores``).
     """
     if attention_mask.dim() == 3:
+        prompt = shared_prompt_lengths(answer_ids) if bundle.kind == "causal" else None
+        if prompt is not None:  # each record's prompt once, then its options (one row)
+            return packed_option_scores(bundle, input_ids, attention_mask, answer_ids, prompt)
         return option_scores(bundle, input_ids, attention_mask, answer_ids)
     key = "inputs_embeds" if input_ids.is_floating_point() else "input_ids"
     out = bundle.model(**{key: input_ids, "attention_mask": attention_mask})
