@@ -10,7 +10,7 @@ training). A record then costs ~p + C short options instead of C x p tokens thro
 layers, and its gradient flows through the prompt's keys and values into every option's score.
 
 One model row per record: DP-SGD's per-sample gradient of that row IS the record's gradient
-(no rows to fold), so clipping bounds each record (``tests/test_packed_options.py`` checks the
+(no rows to fold), so clipping bounds each record (``tests/test_option_rows.py`` checks the
 scores, the per-record gradients and the clipped per-sample gradients against the C whole rows).
 
 It applies where a record's options all start at the same position (one shared prompt); rows
