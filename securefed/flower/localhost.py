@@ -41,6 +41,7 @@ from securefed.secagg import generate_roster
 
 CONNECTION = "securefed-local"
 APP_DIR = Path(__file__).resolve().parents[2] / "deploy" / "app"
+STATUS_ATTEMPTS = 4  # status polls on fresh connections before a transport error is raised
 
 
 class DeploymentError(SecurefedError):
@@ -198,9 +199,7 @@ class LocalFederation:
         raise DeploymentError(f"node {institution} not back after {timeout_s:.0f} s; see {log}")
 
     def stop(self) -> None:
-        if self._control is not None:
-            self._control.close()
-            self._control = None
+        self._close_control()
         for process in self.processes.values():
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
@@ -225,10 +224,28 @@ class LocalFederation:
     def status(self, run_id: int) -> str:
         """The run's status as ``flwr ls`` prints it (``running``, ``finished:completed``...),
         asked over the SuperLink's Control API from this process: a ``flwr`` call is a fresh
-        Python process of 1-2 CPU-s, which waiting on a run paid at every poll, beside it."""
-        response = self._control_client().ListRuns(ListRunsRequest(run_id=run_id))
+        Python process of 1-2 CPU-s, which waiting on a run paid at every poll, beside it.
+
+        The client keeps its connection alive between polls, and the SuperLink may close an idle
+        one just as a poll goes out ("Server disconnected without sending a response"): a
+        transport error drops the client and asks again on a fresh connection, up to
+        ``STATUS_ATTEMPTS`` times."""
+        for attempt in range(1, STATUS_ATTEMPTS + 1):
+            try:
+                response = self._control_client().ListRuns(ListRunsRequest(run_id=run_id))
+                break
+            except httpx.TransportError:
+                self._close_control()
+                if attempt == STATUS_ATTEMPTS:
+                    raise
+                time.sleep(0.2 * attempt)
         status = run_from_proto(response.run_dict[run_id]).status
         return f"{status.status}:{status.sub_status}" if status.sub_status else status.status
+
+    def _close_control(self) -> None:
+        if self._control is not None:
+            self._control.close()
+            self._control = None
 
     def _control_client(self) -> ControlHttpClient:
         """A client of the SuperLink's Control API with the ``flwr`` CLI's own interceptors
