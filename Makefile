@@ -31,7 +31,7 @@ docs: $(STAMP)
 # thread per worker, the long files handed out first (tests/conftest.py). Three on two cores:
 # the Flower deployment tests mostly wait on their nodes, and the third worker uses that time.
 test: $(STAMP) docs
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not slow" -n 3 --dist loadfile --no-loadscope-reorder
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not slow" -n 3 --dist loadfile --no-loadscope-reorder --durations=25
 
 lint: $(STAMP)
 	$(BIN)/ruff check securefed tests benchmarks docs/_hooks

@@ -13,11 +13,11 @@ def head_markdown(audit: dict) -> str:
     return f"**Verdict:** {audit['verdict']}.\n\n" + glance_markdown(audit)
 
 
-def test_sizes(audit: dict) -> tuple[dict[str, int | None], int | None]:
-    """Each institution's test split size, and the pooled test set's (None: not recorded)."""
-    sizes = {str(c["client"]): c.get("test_size") for c in audit["partition"].get("clients", [])}
-    known = [n for n in sizes.values() if n is not None]
-    return sizes, (sum(known) if known and len(known) == len(sizes) else None)
+def test_sizes(audit: dict) -> tuple[dict[str, int], int | None]:
+    """Each institution's test split size, and the pooled test set's (None: the server never
+    saw the data, so the run has no partition record)."""
+    sizes = {str(c["client"]): c["test_size"] for c in audit["partition"].get("clients", [])}
+    return sizes, (sum(sizes.values()) if sizes else None)
 
 
 def warnings_markdown(audit: dict) -> str | None:

@@ -18,8 +18,8 @@ from securefed.privacy.display import epsilon_text
 
 
 def pooled_test_size(audit: dict) -> int | None:
-    sizes = [c.get("test_size") for c in audit["partition"].get("clients", [])]
-    return sum(sizes) if sizes and all(s is not None for s in sizes) else None
+    sizes = [c["test_size"] for c in audit["partition"].get("clients", [])]
+    return sum(sizes) if sizes else None
 
 
 def verdict(audit: dict) -> str:

@@ -7,8 +7,9 @@ too, and the config through ``validate()``. A renamed or missing key is then one
 compliance document. The shapes are the TypedDicts' own required keys: there is no second list.
 
 The audit reads the folder through it (``audit.source.read_snapshot``: config, results,
-ledgers and the metrics lines), and so do ``--verify`` (the same snapshot), ``--resume`` (the
-ledgers), the sweep table and the Flower records collector (results).
+ledgers, environment, partition and the metrics lines), and so do ``--verify`` (the same
+snapshot), ``--resume`` (the ledgers), the sweep table and the Flower records collector
+(results).
 """
 
 from __future__ import annotations
@@ -20,15 +21,36 @@ from typing import Any, is_typeddict
 
 from securefed.config import RunConfig, validate
 from securefed.errors import ConfigError, RunFolderError
-from securefed.run.folder import CONFIG, LEDGERS, METRICS, RESULTS, read_json
-from securefed.run.records import LedgersFile, Results, RoundRecord
+from securefed.run.folder import (
+    CONFIG,
+    ENVIRONMENT,
+    LEDGERS,
+    METRICS,
+    PARTITION,
+    RESULTS,
+    read_json,
+)
+from securefed.run.records import (
+    EnvironmentFile,
+    LedgersFile,
+    PartitionFile,
+    Results,
+    RoundRecord,
+)
 
 # The shape each record file must have (metrics.jsonl: each line).
-SHAPES: dict[str, type] = {RESULTS: Results, LEDGERS: LedgersFile, METRICS: RoundRecord}
+SHAPES: dict[str, type] = {
+    RESULTS: Results,
+    LEDGERS: LedgersFile,
+    METRICS: RoundRecord,
+    ENVIRONMENT: EnvironmentFile,
+    PARTITION: PartitionFile,
+}
 
 
 def missing_keys(obj: Any, shape: type, where: str = "") -> list[str]:
-    """The dotted keys ``shape`` requires that ``obj`` lacks, nested TypedDicts included."""
+    """The dotted keys ``shape`` requires that ``obj`` lacks, through nested TypedDicts and
+    through lists of them (``clients[2].test_size``)."""
     if not isinstance(obj, Mapping):
         return [where or "<the whole record>"]
     hints = typing.get_type_hints(shape)
@@ -37,12 +59,24 @@ def missing_keys(obj: Any, shape: type, where: str = "") -> list[str]:
         dotted = f"{where}.{key}" if where else key
         if key not in obj:
             out.append(dotted)
-        elif is_typeddict(hints[key]) and obj[key] is not None:
-            out += missing_keys(obj[key], hints[key], dotted)
+        else:
+            out += _nested(obj[key], hints[key], dotted)
     for key in sorted(shape.__optional_keys__ & set(obj)):
-        if is_typeddict(hints[key]) and obj[key] is not None:
-            out += missing_keys(obj[key], hints[key], f"{where}.{key}" if where else key)
+        out += _nested(obj[key], hints[key], f"{where}.{key}" if where else key)
     return out
+
+
+def _nested(value: Any, hint: Any, where: str) -> list[str]:
+    """What a value typed ``hint`` lacks: a TypedDict's keys, or each list item's."""
+    if value is None:
+        return []
+    if is_typeddict(hint):
+        return missing_keys(value, hint, where)
+    if typing.get_origin(hint) is list and is_typeddict(item := typing.get_args(hint)[0]):
+        if not isinstance(value, list):
+            return [where]
+        return [k for i, v in enumerate(value) for k in missing_keys(v, item, f"{where}[{i}]")]
+    return []
 
 
 def check_shape(obj: Any, shape: type, file: str | Path, where: str = "") -> None:

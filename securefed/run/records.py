@@ -122,6 +122,58 @@ class LedgersFile(_LedgersKeys, total=False):
     source: str
 
 
+class _EnvironmentKeys(TypedDict):
+    libraries: dict[str, str]
+    platform: str
+    device: str
+    backbone: str
+    model_kind: str
+    vector_spec: dict[str, Any]
+    vector_spec_hash: str
+    base_weights_sha256: str
+
+
+class EnvironmentFile(_EnvironmentKeys, total=False):
+    """``environment.json`` (``environment``): plus what the transport adds."""
+
+    task: dict[str, Any]  # in process: the task's name and whether it is synthetic
+    transport: dict[str, Any]  # Flower: the engine, the run id, whether the server evaluates
+
+
+class _PartitionClientKeys(TypedDict):
+    client: int
+    test_size: int
+    test_labels: dict[str, int]
+
+
+class PartitionClient(_PartitionClientKeys, total=False):
+    """One institution in ``partition.json``; the counts from its training records are left
+    out under any DP mechanism (``tasks.partition.Partition.summary``)."""
+
+    train_size: int
+    train_labels: dict[str, int]
+    groups: list[Any]  # natural split: the column values this institution holds
+
+
+class _PartitionKeys(TypedDict):
+    scheme: str
+    alpha: float | None
+    seed: int
+    num_clients: int
+    test_fraction: float
+    column: str | None
+    clients: list[PartitionClient]
+
+
+class PartitionFile(_PartitionKeys, total=False):
+    """``partition.json``: the split, each institution's test split, and (without DP) the
+    training counts and label skew."""
+
+    num_examples: int
+    label_skew: Any
+    training_counts: str  # under DP: the note saying they are withheld
+
+
 @dataclass(frozen=True)
 class ModelFacts:
     """What the records state about the backbone and adapter (read off the built model)."""
@@ -143,7 +195,9 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def environment(cfg: RunConfig, model: ModelFacts, base_hash: str, **context: Any) -> dict:
+def environment(
+    cfg: RunConfig, model: ModelFacts, base_hash: str, **context: Any
+) -> EnvironmentFile:
     """``environment.json``: libraries, platform, the vector spec, the base-weights hash, and
     what this transport adds (``task`` in-process, ``transport`` on Flower)."""
     return {

@@ -1,8 +1,9 @@
 """The run folder's contract: a renamed key is an error naming the file and the key.
 
-A finished run's ``results.json`` and ``privacy/ledgers.json`` each get one required key
-renamed; ``securefed audit --verify`` and ``securefed audit`` then stop with one line naming
-that file and that key (before, the renamed key read as ``None`` into the audit).
+A finished run's ``results.json``, ``privacy/ledgers.json``, ``environment.json`` and
+``partition.json`` each get one required key renamed (in ``partition.json``, one institution's);
+``securefed audit --verify`` and ``securefed audit`` then stop with one line naming that file and
+that key (before, the renamed key read as ``None`` into the audit).
 """
 
 from __future__ import annotations
@@ -13,21 +14,37 @@ import shutil
 import pytest
 
 from securefed.cli import EXIT_USER_ERROR, main
+from securefed.config import PartitionConfig
 from securefed.run.contract import missing_keys
-from securefed.run.folder import LEDGERS, RESULTS
-from securefed.run.records import LedgersFile, Results
+from securefed.run.folder import ENVIRONMENT, LEDGERS, PARTITION, RESULTS
+from securefed.run.records import LedgersFile, PartitionClient, PartitionFile, Results
+from securefed.tasks.partition import partition
 
 
 def _renamed(run_dir, tmp_path, rel: str, key: str):
+    """A copy of the run with ``key`` (dotted; ``clients[1]`` indexes a list) renamed in ``rel``."""
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)
     record = json.loads((copy / rel).read_text())
-    record[f"{key}_renamed"] = record.pop(key)
+    *parents, last = key.split(".")
+    holder = record
+    for part in parents:
+        name, _, index = part.partition("[")
+        holder = holder[name][int(index[:-1])] if index else holder[name]
+    holder[f"{last}_renamed"] = holder.pop(last)
     (copy / rel).write_text(json.dumps(record))
     return copy
 
 
-@pytest.mark.parametrize(("rel", "key"), [(RESULTS, "federated"), (LEDGERS, "noise_multipliers")])
+@pytest.mark.parametrize(
+    ("rel", "key"),
+    [
+        (RESULTS, "federated"),
+        (LEDGERS, "noise_multipliers"),
+        (ENVIRONMENT, "vector_spec_hash"),
+        (PARTITION, "clients[1].test_size"),
+    ],
+)
 @pytest.mark.parametrize("verify", [True, False], ids=["audit --verify", "audit"])
 def test_a_renamed_key_is_an_error_naming_the_file_and_the_key(
     plain_run, tmp_path, capsys, rel, key, verify
@@ -55,3 +72,21 @@ def test_the_shapes_name_nested_and_every_missing_key():
         "noise_multipliers",
     ]
     assert missing_keys([], LedgersFile) == ["<the whole record>"]
+
+
+@pytest.mark.parametrize("withhold", [False, True], ids=["counts", "under DP"])
+@pytest.mark.parametrize("scheme", ["dirichlet", "natural"])
+def test_partition_summary_writes_exactly_the_declared_shape(withhold, scheme):
+    """Every key ``summary`` writes is declared in ``PartitionFile``/``PartitionClient``, and
+    every key they require is written: the shape cannot drift from its writer."""
+    labels = [0, 1, 2, 0, 1, 2, 0, 1] * 10
+    groups = [f"clinic-{i % 3}" for i in range(len(labels))] if scheme == "natural" else None
+    cfg = PartitionConfig(scheme=scheme, num_clients=3, alpha=0.5, column="clinic")
+    record = partition(labels, cfg, seed=0, groups=groups).summary(
+        ["a", "b", "c"], withhold_training_counts=withhold
+    )
+    assert missing_keys(record, PartitionFile) == []
+    assert set(record) <= PartitionFile.__required_keys__ | PartitionFile.__optional_keys__
+    declared = PartitionClient.__required_keys__ | PartitionClient.__optional_keys__
+    for client in record["clients"]:
+        assert set(client) <= declared, set(client) - declared
