@@ -41,7 +41,9 @@ from securefed.secagg import generate_roster
 
 CONNECTION = "securefed-local"
 APP_DIR = Path(__file__).resolve().parents[2] / "deploy" / "app"
-STATUS_ATTEMPTS = 4  # status polls on fresh connections before a transport error is raised
+STATUS_ATTEMPTS = 4  # status polls on fresh connections before a transient error is raised
+CLI_TIMEOUT_S = 300.0  # one ``flwr`` command; 1-2 CPU-s here, far more on a loaded machine
+SUPERLINK_START_S = 180.0  # ceiling for the SuperLink's health check (a dead one fails at once)
 
 
 class DeploymentError(SecurefedError):
@@ -74,6 +76,14 @@ def _environment(flwr_home: Path, threads: int = 1) -> dict[str, str]:
         MKL_NUM_THREADS=str(threads),
     )
     return env
+
+
+def _transient(exc: httpx.HTTPError) -> bool:
+    """A failure that asking again may not meet: the transport's (a dropped connection, a
+    timeout) or the server's own (5xx); not a refusal of the request (4xx)."""
+    if isinstance(exc, httpx.HTTPStatusError):
+        return exc.response.status_code >= 500
+    return isinstance(exc, httpx.TransportError)
 
 
 class LocalFederation:
@@ -226,17 +236,18 @@ class LocalFederation:
         asked over the SuperLink's Control API from this process: a ``flwr`` call is a fresh
         Python process of 1-2 CPU-s, which waiting on a run paid at every poll, beside it.
 
-        The client keeps its connection alive between polls, and the SuperLink may close an idle
-        one just as a poll goes out ("Server disconnected without sending a response"): a
-        transport error drops the client and asks again on a fresh connection, up to
-        ``STATUS_ATTEMPTS`` times."""
+        Asking is a read, so a transient failure is asked again, on a fresh connection, up to
+        ``STATUS_ATTEMPTS`` times: the SuperLink may close the kept-alive connection just as a
+        poll goes out ("Server disconnected without sending a response", which once ended a
+        healthy CI run), a loaded machine may time a request out, and a SuperLink answers 5xx
+        to an exception of its own (a busy state database) or before its state is ready."""
         for attempt in range(1, STATUS_ATTEMPTS + 1):
             try:
                 response = self._control_client().ListRuns(ListRunsRequest(run_id=run_id))
                 break
-            except httpx.TransportError:
+            except httpx.HTTPError as exc:
                 self._close_control()
-                if attempt == STATUS_ATTEMPTS:
+                if attempt == STATUS_ATTEMPTS or not _transient(exc):
                     raise
                 time.sleep(0.2 * attempt)
         status = run_from_proto(response.run_dict[run_id]).status
@@ -277,17 +288,27 @@ class LocalFederation:
         )
 
     def log(self, run_id: int) -> str:
-        return self.flwr("log", str(run_id), CONNECTION, "--show", check=False)
+        """The server's log of the run, for an error message: whatever ``flwr log`` printed,
+        never an error of its own that would hide the one being reported."""
+        try:
+            return self.flwr("log", str(run_id), CONNECTION, "--show", check=False)
+        except DeploymentError as exc:
+            return f"(no log: {exc})"
 
     def flwr(self, *args: str, check: bool = True) -> str:
-        """Run the ``flwr`` CLI against this federation's SuperLink."""
-        result = subprocess.run(
-            ["flwr", *args],
-            env=_environment(self.workdir / "flwr-home" / "cli"),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        """Run the ``flwr`` CLI against this federation's SuperLink (never retried: ``run`` and
+        ``supernode register`` change the SuperLink's state)."""
+        try:
+            result = subprocess.run(
+                ["flwr", *args],
+                env=_environment(self.workdir / "flwr-home" / "cli"),
+                capture_output=True,
+                text=True,
+                timeout=CLI_TIMEOUT_S,
+            )
+        except subprocess.TimeoutExpired as exc:
+            command = f"flwr {' '.join(args)}"
+            raise DeploymentError(f"{command} still running after {exc.timeout:.0f} s") from exc
         if check and result.returncode != 0:
             raise DeploymentError(f"flwr {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
         return result.stdout
@@ -318,7 +339,7 @@ class LocalFederation:
             command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=home, start_new_session=True
         )
 
-    def _wait_superlink(self, timeout_s: float = 60, tls: bool = True) -> None:
+    def _wait_superlink(self, timeout_s: float = SUPERLINK_START_S, tls: bool = True) -> None:
         deadline = time.monotonic() + timeout_s
         url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}/health"
         context = ssl.create_default_context(cafile=str(self.certs / "ca.crt")) if tls else False

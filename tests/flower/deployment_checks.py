@@ -78,7 +78,8 @@ def wait_for_stage(
     while on a loaded machine) is asked in a background thread: the progress file is read
     every 0.1 s throughout, and a caller that acts on the stage (kills a node before the next
     one, which now takes well under a second) acts within that, not after a status request
-    that let the next stage finish unseen."""
+    that let the next stage finish unseen. The server appends to the file as this reads it:
+    only whole lines are read."""
     path = run_dir / "flower" / "progress.jsonl"
     deadline = time.monotonic() + timeout_s
     pool = ThreadPoolExecutor(max_workers=1)
@@ -86,11 +87,9 @@ def wait_for_stage(
         status = pool.submit(fed.status, run_id)
         next_status = time.monotonic() + 5.0
         while time.monotonic() < deadline:
-            if path.is_file():
-                for line in path.read_text().splitlines():
-                    event = json.loads(line)
-                    if event.get("round") == round_index and event.get("stage") == stage:
-                        return event
+            for event in _progress_events(path):
+                if event.get("round") == round_index and event.get("stage") == stage:
+                    return event
             if status.done():
                 if status.result().startswith("finished"):
                     raise AssertionError(
@@ -104,3 +103,10 @@ def wait_for_stage(
     finally:
         pool.shutdown(wait=False)  # a status call still running must not delay the caller
     raise AssertionError(f"stage {stage} of round {round_index} not reached in {timeout_s} s")
+
+
+def _progress_events(path: Path) -> list[dict]:
+    """The events of the server's progress file, up to its last whole line: a line the
+    server is still writing is read at the next look, not parsed half-written."""
+    text = path.read_text() if path.is_file() else ""
+    return [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines()]
