@@ -43,6 +43,12 @@ def main() -> None:
     ap.add_argument("--linear", action="store_true", help="linear decay to 0 over --steps")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--score", choices=["mean", "sum"], default="mean")
+    ap.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16"],
+        default="float32",
+        help="model.dtype: the frozen weights' (the adapter stays float32)",
+    )
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--eval-every", type=int, default=20)
     ap.add_argument("--train", type=int, default=640)
@@ -59,9 +65,11 @@ def main() -> None:
     examples = task.load(TaskConfig(name=task.name, synthetic=knobs), seed=0)
     model = ModelConfig(backbone=BACKBONE, kind="causal", adapter=args.adapter,
                         target_modules=targets, adapter_layers=f"top-{args.top}",
-                        lora_r=args.r, lora_alpha=args.alpha, max_length=192)  # fmt: skip
+                        lora_r=args.r, lora_alpha=args.alpha, max_length=192,
+                        dtype=args.dtype)  # fmt: skip
     bundle = build_adapter_model(model, num_labels=4, seed=0, per_option=True)
-    cache = Path(args.cache_dir) / f"top{args.top}_{args.train}_{args.test}.pt"
+    suffix = "" if args.dtype == "float32" else f"_{args.dtype}"
+    cache = Path(args.cache_dir) / f"top{args.top}_{args.train}_{args.test}{suffix}.pt"
     start = time.process_time()
     if cache.exists():
         rows = TensorDataset(*torch.load(cache))
