@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from securefed.audit.source import as_float
 from securefed.audit.tables import fmt, present, table, with_interval
+from securefed.audit.verdict import pooled_test_size
 from securefed.privacy.display import epsilon_text
 
 
@@ -17,7 +18,7 @@ def test_sizes(audit: dict) -> tuple[dict[str, int], int | None]:
     """Each institution's test split size, and the pooled test set's (None: the server never
     saw the data, so the run has no partition record)."""
     sizes = {str(c["client"]): c["test_size"] for c in audit["partition"].get("clients", [])}
-    return sizes, (sum(sizes.values()) if sizes else None)
+    return sizes, pooled_test_size(audit)
 
 
 def warnings_markdown(audit: dict) -> str | None:

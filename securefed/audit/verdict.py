@@ -18,6 +18,8 @@ from securefed.privacy.display import epsilon_text
 
 
 def pooled_test_size(audit: dict) -> int | None:
+    """The pooled test set's size: every institution's test split (None: the server never saw
+    the data, so the run has no partition record)."""
     sizes = [c["test_size"] for c in audit["partition"].get("clients", [])]
     return sum(sizes) if sizes else None
 
