@@ -1,10 +1,17 @@
-"""The README's ``configs/llm.yaml`` figures are the committed runs' in ``audits/llm_config/``.
+"""The README's LLM figures are the committed runs' in ``audits/llm_config`` and ``audits/llm_dp``.
 
 Each ``audits/llm_config/seed-N/`` holds one run's results.json and its resolved config.yaml
 (copied from the run folder). Checked here, without training: every committed run is today's
 ``configs/llm.yaml`` at its seed; seed 0 meets the bar (0.60, zero-shot + 20 points, isolated + 5);
 and the README states seed 0's figures and the three seeds' mean and range as these files give
 them. ``tests/test_llm_config_learns.py`` (slow) reruns seed 0.
+
+``audits/llm_dp/seed-0/`` is the whole run folder of ``configs/llm_dp.yaml`` (DP-SGD at epsilon
+8): it is today's config; each institution's epsilon, recomputed from its privacy ledger by the
+PLD accountant, is the one results.json reports and at most the config's target of at most 8;
+federated pooled accuracy clears the majority-class floor of its test splits by 10 points; the
+README and docs/llm.md state those figures. The slow test runs ``securefed audit --verify``'s
+checks (every hash and epsilon) on the folder.
 """
 
 from __future__ import annotations
@@ -13,12 +20,19 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from securefed.audit.epsilons import epsilon_of
+from securefed.audit.verify import verify_records
 from securefed.config import load_config
+from securefed.run.folder import LEDGERS
+from securefed.tasks.partition import majority_class
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "audits" / "llm_config"
 SEEDS = (0, 1, 2)
+DP_RUN = ROOT / "audits" / "llm_dp" / "seed-0"
+DP_MARGIN = 0.10  # the bar: federated pooled accuracy at least the majority floor + 10 points
 
 
 def _results(seed: int) -> dict:
@@ -55,3 +69,55 @@ def test_the_readme_states_the_committed_figures():
         f"(range {min(federated):.3f}-{max(federated):.3f})"
     )
     assert stated in flat, stated
+
+
+def _dp_json(rel: str) -> dict:
+    return json.loads((DP_RUN / rel).read_text())
+
+
+def _dp_figures() -> dict[str, float]:
+    """Pooled accuracy of each arm the committed DP run has, and its majority-class floor."""
+    results = _dp_json("results.json")
+    arms = ("federated", "zero_shot", "centralized", "isolated")
+    figures = {arm.replace("_", "-"): _pooled(results, arm) for arm in arms if results.get(arm)}
+    figures["majority floor"] = majority_class(_dp_json("partition.json"))["pooled"]
+    return figures
+
+
+def test_the_committed_dp_run_is_todays_llm_dp_config():
+    committed = load_config(str(DP_RUN / "config.yaml"))
+    today = load_config(str(ROOT / "configs" / "llm_dp.yaml"))
+    assert committed.model_dump() == today.model_dump()
+
+
+def test_the_dp_run_is_at_epsilon_8_recomputed_by_pld():
+    dp = load_config(str(DP_RUN / "config.yaml")).privacy.dp
+    assert dp.enabled and dp.accountant == "pld" and dp.target_epsilon <= 8.0
+    ledgers = _dp_json(LEDGERS)
+    reported = _dp_json("results.json")["privacy"]["clients"]
+    assert ledgers["accountant"] == "pld"
+    assert set(ledgers["ledgers"]) == set(reported) and len(reported) == 4
+    for c, ledger in ledgers["ledgers"].items():
+        epsilon = epsilon_of(ledger["events"], ledger["delta"], "pld")
+        assert epsilon <= dp.target_epsilon, c
+        assert reported[c]["epsilon"] == epsilon, c
+
+
+def test_the_dp_run_clears_the_majority_floor_by_10_points():
+    figures = _dp_figures()
+    assert figures["federated"] >= figures["majority floor"] + DP_MARGIN
+
+
+def test_the_readme_and_docs_state_the_dp_figures():
+    figures = _dp_figures()
+    stated = ", ".join(f"{arm} {value:.3f}" for arm, value in figures.items())
+    for page in ("README.md", "docs/llm.md"):
+        flat = " ".join((ROOT / page).read_text().split())
+        assert "securefed simulate configs/llm_dp.yaml" in flat, page
+        assert stated in flat, (page, stated)
+
+
+@pytest.mark.slow
+def test_the_dp_run_verifies():
+    verification = verify_records(DP_RUN)
+    assert verification.ok, verification.mismatches
