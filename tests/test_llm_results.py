@@ -6,12 +6,13 @@ Each ``audits/llm_config/seed-N/`` holds one run's results.json and its resolved
 and the README states seed 0's figures and the three seeds' mean and range as these files give
 them. ``tests/test_llm_config_learns.py`` (slow) reruns seed 0.
 
-``audits/llm_dp/seed-0/`` is the whole run folder of ``configs/llm_dp.yaml`` (DP-SGD at epsilon
-8): it is today's config; each institution's epsilon, recomputed from its privacy ledger by the
-PLD accountant, is the one results.json reports and at most the config's target of at most 8;
-federated pooled accuracy clears the majority-class floor of its test splits by 10 points; the
-README and docs/llm.md state those figures. The slow test runs ``securefed audit --verify``'s
-checks (every hash and epsilon) on the folder.
+``audits/llm_dp/seed-0/`` is the whole run folder of ``configs/llm_dp.yaml`` (DP-SGD at
+epsilon 8), ``seed-0-all-arms/`` the same command rerun with every baseline. Each is today's
+config; each institution's epsilon, recomputed from its privacy ledger by the PLD accountant, is
+the one results.json reports and at most the config's target (at most 8); seed-0's federated
+pooled accuracy clears the majority-class floor of its test splits by 10 points (the rerun's
+need not: DP noise is drawn afresh each run); the README and docs/llm.md state both runs'
+figures. The slow test runs ``securefed audit --verify``'s checks (every hash and epsilon).
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "audits" / "llm_config"
 SEEDS = (0, 1, 2)
 DP_RUN = ROOT / "audits" / "llm_dp" / "seed-0"
+# The same command rerun with every baseline (DP noise is drawn afresh each run): its overrides
+ALL_ARMS = ROOT / "audits" / "llm_dp" / "seed-0-all-arms"
+DP_RUNS = {DP_RUN: [], ALL_ARMS: ["baselines=[zero_shot, centralized, isolated]"]}
 DP_MARGIN = 0.10  # the bar: federated pooled accuracy at least the majority floor + 10 points
 
 
@@ -71,30 +75,32 @@ def test_the_readme_states_the_committed_figures():
     assert stated in flat, stated
 
 
-def _dp_json(rel: str) -> dict:
-    return json.loads((DP_RUN / rel).read_text())
+def _dp_json(rel: str, run: Path = DP_RUN) -> dict:
+    return json.loads((run / rel).read_text())
 
 
-def _dp_figures() -> dict[str, float]:
-    """Pooled accuracy of each arm the committed DP run has, and its majority-class floor."""
-    results = _dp_json("results.json")
+def _dp_figures(run: Path = DP_RUN) -> dict[str, float]:
+    """Pooled accuracy of each arm a committed DP run has, and its majority-class floor."""
+    results = _dp_json("results.json", run)
     arms = ("federated", "zero_shot", "centralized", "isolated")
     figures = {arm.replace("_", "-"): _pooled(results, arm) for arm in arms if results.get(arm)}
-    figures["majority floor"] = majority_class(_dp_json("partition.json"))["pooled"]
+    figures["majority floor"] = majority_class(_dp_json("partition.json", run))["pooled"]
     return figures
 
 
-def test_the_committed_dp_run_is_todays_llm_dp_config():
-    committed = load_config(str(DP_RUN / "config.yaml"))
-    today = load_config(str(ROOT / "configs" / "llm_dp.yaml"))
+@pytest.mark.parametrize("run", DP_RUNS, ids=lambda run: run.name)
+def test_each_committed_dp_run_is_todays_llm_dp_config(run):
+    committed = load_config(str(run / "config.yaml"))
+    today = load_config(str(ROOT / "configs" / "llm_dp.yaml"), DP_RUNS[run])
     assert committed.model_dump() == today.model_dump()
 
 
-def test_the_dp_run_is_at_epsilon_8_recomputed_by_pld():
-    dp = load_config(str(DP_RUN / "config.yaml")).privacy.dp
+@pytest.mark.parametrize("run", DP_RUNS, ids=lambda run: run.name)
+def test_each_dp_run_is_at_epsilon_8_recomputed_by_pld(run):
+    dp = load_config(str(run / "config.yaml")).privacy.dp
     assert dp.enabled and dp.accountant == "pld" and dp.target_epsilon <= 8.0
-    ledgers = _dp_json(LEDGERS)
-    reported = _dp_json("results.json")["privacy"]["clients"]
+    ledgers = _dp_json(LEDGERS, run)
+    reported = _dp_json("results.json", run)["privacy"]["clients"]
     assert ledgers["accountant"] == "pld"
     assert set(ledgers["ledgers"]) == set(reported) and len(reported) == 4
     for c, ledger in ledgers["ledgers"].items():
@@ -108,9 +114,9 @@ def test_the_dp_run_clears_the_majority_floor_by_10_points():
     assert figures["federated"] >= figures["majority floor"] + DP_MARGIN
 
 
-def test_the_readme_and_docs_state_the_dp_figures():
-    figures = _dp_figures()
-    stated = ", ".join(f"{arm} {value:.3f}" for arm, value in figures.items())
+@pytest.mark.parametrize("run", DP_RUNS, ids=lambda run: run.name)
+def test_the_readme_and_docs_state_each_dp_runs_figures(run):
+    stated = ", ".join(f"{arm} {value:.3f}" for arm, value in _dp_figures(run).items())
     for page in ("README.md", "docs/llm.md"):
         flat = " ".join((ROOT / page).read_text().split())
         assert "securefed simulate configs/llm_dp.yaml" in flat, page
@@ -118,6 +124,7 @@ def test_the_readme_and_docs_state_the_dp_figures():
 
 
 @pytest.mark.slow
-def test_the_dp_run_verifies():
-    verification = verify_records(DP_RUN)
+@pytest.mark.parametrize("run", DP_RUNS, ids=lambda run: run.name)
+def test_each_dp_run_verifies(run):
+    verification = verify_records(run)
     assert verification.ok, verification.mismatches
