@@ -7,11 +7,12 @@ and the README states seed 0's figures and the three seeds' mean and range as th
 them. ``tests/test_llm_config_learns.py`` (slow) reruns seed 0.
 
 ``audits/llm_dp/seed-0/`` is the whole run folder of ``configs/llm_dp.yaml`` (DP-SGD at
-epsilon 8), ``seed-0-all-arms/`` the same command rerun with every baseline. Each is today's
-config; each institution's epsilon, recomputed from its privacy ledger by the PLD accountant, is
-the one results.json reports and at most the config's target (at most 8); seed-0's federated
-pooled accuracy clears the majority-class floor of its test splits by 10 points (the rerun's
-need not: DP noise is drawn afresh each run); the README and docs/llm.md state both runs'
+epsilon 8), ``seed-0-all-arms/`` and ``seed-0-rerun/`` that command rerun with every baseline
+and as it is. Each is today's config; each institution's epsilon, recomputed from its privacy
+ledger by the PLD accountant, is the one results.json reports and at most the config's target
+(at most 8); seed-0's federated
+pooled accuracy clears the majority-class floor of its test splits by 10 points (the reruns'
+need not: DP noise is drawn afresh each run); the README and docs/llm.md state every run's
 figures. The slow test runs ``securefed audit --verify``'s checks (every hash and epsilon).
 """
 
@@ -33,9 +34,11 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "audits" / "llm_config"
 SEEDS = (0, 1, 2)
 DP_RUN = ROOT / "audits" / "llm_dp" / "seed-0"
-# The same command rerun with every baseline (DP noise is drawn afresh each run): its overrides
+# The same command rerun with every baseline, and rerun as it is (DP noise is drawn afresh each
+# run): each run's overrides of configs/llm_dp.yaml
 ALL_ARMS = ROOT / "audits" / "llm_dp" / "seed-0-all-arms"
-DP_RUNS = {DP_RUN: [], ALL_ARMS: ["baselines=[zero_shot, centralized, isolated]"]}
+RERUN = ROOT / "audits" / "llm_dp" / "seed-0-rerun"
+DP_RUNS = {DP_RUN: [], ALL_ARMS: ["baselines=[zero_shot, centralized, isolated]"], RERUN: []}
 DP_MARGIN = 0.10  # the bar: federated pooled accuracy at least the majority floor + 10 points
 
 
