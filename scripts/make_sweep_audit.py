@@ -1,5 +1,6 @@
 """Regenerate ``audits/sweeps/``: the CPU privacy-utility sweep, its table, plots and findings
-(a heterogeneity sweep's findings: ``securefed.sweep.heterogeneity``).
+(a heterogeneity sweep's findings: ``securefed.sweep.heterogeneity``; a backbone x adapter
+grid's: ``securefed.sweep.comparison``).
 
     python scripts/make_sweep_audit.py [--workers 2] [--sweep configs/sweeps/cpu_eps_adapters.yaml]
 
@@ -31,6 +32,7 @@ from rich.console import Console
 from securefed.audit.report import MAJORITY_MARGIN, at_majority_floor
 from securefed.run.folder import RESULTS
 from securefed.sweep import load_spec, plan_cells, run_sweep
+from securefed.sweep.comparison import comparison_findings, is_comparison_sweep
 from securefed.sweep.heterogeneity import heterogeneity_findings, is_heterogeneity_sweep
 from securefed.sweep.table import SweepTable
 
@@ -299,6 +301,30 @@ def _mean(rows: list[dict], key: str) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def resume_command(sweep: Path, out: Path) -> str:
+    """The command that finishes a sweep's missing cells, paths relative to the repository."""
+
+    def shown(path: Path) -> str:
+        path = path.resolve()
+        return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+    return (
+        f"python scripts/make_sweep_audit.py --sweep {shown(sweep)} --out {shown(out)} --workers 1"
+    )
+
+
+def write_findings(table: SweepTable, spec, sweep: Path, out: Path) -> str:
+    """FINDINGS.md of the sweep's kind: a partition or optimizer sweep picks an optimizer, a
+    backbone x adapter grid compares the arms and the adapters' costs, an epsilon sweep draws
+    its curves."""
+    base = _base_name(sweep, spec.base)
+    if is_heterogeneity_sweep(table.swept_keys):
+        return heterogeneity_findings(table, spec.set, base)
+    if is_comparison_sweep(table.swept_keys):
+        return comparison_findings(table, spec.set, base, resume_command(sweep, out))
+    return findings(table, spec.set, base)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sweep", default=str(ROOT / "configs/sweeps/cpu_eps_adapters.yaml"))
@@ -331,10 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copy2(work / name, out / name)
     for png in sorted((work / "plots").glob("*.png")):
         shutil.copy2(png, out / "plots" / png.name)
-    base = _base_name(Path(args.sweep), spec.base)
-    # A partition or optimizer sweep picks an optimizer; an epsilon sweep draws its curves.
-    write = heterogeneity_findings if is_heterogeneity_sweep(result.table.swept_keys) else findings
-    (out / "FINDINGS.md").write_text(write(result.table, spec.set, base))
+    (out / "FINDINGS.md").write_text(write_findings(result.table, spec, Path(args.sweep), out))
     print(f"wrote {out}; {len(result.failed)} cells failed", file=sys.stderr)
     return 1 if result.failed else 0
 
