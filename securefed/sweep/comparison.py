@@ -15,6 +15,7 @@ from collections import defaultdict
 from statistics import mean
 from typing import Any
 
+from securefed.sweep.heterogeneity import spread
 from securefed.sweep.table import SweepTable
 
 BACKBONE_KEY = "model.backbone"
@@ -36,14 +37,6 @@ def backbone_label(row: Row) -> str:
 
 def _fmt(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
-
-
-def _spread(values: list[float]) -> str:
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return _fmt(values[0])
-    return f"{_fmt(mean(values))} ({_fmt(min(values))}-{_fmt(max(values))})"
 
 
 def _gaps(rows: list[Row], arm: str) -> list[float]:
@@ -109,7 +102,7 @@ def _arms_section(groups) -> list[str]:
             }
             lines.append(
                 f"| {backbone} | {task} | {adapter} | {len(rows)} | "
-                + " | ".join(_spread(v) for v in values.values())
+                + " | ".join(spread(v) for v in values.values())
                 + " | "
                 + " | ".join(_points(_gaps(rows, arm)) for arm in (*dict(ARMS), "majority"))
                 + " |"

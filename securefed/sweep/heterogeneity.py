@@ -71,7 +71,8 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def _spread(values: list[float]) -> str:
+def spread(values: list[float]) -> str:
+    """Mean of the seeds' values with their range, or the one value, to three decimals."""
     if not values:
         return "-"
     if len(values) == 1:
@@ -157,7 +158,7 @@ def _section(groups, partition: str, privacy: str) -> list[str]:
             ref_note = "" if ref_name == name else f" vs {ref_name}"
         margin = f"{_points(mean(margins))}, {_points(min(margins))}" if margins else "-"
         lines.append(
-            f"| {name} | {len(rows)} | {_spread(final)} | {_spread(tail)} "
+            f"| {name} | {len(rows)} | {spread(final)} | {spread(tail)} "
             f"| {_points(gap_final)}{ref_note} | {_points(gap_tail)}{ref_note} | {margin} |"
         )
     why = pick(by_optimizer)[1]
