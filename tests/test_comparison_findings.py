@@ -131,6 +131,20 @@ def test_an_adapter_s_costs_are_against_lora_on_the_cells_both_ran():
     assert "against lora" not in ia3_alone  # nothing to compare with
 
 
+def test_a_resumed_cell_gives_no_whole_cell_cpu_or_energy_but_its_round_cpu_counts():
+    """An interrupted invocation is missing from a resumed cell's energy record."""
+    lora = _row("lora", LLM, "a", 0, 0.6, 0.6, 0.4, 0.25, cpu_s=800.0, energy_wh=4.0)
+    lora_b = _row("lora", LLM, "b", 0, 0.6, 0.6, 0.4, 0.25, cpu_s=300.0, resumed=True)
+    qlora = _row("qlora", LLM, "a", 0, 0.6, 0.6, 0.4, 0.25, cpu_s=1200.0, round_cpu_s=20.0)
+    qlora_b = _row("qlora", LLM, "b", 0, 0.6, 0.6, 0.4, 0.25, cpu_s=9.0, round_cpu_s=30.0)
+    text = comparison_findings(_table(lora, lora_b, qlora, qlora_b), {})
+    # lora: 800 CPU-s (the resumed cell's 300 left out), its round CPU-s over both cells
+    assert "| smollm2-135m-instruct | lora | 2 | 1000 | 1000 | 10.0 | 800 | 4.000 | 0.600 |" in text
+    assert f"Resumed: `{lora_b['cell']}`." in text
+    # the whole-cell ratios over the one pair neither of which resumed; per round over both
+    assert "CPU-s per federated round 2.50x, CPU-s for the whole cell 1.50x, energy 0.25x" in text
+
+
 def test_missing_cells_are_listed_with_the_command_that_resumes_them():
     done = _row("lora", LLM, "a", 0, 0.6, 0.6, 0.4, 0.25)
     pending = _row("ia3", LLM, "a", 1, None, None, None, None, status="pending")
@@ -158,13 +172,14 @@ def test_a_backbone_and_adapter_grid_gets_these_findings_other_sweeps_do_not():
     assert not is_comparison_sweep(("model.backbone", "seed"))
 
 
-def test_the_table_reads_the_zero_shot_arm_and_the_cpu_time_per_round(tmp_path):
+def test_the_table_reads_the_zero_shot_arm_the_cpu_time_per_round_and_a_resume(tmp_path):
     _fake_cell(tmp_path, "cell", "lora", float("inf"), 0.7)
     results_file = tmp_path / "cells" / "cell" / "results.json"
     results = json.loads(results_file.read_text())
     row = cell_row(tmp_path / "cells" / "cell", "cell", {})
     assert row["zero_shot"] is None and row["round_cpu_s"] is None  # not run, not recorded
     results["zero_shot"] = {"pooled": {"accuracy": 0.25}}
+    results["timing"] = {"resumed": True}
     results_file.write_text(json.dumps(results))
     metrics = tmp_path / "cells" / "cell" / "metrics.jsonl"
     records = [{"round": r, "cpu_s": 10.0 + r} for r in range(3)] + [{"round": 3}]
@@ -172,3 +187,4 @@ def test_the_table_reads_the_zero_shot_arm_and_the_cpu_time_per_round(tmp_path):
     row = cell_row(tmp_path / "cells" / "cell", "cell", {})
     assert row["zero_shot"] == 0.25
     assert row["round_cpu_s"] == pytest.approx(11.0)
+    assert row["resumed"] is True

@@ -22,6 +22,8 @@ BACKBONE_KEY = "model.backbone"
 ADAPTER_KEY = "model.adapter"
 COMPARABLE_POINTS = 5.0
 REFERENCE_ADAPTER = "lora"  # the cost ratios are against it, on the cells both ran
+# What an interrupted invocation leaves out of a resumed cell's record (its energy.json)
+WHOLE_CELL = frozenset({"cpu_s", "energy_wh", "wall_s"})
 ARMS = (("centralized", "centralized"), ("isolated", "isolated"), ("zero_shot", "zero-shot"))
 Row = dict[str, Any]
 
@@ -49,7 +51,12 @@ def _points(gaps: list[float]) -> str:
 
 
 def _mean(rows: list[Row], key: str) -> float | None:
-    values = [r[key] for r in rows if r.get(key) is not None]
+    """The mean of ``key`` over ``rows``; a whole-cell figure over the cells never resumed."""
+    values = [
+        r[key]
+        for r in rows
+        if r.get(key) is not None and not (key in WHOLE_CELL and r.get("resumed"))
+    ]
     return mean(values) if values else None
 
 
@@ -135,9 +142,9 @@ def _against_reference(backbone: str, adapter: str, rows: list[Row], reference: 
     ]
     if not pairs:
         return f"- {backbone}, {adapter}: no cell shared with {REFERENCE_ADAPTER}"
-    mine, ref = [p[0] for p in pairs], [p[1] for p in pairs]
+    whole = [(a, b) for a, b in pairs if not (a.get("resumed") or b.get("resumed"))]
     parts = [
-        f"{label} {_ratio(_mean(mine, key), _mean(ref, key))}"
+        f"{label} {_ratio(*_pair_means(whole if key in WHOLE_CELL else pairs, key))}"
         for key, label in (
             ("trainable_params", "trainable parameters"),
             ("peak_rss_mb", "peak memory"),
@@ -153,6 +160,10 @@ def _against_reference(backbone: str, adapter: str, rows: list[Row], reference: 
     )
 
 
+def _pair_means(pairs: list[tuple[Row, Row]], key: str) -> tuple[float | None, float | None]:
+    return _mean([a for a, _ in pairs], key), _mean([b for _, b in pairs], key)
+
+
 def _cost_section(rows: list[Row]) -> list[str]:
     by_backbone: dict[str, dict[str, list[Row]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
@@ -163,7 +174,9 @@ def _cost_section(rows: list[Row]) -> list[str]:
         "Means over the adapter's cells done on that backbone (both tasks, every seed), from "
         "each cell's energy record: peak host memory of the whole cell (model load, prefix "
         "cache and all four arms), CPU seconds per federated round (all institutions' local "
-        "steps, secure aggregation and the evaluation) and for the whole cell.",
+        "steps, secure aggregation and the evaluation) and for the whole cell. A cell "
+        "interrupted and resumed has no whole-cell CPU-s or energy (its record lacks the "
+        "interrupted invocation): those means and ratios leave it out.",
         "",
         "| backbone | adapter | cells | trainable params | peak RSS MiB | CPU-s per federated "
         "round | CPU-s per cell | energy Wh per cell | federated accuracy |",
@@ -184,7 +197,9 @@ def _cost_section(rows: list[Row]) -> list[str]:
                     _against_reference(backbone, adapter, mine, by_adapter[REFERENCE_ADAPTER])
                 )
     intro = [f"Against {REFERENCE_ADAPTER} on the same backbone (ratios below 1 save):", ""]
-    return [*lines, "", *(intro + comparisons if comparisons else []), ""]
+    resumed = [r["cell"] for r in rows if r.get("resumed")]
+    note = ["Resumed: " + ", ".join(f"`{c}`" for c in resumed) + ".", ""] if resumed else []
+    return [*lines, "", *note, *(intro + comparisons if comparisons else []), ""]
 
 
 def _cpu_section(rows: list[Row]) -> list[str]:

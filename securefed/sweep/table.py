@@ -56,6 +56,11 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("gpu_s", "GPU elapsed time (CUDA events)"),
     ("energy_wh", "energy (Wh), see energy_kind"),
     ("energy_kind", "measured | partly measured | estimate (see energy.json basis)"),
+    (
+        "resumed",
+        "the run was interrupted and resumed: energy.json lacks the interrupted invocation "
+        "(its time and energy), round_cpu_s does not",
+    ),
 )
 EPSILON_COLUMNS = frozenset(name for name, _ in COLUMNS if name.startswith("eps_"))
 TERMINAL_HEADERS = {
@@ -227,6 +232,7 @@ def cell_row(cell_dir: Path, cell_id: str, swept: dict[str, Any]) -> dict[str, A
             "trainable_params": results["trainable_parameters"],
             "upload_bytes": up,
             "download_bytes": down,
+            "resumed": (results.get("timing") or {}).get("resumed"),
         }
     )
     energy = _read(cell_dir / ENERGY)
