@@ -4,17 +4,21 @@ per-round CPU columns; and the committed grid recomputed from its cells."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import re
+from pathlib import Path
 
 import pytest
 from test_sweep import _fake_cell
 
+from securefed.sweep import load_spec, plan_cells
 from securefed.sweep.comparison import (
     centralized_verdict,
     comparison_findings,
     is_comparison_sweep,
 )
-from securefed.sweep.table import SweepTable, cell_row
+from securefed.sweep.table import SweepTable, cell_row, collect_table
 
 KEYS = ("seed", "model.adapter", "model.backbone", "task.name")
 LLM, ENCODER = "embedded:smollm2-135m-instruct", "embedded:all-MiniLM-L6-v2"
@@ -52,15 +56,17 @@ def _table(*rows) -> SweepTable:
 
 
 def test_federated_is_comparable_to_centralized_only_within_the_margin_in_every_seed():
-    # -5.0 points in the worst seed: comparable; -5.1: not, though the mean is the same
-    level = [_row("lora", LLM, "t", s, f, 0.60, 0.4, 0.25) for s, f in enumerate([0.55, 0.65])]
+    # within 5 points in both seeds: comparable; -5.1 in one: not, though the mean is higher
+    level = [_row("lora", LLM, "t", s, f, 0.60, 0.4, 0.25) for s, f in enumerate([0.56, 0.63])]
     assert centralized_verdict(level) == (
-        "comparable to centralized, +0.0 points (seeds -5.0 to +5.0)"
+        "comparable to centralized, -0.5 points (seeds -4.0 to +3.0)"
     )
-    below = [_row("lora", LLM, "t", s, f, 0.60, 0.4, 0.25) for s, f in enumerate([0.549, 0.651])]
-    assert centralized_verdict(below).startswith("not comparable to centralized, +0.0 points")
+    below = [_row("lora", LLM, "t", s, f, 0.60, 0.4, 0.25) for s, f in enumerate([0.549, 0.64])]
+    assert centralized_verdict(below).startswith("not comparable to centralized: below it, -0.5")
+    above = [_row("lora", LLM, "t", s, f, 0.60, 0.4, 0.25) for s, f in enumerate([0.6, 0.66])]
+    assert centralized_verdict(above).startswith("not comparable to centralized: above it, +3.0")
     one = [_row("lora", LLM, "t", 0, 0.40, 0.60, 0.4, 0.25)]
-    assert centralized_verdict(one) == "not comparable to centralized, -20.0 points"
+    assert centralized_verdict(one) == "not comparable to centralized: below it, -20.0 points"
     assert centralized_verdict([_row("lora", LLM, "t", 0, 0.4, None, 0.4, 0.25)]) == (
         "no centralized arm"
     )
@@ -70,8 +76,11 @@ def test_a_gap_of_exactly_the_margin_is_comparable(monkeypatch):
     monkeypatch.setattr("securefed.sweep.comparison.COMPARABLE_POINTS", 6.25)
     exact = [_row("lora", LLM, "t", 0, 0.5, 0.5625, 0.4, 0.25)]  # -6.25 points, exactly
     assert centralized_verdict(exact).startswith("comparable")
+    ahead = [_row("lora", LLM, "t", 0, 0.5625, 0.5, 0.4, 0.25)]  # +6.25 points, exactly
+    assert centralized_verdict(ahead).startswith("comparable")
     monkeypatch.setattr("securefed.sweep.comparison.COMPARABLE_POINTS", 6.0)
-    assert centralized_verdict(exact).startswith("not comparable")
+    assert centralized_verdict(exact).startswith("not comparable to centralized: below")
+    assert centralized_verdict(ahead).startswith("not comparable to centralized: above")
 
 
 def test_each_cell_states_its_arms_and_the_gaps_above_or_below_them():
@@ -85,8 +94,8 @@ def test_each_cell_states_its_arms_and_the_gaps_above_or_below_them():
     ) in lines
     assert (
         "- smollm2-135m-instruct, synthetic_medqa, ia3: federated is not comparable to "
-        "centralized, -25.0 points; 5.0 points below isolated; 10.0 points below zero-shot; "
-        "5.0 points above the floor."
+        "centralized: below it, -25.0 points; 5.0 points below isolated; 10.0 points below "
+        "zero-shot; 5.0 points above the floor."
     ) in lines
     assert (
         "| smollm2-135m-instruct | synthetic_medqa | lora | 1 | 0.620 | 0.600 | 0.400 | 0.250 "
@@ -164,6 +173,8 @@ def test_the_cpu_caveats_name_the_energy_basis_and_the_wall_time_spread():
     assert "dequantized in software" in text
     assert "- Energy: estimate, measured (the basis" in text
     assert "Wall time per CPU second ranges from 1.50 to 3.00 across cells" in text
+    alone = comparison_findings(_table(rows[0]), {})
+    assert "Wall time per CPU second is 1.50 (the machine was shared)" in alone
 
 
 def test_a_backbone_and_adapter_grid_gets_these_findings_other_sweeps_do_not():
@@ -188,3 +199,57 @@ def test_the_table_reads_the_zero_shot_arm_the_cpu_time_per_round_and_a_resume(t
     assert row["zero_shot"] == 0.25
     assert row["round_cpu_s"] == pytest.approx(11.0)
     assert row["resumed"] is True
+
+
+ROOT = Path(__file__).resolve().parents[1]
+GRID_LINE = re.compile(r"^(?:- |\| )(?:smollm2-135m-instruct|all-MiniLM-L6-v2)[ ,].*$", re.M)
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location(
+        "make_sweep_audit", ROOT / "scripts/make_sweep_audit.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_committed_grid_recomputes_from_its_cells_and_the_docs_quote_it():
+    sweep, out = ROOT / "configs/sweeps/llm_grid.yaml", ROOT / "audits/llm_grid"
+    spec, base = load_spec(sweep)
+    planned = [(c.id, c.swept) for c in plan_cells(spec, base)]
+    table = collect_table(out, planned)  # the committed cell records
+    assert table.done_rows(), "no committed cell"
+    # the done cells' rows, to the character (an unfinished cell's status is its machine's)
+    planned_ids = [c for c, _ in planned]
+    lines = dict(zip(planned_ids, table.to_csv().splitlines()[1:], strict=True))
+    committed = (out / "table.csv").read_text().splitlines()
+    assert committed[0] == table.to_csv().splitlines()[0]
+    done = {r["cell"] for r in table.done_rows()}
+    for cell_id, line in zip(planned_ids, committed[1:], strict=True):
+        assert (line == lines[cell_id]) if cell_id in done else (",done," not in line), cell_id
+    assert (out / "FINDINGS.md").read_text() == _script().write_findings(table, spec, sweep, out)
+    # docs/llm.md quotes FINDINGS: each of its grid lines is one of FINDINGS' lines, verbatim
+    findings = set((out / "FINDINGS.md").read_text().splitlines())
+    quoted = GRID_LINE.findall((ROOT / "docs/llm.md").read_text())
+    assert quoted
+    for line in quoted:
+        assert line in findings, line
+
+
+def test_the_grid_s_lora_cell_reproduces_the_committed_llm_config_run():
+    """The grid's SmolLM2 LoRA medqa cell at seed 0 is configs/llm.yaml at seed 0: docs/llm.md
+    says it reproduces audits/llm_config/seed-0's pooled figures exactly."""
+    spec, base = load_spec(ROOT / "configs/sweeps/llm_grid.yaml")
+    (cell,) = [
+        c.id
+        for c in plan_cells(spec, base)
+        if c.swept["seed"] == 0
+        and c.swept["model.adapter"] == "lora"
+        and c.swept["model.backbone"] == LLM
+        and c.swept["task.name"] == "synthetic_medqa"
+    ]
+    grid = json.loads((ROOT / "audits/llm_grid/cells" / cell / "results.json").read_text())
+    alone = json.loads((ROOT / "audits/llm_config/seed-0/results.json").read_text())
+    for arm in ("federated", "centralized", "isolated", "zero_shot"):
+        assert grid[arm]["pooled"] == alone[arm]["pooled"], arm
