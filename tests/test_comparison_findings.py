@@ -231,8 +231,11 @@ def test_the_committed_grid_recomputes_from_its_cells_and_the_docs_quote_it():
     assert (out / "FINDINGS.md").read_text() == _script().write_findings(table, spec, sweep, out)
     # docs/llm.md quotes FINDINGS: each of its grid lines is one of FINDINGS' lines, verbatim
     findings = set((out / "FINDINGS.md").read_text().splitlines())
-    quoted = GRID_LINE.findall((ROOT / "docs/llm.md").read_text())
+    docs = (ROOT / "docs/llm.md").read_text()
+    quoted = GRID_LINE.findall(docs)
     assert quoted
+    (count,) = re.findall(r"(\d+ of \d+) cells\s+finished", docs)
+    assert f"{count} cells done." in findings
     for line in quoted:
         assert line in findings, line
 
