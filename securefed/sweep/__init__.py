@@ -5,6 +5,7 @@ runner   runs the cells (in parallel worker processes), resumable
 table    the sweep's table (CSV, Markdown) from the cells' run folders
 plots    accuracy vs epsilon / energy, federated vs baselines (matplotlib)
 heterogeneity  the findings of a partition x optimizer sweep: the optimizer its rule picks
+comparison  the findings of a backbone x adapter x task grid: the arms and each adapter's cost
 
 May import: ``run`` (a cell is ``securefed simulate``), ``privacy`` (epsilon as text),
 ``tasks`` (the majority-class floor), ``config``, ``errors``.

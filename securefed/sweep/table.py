@@ -25,6 +25,8 @@ from securefed.run.folder import ENERGY, PARTITION, RESULTS, STATE, RunFolder
 from securefed.tasks.partition import majority_class
 
 MB = 1024 * 1024
+# Each training a run may report, read from results.json's block of that name (None when off).
+TRAININGS = ("federated", "centralized", "isolated", "zero_shot")
 TAIL_ROUNDS = 5  # federated_tail: how many final rounds' pooled metrics it averages
 # (column, what it holds) after the swept keys; the Markdown legend is built from this.
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -39,6 +41,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ),
     ("centralized", "one model on the pooled data, same step budget"),
     ("isolated", "each institution alone, mean over institutions"),
+    ("zero_shot", "the backbone before any fine-tuning, scored the same way"),
     ("majority", "accuracy of always answering the most common test label (the floor)"),
     ("eps_max", "largest epsilon spent by an institution (inf: non-private)"),
     ("eps_mean", "mean epsilon over institutions"),
@@ -49,9 +52,15 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("peak_gpu_mb", "peak GPU memory allocated (MiB)"),
     ("wall_s", "wall time, all invocations of the run"),
     ("cpu_s", "process CPU time"),
+    ("round_cpu_s", "CPU time per federated round, mean over the rounds (metrics.jsonl)"),
     ("gpu_s", "GPU elapsed time (CUDA events)"),
     ("energy_wh", "energy (Wh), see energy_kind"),
     ("energy_kind", "measured | partly measured | estimate (see energy.json basis)"),
+    (
+        "resumed",
+        "the run was interrupted and resumed: energy.json lacks the interrupted invocation "
+        "(its time and energy), round_cpu_s does not",
+    ),
 )
 EPSILON_COLUMNS = frozenset(name for name, _ in COLUMNS if name.startswith("eps_"))
 TERMINAL_HEADERS = {
@@ -185,6 +194,12 @@ def _tail_mean(metrics: list[dict], metric: str) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def _round_cpu(metrics: list[dict]) -> float | None:
+    """CPU seconds per federated round, averaged over the rounds that recorded it."""
+    values = [float(r["cpu_s"]) for r in metrics if r.get("cpu_s") is not None]
+    return sum(values) / len(values) if values else None
+
+
 def _status(cell_dir: Path) -> str:
     if (cell_dir / RESULTS).is_file():
         return "done"
@@ -208,14 +223,16 @@ def cell_row(cell_dir: Path, cell_id: str, swept: dict[str, Any]) -> dict[str, A
             "task": results["task"]["name"],
             "adapter": results["adapter"],
             "metric": metric,
-            **{t: _pooled(results, t, metric) for t in ("federated", "centralized", "isolated")},
+            **{t: _pooled(results, t, metric) for t in TRAININGS},
             "federated_tail": _tail_mean(records, metric),
+            "round_cpu_s": _round_cpu(records),
             "majority": majority_class(_read(cell_dir / PARTITION) or {})["pooled"],
             "eps_max": max(eps) if eps else None,
             "eps_mean": sum(eps) / len(eps) if eps else None,
             "trainable_params": results["trainable_parameters"],
             "upload_bytes": up,
             "download_bytes": down,
+            "resumed": (results.get("timing") or {}).get("resumed"),
         }
     )
     energy = _read(cell_dir / ENERGY)
