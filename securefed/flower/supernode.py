@@ -178,11 +178,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=False)
     parser.add_argument("--idle-poll", type=float, default=IDLE_POLL_S, help="seconds")
     parser.add_argument("--reply-poll", type=float, default=REPLY_POLL_S, help="seconds")
-    parser.add_argument("--busy-poll", type=float, default=BUSY_POLL_S, help="seconds")
+    parser.add_argument(
+        "--busy-poll", type=float, help=f"seconds (default {BUSY_POLL_S}, at most --idle-poll)"
+    )
     parser.add_argument("--busy-window", type=float, default=BUSY_WINDOW_S, help="seconds")
     args, flower_args = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     try:
-        install_polls(args.idle_poll, args.reply_poll, args.busy_poll, args.busy_window)
+        busy = min(BUSY_POLL_S, args.idle_poll) if args.busy_poll is None else args.busy_poll
+        install_polls(args.idle_poll, args.reply_poll, busy, args.busy_window)
         install_pull_retry()
     except (FlowerPatchError, ConfigError) as error:
         sys.exit(f"securefed.flower.supernode: {error}")

@@ -160,11 +160,14 @@ def main(argv: list[str] | None = None) -> None:
     tls.add_argument("--insecure", action="store_true", help="plain HTTP on the node's loopback")
     tls.add_argument("--root-certificates", help="CA of the Runtime API's TLS certificate")
     parser.add_argument("--poll-interval", type=float, default=POLL_S, help="seconds")
-    parser.add_argument("--busy-poll", type=float, default=BUSY_POLL_S, help="seconds")
+    parser.add_argument(
+        "--busy-poll", type=float, help=f"seconds (default {BUSY_POLL_S}, at most --poll-interval)"
+    )
     parser.add_argument("--busy-window", type=float, default=BUSY_WINDOW_S, help="seconds")
     args = parser.parse_args(argv)
     try:
-        poll = BusyPoll(args.poll_interval, args.busy_poll, args.busy_window)
+        busy = min(BUSY_POLL_S, args.poll_interval) if args.busy_poll is None else args.busy_poll
+        poll = BusyPoll(args.poll_interval, busy, args.busy_window)
         install_pull_retry()  # a task's message is often not all on the node when acquired
     except (FlowerPatchError, ConfigError) as error:
         sys.exit(f"securefed.flower.warm_node: {error}")

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from securefed.errors import ConfigError
-from securefed.flower import warm_node
+from securefed.flower import supernode, warm_node
 from securefed.flower.busy_poll import BusyPoll
 
 
@@ -67,3 +67,22 @@ def test_the_executor_asks_quickly_for_the_next_task_after_one_then_at_its_inter
         warm_node.serve("127.0.0.1:1", None, None, poll)
     assert ran == [("127.0.0.1:1", "t", None)]
     assert slept == [0.1, 0.02, 0.02, 0.02, 0.1]  # idle; the task; busy for 0.05 s; idle
+
+
+def test_the_default_busy_poll_is_never_slower_than_a_shorter_idle_poll(monkeypatch):
+    installed = []
+    monkeypatch.setattr(supernode, "install_polls", lambda *args: installed.append(args))
+    monkeypatch.setattr(supernode, "install_pull_retry", lambda: None)
+    monkeypatch.setattr("flwr.supernode.cli.flower_supernode", lambda: None)
+    monkeypatch.setattr("sys.argv", ["x"])
+    supernode.main(["--idle-poll", "0.02", "--insecure"])
+    supernode.main(["--insecure"])
+    assert installed == [(0.02, 0.05, 0.02, 2.0), (0.2, 0.05, 0.05, 2.0)]
+    served = []
+    monkeypatch.setattr(warm_node, "install_pull_retry", lambda: None)
+    monkeypatch.setattr(warm_node, "serve", lambda *args: served.append(args[-1]))
+    address = ["--runtime-api-address", "127.0.0.1:1", "--insecure"]
+    warm_node.main([*address, "--poll-interval", "0.01"])
+    warm_node.main(address)
+    polls = [(p.idle_s, p.busy_s, p.window_s) for p in served]
+    assert polls == [(0.01, 0.01, 2.0), (0.1, 0.05, 2.0)]
