@@ -9,7 +9,8 @@ Flower's records; ``exchange`` collects replies under a deadline. ``certs`` and
 nodes' records next to the server's run folder for the audit. ``warm_node`` is a
 long-running ClientApp process per SuperNode (``--isolation process``): the model and data
 stay loaded across messages and rounds. ``supernode`` is Flower's SuperNode with its 3 s idle
-poll and 0.5 s reply waits shortened; ``object_pulls`` shortens Flower's 1 s wait before it
+poll and 0.5 s reply waits shortened; it and ``warm_node`` poll quicker for a moment after
+each reply (``busy_poll``); ``object_pulls`` shortens Flower's 1 s wait before it
 asks again for an object that was not there yet; ``flower_pin`` is the flwr release both
 were written against.
 

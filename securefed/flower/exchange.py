@@ -2,9 +2,13 @@
 
 ``Grid.send_and_receive`` polls the SuperLink every 3 s; a secure-aggregation round is four
 exchanges in a row, so this polls at ``poll_s`` instead (the SuperLink is local to the
-ServerApp). A node that has not replied by the deadline, or that replied with a Flower error
-(its ClientApp raised, or it was unreachable), is simply absent from the result: for the
-protocol that is a dropout at this stage.
+ServerApp), and asks again at once after a pull that brought replies: the nodes answer a
+stage at about the same time, and pulling each reply's objects takes the ServerApp tens of
+milliseconds a reply, in which the next replies often arrive (at most one more pull per
+reply; deploy/README.md, "The SuperNode's polls"). A node that has not replied by the
+deadline, or that replied with a Flower error (its ClientApp raised, or it was
+unreachable), is simply absent from the result: for the protocol that is a dropout at this
+stage.
 
 ``await_online`` runs before a round's first exchange: a node that is restarting (a supervisor
 brings a killed SuperNode back once the SuperLink has marked it offline) is given a bounded
@@ -56,10 +60,12 @@ def exchange(
     failed: dict[int, str] = {}
     deadline = started + timeout_s
     while pending:
+        arrived = 0
         for reply in grid.pull_messages(sorted(pending)):
             mid = reply.metadata.reply_to_message_id
             if mid not in pending:
                 continue
+            arrived += 1
             pending.discard(mid)
             node = node_of[mid]
             if reply.has_error():
@@ -68,7 +74,8 @@ def exchange(
                 replies[node] = reply
         if not pending or time.perf_counter() >= deadline:
             break
-        time.sleep(poll_s)
+        if not arrived:
+            time.sleep(poll_s)
     unsent = [node for node in bodies if node not in node_of.values()]
     failed.update({node: "could not be pushed to the SuperLink" for node in unsent})
     timed_out = tuple(sorted(node_of[mid] for mid in pending))

@@ -1,4 +1,5 @@
-"""Flower's own SuperNode, with its three fixed waits shortened.
+"""Flower's own SuperNode, with its three fixed waits shortened (the idle one quicker still for
+a moment after each reply).
 
 Flower 1.42's SuperNode loop (``flwr.supernode.start_client_internal``) pulls a message
 from the SuperLink and, when there is none, sleeps a hard-coded 3 s before pulling again;
@@ -9,10 +10,13 @@ SuperNode's polls"). A securefed round is five exchanges, and a node pulls again
 after it pushes a reply, before the server has sent the next stage: every exchange waited
 up to 3 s for nothing and 0.5-1 s for a reply ready in a tenth of that. Run instead::
 
-    python -m securefed.flower.supernode --idle-poll 0.2 --reply-poll 0.05 <flower-supernode args>
+    python -m securefed.flower.supernode --idle-poll 0.2 --reply-poll 0.05 \
+        --busy-poll 0.05 --busy-window 2 <flower-supernode args>
 
 which is ``flower-supernode`` with those three sleeps' arguments replaced (``--reply-poll``
-for both waits on the ClientApp) and nothing else: the installed module's source is parsed,
+for both waits on the ClientApp; for the idle one ``--busy-poll`` within ``--busy-window``
+seconds of the node's last reply, when the next stage's message is due, else
+``--idle-poll``: ``busy_poll``) and nothing else: the installed module's source is parsed,
 each sleep is found (``FlowerSleep``: the function, the condition it sits under, its
 seconds; exactly one match each, else this refuses), its argument replaced, and the two
 functions compiled back into Flower's own module, where ``flower_supernode`` calls them.
@@ -22,24 +26,31 @@ but the version it was written against (``flower_pin.PATCHED_FLWR_VERSION``), so
 is a conscious step: ``tests/flower/test_supernode_poll.py`` fails when the patch no longer
 applies.
 
-The cost: an idle node sends ``1 / idle-poll`` pull requests a second to the SuperLink; the
-reply poll reads the node's own in-memory state.
+The cost: an idle node sends ``1 / idle-poll`` pull requests a second to the SuperLink, and
+each reply at most ``busy-window / busy-poll`` more; the reply poll reads the node's own
+in-memory state.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import importlib
 import inspect
 import sys
 from dataclasses import dataclass
 
+from securefed.errors import ConfigError
+from securefed.flower.busy_poll import BusyPoll
 from securefed.flower.flower_pin import FlowerPatchError, require_patched_flwr
 from securefed.flower.object_pulls import install_pull_retry
 
 IDLE_POLL_S = 0.2  # securefed's default: 5 pulls a second from an idle node
 REPLY_POLL_S = 0.05  # securefed's default: how often the node looks for its ClientApp's reply
+BUSY_POLL_S = 0.05  # securefed's default: the idle pull's interval just after a reply ...
+BUSY_WINDOW_S = 2.0  # ... for this long (the training stage's nodes finish up to ~1.5 s apart)
+_PULL_INTERVAL = "_securefed_pull_interval"  # the name the idle sleep calls in Flower's module
 _LOOP_MODULE = "flwr.supernode.start_client_internal"
 _CLI_MODULE = "flwr.supernode.cli.flower_supernode"
 
@@ -63,8 +74,8 @@ OBJECT_SLEEP = FlowerSleep(  # ... and, having it, for each of its objects (push
 )
 
 
-def _sleep_argument(statement: ast.stmt, seconds: float) -> ast.Constant | None:
-    """The ``seconds`` of ``time.sleep(seconds)`` if ``statement`` is that call."""
+def _sleep_call(statement: ast.stmt, seconds: float) -> ast.Call | None:
+    """``statement``'s call if it is ``time.sleep(seconds)``."""
     call = statement.value if isinstance(statement, ast.Expr) else None
     if (
         isinstance(call, ast.Call)
@@ -74,15 +85,16 @@ def _sleep_argument(statement: ast.stmt, seconds: float) -> ast.Constant | None:
         and isinstance(call.args[0], ast.Constant)
         and call.args[0].value == seconds
     ):
-        return call.args[0]
+        return call
     return None
 
 
-def patch_sleeps(module_source: str, new_seconds: dict[FlowerSleep, float]) -> ast.Module:
+def patch_sleeps(module_source: str, new_seconds: dict[FlowerSleep, float | str]) -> ast.Module:
     """The functions of ``module_source`` that hold the given sleeps, each sleep's argument
-    replaced. Raises ``FlowerPatchError`` unless each function is defined once at module
-    level, with exactly one statement under its guard and exactly one such sleep directly in
-    that statement's body."""
+    replaced by the given seconds or, for a name, by a call of that module-level function
+    (no arguments; it returns the seconds). Raises ``FlowerPatchError`` unless each function
+    is defined once at module level, with exactly one statement under its guard and exactly
+    one such sleep directly in that statement's body."""
     functions = {}
     for node in ast.parse(module_source).body:
         if isinstance(node, ast.FunctionDef) and node.name in {s.function for s in new_seconds}:
@@ -98,32 +110,43 @@ def patch_sleeps(module_source: str, new_seconds: dict[FlowerSleep, float]) -> a
             for node in ast.walk(functions[sleep.function])
             if isinstance(node, ast.If | ast.While) and ast.unparse(node.test) == sleep.guard
         ]
-        arguments = [
-            argument
+        calls = [
+            call
             for node in guarded
             for statement in node.body
-            if (argument := _sleep_argument(statement, sleep.seconds)) is not None
+            if (call := _sleep_call(statement, sleep.seconds)) is not None
         ]
-        if len(guarded) != 1 or len(arguments) != 1:
+        if len(guarded) != 1 or len(calls) != 1:
             raise FlowerPatchError(
                 f"{where} no longer has the one time.sleep({sleep.seconds}) under "
                 f"'{sleep.guard}' that securefed's SuperNode shortens (found {len(guarded)} "
-                f"such conditions, {len(arguments)} such sleeps under them)"
+                f"such conditions, {len(calls)} such sleeps under them)"
             )
-        arguments[0].value = seconds
+        if isinstance(seconds, str):
+            argument = ast.Call(func=ast.Name(id=seconds, ctx=ast.Load()), args=[], keywords=[])
+        else:
+            argument = ast.Constant(seconds)
+        calls[0].args[0] = ast.fix_missing_locations(ast.copy_location(argument, calls[0]))
     return ast.Module(body=list(functions.values()), type_ignores=[])
 
 
-def install_polls(idle_poll_s: float, reply_poll_s: float = REPLY_POLL_S) -> None:
+def install_polls(
+    idle_poll_s: float,
+    reply_poll_s: float = REPLY_POLL_S,
+    busy_poll_s: float = BUSY_POLL_S,
+    busy_window_s: float = BUSY_WINDOW_S,
+) -> BusyPoll:
     """Replace Flower's SuperNode loop, in this process, with the same loop that pulls every
-    ``idle_poll_s`` seconds while idle and looks for its ClientApp's reply, and for each of
-    the reply's objects, every ``reply_poll_s`` seconds."""
+    ``busy_poll_s`` seconds within ``busy_window_s`` of pushing a reply and every
+    ``idle_poll_s`` otherwise, and looks for its ClientApp's reply, and for each of the
+    reply's objects, every ``reply_poll_s`` seconds. Returns the loop's ``BusyPoll``."""
     for name, value, sleep in (
         ("--idle-poll", idle_poll_s, IDLE_SLEEP),
         ("--reply-poll", reply_poll_s, REPLY_SLEEP),
     ):
         if not 0 < value <= sleep.seconds:
             raise FlowerPatchError(f"{name} must be in (0, {sleep.seconds}] s, got {value}")
+    poll = BusyPoll(idle_poll_s, busy_poll_s, busy_window_s)
     require_patched_flwr(
         "securefed's SuperNode patches the polling of",
         "Run plain flower-supernode (3 s idle poll), or ",
@@ -131,25 +154,40 @@ def install_polls(idle_poll_s: float, reply_poll_s: float = REPLY_POLL_S) -> Non
     loop_module = importlib.import_module(_LOOP_MODULE)
     patched = patch_sleeps(
         inspect.getsource(loop_module),
-        {IDLE_SLEEP: idle_poll_s, REPLY_SLEEP: reply_poll_s, OBJECT_SLEEP: reply_poll_s},
+        {IDLE_SLEEP: _PULL_INTERVAL, REPLY_SLEEP: reply_poll_s, OBJECT_SLEEP: reply_poll_s},
     )
     # compiled under the installed file's name and line numbers, into Flower's own module
     exec(compile(patched, inspect.getsourcefile(loop_module), "exec"), vars(loop_module))  # noqa: S102
+    setattr(loop_module, _PULL_INTERVAL, poll.interval)
+    push_messages = loop_module._push_messages  # the loop calls it by its module-level name
+
+    @functools.wraps(push_messages)
+    def push_then_poll_busy(*args, **kwargs) -> None:
+        push_messages(*args, **kwargs)
+        poll.replied()
+
+    loop_module._push_messages = push_then_poll_busy
     cli = importlib.import_module(_CLI_MODULE)  # it imported the loop function by name
     cli.start_client_internal = loop_module.start_client_internal
+    return poll
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``flower-supernode`` with ``--idle-poll`` and ``--reply-poll``; every other argument
-    is Flower's."""
+    """``flower-supernode`` with ``--idle-poll``, ``--reply-poll``, ``--busy-poll`` and
+    ``--busy-window``; every other argument is Flower's."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=False)
     parser.add_argument("--idle-poll", type=float, default=IDLE_POLL_S, help="seconds")
     parser.add_argument("--reply-poll", type=float, default=REPLY_POLL_S, help="seconds")
+    parser.add_argument(
+        "--busy-poll", type=float, help=f"seconds (default {BUSY_POLL_S}, at most --idle-poll)"
+    )
+    parser.add_argument("--busy-window", type=float, default=BUSY_WINDOW_S, help="seconds")
     args, flower_args = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     try:
-        install_polls(args.idle_poll, args.reply_poll)
+        busy = min(BUSY_POLL_S, args.idle_poll) if args.busy_poll is None else args.busy_poll
+        install_polls(args.idle_poll, args.reply_poll, busy, args.busy_window)
         install_pull_retry()
-    except FlowerPatchError as error:
+    except (FlowerPatchError, ConfigError) as error:
         sys.exit(f"securefed.flower.supernode: {error}")
     from flwr.supernode.cli import flower_supernode
 

@@ -15,7 +15,10 @@ local process can take this node's tasks), pulls the message and the node's ``Co
 with that task's own token, runs ``securefed.flower.client_app.app`` in this process, and
 pushes the reply and the updated ``Context`` back -- Flower's own ``flwr-clientapp`` steps
 (``flwr.supernode.runtime.run_clientapp``), minus the process exit, and with a pull of an
-object not yet on the node retried after 0.05 s instead of 1 s (``object_pulls``). What
+object not yet on the node retried after 0.05 s instead of 1 s (``object_pulls``). It asks
+its SuperNode for a task every ``--poll-interval`` seconds, and every ``--busy-poll`` for
+``--busy-window`` seconds after it finished one, when the next stage's task is due
+(``busy_poll``; requests to the node's own SuperNode only). What
 stays loaded is what the ClientApp caches (``client_app._local``: model, frozen-prefix
 cache, encoded data); protocol state and seeds live in ``context.state`` on the SuperNode
 exactly as with a fresh process per message, so a restarted SuperNode or executor recovers
@@ -48,6 +51,8 @@ from flwr.supercore.runtime import RuntimeHttpClient
 from flwr.supercore.tls import validate_and_resolve_root_certificates
 from flwr.supernode.runtime.run_clientapp import pull_task_input, push_message, push_task_output
 
+from securefed.errors import ConfigError
+from securefed.flower.busy_poll import BusyPoll
 from securefed.flower.client_app import app
 from securefed.flower.flower_pin import FlowerPatchError
 from securefed.flower.object_pulls import install_pull_retry
@@ -55,6 +60,9 @@ from securefed.flower.object_pulls import install_pull_retry
 LOG = logging.getLogger("securefed.flower.warm_node")
 _ACQUIRE = "/flwr.proto.Runtime/AcquireTask"
 TASK_RETRY_S = 30.0  # how long one task's calls wait for a SuperNode that stopped answering
+POLL_S = 0.1  # how often an idle executor asks its SuperNode for a task ...
+BUSY_POLL_S = 0.05  # ... and how often just after it finished one ...
+BUSY_WINDOW_S = 2.0  # ... for this long (as the SuperNode's busy pull: ``supernode``)
 
 
 def _retry(max_time_s: float) -> RetryInvoker:
@@ -114,14 +122,10 @@ def run_task(address: str, token: str, certificates: bytes | None) -> str:
     return status
 
 
-def serve(
-    address: str,
-    secret: bytes | None,
-    certificates: bytes | None,
-    poll_s: float = 0.1,
-) -> None:
+def serve(address: str, secret: bytes | None, certificates: bytes | None, poll: BusyPoll) -> None:
     """Acquire and run this node's ClientApp tasks one at a time, for as long as the process
-    lives; a SuperNode that is down or restarting is waited for."""
+    lives, asking for one every ``poll.interval()`` seconds; a SuperNode that is down or
+    restarting is waited for."""
     interceptors: list = [RuntimeVersionHttpInterceptor(component_name="SuperExec")]
     if secret is not None:
         interceptors.append(
@@ -143,8 +147,9 @@ def serve(
             except httpx.HTTPError as exc:  # the SuperNode went away mid-task: it times it out
                 status = f"lost ({exc})"
             LOG.info("task %s: %s", response.task.task_id, status)
+            poll.replied()
         else:
-            time.sleep(poll_s)
+            time.sleep(poll.interval())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -154,17 +159,23 @@ def main(argv: list[str] | None = None) -> None:
     tls = parser.add_mutually_exclusive_group(required=True)
     tls.add_argument("--insecure", action="store_true", help="plain HTTP on the node's loopback")
     tls.add_argument("--root-certificates", help="CA of the Runtime API's TLS certificate")
-    parser.add_argument("--poll-interval", type=float, default=0.1, help="seconds")
+    parser.add_argument("--poll-interval", type=float, default=POLL_S, help="seconds")
+    parser.add_argument(
+        "--busy-poll", type=float, help=f"seconds (default {BUSY_POLL_S}, at most --poll-interval)"
+    )
+    parser.add_argument("--busy-window", type=float, default=BUSY_WINDOW_S, help="seconds")
     args = parser.parse_args(argv)
     try:
+        busy = min(BUSY_POLL_S, args.poll_interval) if args.busy_poll is None else args.busy_poll
+        poll = BusyPoll(args.poll_interval, busy, args.busy_window)
         install_pull_retry()  # a task's message is often not all on the node when acquired
-    except FlowerPatchError as error:
+    except (FlowerPatchError, ConfigError) as error:
         sys.exit(f"securefed.flower.warm_node: {error}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per poll
     certificates = validate_and_resolve_root_certificates(args.root_certificates, args.insecure)
     secret = load_superexec_auth_secret(args.superexec_auth_secret_file)
-    serve(args.runtime_api_address, secret, certificates, args.poll_interval)
+    serve(args.runtime_api_address, secret, certificates, poll)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """securefed's SuperNode is Flower's with three sleeps shortened: the patch applies to the
 installed flwr (this file fails when an upgrade moves or changes any of them), the patched
 loop sleeps ``--idle-poll`` and ``--reply-poll`` (twice) where Flower's sleeps 3 s and 0.5 s,
-and anything else is refused."""
+``--busy-poll`` instead of ``--idle-poll`` for ``--busy-window`` seconds after it pushed a
+reply, and anything else is refused."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import pytest
 from flwr.proto.message_pb2 import ObjectTree  # pylint: disable=E0611
 from packaging.requirements import Requirement
 
+from securefed.errors import ConfigError
 from securefed.flower import supernode
 from securefed.flower.flower_pin import PATCHED_FLWR_VERSION, FlowerPatchError
 from securefed.flower.supernode import (
@@ -87,8 +89,10 @@ def _reply_sleep(monkeypatch) -> float:
     ))  # fmt: skip
 
 
-def _object_sleep(monkeypatch) -> float:
-    """What the SuperNode sleeps when its ClientApp's reply is there but not its objects."""
+def _push_reply(content: bytes, pushed: list | None = None) -> None:
+    """Flower's ``_push_messages`` on one reply of the ClientApp, whose one object holds
+    ``content`` (``b""``: not pushed by the ClientApp yet)."""
+    pushed = [] if pushed is None else pushed
     metadata = SimpleNamespace(group_id="", run_id=1, message_type="train.x", message_id="m",
                                reply_to_message_id="r")  # fmt: skip
     state = SimpleNamespace(
@@ -97,10 +101,14 @@ def _object_sleep(monkeypatch) -> float:
         delete_messages=lambda **_: None,
     )
     store = SimpleNamespace(get_object_tree=lambda _: ObjectTree(object_id="m"),
-                            get=lambda _: b"", delete=lambda _: None)  # fmt: skip
-    return _first_sleep(monkeypatch, lambda: LOOP._push_messages(
-        state=state, object_store=store, send=lambda *_: ({"m"}, "s"), push_object=print
-    ))  # fmt: skip
+                            get=lambda _: content, delete=lambda _: None)  # fmt: skip
+    LOOP._push_messages(state=state, object_store=store, send=lambda *_: ({"m"}, "s"),
+                        push_object=lambda *pushing: pushed.append(pushing))  # fmt: skip
+
+
+def _object_sleep(monkeypatch) -> float:
+    """What the SuperNode sleeps when its ClientApp's reply is there but not its objects."""
+    return _first_sleep(monkeypatch, lambda: _push_reply(b""))
 
 
 def _sleeps(monkeypatch) -> tuple[float, float, float]:
@@ -114,8 +122,24 @@ def test_the_patched_loop_waits_the_given_seconds_where_flowers_waits_3_and_0_5(
     install_polls(0.2, 0.05)
     assert CLI.start_client_internal is LOOP.start_client_internal  # what flower-supernode calls
     assert (LOOP.start_client_internal, LOOP._push_messages) != flowers
-    assert LOOP._push_messages.__code__.co_filename == inspect.getsourcefile(LOOP)  # tracebacks
+    pushing = LOOP._push_messages.__wrapped__  # tracebacks name Flower's file
+    assert pushing.__code__.co_filename == inspect.getsourcefile(LOOP)
     assert _sleeps(monkeypatch) == (0.2, 0.05, 0.05)
+
+
+def test_after_a_reply_the_loop_pulls_every_busy_poll_for_the_busy_window(monkeypatch, flowers):
+    now = [100.0]
+    poll = install_polls(0.2, 0.05, busy_poll_s=0.03, busy_window_s=1.5)
+    poll.clock = lambda: now[0]
+    assert _idle_sleep(monkeypatch) == 0.2  # no reply yet: a node out of any run idles
+    pushed: list = []
+    _push_reply(b"reply", pushed)  # the loop pushes a reply (through the patched function) ...
+    assert pushed == [(1, "s", "m", b"reply")]
+    assert _idle_sleep(monkeypatch) == 0.03  # ... and the next stage's message is due
+    now[0] += 1.49
+    assert _idle_sleep(monkeypatch) == 0.03
+    now[0] += 0.02
+    assert _idle_sleep(monkeypatch) == 0.2  # the window is over: idle again
 
 
 def test_a_moved_or_changed_sleep_is_refused():
@@ -143,6 +167,10 @@ def test_another_flwr_version_or_a_bad_interval_is_refused(monkeypatch, flowers)
         install_polls(0)
     with pytest.raises(FlowerPatchError, match="--reply-poll must be in"):
         install_polls(0.2, 0.6)
+    with pytest.raises(ConfigError, match="--busy-poll"):
+        install_polls(0.2, 0.05, busy_poll_s=0.3)  # never slower than idle
+    with pytest.raises(ConfigError, match="--busy-window"):
+        install_polls(0.2, 0.05, busy_window_s=-1)
     monkeypatch.setattr(importlib.metadata, "version", lambda _: "1.43.0")
     with pytest.raises(FlowerPatchError, match="flwr 1.43.0 is installed"):
         install_polls(0.1)
