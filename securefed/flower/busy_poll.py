@@ -15,11 +15,29 @@ exactly as often as before, and a reply buys at most ``window_s / busy_s`` quick
 
 from __future__ import annotations
 
+import argparse
 import math
 import time
 from collections.abc import Callable
 
 from securefed.errors import ConfigError
+
+BUSY_POLL_S = 0.05  # securefed's default: how often a node polls just after a reply ...
+BUSY_WINDOW_S = 2.0  # ... for this long (the training stage's nodes finish up to ~1.5 s apart)
+
+
+def add_busy_arguments(parser: argparse.ArgumentParser, idle_flag: str) -> None:
+    """``--busy-poll`` and ``--busy-window`` on a node's command line, whose idle interval is
+    ``idle_flag``."""
+    parser.add_argument(
+        "--busy-poll", type=float, help=f"seconds (default {BUSY_POLL_S}, at most {idle_flag})"
+    )
+    parser.add_argument("--busy-window", type=float, default=BUSY_WINDOW_S, help="seconds")
+
+
+def busy_seconds(busy_poll: float | None, idle_s: float) -> float:
+    """The ``--busy-poll`` given, else the default, never longer than the idle poll."""
+    return min(BUSY_POLL_S, idle_s) if busy_poll is None else busy_poll
 
 
 class BusyPoll:

@@ -42,14 +42,18 @@ import sys
 from dataclasses import dataclass
 
 from securefed.errors import ConfigError
-from securefed.flower.busy_poll import BusyPoll
+from securefed.flower.busy_poll import (
+    BUSY_POLL_S,
+    BUSY_WINDOW_S,
+    BusyPoll,
+    add_busy_arguments,
+    busy_seconds,
+)
 from securefed.flower.flower_pin import FlowerPatchError, require_patched_flwr
 from securefed.flower.object_pulls import install_pull_retry
 
 IDLE_POLL_S = 0.2  # securefed's default: 5 pulls a second from an idle node
 REPLY_POLL_S = 0.05  # securefed's default: how often the node looks for its ClientApp's reply
-BUSY_POLL_S = 0.05  # securefed's default: the idle pull's interval just after a reply ...
-BUSY_WINDOW_S = 2.0  # ... for this long (the training stage's nodes finish up to ~1.5 s apart)
 _PULL_INTERVAL = "_securefed_pull_interval"  # the name the idle sleep calls in Flower's module
 _LOOP_MODULE = "flwr.supernode.start_client_internal"
 _CLI_MODULE = "flwr.supernode.cli.flower_supernode"
@@ -178,13 +182,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=False)
     parser.add_argument("--idle-poll", type=float, default=IDLE_POLL_S, help="seconds")
     parser.add_argument("--reply-poll", type=float, default=REPLY_POLL_S, help="seconds")
-    parser.add_argument(
-        "--busy-poll", type=float, help=f"seconds (default {BUSY_POLL_S}, at most --idle-poll)"
-    )
-    parser.add_argument("--busy-window", type=float, default=BUSY_WINDOW_S, help="seconds")
+    add_busy_arguments(parser, "--idle-poll")
     args, flower_args = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     try:
-        busy = min(BUSY_POLL_S, args.idle_poll) if args.busy_poll is None else args.busy_poll
+        busy = busy_seconds(args.busy_poll, args.idle_poll)
         install_polls(args.idle_poll, args.reply_poll, busy, args.busy_window)
         install_pull_retry()
     except (FlowerPatchError, ConfigError) as error:

@@ -52,7 +52,7 @@ from flwr.supercore.tls import validate_and_resolve_root_certificates
 from flwr.supernode.runtime.run_clientapp import pull_task_input, push_message, push_task_output
 
 from securefed.errors import ConfigError
-from securefed.flower.busy_poll import BusyPoll
+from securefed.flower.busy_poll import BusyPoll, add_busy_arguments, busy_seconds
 from securefed.flower.client_app import app
 from securefed.flower.flower_pin import FlowerPatchError
 from securefed.flower.object_pulls import install_pull_retry
@@ -60,9 +60,7 @@ from securefed.flower.object_pulls import install_pull_retry
 LOG = logging.getLogger("securefed.flower.warm_node")
 _ACQUIRE = "/flwr.proto.Runtime/AcquireTask"
 TASK_RETRY_S = 30.0  # how long one task's calls wait for a SuperNode that stopped answering
-POLL_S = 0.1  # how often an idle executor asks its SuperNode for a task ...
-BUSY_POLL_S = 0.05  # ... and how often just after it finished one ...
-BUSY_WINDOW_S = 2.0  # ... for this long (as the SuperNode's busy pull: ``supernode``)
+POLL_S = 0.1  # how often an idle executor asks its SuperNode for a task (busy_poll: after one)
 
 
 def _retry(max_time_s: float) -> RetryInvoker:
@@ -160,13 +158,10 @@ def main(argv: list[str] | None = None) -> None:
     tls.add_argument("--insecure", action="store_true", help="plain HTTP on the node's loopback")
     tls.add_argument("--root-certificates", help="CA of the Runtime API's TLS certificate")
     parser.add_argument("--poll-interval", type=float, default=POLL_S, help="seconds")
-    parser.add_argument(
-        "--busy-poll", type=float, help=f"seconds (default {BUSY_POLL_S}, at most --poll-interval)"
-    )
-    parser.add_argument("--busy-window", type=float, default=BUSY_WINDOW_S, help="seconds")
+    add_busy_arguments(parser, "--poll-interval")
     args = parser.parse_args(argv)
     try:
-        busy = min(BUSY_POLL_S, args.poll_interval) if args.busy_poll is None else args.busy_poll
+        busy = busy_seconds(args.busy_poll, args.poll_interval)
         poll = BusyPoll(args.poll_interval, busy, args.busy_window)
         install_pull_retry()  # a task's message is often not all on the node when acquired
     except (FlowerPatchError, ConfigError) as error:
