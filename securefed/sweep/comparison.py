@@ -16,7 +16,7 @@ from statistics import mean
 from typing import Any
 
 from securefed.sweep.heterogeneity import provenance, spread
-from securefed.sweep.table import SweepTable
+from securefed.sweep.table import TRAININGS, SweepTable
 
 BACKBONE_KEY = "model.backbone"
 ADAPTER_KEY = "model.adapter"
@@ -107,7 +107,7 @@ def _arms_section(groups) -> list[str]:
         for adapter, rows in sorted(by_adapter.items()):
             values = {
                 arm: [r[arm] for r in rows if r.get(arm) is not None]
-                for arm in ("federated", "centralized", "isolated", "zero_shot", "majority")
+                for arm in (*TRAININGS, "majority")
             }
             lines.append(
                 f"| {backbone} | {task} | {adapter} | {len(rows)} | "
@@ -223,13 +223,13 @@ def _cpu_section(rows: list[Row]) -> list[str]:
         "models CPU and RAM power, it measures neither.",
     ]
     if ratios:
-        spread = (
+        ratio_range = (
             f"ranges from {min(ratios):.2f} to {max(ratios):.2f} across cells"
             if len(ratios) > 1
             else f"is {ratios[0]:.2f}"
         )
         lines.append(
-            f"- Wall time per CPU second {spread} (the machine was shared): compare cells by "
+            f"- Wall time per CPU second {ratio_range} (the machine was shared): compare cells by "
             "CPU-s, not by wall time; modelled energy has terms that grow with wall time."
         )
     return [*lines, ""]
