@@ -173,8 +173,13 @@ def test_the_cpu_caveats_name_the_energy_basis_and_the_wall_time_spread():
     assert "dequantized in software" in text
     assert "- Energy: estimate, measured (the basis" in text
     assert "Wall time per CPU second ranges from 1.50 to 3.00 across cells" in text
+    assert "The busiest cell kept 0.67 cores busy on average" in text
     alone = comparison_findings(_table(rows[0]), {})
-    assert "Wall time per CPU second is 1.50 (the machine was shared)" in alone
+    assert "Wall time per CPU second is 1.50 (wall time also counts waiting" in alone
+    two_threads = comparison_findings(
+        _table(_row("lora", LLM, "a", 0, 0.6, 0.6, 0.4, 0.25, wall_s=50.0)), {}
+    )
+    assert "The busiest cell kept 2.00 cores busy on average" in two_threads
 
 
 def test_a_backbone_and_adapter_grid_gets_these_findings_other_sweeps_do_not():

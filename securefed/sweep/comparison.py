@@ -208,11 +208,12 @@ def _cost_section(rows: list[Row]) -> list[str]:
 def _cpu_section(rows: list[Row]) -> list[str]:
     """Where these CPU figures cannot speak for a GPU; the energy basis read from the table."""
     kinds = sorted({r.get("energy_kind") or "not recorded" for r in rows})
-    ratios = [r["wall_s"] / r["cpu_s"] for r in rows if r.get("wall_s") and r.get("cpu_s")]
+    timed = [r for r in rows if r.get("wall_s") and r.get("cpu_s")]
+    ratios = [r["wall_s"] / r["cpu_s"] for r in timed]
     lines = [
         "## What these CPU figures cannot say about a GPU",
         "",
-        "- Every cell ran on one CPU thread. QLoRA runs through bitsandbytes' CPU 4-bit path: "
+        "- QLoRA runs through bitsandbytes' CPU 4-bit path: "
         "the frozen weights are stored in 4 bits and dequantized in software for each matrix "
         "product, where a GPU runs fused CUDA kernels. Its CPU time says nothing about its "
         "speed on a GPU, and peak host memory here counts the whole process (the model load, "
@@ -228,10 +229,14 @@ def _cpu_section(rows: list[Row]) -> list[str]:
             if len(ratios) > 1
             else f"is {ratios[0]:.2f}"
         )
-        lines.append(
-            f"- Wall time per CPU second {ratio_range} (the machine was shared): compare cells by "
-            "CPU-s, not by wall time; modelled energy has terms that grow with wall time."
-        )
+        busiest = max(r["cpu_s"] / r["wall_s"] for r in timed)
+        lines += [
+            f"- Wall time per CPU second {ratio_range} (wall time also counts waiting for "
+            "whatever else ran on the machine): compare cells by CPU-s, not by wall time; "
+            "modelled energy has terms that grow with wall time.",
+            f"- The busiest cell kept {busiest:.2f} cores busy on average (its CPU-s over its "
+            "wall time).",
+        ]
     return [*lines, ""]
 
 
