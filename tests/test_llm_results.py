@@ -7,13 +7,13 @@ and the README states seed 0's figures and the three seeds' mean and range as th
 them. ``tests/test_llm_config_learns.py`` (slow) reruns seed 0.
 
 ``audits/llm_dp/seed-N/`` (N = 0, 1, 2) is the whole run folder of ``configs/llm_dp.yaml`` (DP-SGD
-at epsilon 8) at seed N, and ``seed-2-rerun/`` the same command at seed 2 run again. Each is
-today's config at its seed, and no other run folder sits beside them; each institution's
-epsilon, recomputed from its privacy ledger by the PLD accountant, is the one results.json
-reports and at most the config's target (at most 8); every run's federated pooled accuracy
-clears the majority-class floor of its test splits by 10 points; the README and docs/llm.md state
-every run's figures and the seeds' mean and range. The slow test runs ``securefed audit
---verify``'s checks (every hash and epsilon).
+at epsilon 8) at seed N, ``seed-2-rerun/`` the same command at seed 2 run again, and
+``seed-0-natural/`` seed 0 under the natural split. Each is today's config with its overrides, and
+no other run folder sits beside them; each institution's epsilon, recomputed from its privacy
+ledger by the PLD accountant, is the one results.json reports and at most the config's target (at
+most 8); every run's federated pooled accuracy clears the majority-class floor of its test splits
+by 10 points; the README and docs/llm.md state every run's figures and the seeds' mean and range.
+The slow test runs ``securefed audit --verify``'s checks (every hash and epsilon).
 """
 
 from __future__ import annotations
@@ -34,10 +34,12 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "audits" / "llm_config"
 SEEDS = (0, 1, 2)
 DP_DIR = ROOT / "audits" / "llm_dp"
-# Each committed DP run folder and its overrides of configs/llm_dp.yaml: one run a seed, and seed 2
-# (the one nearest the bar) rerun as it is (DP noise is drawn afresh each run)
+# Each committed DP run folder and its overrides of configs/llm_dp.yaml: one run a seed, seed 2
+# (the one nearest the bar) rerun as it is (DP noise is drawn afresh each run), and seed 0 under
+# the natural split (one institution per firm)
 DP_SEED_RUNS = {DP_DIR / f"seed-{seed}": [f"seed={seed}"] for seed in SEEDS}
-DP_RUNS = DP_SEED_RUNS | {DP_DIR / "seed-2-rerun": ["seed=2"]}
+NATURAL = ["partition.scheme=natural", "partition.column=institution"]
+DP_RUNS = DP_SEED_RUNS | {DP_DIR / "seed-2-rerun": ["seed=2"], DP_DIR / "seed-0-natural": NATURAL}
 DP_MARGIN = 0.10  # the bar: federated pooled accuracy at least the majority floor + 10 points
 
 
