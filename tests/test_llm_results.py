@@ -6,14 +6,14 @@ Each ``audits/llm_config/seed-N/`` holds one run's results.json and its resolved
 and the README states seed 0's figures and the three seeds' mean and range as these files give
 them. ``tests/test_llm_config_learns.py`` (slow) reruns seed 0.
 
-``audits/llm_dp/seed-0/`` is the whole run folder of ``configs/llm_dp.yaml`` (DP-SGD at
-epsilon 8), ``seed-0-all-arms/`` and ``seed-0-rerun/`` that command rerun with every baseline
-and as it is. Each is today's config; each institution's epsilon, recomputed from its privacy
-ledger by the PLD accountant, is the one results.json reports and at most the config's target
-(at most 8); seed-0's federated
-pooled accuracy clears the majority-class floor of its test splits by 10 points (the reruns'
-need not: DP noise is drawn afresh each run); the README and docs/llm.md state every run's
-figures. The slow test runs ``securefed audit --verify``'s checks (every hash and epsilon).
+``audits/llm_dp/seed-N/`` (N = 0, 1, 2) is the whole run folder of ``configs/llm_dp.yaml`` (DP-SGD
+at epsilon 8) at seed N, ``seed-2-rerun/`` the same command at seed 2 run again, and
+``seed-0-natural/`` seed 0 under the natural split. Each is today's config with its overrides, and
+no other run folder sits beside them; each institution's epsilon, recomputed from its privacy
+ledger by the PLD accountant, is the one results.json reports and at most the config's target (at
+most 8); every run's federated pooled accuracy clears the majority-class floor of its test splits
+by 10 points; the README and docs/llm.md state every run's figures and the seeds' mean and range.
+The slow test runs ``securefed audit --verify``'s checks (every hash and epsilon).
 """
 
 from __future__ import annotations
@@ -33,12 +33,13 @@ from securefed.tasks.partition import majority_class
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "audits" / "llm_config"
 SEEDS = (0, 1, 2)
-DP_RUN = ROOT / "audits" / "llm_dp" / "seed-0"
-# The same command rerun with every baseline, and rerun as it is (DP noise is drawn afresh each
-# run): each run's overrides of configs/llm_dp.yaml
-ALL_ARMS = ROOT / "audits" / "llm_dp" / "seed-0-all-arms"
-RERUN = ROOT / "audits" / "llm_dp" / "seed-0-rerun"
-DP_RUNS = {DP_RUN: [], ALL_ARMS: ["baselines=[zero_shot, centralized, isolated]"], RERUN: []}
+DP_DIR = ROOT / "audits" / "llm_dp"
+# Each committed DP run folder and its overrides of configs/llm_dp.yaml: one run a seed, seed 2
+# (the one nearest the bar) rerun as it is (DP noise is drawn afresh each run), and seed 0 under
+# the natural split (one institution per firm)
+DP_SEED_RUNS = {DP_DIR / f"seed-{seed}": [f"seed={seed}"] for seed in SEEDS}
+NATURAL = ["partition.scheme=natural", "partition.column=institution"]
+DP_RUNS = DP_SEED_RUNS | {DP_DIR / "seed-2-rerun": ["seed=2"], DP_DIR / "seed-0-natural": NATURAL}
 DP_MARGIN = 0.10  # the bar: federated pooled accuracy at least the majority floor + 10 points
 
 
@@ -78,11 +79,11 @@ def test_the_readme_states_the_committed_figures():
     assert stated in flat, stated
 
 
-def _dp_json(rel: str, run: Path = DP_RUN) -> dict:
+def _dp_json(rel: str, run: Path) -> dict:
     return json.loads((run / rel).read_text())
 
 
-def _dp_figures(run: Path = DP_RUN) -> dict[str, float]:
+def _dp_figures(run: Path) -> dict[str, float]:
     """Pooled accuracy of each arm a committed DP run has, and its majority-class floor."""
     results = _dp_json("results.json", run)
     arms = ("federated", "zero_shot", "centralized", "isolated")
@@ -112,8 +113,13 @@ def test_each_dp_run_is_at_epsilon_8_recomputed_by_pld(run):
         assert reported[c]["epsilon"] == epsilon, c
 
 
-def test_the_dp_run_clears_the_majority_floor_by_10_points():
-    figures = _dp_figures()
+def test_the_committed_dp_runs_are_the_seeds_runs():
+    assert sorted(path.name for path in DP_DIR.iterdir()) == sorted(run.name for run in DP_RUNS)
+
+
+@pytest.mark.parametrize("run", DP_RUNS, ids=lambda run: run.name)
+def test_each_dp_run_clears_the_majority_floor_by_10_points(run):
+    figures = _dp_figures(run)
     assert figures["federated"] >= figures["majority floor"] + DP_MARGIN
 
 
@@ -124,6 +130,16 @@ def test_the_readme_and_docs_state_each_dp_runs_figures(run):
         flat = " ".join((ROOT / page).read_text().split())
         assert "securefed simulate configs/llm_dp.yaml" in flat, page
         assert stated in flat, (page, stated)
+
+
+def test_the_readme_and_docs_state_the_dp_seeds_mean_and_range():
+    federated = [_dp_figures(run)["federated"] for run in DP_SEED_RUNS]
+    stated = (
+        f"epsilon 8 over seeds 0-2, federated mean {np.mean(federated):.3f} "
+        f"(range {min(federated):.3f}-{max(federated):.3f})"
+    )
+    for page in ("README.md", "docs/llm.md"):
+        assert stated in " ".join((ROOT / page).read_text().split()), (page, stated)
 
 
 @pytest.mark.slow
