@@ -208,8 +208,7 @@ def _cost_section(rows: list[Row]) -> list[str]:
 def _cpu_section(rows: list[Row]) -> list[str]:
     """Where these CPU figures cannot speak for a GPU; the energy basis read from the table."""
     kinds = sorted({r.get("energy_kind") or "not recorded" for r in rows})
-    timed = [r for r in rows if r.get("wall_s") and r.get("cpu_s")]
-    ratios = [r["wall_s"] / r["cpu_s"] for r in timed]
+    ratios = [r["wall_s"] / r["cpu_s"] for r in rows if r.get("wall_s") and r.get("cpu_s")]
     lines = [
         "## What these CPU figures cannot say about a GPU",
         "",
@@ -229,7 +228,7 @@ def _cpu_section(rows: list[Row]) -> list[str]:
             if len(ratios) > 1
             else f"is {ratios[0]:.2f}"
         )
-        busiest = max(r["cpu_s"] / r["wall_s"] for r in timed)
+        busiest = 1 / min(ratios)  # the most CPU-s per wall second
         lines += [
             f"- Wall time per CPU second {ratio_range} (wall time also counts waiting for "
             "whatever else ran on the machine): compare cells by CPU-s, not by wall time; "
